@@ -1,0 +1,2 @@
+//! The `remap bench` harness (in progress).
+#![forbid(unsafe_code)]

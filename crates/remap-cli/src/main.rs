@@ -1,0 +1,121 @@
+//! The `remap` binary: probe the machine, benchmark zero-copy moving, check the rmap model.
+//!
+//! Exit codes follow ripgrep's meanings: 0 when the run finished clean, 1 when it finished and found
+//! something (a model result that differs from the expected table, a failed verification), 2 when it
+//! could not do its job (bad usage, userfaultfd or MOVE unavailable). With `--json`, stdout carries
+//! nothing but JSON; logs and progress go to stderr.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod model;
+mod probe;
+
+/// Zero-copy page moving for Linux: userfaultfd and UFFDIO_MOVE, measured.
+#[derive(Debug, Parser)]
+#[command(name = "remap", version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More logging on stderr (repeat for more); `UFFD_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report what this machine offers: userfaultfd, features, THP, swap, and whether MOVE works.
+    Probe(probe::ProbeArgs),
+    /// Measure MOVE against COPY, memcpy and mremap, and fault service latency, side by side.
+    Bench(bench::BenchArgs),
+    /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
+    Model(model::ModelArgs),
+}
+
+/// What every subcommand needs to know about where its output goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    /// Print JSON on stdout and nothing else.
+    pub(crate) json: bool,
+    /// Show progress bars (stderr is a terminal and `--json` is off).
+    pub(crate) progress: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let out = Output {
+        json: cli.json,
+        progress: !cli.json && !cli.quiet && std::io::stderr().is_terminal(),
+    };
+    match run(cli.command, out) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command, out: Output) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Probe(args) => probe::run(&args, out),
+        Command::Bench(args) => bench::run(&args, out),
+        Command::Model(args) => model::run(&args, out),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UFFD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A closed stdout (`remap bench | head`) is the reader's choice, not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,10 @@
+//! remap: moving memory with UFFDIO_MOVE, safely and fast.
+//!
+//! (Crate docs are completed as the modules land.)
+
+#![deny(unsafe_code)]
+
+pub mod inspect;
+pub mod mover;
+pub mod region;
+pub mod server;

@@ -1,0 +1,6 @@
+//! Integration tests for `remap`, against the real kernel.
+
+mod inspect;
+mod mover;
+mod region;
+mod server;

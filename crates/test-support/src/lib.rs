@@ -1,0 +1,142 @@
+//! Dev-only helpers for tests that need the real kernel.
+//!
+//! A test that needs something this machine lacks prints `skipping <test>: needs <what>` and passes,
+//! except when `UFFD_TESTS_REQUIRED=1` is set (CI sets it): then it fails, so a skip can never turn CI
+//! green by accident.
+//!
+//! ```
+//! fn my_test() {
+//!     test_support::require!(test_support::Need::Move);
+//!     // ... the test body runs only where UFFDIO_MOVE works
+//! }
+//! # my_test();
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+pub mod swap;
+
+/// Something a test may need from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A userfaultfd can be created (user-mode-only faults suffice).
+    Uffd,
+    /// The kernel reports `UFFD_FEATURE_MOVE`.
+    Move,
+    /// Transparent huge pages are available for `MADV_HUGEPAGE` regions.
+    Thp,
+    /// Root (for swap set-up, pagemap PFNs, kpageflags).
+    Root,
+    /// Swap is active, or can be set up on zram (needs root).
+    Swap,
+    /// A specific userfaultfd feature.
+    Feature(uffd::Features),
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Need::Uffd => f.write_str("userfaultfd"),
+            Need::Move => f.write_str("UFFDIO_MOVE (UFFD_FEATURE_MOVE)"),
+            Need::Thp => f.write_str("transparent huge pages (madvise or always)"),
+            Need::Root => f.write_str("root"),
+            Need::Swap => f.write_str("active swap (or root to set up zram swap)"),
+            Need::Feature(features) => write!(f, "userfaultfd feature {features:?}"),
+        }
+    }
+}
+
+/// Whether `UFFD_TESTS_REQUIRED=1` is set: every skip becomes a failure.
+pub fn required() -> bool {
+    std::env::var("UFFD_TESTS_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Checks `need`; returns `true` when the test may go on.
+///
+/// When the need is not met it prints `skipping <test>: needs <what> (<why>)` and returns `false`,
+/// or panics under `UFFD_TESTS_REQUIRED=1`.
+pub fn check(test: &str, need: Need) -> bool {
+    match met(need) {
+        Ok(()) => true,
+        Err(why) => {
+            skip(test, &format!("{need} ({why})"));
+            false
+        }
+    }
+}
+
+/// Skips `test` for want of `what`, or fails it under `UFFD_TESTS_REQUIRED=1`.
+pub fn skip(test: &str, what: &str) {
+    assert!(
+        !required(),
+        "{test}: needs {what}, and UFFD_TESTS_REQUIRED=1 forbids skipping"
+    );
+    eprintln!("skipping {test}: needs {what}");
+}
+
+/// Whether `need` is met here, and if not, why not.
+pub fn met(need: Need) -> Result<(), String> {
+    match need {
+        Need::Uffd => uffd::Capabilities::probe()
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Need::Move => feature(uffd::Features::MOVE),
+        Need::Feature(f) => feature(f),
+        Need::Thp => {
+            let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+                .map_err(|e| format!("reading THP mode: {e}"))?;
+            if mode.contains("[never]") {
+                Err("THP mode is never".into())
+            } else {
+                Ok(())
+            }
+        }
+        Need::Root => {
+            if rustix::process::geteuid().is_root() {
+                Ok(())
+            } else {
+                Err("not running as root".into())
+            }
+        }
+        Need::Swap => swap::ensure_swap(),
+    }
+}
+
+fn feature(wanted: uffd::Features) -> Result<(), String> {
+    let caps = uffd::Capabilities::probe().map_err(|e| e.to_string())?;
+    let missing = wanted - caps.features();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the kernel lacks {missing:?}"))
+    }
+}
+
+/// The name of the running test: libtest names each test's thread after it.
+pub fn test_name(fallback: &str) -> String {
+    match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => fallback.to_owned(),
+    }
+}
+
+/// Returns from the calling test (after printing why) unless `need` is met.
+///
+/// ```
+/// fn needs_thp() {
+///     test_support::require!(test_support::Need::Thp);
+/// }
+/// # needs_thp();
+/// ```
+#[macro_export]
+macro_rules! require {
+    ($($need:expr),+ $(,)?) => {
+        $(
+            if !$crate::check(&$crate::test_name(module_path!()), $need) {
+                return;
+            }
+        )+
+    };
+}
