@@ -30,6 +30,9 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
+#[cfg(test)]
+mod tests;
+
 const PAGEMAP: &str = "/proc/self/pagemap";
 const KPAGEFLAGS: &str = "/proc/kpageflags";
 const SMAPS: &str = "/proc/self/smaps";
@@ -468,6 +471,12 @@ pub fn mapping_range(addr: usize) -> Result<Option<Range<usize>>, InspectError> 
 ///
 /// As for [`Pagemap::open`] and [`vma_info`] (including [`InspectError::NotMapped`]).
 pub fn is_thp_mapped(addr: usize) -> Result<bool, InspectError> {
+    is_thp_mapped_with(addr, true)
+}
+
+/// [`is_thp_mapped`], with the `/proc/kpageflags` path only if `use_kpageflags` (so tests can
+/// exercise the smaps fallback as root).
+fn is_thp_mapped_with(addr: usize, use_kpageflags: bool) -> Result<bool, InspectError> {
     let start = addr - addr % THP_SIZE;
     let vma = vma_info(addr)?;
     if start < vma.range.start || start + THP_SIZE > vma.range.end {
@@ -489,9 +498,13 @@ pub fn is_thp_mapped(addr: usize) -> Result<bool, InspectError> {
             _ => None,
         })
         .collect();
-    let kpageflags_file = File::open(KPAGEFLAGS);
+    let kpageflags_file = if use_kpageflags {
+        File::open(KPAGEFLAGS).ok()
+    } else {
+        None
+    };
     match (pfns, kpageflags_file) {
-        (Some(pfns), Ok(file)) => {
+        (Some(pfns), Some(file)) => {
             let head = pfns[0];
             if head % pages as u64 != 0 {
                 return Ok(false);
