@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod mover;
 pub mod region;
 pub mod server;
+pub mod system;

@@ -1,0 +1,149 @@
+//! What this machine offers for moving memory: kernel, CPU, page size, THP mode, swap.
+//!
+//! Benchmarks record it with every result and `remap probe` prints it; both read it here so the
+//! two always describe a machine the same way.
+//!
+//! ```
+//! let machine = remap::system::Machine::read();
+//! assert!(machine.page_size.is_power_of_two());
+//! println!("{} on {} ({} cores)", machine.kernel_release, machine.cpu_model, machine.cores);
+//! ```
+
+use std::fmt;
+use std::fs;
+
+/// The system-wide transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThpMode {
+    /// Every eligible anonymous mapping gets THPs.
+    Always,
+    /// Only mappings advised with `MADV_HUGEPAGE` (remap's `Thp::Huge`) get THPs.
+    Madvise,
+    /// No THPs.
+    Never,
+    /// The kernel has no THP support, or the file could not be read.
+    Unavailable,
+}
+
+impl ThpMode {
+    /// Reads the current mode.
+    pub fn read() -> Self {
+        fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .map(|text| Self::parse(&text))
+            .unwrap_or(ThpMode::Unavailable)
+    }
+
+    /// Parses the file's text, where the selected mode is in brackets: `always [madvise] never`.
+    pub fn parse(text: &str) -> Self {
+        if text.contains("[always]") {
+            ThpMode::Always
+        } else if text.contains("[madvise]") {
+            ThpMode::Madvise
+        } else if text.contains("[never]") {
+            ThpMode::Never
+        } else {
+            ThpMode::Unavailable
+        }
+    }
+
+    /// The mode's name as the kernel spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ThpMode::Always => "always",
+            ThpMode::Madvise => "madvise",
+            ThpMode::Never => "never",
+            ThpMode::Unavailable => "unavailable",
+        }
+    }
+
+    /// Whether a `MADV_HUGEPAGE` region can get THPs.
+    pub fn usable(&self) -> bool {
+        matches!(self, ThpMode::Always | ThpMode::Madvise)
+    }
+}
+
+impl fmt::Display for ThpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A description of this machine, read from `uname(2)` and `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// `uname -m`.
+    pub arch: String,
+    /// The CPU's model name from `/proc/cpuinfo` (or "unknown").
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// The base page size in bytes.
+    pub page_size: usize,
+    /// The THP mode.
+    pub thp: ThpMode,
+    /// Whether any swap area is active.
+    pub swap_active: bool,
+    /// Total memory in bytes (from `/proc/meminfo`, 0 if unreadable).
+    pub mem_total: u64,
+}
+
+impl Machine {
+    /// Reads the description; fields that cannot be read get placeholder values, never errors.
+    pub fn read() -> Self {
+        let uname = rustix::system::uname();
+        Self {
+            kernel_release: uname.release().to_string_lossy().into_owned(),
+            arch: uname.machine().to_string_lossy().into_owned(),
+            cpu_model: cpu_model().unwrap_or_else(|| "unknown".to_owned()),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            page_size: rustix::param::page_size(),
+            thp: ThpMode::read(),
+            swap_active: swap_active(),
+            mem_total: mem_total().unwrap_or(0),
+        }
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let text = fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+}
+
+fn mem_total() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Whether `/proc/swaps` lists any active swap area.
+pub fn swap_active() -> bool {
+    fs::read_to_string("/proc/swaps").is_ok_and(|text| text.lines().count() > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_thp_mode() {
+        assert_eq!(ThpMode::parse("always [madvise] never\n"), ThpMode::Madvise);
+        assert_eq!(ThpMode::parse("[always] madvise never\n"), ThpMode::Always);
+        assert_eq!(ThpMode::parse("always madvise [never]\n"), ThpMode::Never);
+        assert_eq!(ThpMode::parse(""), ThpMode::Unavailable);
+    }
+
+    #[test]
+    fn reads_this_machine() {
+        let machine = Machine::read();
+        assert!(!machine.kernel_release.is_empty());
+        assert!(machine.cores >= 1);
+        assert_eq!(machine.page_size, rustix::param::page_size());
+        assert!(machine.mem_total > 0);
+    }
+}
