@@ -1,0 +1,365 @@
+//! Protocol versions, mutations, model configurations and the expected result table.
+
+use crate::invariant::Invariant;
+
+/// A kernel version of the protocol (`rmap-protocol.md` section 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Version {
+    /// <= 6.7: no `folio->mapping` re-check; the mover (as in 6.8) holds the folio lock and the
+    /// anon_vma write lock.
+    V0,
+    /// Sep 2023 v2 patch: re-check only on the slow path (S12).
+    V1,
+    /// 6.8 as merged: re-check at S6 and S12; mover holds folio lock + anon_vma write lock.
+    V2,
+    /// Newest: every walker trylocks the folio first, no re-check, mover takes no anon_vma lock.
+    V3,
+}
+
+/// A deliberate bug planted in a version (section 4 "Mutations").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mutation {
+    /// Only the mover side of V3 applied: the mover drops the anon_vma lock, walkers are V2
+    /// (re-checks, no folio lock).
+    V3MoverOnly,
+    /// V3 with a walker that was not converted: no folio lock (and no re-check, as in V3).
+    V3WalkerNoFolioLock,
+    /// The mover stores `folio->index` before `folio->mapping` (V2).
+    IndexBeforeMapping,
+    /// The walker reads `folio->index` before taking any lock (V3).
+    WalkerCachesPgoff,
+    /// Qi Zheng's pre-fix order: mapping and index stored before the pin re-check (V2, GUP on).
+    PreFixPinOrder,
+}
+
+/// How the walker calls `folio_lock_anon_vma_read`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalkerMode {
+    /// `folio_referenced`: `rwc->try_lock = true`, only the fast path S5–S7.
+    TryLock,
+    /// page_idle / DAMON: `try_lock` unset; fast path first, slow path when the trylock fails.
+    Blocking,
+    /// Like `Blocking`, but S5 always fails (models a contended root): only the slow path S8–S13.
+    SlowOnly,
+}
+
+/// The protocol switches derived from a version and an optional mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Protocol {
+    /// S6: re-check `folio->mapping` on the fast path.
+    pub recheck_fast: bool,
+    /// S12: re-check `folio->mapping` on the slow path.
+    pub recheck_slow: bool,
+    /// The walker trylocks the folio before anything else (V3 `folio_referenced`).
+    pub walker_folio_lock: bool,
+    /// The mover takes `folio_get_anon_vma` + `anon_vma_lock_write` (V0–V2).
+    pub mover_anon_lock: bool,
+    /// Mapping and index stored before the pin re-check (Qi Zheng's pre-fix order).
+    pub prefix_pin_order: bool,
+    /// Index stored before mapping.
+    pub index_first: bool,
+    /// The walker reads the index before locking.
+    pub cache_pgoff: bool,
+    /// Invariant 8 is checked strictly (no excuse for a mid-move index read).
+    pub strict_completeness: bool,
+}
+
+impl Protocol {
+    /// The switches for `version` with `mutation` applied.
+    pub fn new(version: Version, mutation: Option<Mutation>) -> Protocol {
+        let mut p = Protocol {
+            recheck_fast: version == Version::V2,
+            recheck_slow: matches!(version, Version::V1 | Version::V2),
+            walker_folio_lock: version == Version::V3,
+            mover_anon_lock: version != Version::V3,
+            prefix_pin_order: false,
+            index_first: false,
+            cache_pgoff: false,
+            strict_completeness: version == Version::V3,
+        };
+        match mutation {
+            None => {}
+            Some(Mutation::V3MoverOnly) => p.mover_anon_lock = false,
+            Some(Mutation::V3WalkerNoFolioLock) => p.walker_folio_lock = false,
+            Some(Mutation::IndexBeforeMapping) => p.index_first = true,
+            Some(Mutation::WalkerCachesPgoff) => p.cache_pgoff = true,
+            Some(Mutation::PreFixPinOrder) => p.prefix_pin_order = true,
+        }
+        p
+    }
+}
+
+/// One model configuration: a version, an optional mutation and the threads that run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Config {
+    /// Short identifier (`--only` matches it).
+    pub name: String,
+    /// What the configuration shows.
+    pub description: String,
+    /// Kernel version of the protocol.
+    pub version: Version,
+    /// Planted bug, if any.
+    pub mutation: Option<Mutation>,
+    /// Walker flavour.
+    pub walker: WalkerMode,
+    /// Run a second mover, D back to S (ABA).
+    pub aba: bool,
+    /// Run the munmap thread.
+    pub munmap: bool,
+    /// Let the munmap thread reuse the freed slot as a child of R'.
+    pub reuse: bool,
+    /// Run a GUP-fast thread that can pin the folio.
+    pub gup: bool,
+    /// Check invariant 8 strictly even for V0–V2 (shows V2's benign window).
+    pub force_strict_completeness: bool,
+}
+
+impl Config {
+    /// The derived protocol switches.
+    pub fn protocol(&self) -> Protocol {
+        let mut p = Protocol::new(self.version, self.mutation);
+        p.strict_completeness |= self.force_strict_completeness;
+        p
+    }
+
+    /// A configuration with the default thread set (walker, mover, munmap with reuse).
+    pub fn new(name: &str, version: Version, walker: WalkerMode) -> Config {
+        Config {
+            name: name.to_string(),
+            description: String::new(),
+            version,
+            mutation: None,
+            walker,
+            aba: false,
+            munmap: true,
+            reuse: true,
+            gup: false,
+            force_strict_completeness: false,
+        }
+    }
+}
+
+/// Expected outcome of one invariant in one configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// The checker must find no violation.
+    Holds,
+    /// The checker must find a violation.
+    Broken,
+    /// The invariant is not meaningful for this configuration (not checked against).
+    NotApplicable,
+}
+
+/// A configuration together with its expected row of the result table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Expected {
+    /// The configuration.
+    pub config: Config,
+    /// Expected outcome for invariants 1..=9 (index = number - 1).
+    pub expect: [Expect; 9],
+}
+
+impl Expected {
+    /// The expected outcome for `inv`.
+    pub fn get(&self, inv: Invariant) -> Expect {
+        self.expect[usize::from(inv.number() - 1)]
+    }
+}
+
+fn row(config: Config, broken: &[u8]) -> Expected {
+    let mut expect = [Expect::Holds; 9];
+    for &n in broken {
+        expect[usize::from(n - 1)] = Expect::Broken;
+    }
+    Expected { config, expect }
+}
+
+fn with(mut c: Config, description: &str, f: impl FnOnce(&mut Config)) -> Config {
+    c.description = description.to_string();
+    f(&mut c);
+    c
+}
+
+/// The expected table: every version and mutation `remap model` runs, with the invariants each
+/// must break (all others must hold).
+///
+/// ```
+/// use remap_model::{expected_table, Expect, Invariant};
+/// let table = expected_table();
+/// let v2 = table.iter().find(|e| e.config.name == "v2").unwrap();
+/// assert_eq!(v2.get(Invariant::FolioLockAnonVmaReadCurrent), Expect::Holds);
+/// ```
+pub fn expected_table() -> Vec<Expected> {
+    use Version::*;
+    use WalkerMode::*;
+    let nop = |_: &mut Config| {};
+    vec![
+        row(
+            with(
+                Config::new("v0", V0, TryLock),
+                "<= 6.7 rmap (no re-check) against a different-root mover; folio_referenced walker",
+                nop,
+            ),
+            &[1, 2, 3, 8],
+        ),
+        row(
+            with(
+                Config::new("v0-slow", V0, SlowOnly),
+                "V0, walker forced onto the refcounted slow path (Trace 3 without S12)",
+                nop,
+            ),
+            &[2, 3, 8],
+        ),
+        row(
+            with(
+                Config::new("v1", V1, TryLock),
+                "Sep 2023 patch (S12 only); folio_referenced never reaches S12",
+                nop,
+            ),
+            &[1, 2, 3, 8],
+        ),
+        row(
+            with(
+                Config::new("v1-slow", V1, SlowOnly),
+                "V1, walker forced onto the slow path: S12 fixes it",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2", V2, TryLock),
+                "6.8 as merged (S6 + S12); folio_referenced walker",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2-blocking", V2, Blocking),
+                "6.8, page_idle/DAMON walker (fast path, then slow path)",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2-aba", V2, TryLock),
+                "6.8 with a second mover D -> S (ABA), no munmap",
+                |c| {
+                    c.aba = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2-gup", V2, TryLock),
+                "6.8 after Qi Zheng's fix, with a GUP-fast thread pinning",
+                |c| {
+                    c.gup = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2-strict", V2, TryLock),
+                "6.8 with invariant 8 checked strictly: the benign window (index read before its store)",
+                |c| {
+                    c.force_strict_completeness = true;
+                    c.aba = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[8],
+        ),
+        row(
+            with(
+                Config::new("v3", V3, TryLock),
+                "newest: walkers hold the folio lock, mover takes no anon_vma lock",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v3-blocking", V3, Blocking),
+                "newest, page_idle/DAMON walker (trylocks the folio too)",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v3-aba", V3, TryLock),
+                "newest, second mover D -> S (ABA), no munmap",
+                |c| {
+                    c.aba = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("mut-v3-mover-only", V2, TryLock),
+                "mutation: mover drops the anon_vma lock but walkers stay V2 (no folio lock)",
+                |c| c.mutation = Some(Mutation::V3MoverOnly),
+            ),
+            &[3, 4, 8],
+        ),
+        row(
+            with(
+                Config::new("mut-v3-walker-unlocked", V3, TryLock),
+                "mutation: V3 with one walker not converted to take the folio lock",
+                |c| c.mutation = Some(Mutation::V3WalkerNoFolioLock),
+            ),
+            &[1, 2, 3, 4, 8],
+        ),
+        row(
+            with(
+                Config::new("mut-index-first", V2, TryLock),
+                "mutation: index stored before mapping (V2, invariant 8 strict): closes the window only under SC",
+                |c| {
+                    c.mutation = Some(Mutation::IndexBeforeMapping);
+                    c.force_strict_completeness = true;
+                    c.aba = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("mut-cached-pgoff", V3, TryLock),
+                "mutation: walker reads folio->index before taking the folio lock (V3)",
+                |c| c.mutation = Some(Mutation::WalkerCachesPgoff),
+            ),
+            &[8],
+        ),
+        row(
+            with(
+                Config::new("mut-prefix-pin", V2, TryLock),
+                "mutation: Qi Zheng's pre-fix order, mapping/index stored before the pin re-check",
+                |c| {
+                    c.mutation = Some(Mutation::PreFixPinOrder);
+                    c.gup = true;
+                    c.munmap = false;
+                    c.reuse = false;
+                },
+            ),
+            &[6, 8],
+        ),
+    ]
+}
