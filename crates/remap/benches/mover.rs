@@ -1,1 +1,3 @@
+//! Mover benches: the mover against a raw `UFFDIO_MOVE` loop (in progress).
+
 fn main() {}
