@@ -12,10 +12,11 @@
 //! # my_test();
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::fmt;
 
+pub mod mem;
 pub mod swap;
 
 /// Something a test may need from the machine.
