@@ -1,14 +1,399 @@
-//! `remap model` (placeholder while the subcommand is built).
+//! `remap model`: model-check every version and mutation of the rmap / UFFDIO_MOVE protocol.
+//!
+//! The checking lives in `remap-model`; this module only selects configurations and renders the
+//! reports.
+//!
+//! # JSON output (`--json`)
+//!
+//! JSON Lines, each `{"type": ..., "data": ...}`:
+//! - `config`: one per configuration before it runs: `remap_model::Config` plus the derived
+//!   `protocol` switches and the `bounds`.
+//! - `result`: one per configuration: a `remap_model::Report` (per-invariant `expected`, `actual`,
+//!   `matches` and, unless `--no-trace`, the shortest `trace` with numbered steps).
+//! - `summary`: last line: `configs`, `matching`, `mismatching`, `incomplete`, `broken_cells`
+//!   and `elapsed_total` (seconds).
+//!
+//! ```text
+//! {"type":"config","data":{"name":"v2","version":"V2",...}}
+//! {"type":"result","data":{"config":{...},"states":767,"invariants":[...],"matches_expected":true}}
+//! {"type":"summary","data":{"configs":17,"matching":17,"mismatching":0,"incomplete":0,"broken_cells":25,"elapsed_total":0.05}}
+//! ```
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use remap_model::{
+    expected_table, run_config, Bounds, Expect, Expected, Invariant, Outcome, Report,
+};
 
 use crate::Output;
 
 /// Options of `remap model`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ModelArgs {}
+pub(crate) struct ModelArgs {
+    /// Run only these configurations (repeat or comma-separate), e.g. `v2,mut-prefix-pin`.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    only: Vec<String>,
+
+    /// Bound the explorer to N preemptions (default: unbounded, every interleaving).
+    #[arg(long, value_name = "N")]
+    max_preemptions: Option<u8>,
+
+    /// Give up on a configuration after this many distinct states (it then counts as a mismatch).
+    #[arg(long, value_name = "N", default_value_t = 4_000_000)]
+    max_states: usize,
+
+    /// Do not print the counterexample traces.
+    #[arg(long)]
+    no_trace: bool,
+
+    /// List the configurations and their expected rows, then exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// The `summary` record of `--json`.
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    configs: usize,
+    matching: usize,
+    mismatching: usize,
+    incomplete: usize,
+    broken_cells: usize,
+    elapsed_total: f64,
+}
+
+/// The `config` record of `--json`.
+#[derive(Debug, serde::Serialize)]
+struct ConfigRecord<'a> {
+    #[serde(flatten)]
+    config: &'a remap_model::Config,
+    protocol: remap_model::Protocol,
+    bounds: Bounds,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Envelope<'a, T: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: T,
+}
 
 /// Runs `remap model`.
-pub(crate) fn run(_args: &ModelArgs, _out: Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("remap model is not built yet")
+pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let rows = select(&args.only)?;
+    let bounds = Bounds {
+        max_preemptions: args.max_preemptions,
+        max_states: args.max_states,
+    };
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    if args.list {
+        if out.json {
+            for row in &rows {
+                writeln!(w, "{}", json_line("expected", row)?)?;
+            }
+        } else {
+            w.write_all(render_list(&rows).as_bytes())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let start = Instant::now();
+    let mut reports = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if out.json {
+            let rec = ConfigRecord {
+                config: &row.config,
+                protocol: row.config.protocol(),
+                bounds,
+            };
+            writeln!(w, "{}", json_line("config", &rec)?)?;
+        }
+        if out.progress {
+            eprintln!("checking {} ...", row.config.name);
+        }
+        let mut report = run_config(row, &bounds);
+        if args.no_trace {
+            for inv in &mut report.invariants {
+                inv.trace = None;
+            }
+        }
+        if out.json {
+            writeln!(w, "{}", json_line("result", &report)?)?;
+        }
+        reports.push(report);
+    }
+    let summary = summarize(&reports, start.elapsed().as_secs_f64());
+    if out.json {
+        writeln!(w, "{}", json_line("summary", &summary)?)?;
+    } else {
+        w.write_all(render_human(&reports, &bounds, !args.no_trace, &summary).as_bytes())?;
+    }
+    w.flush()?;
+    Ok(exit_code(&summary))
+}
+
+/// The expected-table rows selected by `--only` (all when empty).
+fn select(only: &[String]) -> anyhow::Result<Vec<Expected>> {
+    let table = expected_table();
+    if only.is_empty() {
+        return Ok(table);
+    }
+    for name in only {
+        if !table.iter().any(|e| &e.config.name == name) {
+            let names: Vec<&str> = table.iter().map(|e| e.config.name.as_str()).collect();
+            bail!(
+                "no configuration named {name:?} (known: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(table
+        .into_iter()
+        .filter(|e| only.contains(&e.config.name))
+        .collect())
+}
+
+fn json_line<T: serde::Serialize>(kind: &str, data: T) -> anyhow::Result<String> {
+    serde_json::to_string(&Envelope { kind, data }).with_context(|| format!("serializing {kind}"))
+}
+
+fn summarize(reports: &[Report], elapsed: f64) -> Summary {
+    let matching = reports.iter().filter(|r| r.matches_expected).count();
+    Summary {
+        configs: reports.len(),
+        matching,
+        mismatching: reports.len() - matching,
+        incomplete: reports.iter().filter(|r| !r.complete).count(),
+        broken_cells: reports
+            .iter()
+            .flat_map(|r| &r.invariants)
+            .filter(|i| i.actual == Outcome::Broken)
+            .count(),
+        elapsed_total: elapsed,
+    }
+}
+
+/// 0 when every result matches the expected table, 1 otherwise.
+fn exit_code(summary: &Summary) -> ExitCode {
+    if summary.mismatching == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn cell(expected: Expect, actual: Outcome, matches: bool) -> String {
+    let text = match (expected, actual) {
+        (Expect::NotApplicable, _) => "n/a",
+        (_, Outcome::Holds) => "holds",
+        (_, Outcome::Broken) => "broken",
+    };
+    if matches {
+        text.to_string()
+    } else {
+        format!("{text}!")
+    }
+}
+
+fn header(s: &mut String) {
+    let _ = write!(s, "{:<24}", "configuration");
+    for inv in Invariant::ALL {
+        let _ = write!(s, " {:>7}", inv.number());
+    }
+    let _ = writeln!(s, " {:>9} {:>8}  expected", "states", "ms");
+}
+
+fn legend(s: &mut String) {
+    let _ = writeln!(s, "\ninvariants (rmap-protocol.md section 4):");
+    for inv in Invariant::ALL {
+        let _ = writeln!(
+            s,
+            "  {:>2} {:<18} {:?}: {}",
+            inv.number(),
+            inv.short(),
+            inv,
+            inv.kernel_function()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  (8 is strict for V3 and for *-strict/mut-index-first, weak for V0-V2 otherwise;"
+    );
+    let _ = writeln!(
+        s,
+        "   a trailing ! marks a cell that differs from the expected table)"
+    );
+}
+
+/// The human table, then a trace per broken cell, then the summary.
+fn render_human(reports: &[Report], bounds: &Bounds, traces: bool, summary: &Summary) -> String {
+    let mut s = String::new();
+    let pre = bounds
+        .max_preemptions
+        .map_or_else(|| "unbounded".to_string(), |p| p.to_string());
+    let _ = writeln!(
+        s,
+        "remap model: {} configuration(s); preemptions {pre}, at most {} states each\n",
+        reports.len(),
+        bounds.max_states
+    );
+    header(&mut s);
+    for r in reports {
+        let _ = write!(s, "{:<24}", r.config.name);
+        for inv in &r.invariants {
+            let _ = write!(s, " {:>7}", cell(inv.expected, inv.actual, inv.matches));
+        }
+        let verdict = match (r.matches_expected, r.complete) {
+            (true, _) => "yes",
+            (false, false) => "NO (incomplete)",
+            (false, true) => "NO",
+        };
+        let _ = writeln!(s, " {:>9} {:>8}  {verdict}", r.states, r.elapsed_ms);
+    }
+    legend(&mut s);
+    if traces {
+        for r in reports {
+            for inv in &r.invariants {
+                if let Some(t) = &inv.trace {
+                    let _ = writeln!(
+                        s,
+                        "\n== {}: invariant {} broken ({}), shortest trace, {} steps ==",
+                        r.config.name,
+                        inv.invariant,
+                        inv.kernel_function,
+                        t.steps.len()
+                    );
+                    let _ = writeln!(s, "   {}", r.config.description);
+                    s.push_str(&t.render());
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n{} configuration(s): {} match the expected table, {} do not ({} incomplete); {} broken cell(s); {:.2}s",
+        summary.configs,
+        summary.matching,
+        summary.mismatching,
+        summary.incomplete,
+        summary.broken_cells,
+        summary.elapsed_total
+    );
+    s
+}
+
+fn render_list(rows: &[Expected]) -> String {
+    let mut s = String::new();
+    for row in rows {
+        let broken: Vec<String> = Invariant::ALL
+            .into_iter()
+            .filter(|&i| row.get(i) == Expect::Broken)
+            .map(|i| i.number().to_string())
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<24} expect broken [{}]  {}",
+            row.config.name,
+            broken.join(","),
+            row.config.description
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_rows(names: &[&str]) -> Vec<Report> {
+        let only: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        select(&only)
+            .unwrap()
+            .iter()
+            .map(|r| run_config(r, &Bounds::default()))
+            .collect()
+    }
+
+    #[test]
+    fn whole_table_matches_and_exits_zero() {
+        let reports: Vec<Report> = expected_table()
+            .iter()
+            .map(|r| run_config(r, &Bounds::default()))
+            .collect();
+        let summary = summarize(&reports, 0.0);
+        assert_eq!(
+            summary.mismatching,
+            0,
+            "{}",
+            render_human(&reports, &Bounds::default(), false, &summary)
+        );
+        assert_eq!(exit_code(&summary), ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn a_wrong_expectation_exits_one() {
+        let mut row = select(&["v0".to_string()]).unwrap().remove(0);
+        row.expect = [Expect::Holds; 9];
+        let report = run_config(&row, &Bounds::default());
+        let summary = summarize(&[report], 0.0);
+        assert_eq!(summary.mismatching, 1);
+        assert_eq!(exit_code(&summary), ExitCode::from(1));
+    }
+
+    #[test]
+    fn unknown_only_is_an_error() {
+        assert!(select(&["v9".to_string()]).is_err());
+    }
+
+    #[test]
+    fn human_output_has_table_and_kernel_trace() {
+        let reports = run_rows(&["v0", "v2"]);
+        let summary = summarize(&reports, 0.0);
+        let text = render_human(&reports, &Bounds::default(), true, &summary);
+        assert!(text.contains("configuration"));
+        assert!(text.contains("v0"));
+        assert!(text.contains("== v0: invariant 2 no-freed-walk"));
+        assert!(
+            text.contains("A  S5 down_read_trylock(root X) -> ok"),
+            "{text}"
+        );
+        assert!(text.contains("anon_vma_free"));
+        assert!(!text.contains("== v2:"));
+    }
+
+    #[test]
+    fn json_lines_parse_with_envelope() {
+        let reports = run_rows(&["v1"]);
+        let summary = summarize(&reports, 0.5);
+        let rec = ConfigRecord {
+            config: &reports[0].config,
+            protocol: reports[0].config.protocol(),
+            bounds: Bounds::default(),
+        };
+        let lines = [
+            json_line("config", &rec).unwrap(),
+            json_line("result", &reports[0]).unwrap(),
+            json_line("summary", &summary).unwrap(),
+        ];
+        let types: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(v["data"].is_object());
+                v["type"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(types, ["config", "result", "summary"]);
+        let result: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(result["data"]["matches_expected"], true);
+        let inv2 = &result["data"]["invariants"][1];
+        assert_eq!(inv2["actual"], "broken");
+        assert!(inv2["trace"]["steps"].as_array().unwrap().len() > 10);
+        let summary: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        assert_eq!(summary["data"]["elapsed_total"], 0.5);
+    }
 }
