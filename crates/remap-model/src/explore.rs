@@ -207,7 +207,10 @@ pub fn explore(cfg: &Config, bounds: &Bounds) -> Exploration {
             }
             if let Entry::Vacant(e) = seen.entry(s) {
                 let nid = u32::try_from(nodes.len()).expect("fewer than 2^32 states");
-                nodes.push(Node { parent: id, tid: tid8 });
+                nodes.push(Node {
+                    parent: id,
+                    tid: tid8,
+                });
                 depth.push(d + 1);
                 queue.push_back((e.key().clone(), nid));
                 e.insert(());

@@ -8,7 +8,7 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Invariant {
-    /// 1. Lock balance: every `up_read`/`up_write` releases an rwsem this thread holds, the walker
+    /// Invariant 1, Lock balance: every `up_read`/`up_write` releases an rwsem this thread holds, the walker
     /// unlocks the rwsem it locked, the interval tree is only read or written with the root rwsem
     /// held, and nobody exits holding one.
     ///
@@ -16,54 +16,54 @@ pub enum Invariant {
     /// caller must still own the anon_vma it returned; the failure branch of S6 releases the *saved*
     /// root instead. `rmap_walk_anon` walks `anon_vma->rb_root` under `anon_vma_lock_read`.
     AnonVmaUnlockMatchesLock,
-    /// 2. No freed walk: while walking or unlocking an anon_vma, its slot is live and has the
+    /// Invariant 2, No freed walk: while walking or unlocking an anon_vma, its slot is live and has the
     /// generation seen at S1.
     ///
     /// Kernel rule: `anon_vma_free` pairs its `rwsem_is_locked` check with the walker's
     /// "trylock, then `folio_mapped`" in `folio_lock_anon_vma_read`, so `rmap_walk_anon` never walks a
     /// `SLAB_TYPESAFE_BY_RCU` slot that was freed or reused.
     RmapWalkAnonVmaAlive,
-    /// 3. Currency: when `folio_lock_anon_vma_read` returns `av`, `folio->mapping == av|ANON`, and
+    /// Invariant 3, Currency: when `folio_lock_anon_vma_read` returns `av`, `folio->mapping == av|ANON`, and
     /// during the walk the root of `folio->mapping` stays the root the walker locked.
     ///
     /// Kernel rule: the `folio->mapping` re-check after `down_read_trylock`/`anon_vma_lock_read` in
     /// `folio_lock_anon_vma_read` (V2), or the folio lock held by every walker (V3,
     /// `rmap_walk_anon` asserts `folio_test_locked`).
     FolioLockAnonVmaReadCurrent,
-    /// 4. Mover discipline: every store to `folio->mapping` or `folio->index` is made with the folio
+    /// Invariant 4, Mover discipline: every store to `folio->mapping` or `folio->index` is made with the folio
     /// locked and, when walkers run without the folio lock, with the old root's rwsem held for
     /// writing (unless the folio is unmapped).
     ///
     /// Kernel rule: `folio_move_anon_rmap` asserts the folio lock; `move_pages_pte` takes
     /// `anon_vma_lock_write(src_anon_vma)` in 6.8.
     FolioMoveAnonRmapLocked,
-    /// 5. PTE atomicity: outside the mover's double-PTL section the number of PTEs mapping the
+    /// Invariant 5, PTE atomicity: outside the mover's double-PTL section the number of PTEs mapping the
     /// folio equals `folio_mapped`'s count (0 or 1), and a move never changes the mapcount.
     ///
     /// Kernel rule: `move_present_pte` clears the source and sets the destination under
     /// `double_pt_lock` with no rmap add or remove.
     MovePresentPteAtomic,
-    /// 6. Failure atomicity: a move that returns an error leaves `mapping`, `index` and both PTEs
+    /// Invariant 6, Failure atomicity: a move that returns an error leaves `mapping`, `index` and both PTEs
     /// as they were when it took the folio lock.
     ///
     /// Kernel rule: `move_present_pte` after Qi Zheng's "fix unexpected change to src_folio when
     /// UFFDIO_MOVE fails" updates mapping and index only after the last `folio_maybe_dma_pinned`
     /// check.
     MovePresentPteFailureAtomic,
-    /// 7. Refcount sanity: anon_vma refcounts never go negative, a slot is freed only at 0 and only
+    /// Invariant 7, Refcount sanity: anon_vma refcounts never go negative, a slot is freed only at 0 and only
     /// once, and the walker's slow-path reference is balanced.
     ///
     /// Kernel rule: `put_anon_vma` / `__put_anon_vma` / `anon_vma_free`, and the
     /// `atomic_inc_not_zero` / `atomic_dec_and_test` pair in `folio_lock_anon_vma_read`.
     PutAnonVmaBalanced,
-    /// 8. Completeness: a walk that obtained an anon_vma visits every VMA whose PTE maps the folio
+    /// Invariant 8, Completeness: a walk that obtained an anon_vma visits every VMA whose PTE maps the folio
     /// at the end of the walk. Strict for V3; weak for V0–V2: a miss is excused when the walker
     /// read `folio->index` between a mover's mapping store and index store.
     ///
     /// Kernel rule: `rmap_walk_anon` computes `pgoff_start = folio_pgoff(folio)` after locking and
     /// `vma_address` for each avc; `folio_referenced` relies on it to see every young PTE.
     RmapWalkAnonComplete,
-    /// 9. No deadlock: some thread can always run until all finish, and blocking acquisitions
+    /// Invariant 9, No deadlock: some thread can always run until all finish, and blocking acquisitions
     /// follow the order mmap_lock, folio lock, anon_vma root rwsem, PTL.
     ///
     /// Kernel rule: the lock order documented at the top of `mm/rmap.c`, followed by
@@ -118,7 +118,9 @@ impl Invariant {
     /// The kernel function(s) whose rule this invariant checks.
     pub fn kernel_function(self) -> &'static str {
         match self {
-            Invariant::AnonVmaUnlockMatchesLock => "folio_lock_anon_vma_read / anon_vma_unlock_read",
+            Invariant::AnonVmaUnlockMatchesLock => {
+                "folio_lock_anon_vma_read / anon_vma_unlock_read"
+            }
             Invariant::RmapWalkAnonVmaAlive => "anon_vma_free / rmap_walk_anon",
             Invariant::FolioLockAnonVmaReadCurrent => "folio_lock_anon_vma_read",
             Invariant::FolioMoveAnonRmapLocked => "folio_move_anon_rmap",

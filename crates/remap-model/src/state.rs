@@ -458,10 +458,7 @@ impl State {
                 format!("{n}.vma"),
                 if v.present { "mapped" } else { "unmapped" }.into(),
             ));
-            out.push((
-                format!("{n}.pte"),
-                if v.pte { "F" } else { "none" }.into(),
-            ));
+            out.push((format!("{n}.pte"), if v.pte { "F" } else { "none" }.into()));
             out.push((format!("{n}.ptl"), self.owner(v.ptl)));
         }
         out.push((

@@ -125,7 +125,11 @@ pub fn initial_state(cfg: &Config) -> State {
             pinned: false,
             half_moved: false,
         },
-        av: [av(SLOT_X, 1 << VMA_S), av(SLOT_Y, 1 << VMA_D), av(SLOT_R, 0)],
+        av: [
+            av(SLOT_X, 1 << VMA_S),
+            av(SLOT_Y, 1 << VMA_D),
+            av(SLOT_R, 0),
+        ],
         vma: [
             Vma {
                 present: true,
@@ -306,7 +310,12 @@ fn verify_move_present_pte_atomic(st: &State, in_ptl: bool, ctx: &mut Ctx) {
 }
 
 /// One step of `put_anon_vma` -> `__put_anon_vma` -> `anon_vma_free`. Returns (ran, finished).
-fn put_step(st: &mut State, tid: usize, put: (u8, PutPc), ctx: &mut Ctx) -> (bool, Option<(u8, PutPc)>) {
+fn put_step(
+    st: &mut State,
+    tid: usize,
+    put: (u8, PutPc),
+    ctx: &mut Ctx,
+) -> (bool, Option<(u8, PutPc)>) {
     let (s, pc) = put;
     let name = slot_name(s);
     match pc {
@@ -345,7 +354,13 @@ fn put_step(st: &mut State, tid: usize, put: (u8, PutPc), ctx: &mut Ctx) -> (boo
             if st.av[ix(r)].rwsem.count != 0 {
                 return (false, Some(put));
             }
-            verify_lock_order(st, tid, CLASS_ANON, "anon_vma_free: anon_vma_lock_write", ctx);
+            verify_lock_order(
+                st,
+                tid,
+                CLASS_ANON,
+                "anon_vma_free: anon_vma_lock_write",
+                ctx,
+            );
             ctx.say(|| {
                 format!(
                     "anon_vma_free({name}): anon_vma_lock_write + anon_vma_unlock_write (root {})",
@@ -380,7 +395,11 @@ fn verify_put_anon_vma_free(st: &State, s: u8, ctx: &mut Ctx) {
     }
     if a.refcount != 0 {
         ctx.violate(Invariant::PutAnonVmaBalanced, || {
-            format!("anon_vma_free({}) with refcount {}", slot_name(s), a.refcount)
+            format!(
+                "anon_vma_free({}) with refcount {}",
+                slot_name(s),
+                a.refcount
+            )
         });
     }
 }
@@ -408,7 +427,9 @@ fn walker_step(
         WalkerPc::CachePgoff => {
             w.cached = Some((st.folio.index, st.folio.half_moved));
             let i = st.folio.index;
-            ctx.say(|| format!("pgoff = folio_pgoff(folio) = {i:#x}, cached before any lock (MUTATION)"));
+            ctx.say(|| {
+                format!("pgoff = folio_pgoff(folio) = {i:#x}, cached before any lock (MUTATION)")
+            });
             w.pc = if p.walker_folio_lock {
                 WalkerPc::FolioTrylock
             } else {
@@ -477,7 +498,12 @@ fn walker_step(
                 } else {
                     ""
                 };
-                ctx.say(|| format!("S5 down_read_trylock(root {}) -> fail{forced}", slot_name(r)));
+                ctx.say(|| {
+                    format!(
+                        "S5 down_read_trylock(root {}) -> fail{forced}",
+                        slot_name(r)
+                    )
+                });
                 w.pc = WalkerPc::S8;
             }
         }
@@ -505,7 +531,12 @@ fn walker_step(
                 let r = w.root;
                 up_read(st, r, tid, ctx, "S7");
                 w.locked = None;
-                ctx.say(|| format!("S7 folio_mapped -> false: up_read(root {}); return NULL", slot_name(r)));
+                ctx.say(|| {
+                    format!(
+                        "S7 folio_mapped -> false: up_read(root {}); return NULL",
+                        slot_name(r)
+                    )
+                });
                 w.pc = WalkerPc::Out;
             } else {
                 let a = w.av;
@@ -516,7 +547,10 @@ fn walker_step(
         }
         WalkerPc::S8 => {
             if mode == WalkerMode::TryLock {
-                ctx.say(|| "S8 rwc->try_lock: contended = true; return NULL (folio_referenced returns -1)".into());
+                ctx.say(|| {
+                    "S8 rwc->try_lock: contended = true; return NULL (folio_referenced returns -1)"
+                        .into()
+                });
                 w.pc = WalkerPc::Out;
             } else {
                 ctx.say(|| "S8 rwc->try_lock unset: take the slow path".into());
@@ -527,7 +561,12 @@ fn walker_step(
             let a = w.av;
             let rc = st.av[ix(a)].refcount;
             if rc == 0 {
-                ctx.say(|| format!("S9 atomic_inc_not_zero({}->refcount) -> 0, return NULL", slot_name(a)));
+                ctx.say(|| {
+                    format!(
+                        "S9 atomic_inc_not_zero({}->refcount) -> 0, return NULL",
+                        slot_name(a)
+                    )
+                });
                 w.pc = WalkerPc::Out;
             } else {
                 st.av[ix(a)].refcount += 1;
@@ -545,7 +584,12 @@ fn walker_step(
         WalkerPc::S10 => {
             if st.folio.mapcount == 0 {
                 let a = w.av;
-                ctx.say(|| format!("S10 folio_mapped -> false: rcu_read_unlock; put_anon_vma({})", slot_name(a)));
+                ctx.say(|| {
+                    format!(
+                        "S10 folio_mapped -> false: rcu_read_unlock; put_anon_vma({})",
+                        slot_name(a)
+                    )
+                });
                 w.has_ref = false;
                 w.put = Some((a, PutPc::Dec));
                 w.pc = WalkerPc::Out;
@@ -639,7 +683,11 @@ fn walker_step(
             w.pgoff_half = half;
             w.visited = 0;
             let a = w.av;
-            let from = if w.cached.is_some() { "cached" } else { "READ_ONCE(folio->index)" };
+            let from = if w.cached.is_some() {
+                "cached"
+            } else {
+                "READ_ONCE(folio->index)"
+            };
             ctx.say(|| {
                 format!(
                     "rmap_walk_anon: pgoff = {from} = {pgoff:#x}; anon_vma_interval_tree_foreach over {}",
@@ -898,7 +946,12 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 _ => false,
             };
             if ok {
-                ctx.say(|| format!("folio_get_anon_vma(F) = {} (refcount +1)", mapping_text(mapping)));
+                ctx.say(|| {
+                    format!(
+                        "folio_get_anon_vma(F) = {} (refcount +1)",
+                        mapping_text(mapping)
+                    )
+                });
             } else {
                 ctx.say(|| "folio_get_anon_vma(F) = NULL -> -EAGAIN".into());
                 fail(st, &mut m, MoveErr::Again, ctx);
@@ -916,7 +969,13 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             verify_lock_order(st, tid, CLASS_ANON, "anon_vma_lock_write", ctx);
             try_write(st, r, tid);
             m.locked = Some(r);
-            ctx.say(|| format!("anon_vma_lock_write({}) = down_write(root {})", slot_name(a), slot_name(r)));
+            ctx.say(|| {
+                format!(
+                    "anon_vma_lock_write({}) = down_write(root {})",
+                    slot_name(a),
+                    slot_name(r)
+                )
+            });
             m.pc = MoverPc::DoublePtLock;
         }
         MoverPc::DoublePtLock => {
@@ -954,7 +1013,11 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
         MoverPc::PinRecheck => {
             if st.folio.pinned {
                 st.vma[ix(src)].pte = true;
-                ctx.say(|| format!("folio_maybe_dma_pinned(F) after clear -> set_pte_at({sn}) back; -EBUSY"));
+                ctx.say(|| {
+                    format!(
+                        "folio_maybe_dma_pinned(F) after clear -> set_pte_at({sn}) back; -EBUSY"
+                    )
+                });
                 fail(st, &mut m, MoveErr::Busy, ctx);
             } else {
                 ctx.say(|| "folio_maybe_dma_pinned(F) after clear -> false".into());
@@ -970,7 +1033,12 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             let new = st.vma[ix(dst)].anon_vma;
             st.folio.mapping = Some(new);
             st.folio.half_moved = !p.index_first;
-            ctx.say(|| format!("folio_move_anon_rmap(F, {dn}): WRITE_ONCE(folio->mapping, {}|ANON)", slot_name(new)));
+            ctx.say(|| {
+                format!(
+                    "folio_move_anon_rmap(F, {dn}): WRITE_ONCE(folio->mapping, {}|ANON)",
+                    slot_name(new)
+                )
+            });
             m.pc = if p.index_first {
                 after_stores(p)
             } else {
@@ -1016,7 +1084,13 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             let r = st.av[ix(a)].root;
             up_write(st, r, tid, ctx, "anon_vma_unlock_write");
             m.locked = None;
-            ctx.say(|| format!("anon_vma_unlock_write({}) = up_write(root {})", slot_name(a), slot_name(r)));
+            ctx.say(|| {
+                format!(
+                    "anon_vma_unlock_write({}) = up_write(root {})",
+                    slot_name(a),
+                    slot_name(r)
+                )
+            });
             m.pc = cleanup_next(&m, MoverPc::AnonUnlock);
         }
         MoverPc::AnonPut => {
@@ -1138,7 +1212,9 @@ fn verify_folio_move_anon_rmap_locked(
 ) {
     if st.folio.lock != Some(t8(tid)) {
         let what = what.to_string();
-        ctx.violate(Invariant::FolioMoveAnonRmapLocked, || format!("{what} without the folio lock"));
+        ctx.violate(Invariant::FolioMoveAnonRmapLocked, || {
+            format!("{what} without the folio lock")
+        });
     }
     if p.walker_folio_lock || st.folio.mapcount == 0 {
         return;
@@ -1189,7 +1265,8 @@ fn munmap_step(st: &mut State, tid: usize, mut c: Munmap, reuse: bool, ctx: &mut
             }
             ctx.say(|| {
                 if had {
-                    "zap_pte_range(S) under PTL: clear PTE; folio_remove_rmap_pte (mapcount -1)".into()
+                    "zap_pte_range(S) under PTL: clear PTE; folio_remove_rmap_pte (mapcount -1)"
+                        .into()
                 } else {
                     "zap_pte_range(S) under PTL: PTE none".into()
                 }
@@ -1201,28 +1278,54 @@ fn munmap_step(st: &mut State, tid: usize, mut c: Munmap, reuse: bool, ctx: &mut
             if st.av[ix(r)].rwsem.count != 0 {
                 return false;
             }
-            verify_lock_order(st, tid, CLASS_ANON, "unlink_anon_vmas: anon_vma_lock_write", ctx);
+            verify_lock_order(
+                st,
+                tid,
+                CLASS_ANON,
+                "unlink_anon_vmas: anon_vma_lock_write",
+                ctx,
+            );
             try_write(st, r, tid);
             c.locked = Some(r);
-            ctx.say(|| format!("unlink_anon_vmas(S): anon_vma_lock_write({}) = down_write(root {})", slot_name(av), slot_name(r)));
+            ctx.say(|| {
+                format!(
+                    "unlink_anon_vmas(S): anon_vma_lock_write({}) = down_write(root {})",
+                    slot_name(av),
+                    slot_name(r)
+                )
+            });
             c.pc = MunmapPc::Unlink;
         }
         MunmapPc::Unlink => {
             let r = st.av[ix(av)].root;
             if !holds_write(st, r, tid) {
                 ctx.violate(Invariant::AnonVmaUnlockMatchesLock, || {
-                    format!("anon_vma_interval_tree_remove on {} without its root rwsem", slot_name(av))
+                    format!(
+                        "anon_vma_interval_tree_remove on {} without its root rwsem",
+                        slot_name(av)
+                    )
                 });
             }
             st.av[ix(av)].tree &= !(1 << VMA_S);
-            ctx.say(|| format!("anon_vma_interval_tree_remove(S's avc from {}->rb_root)", slot_name(av)));
+            ctx.say(|| {
+                format!(
+                    "anon_vma_interval_tree_remove(S's avc from {}->rb_root)",
+                    slot_name(av)
+                )
+            });
             c.pc = MunmapPc::UnlinkUnlock;
         }
         MunmapPc::UnlinkUnlock => {
             let r = st.av[ix(av)].root;
             up_write(st, r, tid, ctx, "unlink_anon_vmas: anon_vma_unlock_write");
             c.locked = None;
-            ctx.say(|| format!("anon_vma_unlock_write({}) = up_write(root {})", slot_name(av), slot_name(r)));
+            ctx.say(|| {
+                format!(
+                    "anon_vma_unlock_write({}) = up_write(root {})",
+                    slot_name(av),
+                    slot_name(r)
+                )
+            });
             c.pc = MunmapPc::Put;
         }
         MunmapPc::Put => {
@@ -1235,7 +1338,11 @@ fn munmap_step(st: &mut State, tid: usize, mut c: Munmap, reuse: bool, ctx: &mut
             st.vma[ix(VMA_S)].present = false;
             st.mm = 0;
             ctx.say(|| "remove_vma(S); mmap_write_unlock".into());
-            c.pc = if reuse { MunmapPc::Reuse } else { MunmapPc::Done };
+            c.pc = if reuse {
+                MunmapPc::Reuse
+            } else {
+                MunmapPc::Done
+            };
         }
         MunmapPc::Reuse => {
             let x = &mut st.av[ix(SLOT_X)];
@@ -1268,10 +1375,16 @@ fn gup_step(st: &mut State, tid: usize, ctx: &mut Ctx) -> bool {
     let mapped = st.vma.iter().any(|v| v.pte);
     if mapped {
         st.folio.pinned = true;
-        ctx.say(|| "GUP-fast: lockless walk finds F; try_grab_folio(FOLL_PIN) (folio_maybe_dma_pinned)".into());
+        ctx.say(|| {
+            "GUP-fast: lockless walk finds F; try_grab_folio(FOLL_PIN) (folio_maybe_dma_pinned)"
+                .into()
+        });
     } else {
         ctx.say(|| "GUP-fast: no present PTE, nothing pinned".into());
     }
     st.threads[tid] = Thread::Gup(true);
     true
 }
+
+#[cfg(test)]
+mod tests;

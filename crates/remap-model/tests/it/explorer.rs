@@ -109,7 +109,9 @@ fn trace_2_is_the_shortest_freed_walk() {
     let text = t.render();
     // The walker trylocks after anon_vma_free's rwsem_is_locked check and before the free.
     let is_locked = text.find("rwsem_is_locked(root X) -> false").expect(&text);
-    let trylock = text.find("S5 down_read_trylock(root X) -> ok").expect(&text);
+    let trylock = text
+        .find("S5 down_read_trylock(root X) -> ok")
+        .expect(&text);
     let free = text.find("kmem_cache_free").expect(&text);
     assert!(is_locked < trylock && trylock < free, "{text}");
     assert_eq!(t.steps.last().map(|s| s.thread), Some("A"));

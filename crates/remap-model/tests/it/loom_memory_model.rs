@@ -91,7 +91,11 @@ fn fast_path(recheck: bool) -> bool {
                 let current = !recheck || mapping.load(Ordering::Relaxed) == X;
                 if current {
                     // rmap_walk_anon on X: the index must belong to X's VMA S.
-                    assert_eq!(index.load(Ordering::Relaxed), IDX_S, "walk of X with D's index");
+                    assert_eq!(
+                        index.load(Ordering::Relaxed),
+                        IDX_S,
+                        "walk of X with D's index"
+                    );
                 }
                 rwsem.fetch_sub(1, Ordering::Release);
             }

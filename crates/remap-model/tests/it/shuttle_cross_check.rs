@@ -36,17 +36,32 @@ fn run(name: &str) -> (Vec<Invariant>, Vec<Invariant>) {
 fn safe_versions_show_no_violation() {
     for name in ["v2", "v2-blocking", "v2-aba", "v3", "v3-aba", "v1-slow"] {
         let (found, _) = run(name);
-        assert!(found.is_empty(), "{name}: shuttle found {found:?} (seed 0x5eed)");
+        assert!(
+            found.is_empty(),
+            "{name}: shuttle found {found:?} (seed 0x5eed)"
+        );
     }
 }
 
 #[test]
 fn unsafe_versions_are_caught() {
-    for name in ["v0", "v1", "mut-v3-walker-unlocked", "mut-v3-mover-only", "mut-prefix-pin"] {
+    for name in [
+        "v0",
+        "v1",
+        "mut-v3-walker-unlocked",
+        "mut-v3-mover-only",
+        "mut-prefix-pin",
+    ] {
         let (found, expected) = run(name);
-        assert!(!found.is_empty(), "{name}: shuttle found nothing (seed 0x5eed)");
+        assert!(
+            !found.is_empty(),
+            "{name}: shuttle found nothing (seed 0x5eed)"
+        );
         for inv in &found {
-            assert!(expected.contains(inv), "{name}: {inv} not in the expected row");
+            assert!(
+                expected.contains(inv),
+                "{name}: {inv} not in the expected row"
+            );
         }
     }
 }

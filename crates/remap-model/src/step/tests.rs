@@ -1,0 +1,74 @@
+use super::*;
+use crate::config::{expected_table, Version};
+
+fn cfg(name: &str) -> Config {
+    expected_table()
+        .into_iter()
+        .find(|e| e.config.name == name)
+        .map(|e| e.config)
+        .expect("configuration")
+}
+
+#[test]
+fn initial_state_is_clean_and_every_thread_can_start() {
+    let c = cfg("v2");
+    let st = initial_state(&c);
+    let mut ctx = Ctx::default();
+    global_checks(&st, &mut ctx);
+    assert!(ctx.violations.is_empty());
+    assert_eq!(st.roles, [Role::Walker, Role::Mover, Role::Munmap]);
+    for t in 0..st.threads.len() {
+        let mut s = st.clone();
+        assert!(step(&mut s, t, &c, &mut Ctx::default()), "thread {t}");
+    }
+}
+
+#[test]
+fn mmap_write_lock_blocks_while_a_mover_reads() {
+    let c = cfg("v2");
+    let mut st = initial_state(&c);
+    assert!(step(&mut st, 1, &c, &mut Ctx::default())); // B: mmap_read_lock
+    let mut s = st.clone();
+    assert!(!step(&mut s, 2, &c, &mut Ctx::default())); // C: mmap_write_lock blocks
+}
+
+#[test]
+fn up_read_of_an_unheld_rwsem_violates_invariant_1() {
+    let c = cfg("v0");
+    let mut st = initial_state(&c);
+    st.av[usize::from(SLOT_R)].rwsem.count = 1;
+    let mut ctx = Ctx::default();
+    up_read(&mut st, SLOT_R, 0, &mut ctx, "test");
+    assert_eq!(ctx.violations.len(), 1);
+    assert_eq!(
+        ctx.violations[0].invariant,
+        Invariant::AnonVmaUnlockMatchesLock
+    );
+}
+
+#[test]
+fn put_anon_vma_frees_at_zero_and_double_free_is_caught() {
+    let c = cfg("v0");
+    let mut st = initial_state(&c);
+    let mut ctx = Ctx::default();
+    let mut put = Some((SLOT_X, PutPc::Dec));
+    while let Some(p) = put {
+        let (ran, next) = put_step(&mut st, 2, p, &mut ctx);
+        assert!(ran);
+        put = next;
+    }
+    assert!(!st.av[usize::from(SLOT_X)].live);
+    assert!(ctx.violations.is_empty());
+    let (_, _) = put_step(&mut st, 2, (SLOT_X, PutPc::Free), &mut ctx);
+    assert_eq!(ctx.violations[0].invariant, Invariant::PutAnonVmaBalanced);
+}
+
+#[test]
+fn protocol_switches_follow_the_versions() {
+    let p = |v| crate::config::Protocol::new(v, None);
+    assert!(!p(Version::V0).recheck_fast && !p(Version::V0).recheck_slow);
+    assert!(!p(Version::V1).recheck_fast && p(Version::V1).recheck_slow);
+    assert!(p(Version::V2).recheck_fast && p(Version::V2).mover_anon_lock);
+    let v3 = p(Version::V3);
+    assert!(v3.walker_folio_lock && !v3.mover_anon_lock && v3.strict_completeness);
+}
