@@ -9,3 +9,8 @@ pub mod mover;
 pub mod region;
 pub mod server;
 pub mod system;
+
+pub use mover::{
+    BatchError, BusyPolicy, HolePolicy, MoveError, MoveOptions, MoveReport, Mover, MoverStats,
+    Wake,
+};

@@ -1,1 +1,1457 @@
-//! (in progress)
+//! The mover: batched, THP-aware `UFFDIO_MOVE` between [`Region`]s, with retries, policies and
+//! statistics.
+//!
+//! A [`Mover`] owns a [`uffd::Uffd`] with which the destination regions are registered
+//! ([`Mover::register`]). It moves a range ([`Mover::move_range`]), a list of page pairs
+//! ([`Mover::move_pages`]), or whatever a [`Batch`] collected, possibly across several region
+//! pairs, the way a compactor publishes pages.
+//!
+//! ```
+//! use remap::mover::Mover;
+//! use remap::region::Region;
+//!
+//! let uffd = uffd::Uffd::new()?;
+//! if !uffd.supports_move() {
+//!     return Ok(()); // a kernel before 6.8
+//! }
+//! let mover = Mover::new(uffd);
+//! let src = Region::builder(8 * 4096).populate(true).build()?;
+//! let dst = Region::new(8 * 4096)?;
+//! mover.register(&dst)?;
+//! src.fill_pattern(1);
+//!
+//! // Publish pages 0..4 of src as pages 4..8 of dst, and page 7 as page 0.
+//! let report = mover.move_pages(&dst, &src, &[(4, 0), (5, 1), (6, 2), (7, 3), (0, 7)])?;
+//! assert_eq!(report.move_ioctls, 2); // two runs: 4 contiguous pages, then one
+//! assert_eq!(dst.verify_page(5, 1, 1), Ok(()));
+//! assert_eq!(dst.verify_page(0, 1, 7), Ok(()));
+//! assert_eq!(src.read_u64(0), 0); // the page left the source
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Coalescing
+//!
+//! A batch keeps its page moves in the order pushed and merges each into the previous one when
+//! both the destination and the source continue it (same region pair, both offsets contiguous).
+//! Each such *run* is issued as one `UFFDIO_MOVE` (more only after partial progress or a refused
+//! page). The kernel walks a run PMD by PMD and, since 6.18, moves consecutive small pages under
+//! one page-table lock and one TLB flush, so one ioctl for 512 pages costs a fraction of 512
+//! ioctls (see `performance-anchors.md`: ~1.1 us per single-page call against ~62-90 ns per page in
+//! 2 MiB calls).
+//!
+//! # Whole-PMD moves
+//!
+//! The kernel moves a transparent huge page by moving its PMD entry (no split, no per-page work,
+//! ~1.2 us per 2 MiB) only when all of these hold at that step of the call:
+//!
+//! - the source address and the destination address are both 2 MiB aligned;
+//! - at least 2 MiB remain in the call;
+//! - the source PMD maps a THP (or the huge zero page), exclusively;
+//! - the destination PMD is empty (`pmd_none`): no page table exists there yet.
+//!
+//! Otherwise it splits the THP and moves 4 KiB pages. The last rule matters: a destination that
+//! already took a fault on the small-page path (a region not eligible for THP, touched and then
+//! emptied) has a page table under that PMD, and an aligned move into it splits. Moving into a
+//! fresh, never-touched destination keeps the THP whole. The destination's own THP advice is not
+//! consulted.
+//!
+//! The mover does not split a run at 2 MiB boundaries: one ioctl per run already lets the kernel
+//! take the whole-PMD path at every aligned step. What it counts in
+//! [`MoveReport::pmd_bytes`] is honest about what it can know without reading `/proc` on the hot
+//! path: the bytes that were *issued aligned*, in 2 MiB chunks whose source and destination
+//! addresses are both 2 MiB aligned and that lay entirely inside one ioctl's range. Those moved
+//! whole-PMD if the source was a PMD-mapped THP and the destination PMD was empty; otherwise the
+//! kernel split them. The rest of the moved bytes are [`MoveReport::pte_bytes`]. Tests confirm
+//! the THP arrived whole with [`crate::inspect::is_thp_mapped`].
+//!
+//! # Waking
+//!
+//! Every move is issued with `UFFDIO_MOVE_MODE_DONTWAKE`, and with the default [`Wake::PerRange`]
+//! one `UFFDIO_WAKE` per coalesced destination range follows at the end of the operation (after
+//! an error, for the part already moved, so no faulting thread waits for a page that arrived).
+//! [`Wake::None`] leaves waking to the caller; [`Wake::Kernel`] lets each move wake its own moved
+//! prefix, which costs nothing extra when no thread waits (no separate ioctl).
+//!
+//! # Errors, retries and the nothing-lost guarantee
+//!
+//! A move that made partial progress is re-issued for the rest ([`MoveReport::retries`]). When
+//! non-cooperative events (fork, mremap, `MADV_DONTNEED`, munmap) are queued on the fd, the kernel
+//! refuses every move with EAGAIN until someone reads them; the mover cannot read them (that is
+//! the event loop's job, and the event's producer is blocked until then), so it never spins: it
+//! returns [`MoveError::EventsPending`] with the bytes done. Read the events, then resume: call
+//! [`Batch::flush`] again, or re-issue the rest of the range. Hard errors come back typed, with
+//! the errno and the bytes done.
+//!
+//! `UFFDIO_MOVE` moves page by page, in address order, and each page is either moved or not:
+//! after any error every page is at its source or at its destination, with its contents; none is
+//! lost or duplicated. (One documented exception to "not duplicated": [`MoveError::Discard`].)
+//!
+//! # Refused pages: EBUSY and holes
+//!
+//! `UFFDIO_MOVE` refuses (EBUSY) a page mapped more than once: after a `fork()` every page of a
+//! private mapping is shared with the child, and stays shared until the parent writes it again,
+//! even after the child exits; KSM-merged and DMA-pinned pages are refused too. [`Region`]s are
+//! built with `MADV_DONTFORK` by default so the child never shares them. By default EBUSY is an
+//! error ([`BusyPolicy::Error`]); with [`BusyPolicy::CopyFallback`] the mover copies each refused
+//! page into the destination (`UFFDIO_COPY`) and drops it from the source (`MADV_DONTNEED`), so
+//! the end state is the same as a move: at the destination, gone from the source. Only refused
+//! pages are copied; the move resumes after each.
+//!
+//! A source page that was never populated is a hole: an error by default ([`HolePolicy::Error`],
+//! from the kernel's ENOENT); [`HolePolicy::Skip`] passes `ALLOW_SRC_HOLES`, and the destination
+//! stays empty there. The kernel reports hole bytes as moved; with
+//! [`MoveOptions::count_holes`] the mover reads the source's pagemap once per run before moving
+//! (one `pread`, off by default) and reports them in [`MoveReport::hole_bytes`] instead.
+//!
+//! # Threads
+//!
+//! A `Mover` is `Send + Sync`: every method takes `&self`, the cumulative [`MoverStats`] are
+//! atomics, and the kernel serialises concurrent moves. Moves must be issued from threads of the
+//! process that created the userfaultfd.
+
+use std::fmt;
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use uffd::{ControlError, CopyFlags, Errno, Ioctls, MoveFlags, RangeError, RegisterMode, Uffd};
+
+use crate::inspect::{InspectError, Pagemap, PM_PRESENT, PM_SWAPPED};
+use crate::region::{self, Region, RegionError, HUGE_PAGE_SIZE};
+
+#[cfg(test)]
+mod tests;
+
+/// What to do with pages `UFFDIO_MOVE` refuses with EBUSY (shared after `fork()`, KSM, pinned).
+///
+/// ```
+/// use remap::mover::{BusyPolicy, MoveOptions};
+///
+/// let options = MoveOptions::default().busy(BusyPolicy::CopyFallback);
+/// assert_eq!(options.busy, BusyPolicy::CopyFallback);
+/// assert_eq!(MoveOptions::default().busy, BusyPolicy::Error);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BusyPolicy {
+    /// Stop with [`MoveError::Busy`] (the default).
+    #[default]
+    Error,
+    /// Copy each refused page into the destination with `UFFDIO_COPY`, then drop it from the
+    /// source with `MADV_DONTNEED`, and go on moving after it. The source must not be registered
+    /// with a userfaultfd that has `EVENT_REMOVE` enabled unless another thread reads its events:
+    /// the `MADV_DONTNEED` would wait for that event to be read.
+    CopyFallback,
+}
+
+/// What to do with source pages that were never populated (holes).
+///
+/// ```
+/// use remap::mover::{HolePolicy, MoveOptions};
+///
+/// let options = MoveOptions::default().holes(HolePolicy::Skip).count_holes(true);
+/// assert_eq!(options.holes, HolePolicy::Skip);
+/// assert!(options.count_holes);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HolePolicy {
+    /// Stop with [`MoveError::Hole`] at the first hole (the default).
+    #[default]
+    Error,
+    /// Move with `UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES`: holes are skipped and the destination stays
+    /// empty there (a later access faults again).
+    Skip,
+}
+
+/// When threads waiting on faults in the destination are woken.
+///
+/// ```
+/// use remap::mover::{MoveOptions, Wake};
+///
+/// assert_eq!(MoveOptions::default().wake, Wake::PerRange);
+/// let options = MoveOptions::default().wake(Wake::None);
+/// assert_eq!(options.wake, Wake::None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wake {
+    /// Move with `DONTWAKE`, then issue one `UFFDIO_WAKE` per coalesced destination range at the
+    /// end of the operation (the default). Adjacent destination ranges share one wake.
+    #[default]
+    PerRange,
+    /// Move with `DONTWAKE` and never wake: the caller wakes (for example after publishing
+    /// several batches).
+    None,
+    /// Move without `DONTWAKE`: each ioctl wakes the waiters on the part it moved. No extra
+    /// ioctl, and nearly free when no thread waits.
+    Kernel,
+}
+
+/// The mover's policies; see [`Mover::with_options`].
+///
+/// ```
+/// use remap::mover::{BusyPolicy, HolePolicy, MoveOptions, Wake};
+///
+/// let options = MoveOptions::default()
+///     .busy(BusyPolicy::CopyFallback)
+///     .holes(HolePolicy::Skip)
+///     .wake(Wake::Kernel);
+/// assert_eq!(options.wake, Wake::Kernel);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct MoveOptions {
+    /// Pages refused with EBUSY.
+    pub busy: BusyPolicy,
+    /// Source holes.
+    pub holes: HolePolicy,
+    /// Waking the destination.
+    pub wake: Wake,
+    /// With [`HolePolicy::Skip`]: read the source's pagemap once per run before moving it and
+    /// report holes in [`MoveReport::hole_bytes`] (rather than as moved). Off by default: it costs
+    /// a `pread` of 8 bytes per page and an allocation per run. Counts are exact unless another
+    /// thread populates or drops source pages concurrently.
+    pub count_holes: bool,
+}
+
+impl MoveOptions {
+    /// Sets the EBUSY policy.
+    ///
+    /// ```
+    /// let o = remap::mover::MoveOptions::default().busy(remap::mover::BusyPolicy::CopyFallback);
+    /// assert_eq!(o.busy, remap::mover::BusyPolicy::CopyFallback);
+    /// ```
+    pub fn busy(mut self, busy: BusyPolicy) -> Self {
+        self.busy = busy;
+        self
+    }
+
+    /// Sets the hole policy.
+    ///
+    /// ```
+    /// let o = remap::mover::MoveOptions::default().holes(remap::mover::HolePolicy::Skip);
+    /// assert_eq!(o.holes, remap::mover::HolePolicy::Skip);
+    /// ```
+    pub fn holes(mut self, holes: HolePolicy) -> Self {
+        self.holes = holes;
+        self
+    }
+
+    /// Sets the wake mode.
+    ///
+    /// ```
+    /// let o = remap::mover::MoveOptions::default().wake(remap::mover::Wake::None);
+    /// assert_eq!(o.wake, remap::mover::Wake::None);
+    /// ```
+    pub fn wake(mut self, wake: Wake) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Sets whether holes are counted (see [`MoveOptions::count_holes`](#structfield.count_holes)).
+    ///
+    /// ```
+    /// let o = remap::mover::MoveOptions::default().count_holes(true);
+    /// assert!(o.count_holes);
+    /// ```
+    pub fn count_holes(mut self, yes: bool) -> Self {
+        self.count_holes = yes;
+        self
+    }
+
+    fn move_flags(&self) -> MoveFlags {
+        let mut flags = match self.wake {
+            Wake::Kernel => MoveFlags::empty(),
+            Wake::PerRange | Wake::None => MoveFlags::DONTWAKE,
+        };
+        if self.holes == HolePolicy::Skip {
+            flags |= MoveFlags::ALLOW_SRC_HOLES;
+        }
+        flags
+    }
+
+    fn copy_flags(&self) -> CopyFlags {
+        match self.wake {
+            Wake::Kernel => CopyFlags::empty(),
+            Wake::PerRange | Wake::None => CopyFlags::DONTWAKE,
+        }
+    }
+}
+
+/// What one operation did: bytes by path, and ioctls issued.
+///
+/// `pmd_bytes + pte_bytes + copied_bytes` is what arrived at the destination (plus holes, when not
+/// counted separately): see [`MoveReport::moved_bytes`].
+///
+/// ```
+/// use remap::mover::MoveReport;
+///
+/// let mut a = MoveReport { pte_bytes: 4096, move_ioctls: 1, ..MoveReport::default() };
+/// a += MoveReport { copied_bytes: 4096, copy_ioctls: 1, ..MoveReport::default() };
+/// assert_eq!(a.moved_bytes(), 8192);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MoveReport {
+    /// Bytes moved in 2 MiB chunks issued aligned: source and destination both 2 MiB aligned and
+    /// the whole chunk inside one ioctl. The kernel moved these whole-PMD when the source was a
+    /// PMD-mapped THP and the destination PMD empty, and split them otherwise (see the
+    /// [module docs](self#whole-pmd-moves)).
+    pub pmd_bytes: u64,
+    /// The other bytes moved by `UFFDIO_MOVE`, page by page.
+    pub pte_bytes: u64,
+    /// Bytes copied by the EBUSY fallback ([`BusyPolicy::CopyFallback`]).
+    pub copied_bytes: u64,
+    /// Source holes skipped ([`HolePolicy::Skip`] with [`MoveOptions::count_holes`]); without
+    /// `count_holes` the kernel's count of them is in `pte_bytes`/`pmd_bytes`.
+    pub hole_bytes: u64,
+    /// Coalesced runs (contiguous destination and source ranges) processed.
+    pub runs: u64,
+    /// `UFFDIO_MOVE` ioctls issued, failed ones included.
+    pub move_ioctls: u64,
+    /// `UFFDIO_COPY` ioctls issued by the fallback.
+    pub copy_ioctls: u64,
+    /// `UFFDIO_WAKE` ioctls issued.
+    pub wake_ioctls: u64,
+    /// `MADV_DONTNEED` calls issued by the fallback.
+    pub discards: u64,
+    /// Moves re-issued after partial progress.
+    pub retries: u64,
+}
+
+impl MoveReport {
+    /// Bytes that reached the destination: `pmd_bytes + pte_bytes + copied_bytes`.
+    ///
+    /// ```
+    /// let r = remap::mover::MoveReport { pmd_bytes: 1, pte_bytes: 2, copied_bytes: 3, ..Default::default() };
+    /// assert_eq!(r.moved_bytes(), 6);
+    /// ```
+    pub fn moved_bytes(&self) -> u64 {
+        self.pmd_bytes + self.pte_bytes + self.copied_bytes
+    }
+
+    /// All ioctls issued: moves, copies and wakes.
+    ///
+    /// ```
+    /// let r = remap::mover::MoveReport { move_ioctls: 2, wake_ioctls: 1, ..Default::default() };
+    /// assert_eq!(r.ioctls(), 3);
+    /// ```
+    pub fn ioctls(&self) -> u64 {
+        self.move_ioctls + self.copy_ioctls + self.wake_ioctls
+    }
+}
+
+impl std::ops::AddAssign for MoveReport {
+    fn add_assign(&mut self, o: MoveReport) {
+        self.pmd_bytes += o.pmd_bytes;
+        self.pte_bytes += o.pte_bytes;
+        self.copied_bytes += o.copied_bytes;
+        self.hole_bytes += o.hole_bytes;
+        self.runs += o.runs;
+        self.move_ioctls += o.move_ioctls;
+        self.copy_ioctls += o.copy_ioctls;
+        self.wake_ioctls += o.wake_ioctls;
+        self.discards += o.discards;
+        self.retries += o.retries;
+    }
+}
+
+/// Cumulative statistics of a [`Mover`] since it was created: see [`Mover::stats`].
+///
+/// ```
+/// let stats = remap::mover::MoverStats::default();
+/// assert_eq!(stats.operations, 0);
+/// assert_eq!(stats.totals.moved_bytes(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MoverStats {
+    /// The sum of every operation's [`MoveReport`], failed operations included.
+    pub totals: MoveReport,
+    /// Operations: calls of [`Mover::move_range`] and [`Batch::flush`] (including
+    /// [`Mover::move_pages`]) that issued at least one ioctl.
+    pub operations: u64,
+    /// Operations that returned an error.
+    pub errors: u64,
+}
+
+/// The atomic counters behind [`MoverStats`], on their own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct AtomicStats {
+    pmd_bytes: AtomicU64,
+    pte_bytes: AtomicU64,
+    copied_bytes: AtomicU64,
+    hole_bytes: AtomicU64,
+    runs: AtomicU64,
+    move_ioctls: AtomicU64,
+    copy_ioctls: AtomicU64,
+    wake_ioctls: AtomicU64,
+    discards: AtomicU64,
+    retries: AtomicU64,
+    operations: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl AtomicStats {
+    fn add(&self, r: &MoveReport, failed: bool) {
+        // Relaxed: the counters are independent tallies; skipping zeros keeps the common case
+        // (one run, one ioctl) at a handful of uncontended atomic adds.
+        fn add(c: &AtomicU64, v: u64) {
+            if v != 0 {
+                c.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+        add(&self.pmd_bytes, r.pmd_bytes);
+        add(&self.pte_bytes, r.pte_bytes);
+        add(&self.copied_bytes, r.copied_bytes);
+        add(&self.hole_bytes, r.hole_bytes);
+        add(&self.runs, r.runs);
+        add(&self.move_ioctls, r.move_ioctls);
+        add(&self.copy_ioctls, r.copy_ioctls);
+        add(&self.wake_ioctls, r.wake_ioctls);
+        add(&self.discards, r.discards);
+        add(&self.retries, r.retries);
+        if r.ioctls() != 0 {
+            add(&self.operations, 1);
+        }
+        add(&self.errors, u64::from(failed));
+    }
+
+    fn snapshot(&self) -> MoverStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MoverStats {
+            totals: MoveReport {
+                pmd_bytes: get(&self.pmd_bytes),
+                pte_bytes: get(&self.pte_bytes),
+                copied_bytes: get(&self.copied_bytes),
+                hole_bytes: get(&self.hole_bytes),
+                runs: get(&self.runs),
+                move_ioctls: get(&self.move_ioctls),
+                copy_ioctls: get(&self.copy_ioctls),
+                wake_ioctls: get(&self.wake_ioctls),
+                discards: get(&self.discards),
+                retries: get(&self.retries),
+            },
+            operations: get(&self.operations),
+            errors: get(&self.errors),
+        }
+    }
+}
+
+/// Which side of a move a [`MoveError::BadRange`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The destination region.
+    Destination,
+    /// The source region.
+    Source,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Destination => "destination",
+            Side::Source => "source",
+        })
+    }
+}
+
+/// Why a move stopped. Every variant that can follow progress carries `done`: the bytes of the
+/// range (for a [`Batch`], of the failing run) that were done before it, counted from where the
+/// operation started. Nothing is lost: each page is at its source or at its destination.
+///
+/// ```
+/// use remap::mover::MoveError;
+///
+/// let err = MoveError::Busy { done: 8192 };
+/// assert_eq!(err.done(), 8192);
+/// assert_eq!(err.errno(), Some(uffd::Errno::BUSY));
+/// assert!(!err.is_events_pending());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MoveError {
+    /// A range is not page-aligned (offset or length) or not inside its region. Nothing was done.
+    #[error("{side} range {off:#x}+{len:#x} is not a page-aligned range inside its region of {region_len:#x} bytes")]
+    BadRange {
+        /// Which region.
+        side: Side,
+        /// The offset asked for.
+        off: usize,
+        /// The length asked for.
+        len: usize,
+        /// The region's length.
+        region_len: usize,
+    },
+    /// Non-cooperative userfaultfd events are queued and unread (EAGAIN with nothing done). Read
+    /// them (the mover cannot), then resume after `done`.
+    #[error("userfaultfd events pending after {done} bytes: read them, then resume")]
+    EventsPending {
+        /// Bytes done before.
+        done: usize,
+    },
+    /// A source page is mapped more than once (shared after `fork()`, KSM) or pinned (EBUSY), under
+    /// [`BusyPolicy::Error`]. The page is still at its source.
+    #[error(
+        "source page not movable (EBUSY: shared after fork, KSM or pinned) after {done} bytes"
+    )]
+    Busy {
+        /// Bytes done before; the refused page is the next one.
+        done: usize,
+    },
+    /// A source page was never populated (ENOENT), under [`HolePolicy::Error`].
+    #[error("source hole (ENOENT) after {done} bytes")]
+    Hole {
+        /// Bytes done before; the hole is the next page.
+        done: usize,
+    },
+    /// `UFFDIO_MOVE` failed otherwise: EEXIST (destination populated), EINVAL (destination not
+    /// registered with this fd, protections differ, called from another process), ENOMEM, EFAULT,
+    /// ESRCH, EINTR.
+    #[error("UFFDIO_MOVE failed after {done} bytes")]
+    Move {
+        /// Bytes done before.
+        done: usize,
+        /// The kernel's error for the failing call.
+        #[source]
+        source: RangeError,
+    },
+    /// The fallback `UFFDIO_COPY` of a refused page failed; the page is still at its source.
+    #[error("fallback UFFDIO_COPY failed after {done} bytes")]
+    Copy {
+        /// Bytes done before; the page is the next one.
+        done: usize,
+        /// The kernel's error.
+        #[source]
+        source: RangeError,
+    },
+    /// The fallback copied a refused page into the destination but could not drop it from the
+    /// source: the page is at both. It is counted in `done`, so a resume goes on after it.
+    #[error("dropping a copied source page failed after {done} bytes (the page is at both ends)")]
+    Discard {
+        /// Bytes done, the copied page included.
+        done: usize,
+        /// The `madvise` error.
+        #[source]
+        source: RegionError,
+    },
+    /// `UFFDIO_WAKE` failed; everything counted in `done` was moved.
+    #[error("UFFDIO_WAKE failed after {done} bytes")]
+    Wake {
+        /// Bytes done.
+        done: usize,
+        /// The kernel's error.
+        #[source]
+        source: ControlError,
+    },
+    /// Reading the source's pagemap to count holes failed; nothing more was moved.
+    #[error("reading the source pagemap to count holes failed after {done} bytes")]
+    Inspect {
+        /// Bytes done before.
+        done: usize,
+        /// The error.
+        #[source]
+        source: InspectError,
+    },
+}
+
+impl MoveError {
+    /// Bytes done before the error (0 for [`MoveError::BadRange`]).
+    ///
+    /// ```
+    /// assert_eq!(remap::mover::MoveError::Hole { done: 4096 }.done(), 4096);
+    /// ```
+    pub fn done(&self) -> usize {
+        match *self {
+            MoveError::BadRange { .. } => 0,
+            MoveError::EventsPending { done }
+            | MoveError::Busy { done }
+            | MoveError::Hole { done }
+            | MoveError::Move { done, .. }
+            | MoveError::Copy { done, .. }
+            | MoveError::Discard { done, .. }
+            | MoveError::Wake { done, .. }
+            | MoveError::Inspect { done, .. } => done,
+        }
+    }
+
+    /// The kernel's errno, when the error came from a system call.
+    ///
+    /// ```
+    /// use remap::mover::MoveError;
+    /// assert_eq!(MoveError::EventsPending { done: 0 }.errno(), Some(uffd::Errno::AGAIN));
+    /// ```
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            MoveError::BadRange { .. } | MoveError::Inspect { .. } => None,
+            MoveError::EventsPending { .. } => Some(Errno::AGAIN),
+            MoveError::Busy { .. } => Some(Errno::BUSY),
+            MoveError::Hole { .. } => Some(Errno::NOENT),
+            MoveError::Move { source, .. } | MoveError::Copy { source, .. } => Some(source.errno()),
+            MoveError::Discard { source, .. } => match source {
+                RegionError::Syscall { errno, .. } => Some(*errno),
+                _ => None,
+            },
+            MoveError::Wake { source, .. } => Some(source.errno),
+        }
+    }
+
+    /// Whether this is [`MoveError::EventsPending`]: read the events, then resume.
+    ///
+    /// ```
+    /// assert!(remap::mover::MoveError::EventsPending { done: 0 }.is_events_pending());
+    /// ```
+    pub fn is_events_pending(&self) -> bool {
+        matches!(self, MoveError::EventsPending { .. })
+    }
+}
+
+/// Why a [`Batch::flush`] (or [`Mover::move_pages`]) stopped: the run that failed, how far the
+/// batch got, and the [`MoveError`].
+///
+/// The batch keeps its place: after reading pending events (or fixing the cause), calling
+/// [`Batch::flush`] again resumes at the failed page.
+///
+/// ```
+/// use remap::mover::{BatchError, MoveError, MoveReport};
+///
+/// let err = BatchError {
+///     run: 1, page: 5, runs_done: 1, done: 5 * 4096,
+///     report: MoveReport::default(), source: MoveError::EventsPending { done: 4096 },
+/// };
+/// assert!(err.is_events_pending());
+/// assert_eq!(err.errno(), Some(uffd::Errno::AGAIN));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("batch stopped in run {run} at page {page} ({runs_done} runs and {done} bytes done)")]
+pub struct BatchError {
+    /// Index of the failed run (runs are coalesced pushes, in push order).
+    pub run: usize,
+    /// Index, in push order counting every page pushed, of the first page not done.
+    pub page: usize,
+    /// Runs completed before the failed one (by this and earlier flushes of the batch).
+    pub runs_done: usize,
+    /// Bytes of the batch done (by this and earlier flushes).
+    pub done: usize,
+    /// What this flush did before stopping.
+    pub report: MoveReport,
+    /// The error; its `done` counts bytes of the failed run.
+    #[source]
+    pub source: MoveError,
+}
+
+impl BatchError {
+    /// Whether the cause is [`MoveError::EventsPending`].
+    ///
+    /// ```
+    /// # use remap::mover::{BatchError, MoveError, MoveReport};
+    /// let err = BatchError { run: 0, page: 0, runs_done: 0, done: 0,
+    ///     report: MoveReport::default(), source: MoveError::Hole { done: 0 } };
+    /// assert!(!err.is_events_pending());
+    /// ```
+    pub fn is_events_pending(&self) -> bool {
+        self.source.is_events_pending()
+    }
+
+    /// The cause's errno ([`MoveError::errno`]).
+    ///
+    /// ```
+    /// # use remap::mover::{BatchError, MoveError, MoveReport};
+    /// let err = BatchError { run: 0, page: 0, runs_done: 0, done: 0,
+    ///     report: MoveReport::default(), source: MoveError::Hole { done: 0 } };
+    /// assert_eq!(err.errno(), Some(uffd::Errno::NOENT));
+    /// ```
+    pub fn errno(&self) -> Option<Errno> {
+        self.source.errno()
+    }
+}
+
+/// Moves pages between [`Region`]s with `UFFDIO_MOVE`: see the [module docs](self).
+///
+/// ```
+/// use remap::mover::Mover;
+/// use remap::region::Region;
+///
+/// let uffd = uffd::Uffd::new()?;
+/// if !uffd.supports_move() {
+///     return Ok(());
+/// }
+/// let mover = Mover::new(uffd);
+/// let src = Region::builder(4 * 4096).populate(true).build()?;
+/// let dst = Region::new(4 * 4096)?;
+/// mover.register(&dst)?;
+/// src.fill_pattern(9);
+/// let report = mover.move_range(&dst, 0, &src, 0, 4 * 4096)?;
+/// assert_eq!(report.moved_bytes(), 4 * 4096);
+/// assert_eq!(dst.verify_pattern(9), Ok(()));
+/// assert_eq!(mover.stats().totals.move_ioctls, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Mover {
+    uffd: Uffd,
+    options: MoveOptions,
+    stats: AtomicStats,
+    pagemap: OnceLock<Pagemap>,
+}
+
+/// One contiguous move: `len` bytes from `src` at `src_off` to `dst` at `dst_off`.
+#[derive(Debug, Clone, Copy)]
+struct Run<'r> {
+    dst: &'r Region,
+    dst_off: usize,
+    src: &'r Region,
+    src_off: usize,
+    len: usize,
+    /// Index (in push order, counting pages) of the run's first page.
+    first_page: usize,
+}
+
+impl<'r> Run<'r> {
+    fn same_pair(&self, dst: &Region, src: &Region) -> bool {
+        ptr::eq(self.dst, dst) && ptr::eq(self.src, src)
+    }
+}
+
+/// Checks that `off..off + len` is a page-aligned range inside `region`.
+fn check(region: &Region, side: Side, off: usize, len: usize) -> Result<(), MoveError> {
+    let page = region.page_size();
+    let inside = off.checked_add(len).is_some_and(|end| end <= region.len());
+    if inside && off % page == 0 && len % page == 0 {
+        Ok(())
+    } else {
+        Err(MoveError::BadRange {
+            side,
+            off,
+            len,
+            region_len: region.len(),
+        })
+    }
+}
+
+/// The part of `[off, off + n)` of a run (destination at `dst_addr`, source at `src_addr`, both
+/// run starts) made of whole 2 MiB chunks whose source and destination are both 2 MiB aligned:
+/// `(start, end)` offsets, empty when there are none. A chunk counts only if it lies entirely
+/// inside `[off, off + n)`, the range of one ioctl.
+pub(crate) fn aligned_span(
+    dst_addr: usize,
+    src_addr: usize,
+    off: usize,
+    n: usize,
+) -> (usize, usize) {
+    let (d, s) = (dst_addr + off, src_addr + off);
+    if d % HUGE_PAGE_SIZE != s % HUGE_PAGE_SIZE {
+        return (off, off);
+    }
+    let head = (HUGE_PAGE_SIZE - d % HUGE_PAGE_SIZE) % HUGE_PAGE_SIZE;
+    if head >= n {
+        return (off, off);
+    }
+    let chunks = (n - head) / HUGE_PAGE_SIZE;
+    let start = off + head;
+    (start, start + chunks * HUGE_PAGE_SIZE)
+}
+
+/// Whether a raw pagemap entry describes a hole (neither present nor swapped).
+fn is_hole(entry: u64) -> bool {
+    entry & (PM_PRESENT | PM_SWAPPED) == 0
+}
+
+impl Mover {
+    /// A mover on `uffd` with the default [`MoveOptions`]: EBUSY and holes are errors, one wake
+    /// per range.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert_eq!(*mover.options(), remap::mover::MoveOptions::default());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(uffd: Uffd) -> Self {
+        Mover {
+            uffd,
+            options: MoveOptions::default(),
+            stats: AtomicStats::default(),
+            pagemap: OnceLock::new(),
+        }
+    }
+
+    /// The same mover with `options`.
+    ///
+    /// ```
+    /// use remap::mover::{BusyPolicy, MoveOptions, Mover};
+    ///
+    /// let mover = Mover::new(uffd::Uffd::new()?)
+    ///     .with_options(MoveOptions::default().busy(BusyPolicy::CopyFallback));
+    /// assert_eq!(mover.options().busy, BusyPolicy::CopyFallback);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_options(mut self, options: MoveOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The policies in force.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert_eq!(mover.options().wake, remap::mover::Wake::PerRange);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn options(&self) -> &MoveOptions {
+        &self.options
+    }
+
+    /// The userfaultfd (to read its events, or register other ranges).
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// let _supported = mover.uffd().supports_move();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn uffd(&self) -> &Uffd {
+        &self.uffd
+    }
+
+    /// Gives the userfaultfd back.
+    ///
+    /// ```
+    /// let uffd = remap::mover::Mover::new(uffd::Uffd::new()?).into_uffd();
+    /// # drop(uffd);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_uffd(self) -> Uffd {
+        self.uffd
+    }
+
+    /// Registers the whole of `region` with the mover's userfaultfd for MISSING faults, which
+    /// makes it a valid destination. Returns the ioctls usable on it.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// let dst = remap::region::Region::new(4096)?;
+    /// let ioctls = mover.register(&dst)?;
+    /// if mover.uffd().supports_move() {
+    ///     assert!(ioctls.contains(uffd::Ioctls::MOVE));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Uffd::register`]: EBUSY when the region is registered with another userfaultfd.
+    pub fn register(&self, region: &Region) -> Result<Ioctls, ControlError> {
+        self.uffd
+            .register(region.as_ptr(), region.len(), RegisterMode::MISSING)
+    }
+
+    /// Unregisters the whole of `region`.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// let dst = remap::region::Region::new(4096)?;
+    /// mover.register(&dst)?;
+    /// mover.unregister(&dst)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Uffd::unregister`].
+    pub fn unregister(&self, region: &Region) -> Result<(), ControlError> {
+        self.uffd.unregister(region.as_ptr(), region.len())
+    }
+
+    /// Cumulative statistics of every operation so far, from all threads.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert_eq!(mover.stats(), remap::mover::MoverStats::default());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> MoverStats {
+        self.stats.snapshot()
+    }
+
+    /// Moves `len` bytes from `src` at `src_off` to `dst` at `dst_off`, one ioctl unless the
+    /// kernel stops early: after partial progress the rest is re-issued, refused pages follow the
+    /// [`BusyPolicy`], holes the [`HolePolicy`]. `dst` must be registered with this mover's
+    /// userfaultfd ([`Mover::register`]); `src` need not be. `len == 0` does nothing.
+    ///
+    /// ```
+    /// use remap::mover::{MoveError, Mover};
+    /// use remap::region::Region;
+    ///
+    /// let uffd = uffd::Uffd::new()?;
+    /// if !uffd.supports_move() {
+    ///     return Ok(());
+    /// }
+    /// let mover = Mover::new(uffd);
+    /// let src = Region::new(2 * 4096)?;
+    /// let dst = Region::new(2 * 4096)?;
+    /// mover.register(&dst)?;
+    /// src.fill_page(0, 3, 0); // page 1 stays a hole
+    /// match mover.move_range(&dst, 0, &src, 0, 2 * 4096) {
+    ///     Err(MoveError::Hole { done }) => assert_eq!(done, 4096), // page 0 moved
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// assert_eq!(dst.verify_page(0, 3, 0), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MoveError::BadRange`] before doing anything; otherwise any other [`MoveError`], whose
+    /// `done` counts the bytes from `dst_off`/`src_off` that were handled. To resume (for example
+    /// after [`MoveError::EventsPending`]), call again with both offsets advanced by `done` and
+    /// `len` reduced by it.
+    pub fn move_range(
+        &self,
+        dst: &Region,
+        dst_off: usize,
+        src: &Region,
+        src_off: usize,
+        len: usize,
+    ) -> Result<MoveReport, MoveError> {
+        check(dst, Side::Destination, dst_off, len)?;
+        check(src, Side::Source, src_off, len)?;
+        let mut report = MoveReport::default();
+        if len == 0 {
+            return Ok(report);
+        }
+        let run = Run {
+            dst,
+            dst_off,
+            src,
+            src_off,
+            len,
+            first_page: 0,
+        };
+        let mut progress = 0;
+        report.runs = 1;
+        let mut result = self.drive(&run, &mut progress, &mut report);
+        if self.options.wake == Wake::PerRange && progress > 0 {
+            let woke = self.wake(dst, dst_off, progress, &mut report);
+            if let (Ok(()), Err(source)) = (&result, woke) {
+                result = Err(MoveError::Wake {
+                    done: progress,
+                    source,
+                });
+            }
+        }
+        self.stats.add(&report, result.is_err());
+        result.map(|()| report)
+    }
+
+    /// Moves source page `s` to destination page `d` for every `(d, s)` in `pairs` (page indices,
+    /// not byte offsets), coalescing contiguous runs: a [`Batch`] pushed and flushed in one go.
+    ///
+    /// ```
+    /// use remap::mover::Mover;
+    /// use remap::region::Region;
+    ///
+    /// let uffd = uffd::Uffd::new()?;
+    /// if !uffd.supports_move() {
+    ///     return Ok(());
+    /// }
+    /// let mover = Mover::new(uffd);
+    /// let src = Region::builder(4 * 4096).populate(true).build()?;
+    /// let dst = Region::new(4 * 4096)?;
+    /// mover.register(&dst)?;
+    /// src.fill_pattern(5);
+    /// // Reverse the page order: four runs of one page each.
+    /// let report = mover.move_pages(&dst, &src, &[(3, 0), (2, 1), (1, 2), (0, 3)])?;
+    /// assert_eq!(report.runs, 4);
+    /// assert_eq!(dst.verify_page(0, 5, 3), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`BatchError`] with `source` [`MoveError::BadRange`] (nothing moved) when a page index is
+    /// out of range, otherwise as [`Batch::flush`]. To resume, push the pairs from
+    /// [`BatchError::page`] on into a new batch, or use a [`Batch`] directly.
+    pub fn move_pages(
+        &self,
+        dst: &Region,
+        src: &Region,
+        pairs: &[(usize, usize)],
+    ) -> Result<MoveReport, BatchError> {
+        let mut batch = self.batch();
+        for (i, &(d, s)) in pairs.iter().enumerate() {
+            if let Err(source) = batch.push_page(dst, d, src, s) {
+                return Err(BatchError {
+                    run: batch.runs.len(),
+                    page: i,
+                    runs_done: 0,
+                    done: 0,
+                    report: MoveReport::default(),
+                    source,
+                });
+            }
+        }
+        batch.flush()
+    }
+
+    /// An empty [`Batch`] on this mover.
+    ///
+    /// ```
+    /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// let batch = mover.batch();
+    /// assert!(batch.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn batch<'r>(&self) -> Batch<'_, 'r> {
+        Batch {
+            mover: self,
+            runs: Vec::new(),
+            pages: 0,
+            next: 0,
+            progress: 0,
+            woken: (0, 0),
+        }
+    }
+
+    /// The pagemap, opened on first use (only for hole counting).
+    fn pagemap(&self) -> Result<&Pagemap, InspectError> {
+        if let Some(p) = self.pagemap.get() {
+            return Ok(p);
+        }
+        let opened = Pagemap::open()?;
+        Ok(self.pagemap.get_or_init(|| opened))
+    }
+
+    /// `UFFDIO_WAKE` on `len` bytes of `region` at `off`.
+    fn wake(
+        &self,
+        region: &Region,
+        off: usize,
+        len: usize,
+        report: &mut MoveReport,
+    ) -> Result<(), ControlError> {
+        report.wake_ioctls += 1;
+        region::wake_in(&self.uffd, region, off, len)
+    }
+
+    /// Moves what is left of `run` after `*progress` bytes, advancing `*progress` as pages arrive
+    /// and counting into `report`.
+    fn drive(
+        &self,
+        run: &Run<'_>,
+        progress: &mut usize,
+        report: &mut MoveReport,
+    ) -> Result<(), MoveError> {
+        let options = &self.options;
+        let flags = options.move_flags();
+        let page = run.src.page_size();
+        let dst_addr = run.dst.addr() + run.dst_off;
+        let src_addr = run.src.addr() + run.src_off;
+        // Hole counting: the source's pagemap entries from `base` on, read before moving.
+        let holes_from = *progress;
+        let holes = if options.holes == HolePolicy::Skip && options.count_holes {
+            let pages = (run.len - holes_from) / page;
+            let entries = self
+                .pagemap()
+                .and_then(|p| p.entries(src_addr + holes_from, pages))
+                .map_err(|source| MoveError::Inspect {
+                    done: *progress,
+                    source,
+                })?;
+            Some(entries)
+        } else {
+            None
+        };
+        tracing::trace!(dst = dst_addr, src = src_addr, len = run.len, "mover: run");
+        while *progress < run.len {
+            let off = *progress;
+            report.move_ioctls += 1;
+            let step = region::move_between(
+                &self.uffd,
+                run.dst,
+                run.dst_off + off,
+                run.src,
+                run.src_off + off,
+                run.len - off,
+                flags,
+            );
+            let moved = match step {
+                Ok(n) => n,
+                Err(RangeError::Partial { done }) => {
+                    report.retries += 1;
+                    done
+                }
+                Err(RangeError::EventsPending { .. }) => {
+                    tracing::debug!(done = off, "mover: events pending");
+                    return Err(MoveError::EventsPending { done: off });
+                }
+                Err(RangeError::Busy { .. }) if options.busy == BusyPolicy::CopyFallback => {
+                    self.copy_fallback(run, progress, report)?;
+                    continue;
+                }
+                Err(RangeError::Busy { .. }) => return Err(MoveError::Busy { done: off }),
+                Err(RangeError::Missing { .. }) if options.holes == HolePolicy::Error => {
+                    return Err(MoveError::Hole { done: off })
+                }
+                Err(source) => return Err(MoveError::Move { done: off, source }),
+            };
+            let (a, b) = aligned_span(dst_addr, src_addr, off, moved);
+            let mut pmd = b - a;
+            let mut pte = moved - pmd;
+            if let Some(entries) = &holes {
+                for p in (off..off + moved).step_by(page) {
+                    if is_hole(entries[(p - holes_from) / page]) {
+                        report.hole_bytes += page as u64;
+                        if (a..b).contains(&p) {
+                            pmd -= page;
+                        } else {
+                            pte -= page;
+                        }
+                    }
+                }
+            }
+            report.pmd_bytes += pmd as u64;
+            report.pte_bytes += pte as u64;
+            *progress += moved;
+        }
+        Ok(())
+    }
+
+    /// Copies the page at `*progress` of `run`, which the kernel refused to move, and drops it from
+    /// the source.
+    fn copy_fallback(
+        &self,
+        run: &Run<'_>,
+        progress: &mut usize,
+        report: &mut MoveReport,
+    ) -> Result<(), MoveError> {
+        let off = *progress;
+        let page = run.src.page_size();
+        tracing::debug!(
+            src = run.src.addr() + run.src_off + off,
+            "mover: EBUSY, copying the page"
+        );
+        report.copy_ioctls += 1;
+        match region::copy_between(
+            &self.uffd,
+            run.dst,
+            run.dst_off + off,
+            run.src,
+            run.src_off + off,
+            page,
+            self.options.copy_flags(),
+        ) {
+            Ok(_) => {}
+            Err(RangeError::EventsPending { .. }) => {
+                return Err(MoveError::EventsPending { done: off })
+            }
+            Err(source) => return Err(MoveError::Copy { done: off, source }),
+        }
+        report.copied_bytes += page as u64;
+        *progress += page;
+        report.discards += 1;
+        let s = run.src_off + off;
+        run.src
+            .madvise_dontneed(s..s + page)
+            .map_err(|source| MoveError::Discard {
+                done: *progress,
+                source,
+            })
+    }
+}
+
+/// Page moves collected for one [`flush`](Batch::flush), possibly across several region pairs.
+///
+/// Pushes are kept in order; a push that continues the previous one on both sides (same region
+/// pair, contiguous destination and source) extends it, and each resulting run is one
+/// `UFFDIO_MOVE`. After an error the batch keeps its place, so a second `flush` resumes at the
+/// page that failed; after a successful flush it is empty and can be reused (its allocation is
+/// kept).
+///
+/// ```
+/// use remap::mover::Mover;
+/// use remap::region::Region;
+///
+/// let uffd = uffd::Uffd::new()?;
+/// if !uffd.supports_move() {
+///     return Ok(());
+/// }
+/// let mover = Mover::new(uffd);
+/// let (src_a, src_b) = (Region::builder(2 * 4096).populate(true).build()?, Region::builder(4096).populate(true).build()?);
+/// let dst = Region::new(4 * 4096)?;
+/// mover.register(&dst)?;
+/// src_a.fill_pattern(1);
+/// src_b.fill_pattern(2);
+///
+/// let mut batch = mover.batch();
+/// batch.push_page(&dst, 0, &src_a, 0)?;
+/// batch.push_page(&dst, 1, &src_a, 1)?; // coalesced with the first
+/// batch.push_page(&dst, 3, &src_b, 0)?; // another region pair: a new run
+/// assert_eq!(batch.runs(), 2);
+/// let report = batch.flush()?;
+/// assert_eq!((report.runs, report.move_ioctls), (2, 2));
+/// assert_eq!(dst.verify_page(3, 2, 0), Ok(()));
+/// assert!(batch.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Batch<'m, 'r> {
+    mover: &'m Mover,
+    runs: Vec<Run<'r>>,
+    /// Pages pushed so far.
+    pages: usize,
+    /// The first run not completed.
+    next: usize,
+    /// Bytes of `runs[next]` done.
+    progress: usize,
+    /// Everything before `(run, bytes)` has been woken (with [`Wake::PerRange`]).
+    woken: (usize, usize),
+}
+
+impl<'r> Batch<'_, 'r> {
+    /// Adds a move of source page `src_page` to destination page `dst_page` (page indices).
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// # let (dst, src) = (remap::region::Region::new(4096)?, remap::region::Region::new(4096)?);
+    /// let mut batch = mover.batch();
+    /// batch.push_page(&dst, 0, &src, 0)?;
+    /// assert!(batch.push_page(&dst, 1, &src, 0).is_err()); // out of range
+    /// assert_eq!(batch.pages(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MoveError::BadRange`] if a page index is outside its region; nothing is added.
+    pub fn push_page(
+        &mut self,
+        dst: &'r Region,
+        dst_page: usize,
+        src: &'r Region,
+        src_page: usize,
+    ) -> Result<(), MoveError> {
+        let page = src.page_size();
+        let off = |index: usize| index.checked_mul(page).unwrap_or(usize::MAX);
+        self.push_range(dst, off(dst_page), src, off(src_page), page)
+    }
+
+    /// Adds a move of `len` bytes from `src` at `src_off` to `dst` at `dst_off` (byte offsets,
+    /// page-aligned).
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// # let (dst, src) = (remap::region::Region::new(4 * 4096)?, remap::region::Region::new(4 * 4096)?);
+    /// let mut batch = mover.batch();
+    /// batch.push_range(&dst, 0, &src, 0, 2 * 4096)?;
+    /// batch.push_range(&dst, 2 * 4096, &src, 2 * 4096, 4096)?; // extends the run
+    /// assert_eq!((batch.runs(), batch.pages()), (1, 3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MoveError::BadRange`] if a range is unaligned or outside its region; nothing is added.
+    pub fn push_range(
+        &mut self,
+        dst: &'r Region,
+        dst_off: usize,
+        src: &'r Region,
+        src_off: usize,
+        len: usize,
+    ) -> Result<(), MoveError> {
+        check(dst, Side::Destination, dst_off, len)?;
+        check(src, Side::Source, src_off, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let pages = len / src.page_size();
+        let next = self.next;
+        let len_runs = self.runs.len();
+        if let Some(last) = self.runs.last_mut() {
+            if len_runs > next
+                && last.same_pair(dst, src)
+                && last.dst_off + last.len == dst_off
+                && last.src_off + last.len == src_off
+            {
+                last.len += len;
+                self.pages += pages;
+                return Ok(());
+            }
+        }
+        self.runs.push(Run {
+            dst,
+            dst_off,
+            src,
+            src_off,
+            len,
+            first_page: self.pages,
+        });
+        self.pages += pages;
+        Ok(())
+    }
+
+    /// Runs collected (after coalescing), completed ones of an interrupted flush included.
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert_eq!(mover.batch().runs(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Pages pushed.
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert_eq!(mover.batch().pages(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Whether nothing is left to flush.
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// assert!(mover.batch().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.next >= self.runs.len()
+    }
+
+    /// Forgets everything pushed (and where an interrupted flush stopped).
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// # let (dst, src) = (remap::region::Region::new(4096)?, remap::region::Region::new(4096)?);
+    /// let mut batch = mover.batch();
+    /// batch.push_page(&dst, 0, &src, 0)?;
+    /// batch.clear();
+    /// assert!(batch.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.pages = 0;
+        self.next = 0;
+        self.progress = 0;
+        self.woken = (0, 0);
+    }
+
+    /// Bytes of the batch done so far.
+    fn done(&self) -> usize {
+        self.runs[..self.next].iter().map(|r| r.len).sum::<usize>() + self.progress
+    }
+
+    /// Moves every run not yet done, in push order, then (with [`Wake::PerRange`]) wakes each
+    /// coalesced destination range. On success the batch is emptied.
+    ///
+    /// See [`Batch`] for an example.
+    ///
+    /// # Errors
+    ///
+    /// A [`BatchError`] naming the run and page where it stopped. What was moved before is woken
+    /// (with [`Wake::PerRange`]) and stays moved; the batch keeps its place, so calling `flush`
+    /// again resumes there, for example after reading the events behind
+    /// [`MoveError::EventsPending`].
+    pub fn flush(&mut self) -> Result<MoveReport, BatchError> {
+        let mover = self.mover;
+        let mut report = MoveReport::default();
+        while self.next < self.runs.len() {
+            let run = self.runs[self.next];
+            if self.progress == 0 {
+                report.runs += 1;
+            }
+            if let Err(source) = mover.drive(&run, &mut self.progress, &mut report) {
+                // Wake what arrived, so no faulting thread waits on a page that is there.
+                // The move error is the one to report; a failed wake (EINVAL, only for a range
+                // the kernel finds invalid) is logged.
+                if let Err(wake) = self.wake_done(&mut report) {
+                    tracing::debug!(error = %wake, "mover: wake after error failed");
+                }
+                let err = BatchError {
+                    run: self.next,
+                    page: run.first_page + self.progress / run.src.page_size(),
+                    runs_done: self.next,
+                    done: self.done(),
+                    report,
+                    source,
+                };
+                mover.stats.add(&report, true);
+                tracing::debug!(run = err.run, page = err.page, "mover: batch stopped");
+                return Err(err);
+            }
+            self.next += 1;
+            self.progress = 0;
+        }
+        let result = self.wake_done(&mut report);
+        mover.stats.add(&report, result.is_err());
+        match result {
+            Ok(()) => {
+                self.clear();
+                Ok(report)
+            }
+            Err(source) => Err(BatchError {
+                run: self.runs.len(),
+                page: self.pages,
+                runs_done: self.runs.len(),
+                done: self.done(),
+                report,
+                source,
+            }),
+        }
+    }
+
+    /// With [`Wake::PerRange`], wakes everything done and not yet woken, merging adjacent
+    /// destination ranges of one region.
+    fn wake_done(&mut self, report: &mut MoveReport) -> Result<(), MoveError> {
+        if self.mover.options.wake != Wake::PerRange {
+            return Ok(());
+        }
+        let (from_run, from_off) = self.woken;
+        let end_run = self.next.min(self.runs.len().saturating_sub(1));
+        let mut pending: Option<(&Region, usize, usize)> = None;
+        let mut first_err = None;
+        let mover = self.mover;
+        let mut flush_pending = |p: Option<(&Region, usize, usize)>, report: &mut MoveReport| {
+            if let Some((region, off, len)) = p {
+                if let Err(source) = mover.wake(region, off, len, report) {
+                    first_err.get_or_insert(source);
+                }
+            }
+        };
+        for i in from_run..=end_run.max(from_run) {
+            let Some(run) = self.runs.get(i) else { break };
+            let start = if i == from_run { from_off } else { 0 };
+            let end = if i == self.next {
+                self.progress
+            } else {
+                run.len
+            };
+            if end <= start {
+                continue;
+            }
+            let (off, len) = (run.dst_off + start, end - start);
+            match pending {
+                Some((region, p_off, p_len))
+                    if ptr::eq(region, run.dst) && p_off + p_len == off =>
+                {
+                    pending = Some((region, p_off, p_len + len));
+                }
+                _ => {
+                    flush_pending(pending.take(), report);
+                    pending = Some((run.dst, off, len));
+                }
+            }
+        }
+        flush_pending(pending, report);
+        self.woken = (self.next, self.progress);
+        match first_err {
+            None => Ok(()),
+            Some(source) => Err(MoveError::Wake {
+                done: self.progress,
+                source,
+            }),
+        }
+    }
+}

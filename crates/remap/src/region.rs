@@ -842,3 +842,80 @@ impl Drop for Region {
         }
     }
 }
+
+// -------------------------------------------------------------------------------------------------
+// Moving and copying pages between regions (used by `crate::mover`).
+//
+// The `uffd` binding's memory ioctls are `unsafe fn`s because they take raw addresses. The safe
+// remap API only ever moves between `Region`s, mappings this module made and owns, so the calls
+// live here, next to the mapping code, bounds-checked against both regions.
+// -------------------------------------------------------------------------------------------------
+
+/// `UFFDIO_MOVE` of `len` bytes from `src` at `src_off` to `dst` at `dst_off`: exactly one ioctl,
+/// with the kernel's outcome (`Ok(len)`, or a [`uffd::RangeError`] with the bytes done).
+///
+/// # Panics
+///
+/// If either range is outside its region or an offset is not page-aligned.
+#[track_caller]
+pub(crate) fn move_between(
+    uffd: &uffd::Uffd,
+    dst: &Region,
+    dst_off: usize,
+    src: &Region,
+    src_off: usize,
+    len: usize,
+    flags: uffd::MoveFlags,
+) -> Result<usize, uffd::RangeError> {
+    let d = dst.at(dst_off, len, dst.page_size);
+    let s = src.at(src_off, len, src.page_size);
+    // SAFETY: `Uffd::move_pages` requires that no Rust reference points into either range during
+    // (and, for the source, after) the call, and that both ranges are memory the caller controls.
+    // Both ranges lie inside live mappings that `Region`s own (checked by `at`, and the borrows
+    // keep the regions, so the mappings, alive for the call); a `Region` never hands out a
+    // reference into its mapping, only volatile and raw-pointer accesses, so no reference exists
+    // that the pages leaving or arriving could invalidate.
+    unsafe { uffd.move_pages(d, s, len, flags) }
+}
+
+/// `UFFDIO_COPY` of `len` bytes from `src` at `src_off` into `dst` at `dst_off`: exactly one
+/// ioctl. The source is only read.
+///
+/// # Panics
+///
+/// If either range is outside its region or an offset is not page-aligned.
+#[track_caller]
+pub(crate) fn copy_between(
+    uffd: &uffd::Uffd,
+    dst: &Region,
+    dst_off: usize,
+    src: &Region,
+    src_off: usize,
+    len: usize,
+    flags: uffd::CopyFlags,
+) -> Result<usize, uffd::RangeError> {
+    let d = dst.at(dst_off, len, dst.page_size);
+    let s = src.at(src_off, len, src.page_size);
+    // SAFETY: `Uffd::copy` requires no Rust reference into the destination range, and a readable
+    // source that no one writes during the call. The destination lies inside a live mapping a
+    // `Region` owns, into which no reference ever exists (see the module docs). The source lies
+    // inside another live, readable `Region` mapping; the kernel reads it with `copy_from_user`,
+    // so a concurrent volatile write through the `Region` API could at worst make the copied bytes
+    // a mix of old and new values, never undefined behaviour, and no reference is involved.
+    unsafe { uffd.copy(d, s, len, flags) }
+}
+
+/// `UFFDIO_WAKE` on `len` bytes of `region` at `off`.
+///
+/// # Panics
+///
+/// If the range is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn wake_in(
+    uffd: &uffd::Uffd,
+    region: &Region,
+    off: usize,
+    len: usize,
+) -> Result<(), uffd::ControlError> {
+    uffd.wake(region.at(off, len, region.page_size), len)
+}
