@@ -1,14 +1,279 @@
-//! `remap probe` (placeholder while the subcommand is built).
+//! `remap probe`: what this machine offers, and whether UFFDIO_MOVE works end to end.
 
+use std::io::Write;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+use uffd::{Capabilities, CreatePath, Features, Ioctls, FEATURE_NAMES, IOCTL_NAMES};
 
 use crate::Output;
 
 /// Options of `remap probe`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ProbeArgs {}
+pub(crate) struct ProbeArgs {
+    /// Skip the end-to-end moves (report capabilities only).
+    #[arg(long)]
+    no_move: bool,
+}
+
+/// Everything `remap probe` reports; `--json` prints it as one object.
+#[derive(Debug, Serialize)]
+struct Report {
+    kernel_release: String,
+    arch: String,
+    cpu_model: String,
+    cores: usize,
+    page_size: usize,
+    thp_mode: String,
+    swap_active: bool,
+    euid: u32,
+    /// `vm.unprivileged_userfaultfd`, when readable.
+    unprivileged_userfaultfd: Option<u32>,
+    /// Each creation path, and why it failed where it did.
+    paths: Vec<PathResult>,
+    /// The features the kernel reports, by name (empty when no fd could be made).
+    features: Vec<Flag>,
+    features_bits: u64,
+    /// The ioctls on the fd itself.
+    api_ioctls: Vec<Flag>,
+    /// The end-to-end check, when run.
+    move_check: Option<MoveCheck>,
+    /// Whether MOVE is usable here, and if not, why.
+    move_works: bool,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PathResult {
+    path: String,
+    ok: bool,
+    errno: Option<String>,
+    fix: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Flag {
+    name: &'static str,
+    yes: bool,
+}
+
+/// The outcome of moving real pages.
+#[derive(Debug, Serialize)]
+struct MoveCheck {
+    /// A 4 KiB page moved and its contents arrived.
+    page_moved: bool,
+    page_error: Option<String>,
+    /// An aligned 2 MiB THP moved and its contents arrived.
+    thp_moved: Option<bool>,
+    /// The THP arrived as a THP (a whole-PMD move), rather than split into pages.
+    thp_whole: Option<bool>,
+    thp_error: Option<String>,
+}
+
+const PATHS: [CreatePath; 4] = [
+    CreatePath::Syscall {
+        user_mode_only: true,
+    },
+    CreatePath::Syscall {
+        user_mode_only: false,
+    },
+    CreatePath::Device {
+        user_mode_only: true,
+    },
+    CreatePath::Device {
+        user_mode_only: false,
+    },
+];
 
 /// Runs `remap probe`.
-pub(crate) fn run(_args: &ProbeArgs, _out: Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("remap probe is not built yet")
+pub(crate) fn run(args: &ProbeArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let report = probe(args);
+    let mut stdout = std::io::stdout().lock();
+    if out.json {
+        serde_json::to_writer(&mut stdout, &report).context("writing JSON")?;
+        writeln!(stdout)?;
+    } else {
+        render(&mut stdout, &report)?;
+    }
+    stdout.flush()?;
+    if report.move_works {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "remap probe: UFFDIO_MOVE is not usable here: {}",
+            report.reason.as_deref().unwrap_or("unknown reason")
+        );
+        Ok(ExitCode::from(2))
+    }
+}
+
+fn probe(args: &ProbeArgs) -> Report {
+    let machine = remap::system::Machine::read();
+    let paths = PATHS
+        .iter()
+        .map(|&path| match uffd::try_path(path) {
+            Ok(()) => PathResult {
+                path: path.to_string(),
+                ok: true,
+                errno: None,
+                fix: None,
+            },
+            Err(errno) => {
+                let attempt = uffd::Attempt { path, errno };
+                PathResult {
+                    path: path.to_string(),
+                    ok: false,
+                    errno: Some(errno.to_string()),
+                    fix: Some(attempt.fix().to_owned()),
+                }
+            }
+        })
+        .collect();
+
+    let caps = Capabilities::probe_with(&uffd::UffdBuilder::new().order(uffd::CreateOrder::SyscallFirst));
+    let (features, api_ioctls) = match &caps {
+        Ok(caps) => (caps.features(), caps.ioctls()),
+        Err(_) => (Features::empty(), Ioctls::empty()),
+    };
+
+    let mut reason = None;
+    let mut move_check = None;
+    match &caps {
+        Err(err) => reason = Some(format!("no userfaultfd: {err}")),
+        Ok(caps) if !caps.supports_move() => {
+            reason = Some(
+                "the kernel does not report UFFD_FEATURE_MOVE (UFFDIO_MOVE needs Linux 6.8)".into(),
+            );
+        }
+        Ok(_) if args.no_move => {}
+        Ok(_) => {
+            let check = crate::probe::check_move(machine.thp.usable());
+            if !check.page_moved {
+                reason = Some(format!(
+                    "moving a page failed: {}",
+                    check.page_error.as_deref().unwrap_or("unknown error")
+                ));
+            }
+            move_check = Some(check);
+        }
+    }
+
+    Report {
+        kernel_release: machine.kernel_release,
+        arch: machine.arch,
+        cpu_model: machine.cpu_model,
+        cores: machine.cores,
+        page_size: machine.page_size,
+        thp_mode: machine.thp.to_string(),
+        swap_active: machine.swap_active,
+        euid: rustix::process::geteuid().as_raw(),
+        unprivileged_userfaultfd: std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        paths,
+        features: FEATURE_NAMES
+            .iter()
+            .map(|&(bit, name)| Flag {
+                name,
+                yes: features.contains(bit),
+            })
+            .collect(),
+        features_bits: features.bits(),
+        api_ioctls: IOCTL_NAMES
+            .iter()
+            .map(|&(bit, name)| Flag {
+                name,
+                yes: api_ioctls.contains(bit),
+            })
+            .collect(),
+        move_works: reason.is_none(),
+        move_check,
+        reason,
+    }
+}
+
+/// Moves a 4 KiB page and an aligned 2 MiB THP between regions remap owns, verifying contents.
+fn check_move(thp_usable: bool) -> MoveCheck {
+    let (page_moved, page_error) = match remap::system::check_page_move() {
+        Ok(()) => (true, None),
+        Err(err) => (false, Some(err.to_string())),
+    };
+    let (thp_moved, thp_whole, thp_error) = if thp_usable {
+        match remap::system::check_thp_move() {
+            Ok(whole) => (Some(true), Some(whole), None),
+            Err(err) => (Some(false), None, Some(err.to_string())),
+        }
+    } else {
+        (None, None, Some("THP is not enabled (mode never)".into()))
+    };
+    MoveCheck {
+        page_moved,
+        page_error,
+        thp_moved,
+        thp_whole,
+        thp_error,
+    }
+}
+
+fn yes_no(yes: bool) -> &'static str {
+    if yes {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    writeln!(w, "kernel        {} ({})", r.kernel_release, r.arch)?;
+    writeln!(w, "cpu           {} ({} cores)", r.cpu_model, r.cores)?;
+    writeln!(w, "page size     {} bytes", r.page_size)?;
+    writeln!(w, "THP mode      {}", r.thp_mode)?;
+    writeln!(w, "swap active   {}", yes_no(r.swap_active))?;
+    let sysctl = r
+        .unprivileged_userfaultfd
+        .map_or_else(|| "unreadable".to_owned(), |v| v.to_string());
+    writeln!(w, "euid          {} (vm.unprivileged_userfaultfd = {sysctl})", r.euid)?;
+    writeln!(w)?;
+    writeln!(w, "creating a userfaultfd:")?;
+    for p in &r.paths {
+        match (&p.errno, &p.fix) {
+            (Some(errno), Some(fix)) => writeln!(w, "  {:<44} no: {errno} ({fix})", p.path)?,
+            _ => writeln!(w, "  {:<44} yes", p.path)?,
+        }
+    }
+    writeln!(w)?;
+    writeln!(w, "features (UFFDIO_API = {:#x}):", r.features_bits)?;
+    for f in &r.features {
+        writeln!(w, "  {:<20} {}", f.name, yes_no(f.yes))?;
+    }
+    writeln!(w)?;
+    writeln!(w, "ioctls on the fd:")?;
+    for f in &r.api_ioctls {
+        writeln!(w, "  {:<20} {}", f.name, yes_no(f.yes))?;
+    }
+    writeln!(w)?;
+    match &r.move_check {
+        None => writeln!(w, "end-to-end MOVE: not run")?,
+        Some(c) => {
+            match &c.page_error {
+                None => writeln!(w, "move a 4 KiB page     yes")?,
+                Some(e) => writeln!(w, "move a 4 KiB page     no: {e}")?,
+            }
+            match (c.thp_moved, c.thp_whole, &c.thp_error) {
+                (Some(true), Some(true), _) => {
+                    writeln!(w, "move a 2 MiB THP      yes, as a whole PMD")?
+                }
+                (Some(true), _, _) => {
+                    writeln!(w, "move a 2 MiB THP      yes, but split into pages")?
+                }
+                (_, _, Some(e)) => writeln!(w, "move a 2 MiB THP      no: {e}")?,
+                _ => writeln!(w, "move a 2 MiB THP      not run")?,
+            }
+        }
+    }
+    match &r.reason {
+        None => writeln!(w, "\nUFFDIO_MOVE works on this machine"),
+        Some(reason) => writeln!(w, "\nUFFDIO_MOVE is not usable: {reason}"),
+    }
 }

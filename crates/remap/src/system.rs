@@ -12,6 +12,9 @@
 use std::fmt;
 use std::fs;
 
+use crate::inspect::{self, InspectError};
+use crate::region::{self, Region, RegionError, Thp, HUGE_PAGE_SIZE};
+
 /// The system-wide transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ThpMode {
@@ -126,6 +129,85 @@ pub fn swap_active() -> bool {
     fs::read_to_string("/proc/swaps").is_ok_and(|text| text.lines().count() > 1)
 }
 
+/// Why an end-to-end move check failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// No userfaultfd could be created.
+    #[error(transparent)]
+    Create(#[from] uffd::CreateError),
+    /// Mapping a region failed.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// Registering the destination failed.
+    #[error(transparent)]
+    Register(#[from] uffd::ControlError),
+    /// The move itself failed.
+    #[error("UFFDIO_MOVE: {0}")]
+    Move(#[from] uffd::RangeError),
+    /// Reading page state failed.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// The source was not backed by a THP to begin with (no huge page could be allocated).
+    #[error("the source region did not get a transparent huge page")]
+    NoThp,
+    /// The moved bytes differ from what the source held.
+    #[error("contents differ after the move at offset {offset:#x}")]
+    Corrupted {
+        /// The first differing offset in the destination.
+        offset: usize,
+    },
+}
+
+/// Moves one page between two fresh regions and verifies that its contents arrived and that the
+/// source reads zero afterwards.
+///
+/// # Errors
+///
+/// A [`CheckError`] naming the step that failed.
+pub fn check_page_move() -> Result<(), CheckError> {
+    let page = rustix::param::page_size();
+    let uffd = uffd::Uffd::new()?;
+    let src = Region::builder(page).thp(Thp::NoHuge).populate(true).build()?;
+    let dst = Region::builder(page).thp(Thp::NoHuge).build()?;
+    uffd.register(dst.as_ptr(), page, uffd::RegisterMode::MISSING)?;
+    src.fill_pattern(0x5eed);
+    region::move_between(&uffd, &dst, 0, &src, 0, page, uffd::MoveFlags::empty())?;
+    dst.verify_page(0, 0x5eed, 0)
+        .map_err(|m| CheckError::Corrupted { offset: m.offset })?;
+    if src.read_u64(0) != 0 {
+        return Err(CheckError::Corrupted { offset: 0 });
+    }
+    Ok(())
+}
+
+/// Moves an aligned 2 MiB transparent huge page into a fresh aligned region and verifies its
+/// contents. Returns whether it arrived whole (PMD-mapped) rather than split into pages.
+///
+/// # Errors
+///
+/// [`CheckError::NoThp`] when the source got no THP, otherwise the step that failed.
+pub fn check_thp_move() -> Result<bool, CheckError> {
+    let uffd = uffd::Uffd::new()?;
+    let build = || {
+        Region::builder(HUGE_PAGE_SIZE)
+            .huge_aligned(true)
+            .thp(Thp::Huge)
+    };
+    let src = build().populate(true).build()?;
+    let dst = build().build()?;
+    src.fill_pattern(0x7a9);
+    if !inspect::is_thp_mapped(src.addr())? {
+        return Err(CheckError::NoThp);
+    }
+    uffd.register(dst.as_ptr(), HUGE_PAGE_SIZE, uffd::RegisterMode::MISSING)?;
+    region::move_between(&uffd, &dst, 0, &src, 0, HUGE_PAGE_SIZE, uffd::MoveFlags::empty())?;
+    let whole = inspect::is_thp_mapped(dst.addr())?;
+    dst.verify_pattern(0x7a9)
+        .map_err(|m| CheckError::Corrupted { offset: m.offset })?;
+    Ok(whole)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +227,21 @@ mod tests {
         assert!(machine.cores >= 1);
         assert_eq!(machine.page_size, rustix::param::page_size());
         assert!(machine.mem_total > 0);
+    }
+
+    #[test]
+    fn end_to_end_checks_move_real_pages() {
+        let Ok(caps) = uffd::Capabilities::probe() else {
+            return test_support::skip("end_to_end_checks_move_real_pages", "userfaultfd");
+        };
+        if !caps.supports_move() {
+            return test_support::skip("end_to_end_checks_move_real_pages", "UFFDIO_MOVE");
+        }
+        check_page_move().expect("a page moves");
+        if ThpMode::read().usable() {
+            assert!(check_thp_move().expect("a THP moves"), "the THP arrived split");
+        } else {
+            test_support::skip("end_to_end_checks_move_real_pages (THP part)", "THP");
+        }
     }
 }
