@@ -131,7 +131,8 @@ fn probe(args: &ProbeArgs) -> Report {
         })
         .collect();
 
-    let caps = Capabilities::probe_with(&uffd::UffdBuilder::new().order(uffd::CreateOrder::SyscallFirst));
+    let caps =
+        Capabilities::probe_with(&uffd::UffdBuilder::new().order(uffd::CreateOrder::SyscallFirst));
     let (features, api_ioctls) = match &caps {
         Ok(caps) => (caps.features(), caps.ioctls()),
         Err(_) => (Features::empty(), Ioctls::empty()),
@@ -233,7 +234,11 @@ fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
     let sysctl = r
         .unprivileged_userfaultfd
         .map_or_else(|| "unreadable".to_owned(), |v| v.to_string());
-    writeln!(w, "euid          {} (vm.unprivileged_userfaultfd = {sysctl})", r.euid)?;
+    writeln!(
+        w,
+        "euid          {} (vm.unprivileged_userfaultfd = {sysctl})",
+        r.euid
+    )?;
     writeln!(w)?;
     writeln!(w, "creating a userfaultfd:")?;
     for p in &r.paths {

@@ -168,7 +168,10 @@ pub enum CheckError {
 pub fn check_page_move() -> Result<(), CheckError> {
     let page = rustix::param::page_size();
     let uffd = uffd::Uffd::new()?;
-    let src = Region::builder(page).thp(Thp::NoHuge).populate(true).build()?;
+    let src = Region::builder(page)
+        .thp(Thp::NoHuge)
+        .populate(true)
+        .build()?;
     let dst = Region::builder(page).thp(Thp::NoHuge).build()?;
     uffd.register(dst.as_ptr(), page, uffd::RegisterMode::MISSING)?;
     src.fill_pattern(0x5eed);
@@ -201,7 +204,15 @@ pub fn check_thp_move() -> Result<bool, CheckError> {
         return Err(CheckError::NoThp);
     }
     uffd.register(dst.as_ptr(), HUGE_PAGE_SIZE, uffd::RegisterMode::MISSING)?;
-    region::move_between(&uffd, &dst, 0, &src, 0, HUGE_PAGE_SIZE, uffd::MoveFlags::empty())?;
+    region::move_between(
+        &uffd,
+        &dst,
+        0,
+        &src,
+        0,
+        HUGE_PAGE_SIZE,
+        uffd::MoveFlags::empty(),
+    )?;
     let whole = inspect::is_thp_mapped(dst.addr())?;
     dst.verify_pattern(0x7a9)
         .map_err(|m| CheckError::Corrupted { offset: m.offset })?;
@@ -239,7 +250,10 @@ mod tests {
         }
         check_page_move().expect("a page moves");
         if ThpMode::read().usable() {
-            assert!(check_thp_move().expect("a THP moves"), "the THP arrived split");
+            assert!(
+                check_thp_move().expect("a THP moves"),
+                "the THP arrived split"
+            );
         } else {
             test_support::skip("end_to_end_checks_move_real_pages (THP part)", "THP");
         }

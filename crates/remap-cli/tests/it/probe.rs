@@ -19,8 +19,16 @@ fn probe_reports_that_move_works() {
     require!(Need::Move);
     let out = remap(&["probe"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("UFFDIO_MOVE works on this machine"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("UFFDIO_MOVE works on this machine"),
+        "{stdout}"
+    );
     assert!(stdout.contains("move a 4 KiB page     yes"), "{stdout}");
     assert!(stdout.contains("MOVE                 yes"), "{stdout}");
 }
@@ -31,7 +39,11 @@ fn probe_json_is_one_object_with_every_field() {
     let out = remap(&["--json", "probe"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(text.lines().count(), 1, "one JSON object on one line: {text}");
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one JSON object on one line: {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     for field in [
         "kernel_release",
@@ -49,7 +61,10 @@ fn probe_json_is_one_object_with_every_field() {
     assert_eq!(v["move_works"], true);
     assert_eq!(v["move_check"]["page_moved"], true);
     let features = v["features"].as_array().expect("features array");
-    let move_bit = features.iter().find(|f| f["name"] == "MOVE").expect("MOVE listed");
+    let move_bit = features
+        .iter()
+        .find(|f| f["name"] == "MOVE")
+        .expect("MOVE listed");
     assert_eq!(move_bit["yes"], true);
     assert_eq!(v["paths"].as_array().map(Vec::len), Some(4));
     if remap::system::ThpMode::read().usable() {
@@ -65,7 +80,10 @@ fn probe_without_moves_still_reports_capabilities() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert!(v["move_check"].is_null());
-    assert_eq!(v["features_bits"].as_u64().map(|b| b & (1 << 16)), Some(1 << 16));
+    assert_eq!(
+        v["features_bits"].as_u64().map(|b| b & (1 << 16)),
+        Some(1 << 16)
+    );
 }
 
 /// A copy of the binary that an unprivileged user can execute, wherever the checkout lives.
@@ -92,7 +110,12 @@ fn probe_as_nobody_uses_the_user_mode_only_path() {
         .output()
         .expect("running remap as nobody");
     let _ = std::fs::remove_dir_all(exe.parent().expect("temp dir"));
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["euid"], 65534);
     assert_eq!(v["move_works"], true, "{v}");
@@ -100,11 +123,14 @@ fn probe_as_nobody_uses_the_user_mode_only_path() {
     let umo = &paths[0];
     assert_eq!(umo["path"], "userfaultfd(2) with UFFD_USER_MODE_ONLY");
     assert_eq!(umo["ok"], true);
-    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
+    let sysctl =
+        std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
     if sysctl.trim() == "0" {
         let kernel_mode = &paths[1];
         assert_eq!(kernel_mode["path"], "userfaultfd(2)");
         assert_eq!(kernel_mode["ok"], false);
-        assert!(kernel_mode["fix"].as_str().is_some_and(|fix| fix.contains("CAP_SYS_PTRACE")));
+        assert!(kernel_mode["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("CAP_SYS_PTRACE")));
     }
 }

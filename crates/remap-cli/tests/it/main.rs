@@ -1,0 +1,3 @@
+//! Integration tests of the `remap` binary.
+
+mod probe;
