@@ -1,2 +1,534 @@
-//! The `remap bench` harness (in progress).
-#![forbid(unsafe_code)]
+//! The `remap bench` harness: what zero-copy moving buys on this kernel, side by side.
+//!
+//! It moves N bytes from one region to another by every method ([`Method`]: `UFFDIO_MOVE` through
+//! the bare ioctl and through remap's mover, `UFFDIO_COPY` plus `MADV_DONTNEED`, `memcpy` into
+//! prefaulted and into fresh memory, `mremap`, and the peer crate `userfaultfd`), at chunk sizes
+//! from one page to the whole range, with transparent huge pages off and on, and once more with a
+//! second thread of the process spinning on the other CPU (remote TLB shootdowns). It then
+//! measures fault service ([`FaultMethod`]): mutator threads touching every page of a registered
+//! region while handler threads resolve the faults. Every figure is the median of several
+//! repetitions after a warm-up, with its spread; ratios are computed within the run; and every
+//! repetition is verified (a wrong byte fails the figure).
+//!
+//! ```no_run
+//! let config = remap_bench::BenchConfig::quick();
+//! let report = remap_bench::run(&config, &indicatif::ProgressBar::hidden())?;
+//! report.write_table(&mut std::io::stdout())?;
+//! remap_bench::chart::write_chart(&report, std::path::Path::new("target/remap-bench.svg"))?;
+//! assert!(report.all_verified());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Unsafe code
+//!
+//! Everything goes through [`remap::region::Region`]; the raw baselines (the bare ioctls,
+//! `memcpy` between regions, `mremap`) live in the private module `raw`, the only one allowed
+//! `unsafe`.
+
+#![deny(unsafe_code)]
+
+mod bulk;
+pub mod chart;
+mod fault;
+mod machine;
+mod raw;
+mod report;
+mod stats;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use remap::region::{Region, HUGE_PAGE_SIZE};
+
+pub use machine::Machine;
+pub use report::{
+    ConfigRecord, FaultMeasurement, FaultMethod, Measurement, Method, Record, Report, Skipped,
+    Summary,
+};
+pub use stats::Spread;
+
+/// The progress-bar crate, re-exported so that callers name the same [`ProgressBar`] type.
+pub use indicatif;
+
+/// A progress bar for [`run`]: drawn on stderr when `visible`, hidden otherwise (style.md R15:
+/// only when stderr is a terminal and `--json` is off; the caller decides).
+///
+/// ```
+/// let bar = remap_bench::progress_bar(false);
+/// assert!(bar.is_hidden());
+/// ```
+pub fn progress_bar(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// The chunk sizes below the whole range: 4 KiB, 64 KiB, 2 MiB, 64 MiB.
+pub const CHUNKS: [usize; 4] = [4 * KIB, 64 * KIB, 2 * MIB, 64 * MIB];
+
+/// What to measure and how often.
+///
+/// ```
+/// let c = remap_bench::BenchConfig::quick();
+/// assert_eq!(*c.chunks().last().unwrap(), c.size);
+/// ```
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Bytes moved per bulk repetition (a multiple of 2 MiB).
+    pub size: usize,
+    /// Measured repetitions per figure.
+    pub reps: u32,
+    /// Unmeasured warm-up repetitions before them.
+    pub warmup: u32,
+    /// Bulk methods.
+    pub methods: Vec<Method>,
+    /// Fault-service methods.
+    pub fault_methods: Vec<FaultMethod>,
+    /// Bytes faulted in per fault repetition.
+    pub fault_size: usize,
+    /// `(handler threads, mutator threads)` pairs for fault service.
+    pub fault_threads: Vec<(u32, u32)>,
+    /// Whether to repeat the bulk moves with a second thread spinning on the other CPU.
+    pub interference: bool,
+    /// Whether to measure THP-backed regions too.
+    pub thp: bool,
+    /// Whether this is the `--quick` preset (recorded in the report).
+    pub quick: bool,
+    /// Seed of the verification pattern.
+    pub seed: u64,
+}
+
+impl BenchConfig {
+    /// The default run: 128 MiB, 5 repetitions after 1 warm-up; about a minute on 2 cores.
+    pub fn standard() -> BenchConfig {
+        BenchConfig {
+            size: 128 * MIB,
+            reps: 5,
+            warmup: 1,
+            methods: Method::ALL.to_vec(),
+            fault_methods: FaultMethod::ALL.to_vec(),
+            fault_size: 8 * MIB,
+            fault_threads: vec![(1, 1), (1, 2), (2, 1), (2, 2)],
+            interference: true,
+            thp: true,
+            quick: false,
+            seed: 42,
+        }
+    }
+
+    /// The `--quick` preset: 8 MiB, 3 repetitions after 1 warm-up; well under 20 seconds.
+    pub fn quick() -> BenchConfig {
+        BenchConfig {
+            size: 8 * MIB,
+            reps: 3,
+            fault_size: MIB,
+            quick: true,
+            ..BenchConfig::standard()
+        }
+    }
+
+    /// The chunk sizes measured: those of [`CHUNKS`] smaller than `size`, then `size` itself.
+    pub fn chunks(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = CHUNKS.into_iter().filter(|&c| c < self.size).collect();
+        v.push(self.size);
+        v
+    }
+}
+
+/// Why a run could not be done at all (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// userfaultfd or `UFFDIO_MOVE` is not available here.
+    #[error("cannot benchmark here: {0}")]
+    Unavailable(String),
+    /// The settings make no sense.
+    #[error("bad settings: {0}")]
+    BadConfig(String),
+    /// Setting up shared state (the template, the userfaultfd) failed.
+    #[error("setting up: {0}")]
+    Setup(String),
+}
+
+/// Whether `method` can run in this build; `Err` says why not.
+///
+/// ```
+/// assert!(remap_bench::method_available(remap_bench::Method::MoveRaw).is_ok());
+/// ```
+pub fn method_available(method: Method) -> Result<(), String> {
+    match method {
+        Method::MoveMover => Err("remap::mover::Mover has not landed in this checkout yet".into()),
+        Method::PeerCopy if !cfg!(feature = "peer") => Err(no_peer()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether fault-service `method` can run in this build; `Err` says why not.
+pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
+    match method {
+        FaultMethod::RawLoop => Ok(()),
+        FaultMethod::PeerLoop if cfg!(feature = "peer") => Ok(()),
+        FaultMethod::PeerLoop => Err(no_peer()),
+        FaultMethod::ServerZero
+        | FaultMethod::ServerCopy
+        | FaultMethod::ServerMove
+        | FaultMethod::ServerSigbus => {
+            Err("remap::server::FaultServer has not landed in this checkout yet".into())
+        }
+    }
+}
+
+fn no_peer() -> String {
+    "built without the `peer` feature (scripts/bench.sh builds it; needs libclang)".into()
+}
+
+/// One bulk figure to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Job {
+    method: Method,
+    chunk: usize,
+    thp: bool,
+    interference: bool,
+}
+
+/// Runs the benchmark described by `config`, advancing `progress` once per repetition.
+///
+/// Verification failures do not stop the run: they are recorded in the figure
+/// ([`Measurement::verified`]) and counted in [`Summary::failures`].
+///
+/// # Errors
+///
+/// [`BenchError::Unavailable`] when userfaultfd or `UFFDIO_MOVE` cannot be used,
+/// [`BenchError::BadConfig`] for a size that is not a positive multiple of 2 MiB or zero reps,
+/// [`BenchError::Setup`] when the shared set-up fails.
+pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    if config.size == 0 || config.size % HUGE_PAGE_SIZE != 0 {
+        return Err(BenchError::BadConfig(format!(
+            "size {} is not a positive multiple of 2 MiB",
+            config.size
+        )));
+    }
+    if config.reps == 0 {
+        return Err(BenchError::BadConfig("reps must be at least 1".into()));
+    }
+    let page = rustix::param::page_size();
+    if config.fault_size == 0 || config.fault_size % page != 0 {
+        return Err(BenchError::BadConfig(format!(
+            "fault size {} is not a positive multiple of the page size",
+            config.fault_size
+        )));
+    }
+    let caps = uffd::Capabilities::probe().map_err(|e| BenchError::Unavailable(e.to_string()))?;
+    if !caps.supports_move() {
+        return Err(BenchError::Unavailable(
+            "the kernel does not offer UFFDIO_MOVE (UFFD_FEATURE_MOVE, Linux 6.8+)".into(),
+        ));
+    }
+    let machine = Machine::detect();
+    let uffd = uffd::Uffd::new().map_err(|e| BenchError::Unavailable(e.to_string()))?;
+    let template = Region::builder(HUGE_PAGE_SIZE)
+        .populate(true)
+        .build()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    template.fill_pattern(config.seed);
+    #[cfg(feature = "peer")]
+    let peer = if config.methods.contains(&Method::PeerCopy) {
+        Some(
+            userfaultfd::UffdBuilder::new()
+                .close_on_exec(true)
+                .user_mode_only(true)
+                .create()
+                .map_err(|e| BenchError::Setup(format!("peer userfaultfd: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let ctx = bulk::BulkCtx {
+        uffd: &uffd,
+        template: &template,
+        seed: config.seed,
+        #[cfg(feature = "peer")]
+        peer: peer.as_ref(),
+    };
+
+    let mut skipped = Vec::new();
+    let mut methods = Vec::new();
+    for &m in &config.methods {
+        match method_available(m) {
+            Ok(()) => methods.push(m),
+            Err(reason) => skipped.push(Skipped {
+                method: m.name().into(),
+                reason,
+            }),
+        }
+    }
+    let mut fault_methods = Vec::new();
+    for &m in &config.fault_methods {
+        match fault_method_available(m) {
+            Ok(()) => fault_methods.push(m),
+            Err(reason) => skipped.push(Skipped {
+                method: m.name().into(),
+                reason,
+            }),
+        }
+    }
+    let mut thp_modes = vec![false];
+    if config.thp && machine.thp_available() {
+        thp_modes.push(true);
+    } else if config.thp {
+        skipped.push(Skipped {
+            method: "THP on".into(),
+            reason: format!("transparent huge pages are {}", machine.thp_mode),
+        });
+    }
+    let interference = config.interference && machine.cores >= 2;
+    if config.interference && !interference {
+        skipped.push(Skipped {
+            method: "interference".into(),
+            reason: "needs a second CPU".into(),
+        });
+    }
+    let chunks = config.chunks();
+    let mut jobs = Vec::new();
+    for &thp in &thp_modes {
+        for &chunk in &chunks {
+            for &method in &methods {
+                jobs.push(Job {
+                    method,
+                    chunk,
+                    thp,
+                    interference: false,
+                });
+            }
+        }
+    }
+    if interference {
+        for &chunk in &chunks {
+            for &method in &methods {
+                if matches!(
+                    method,
+                    Method::MoveRaw | Method::MoveMover | Method::Copy | Method::MemcpyPrefaulted
+                ) {
+                    jobs.push(Job {
+                        method,
+                        chunk,
+                        thp: false,
+                        interference: true,
+                    });
+                }
+            }
+        }
+    }
+    let per_job = u64::from(config.warmup + config.reps);
+    let fault_jobs = fault_methods.len() * config.fault_threads.len();
+    progress.set_length((jobs.len() + fault_jobs) as u64 * per_job);
+
+    let mut measurements = Vec::new();
+    for job in &jobs {
+        progress.set_message(format!(
+            "{} {} thp {}{}",
+            job.method,
+            report::human_bytes(job.chunk as u64),
+            if job.thp { "on" } else { "off" },
+            if job.interference { " +spin" } else { "" }
+        ));
+        measurements.push(measure_bulk(&ctx, config, *job, progress));
+    }
+    add_ratios(&mut measurements);
+
+    let mut faults = Vec::new();
+    for &method in &fault_methods {
+        for &(handlers, mutators) in &config.fault_threads {
+            progress.set_message(format!("{method} {handlers}h/{mutators}m"));
+            faults.push(measure_fault(config, method, handlers, mutators, progress));
+        }
+    }
+    progress.finish_and_clear();
+
+    let failures = measurements.iter().filter(|m| !m.verified).count()
+        + faults.iter().filter(|f| !f.verified).count();
+    let summary = Summary {
+        measurements: measurements.len(),
+        faults: faults.len(),
+        failures,
+        skipped,
+        elapsed_total_s: started.elapsed().as_secs_f64(),
+    };
+    let config_record = ConfigRecord {
+        machine,
+        size_bytes: config.size as u64,
+        reps: config.reps,
+        warmup: config.warmup,
+        chunks: chunks.iter().map(|&c| c as u64).collect(),
+        methods: config.methods.clone(),
+        fault_methods: config.fault_methods.clone(),
+        fault_size_bytes: config.fault_size as u64,
+        quick: config.quick,
+        peer_built: cfg!(feature = "peer"),
+        seed: config.seed,
+    };
+    Ok(Report {
+        config: config_record,
+        measurements,
+        faults,
+        summary,
+    })
+}
+
+fn measure_bulk(
+    ctx: &bulk::BulkCtx<'_>,
+    config: &BenchConfig,
+    job: Job,
+    progress: &ProgressBar,
+) -> Measurement {
+    let mut times = Vec::new();
+    let mut thp_fractions = Vec::new();
+    let mut error = None;
+    for rep in 0..config.warmup + config.reps {
+        progress.inc(1);
+        if error.is_some() {
+            continue;
+        }
+        match bulk::run_rep(
+            ctx,
+            job.method,
+            config.size,
+            job.chunk,
+            job.thp,
+            job.interference,
+        ) {
+            Ok(out) => {
+                if let Err(e) = out.verify {
+                    tracing::error!(%e, "verification failed");
+                    error = Some(e);
+                } else if rep >= config.warmup {
+                    times.push(out.elapsed.as_nanos() as f64);
+                    thp_fractions.push(out.source_thp_fraction);
+                }
+            }
+            Err(e) => {
+                tracing::error!(%e, "repetition failed");
+                error = Some(e);
+            }
+        }
+    }
+    let pages = (config.size / 4096) as f64;
+    let time = Spread::of(&times).unwrap_or(Spread {
+        median: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        q1: f64::NAN,
+        q3: f64::NAN,
+    });
+    Measurement {
+        method: job.method,
+        chunk_bytes: job.chunk as u64,
+        whole_range: job.chunk == config.size,
+        thp: job.thp,
+        interference: job.interference,
+        bytes: config.size as u64,
+        reps: config.reps,
+        time_ns: time,
+        gb_per_s: config.size as f64 / time.median,
+        ns_per_page: time.map(|t| t / pages),
+        source_thp_fraction: Spread::of(&thp_fractions).map_or(0.0, |s| s.median),
+        vs_raw: None,
+        vs_memcpy: None,
+        vs_copy: None,
+        verified: error.is_none(),
+        error,
+    }
+}
+
+/// Fills in the ratios to `move-raw`, `memcpy-prefaulted` and `copy` at equal settings.
+fn add_ratios(measurements: &mut [Measurement]) {
+    let mut base: HashMap<(Method, u64, bool, bool), f64> = HashMap::new();
+    for m in measurements.iter().filter(|m| m.verified) {
+        base.insert(
+            (m.method, m.chunk_bytes, m.thp, m.interference),
+            m.time_ns.median,
+        );
+    }
+    for m in measurements.iter_mut().filter(|m| m.verified) {
+        let r = |b: Method| {
+            base.get(&(b, m.chunk_bytes, m.thp, m.interference))
+                .map(|t| m.time_ns.median / t)
+        };
+        m.vs_raw = r(Method::MoveRaw);
+        m.vs_memcpy = r(Method::MemcpyPrefaulted);
+        m.vs_copy = r(Method::Copy);
+    }
+}
+
+fn measure_fault(
+    config: &BenchConfig,
+    method: FaultMethod,
+    handlers: u32,
+    mutators: u32,
+    progress: &ProgressBar,
+) -> FaultMeasurement {
+    let (mut p50, mut p99, mut p999, mut fps) = (vec![], vec![], vec![], vec![]);
+    let mut error = None;
+    let mut faults = 0;
+    for rep in 0..config.warmup + config.reps {
+        progress.inc(1);
+        if error.is_some() {
+            continue;
+        }
+        match fault::run_rep(
+            method,
+            config.fault_size,
+            handlers as usize,
+            mutators as usize,
+            config.seed,
+        ) {
+            Ok(out) => {
+                if let Err(e) = out.verify {
+                    tracing::error!(%e, "fault verification failed");
+                    error = Some(e);
+                } else if rep >= config.warmup {
+                    faults = out.faults;
+                    p50.push(out.latency.value_at_quantile(0.5) as f64);
+                    p99.push(out.latency.value_at_quantile(0.99) as f64);
+                    p999.push(out.latency.value_at_quantile(0.999) as f64);
+                    fps.push(out.faults as f64 / out.wall.as_secs_f64());
+                }
+            }
+            Err(e) => {
+                tracing::error!(%e, "fault repetition failed");
+                error = Some(e);
+            }
+        }
+    }
+    let median = |v: &[f64]| Spread::of(v).map_or(f64::NAN, |s| s.median);
+    FaultMeasurement {
+        method,
+        handlers,
+        mutators,
+        faults,
+        reps: config.reps,
+        p50_ns: median(&p50),
+        p99_ns: median(&p99),
+        p999_ns: median(&p999),
+        faults_per_s: Spread::of(&fps).unwrap_or(Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            q1: f64::NAN,
+            q3: f64::NAN,
+        }),
+        verified: error.is_none(),
+        error,
+    }
+}

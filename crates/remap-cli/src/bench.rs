@@ -1,14 +1,161 @@
-//! `remap bench` (placeholder while the subcommand is built).
+//! `remap bench`: MOVE against COPY, memcpy and mremap, and fault service, side by side.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::Output;
+use remap_bench::{BenchConfig, BenchError, FaultMethod, Method};
 
 /// Options of `remap bench`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {}
+pub(crate) struct BenchArgs {
+    /// A short run (8 MiB, 3 repetitions) that finishes in under 20 seconds.
+    #[arg(long)]
+    quick: bool,
+
+    /// Bytes moved per run, a multiple of 2 MiB (suffixes K, M, G); default 128M (8M with --quick).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<usize>,
+
+    /// Measured repetitions per figure (after one warm-up); default 5 (3 with --quick).
+    #[arg(long)]
+    reps: Option<u32>,
+
+    /// Only these methods, comma-separated: move-raw, move-mover, copy, memcpy-prefaulted,
+    /// memcpy-fresh, mremap, peer-copy (bulk) and raw-loop, server-zero, server-copy,
+    /// server-move, server-sigbus, peer-loop (fault service).
+    #[arg(long, value_delimiter = ',', value_parser = parse_method)]
+    only: Vec<AnyMethod>,
+
+    /// Write the SVG chart here (default: target/remap-bench.svg, under CARGO_TARGET_DIR if set).
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+}
+
+/// A bulk or a fault-service method named on the command line.
+#[derive(Debug, Clone, Copy)]
+enum AnyMethod {
+    Bulk(Method),
+    Fault(FaultMethod),
+}
+
+fn parse_method(s: &str) -> Result<AnyMethod, String> {
+    if let Some(m) = Method::ALL.into_iter().find(|m| m.name() == s) {
+        return Ok(AnyMethod::Bulk(m));
+    }
+    if let Some(m) = FaultMethod::ALL.into_iter().find(|m| m.name() == s) {
+        return Ok(AnyMethod::Fault(m));
+    }
+    let names: Vec<&str> = Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .chain(FaultMethod::ALL.iter().map(|m| m.name()))
+        .collect();
+    Err(format!("unknown method {s:?}; known: {}", names.join(", ")))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?} (examples: 64M, 1G, 4194304)"))
+}
+
+/// The default chart path: `$CARGO_TARGET_DIR/remap-bench.svg`, else `target/remap-bench.svg`.
+fn default_chart() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("remap-bench.svg")
+}
+
+fn config(args: &BenchArgs) -> BenchConfig {
+    let mut c = if args.quick {
+        BenchConfig::quick()
+    } else {
+        BenchConfig::standard()
+    };
+    if let Some(size) = args.size {
+        c.size = size;
+    }
+    if let Some(reps) = args.reps {
+        c.reps = reps;
+    }
+    if !args.only.is_empty() {
+        c.methods = args
+            .only
+            .iter()
+            .filter_map(|m| match m {
+                AnyMethod::Bulk(m) => Some(*m),
+                AnyMethod::Fault(_) => None,
+            })
+            .collect();
+        c.fault_methods = args
+            .only
+            .iter()
+            .filter_map(|m| match m {
+                AnyMethod::Fault(m) => Some(*m),
+                AnyMethod::Bulk(_) => None,
+            })
+            .collect();
+    }
+    c
+}
 
 /// Runs `remap bench`.
-pub(crate) fn run(_args: &BenchArgs, _out: Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("remap bench is not built yet")
+pub(crate) fn run(args: &BenchArgs, out: crate::Output) -> anyhow::Result<ExitCode> {
+    let config = config(args);
+    let progress = remap_bench::progress_bar(out.progress);
+    let report = match remap_bench::run(&config, &progress) {
+        Ok(r) => r,
+        Err(e @ (BenchError::Unavailable(_) | BenchError::BadConfig(_))) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    if out.json {
+        report.write_json(&mut stdout)?;
+    } else {
+        report.write_table(&mut stdout)?;
+    }
+    let chart = args.chart.clone().unwrap_or_else(default_chart);
+    remap_bench::chart::write_chart(&report, &chart)?;
+    print_chart_path(&chart, out.json, &mut stdout)?;
+    Ok(if report.all_verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_chart_path(chart: &Path, json: bool, stdout: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        eprintln!("chart: {}", chart.display());
+        Ok(())
+    } else {
+        writeln!(stdout, "chart: {}", chart.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("x").is_err());
+    }
 }

@@ -1,3 +1,3 @@
-//! Integration tests of the `remap` binary.
+//! Integration tests of the `remap` binary: each module runs the built binary as a user would.
 
-mod probe;
+mod bench;

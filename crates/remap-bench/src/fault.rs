@@ -1,0 +1,268 @@
+//! Fault service: mutator threads touch every page of a registered region while handler threads
+//! resolve the faults; the mutators time each touch.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use remap::region::{pattern_word, Region, Thp};
+use rustix::event::{PollFd, PollFlags};
+use uffd::{Event, EventBuffer, RangeError, RegisterMode, Uffd};
+
+use crate::raw;
+use crate::report::FaultMethod;
+
+/// What one repetition measured.
+pub(crate) struct FaultRep {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) wall: Duration,
+    pub(crate) faults: u64,
+    pub(crate) verify: Result<(), String>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// The memory a repetition faults in, and the page every fault is resolved with.
+struct Target {
+    region: Region,
+    source: Region,
+    seed: u64,
+}
+
+impl Target {
+    fn new(size: usize, seed: u64) -> Result<Target, String> {
+        let region = Region::builder(size)
+            .thp(Thp::NoHuge)
+            .build()
+            .map_err(|e| format!("fault region: {e}"))?;
+        let source = Region::builder(region.page_size())
+            .populate(true)
+            .build()
+            .map_err(|e| format!("fault source page: {e}"))?;
+        source.fill_page(0, seed, 0);
+        Ok(Target {
+            region,
+            source,
+            seed,
+        })
+    }
+
+    /// The region offset of the page holding `addr`, if it is inside.
+    fn page_off(&self, addr: u64) -> Option<usize> {
+        let addr = usize::try_from(addr).ok()?;
+        let off = self.region.offset_of(addr)?;
+        Some(off - off % self.region.page_size())
+    }
+
+    /// Runs `mutators` threads touching every page (thread `t` takes pages `t, t + m, ...`) and
+    /// returns the merged latency histogram, the wall time and the first wrong word seen.
+    fn mutate(&self, mutators: usize) -> (Histogram<u64>, Duration, Result<(), String>) {
+        let ps = self.region.page_size();
+        let pages = self.region.pages();
+        let expected = pattern_word(self.seed, 0, 0);
+        let barrier = Barrier::new(mutators + 1);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..mutators)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let mut h = histogram();
+                        let mut bad = Ok(());
+                        barrier.wait();
+                        for page in (t..pages).step_by(mutators) {
+                            let start = Instant::now();
+                            let word = self.region.read_u64(page * ps);
+                            let ns = start.elapsed().as_nanos();
+                            h.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+                            if word != expected && bad.is_ok() {
+                                bad = Err(format!(
+                                    "faulted page {page} reads {word:#018x}, expected {expected:#018x}"
+                                ));
+                            }
+                        }
+                        (h, Instant::now(), bad)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            let mut merged = histogram();
+            let mut end = start;
+            let mut verdict = Ok(());
+            for w in workers {
+                let (h, done, bad) = w.join().expect("mutator thread panicked");
+                merged.add(h).expect("histograms with equal bounds merge");
+                end = end.max(done);
+                if verdict.is_ok() {
+                    verdict = bad;
+                }
+            }
+            (merged, end - start, verdict)
+        })
+    }
+
+    /// Full check of every 16th page after the run.
+    fn verify(&self) -> Result<(), String> {
+        for page in (0..self.region.pages()).step_by(16) {
+            self.region
+                .verify_page(page, self.seed, 0)
+                .map_err(|m| format!("faulted page {page}: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One repetition of `method` with `handlers` handler threads and `mutators` mutator threads.
+pub(crate) fn run_rep(
+    method: FaultMethod,
+    size: usize,
+    handlers: usize,
+    mutators: usize,
+    seed: u64,
+) -> Result<FaultRep, String> {
+    let target = Target::new(size, seed)?;
+    let (latency, wall, seen) = match method {
+        FaultMethod::RawLoop => raw_loop(&target, handlers, mutators)?,
+        #[cfg(feature = "peer")]
+        FaultMethod::PeerLoop => peer_loop(&target, handlers, mutators)?,
+        other => return Err(format!("{other} is not available in this build")),
+    };
+    let verify = seen.and_then(|()| target.verify());
+    Ok(FaultRep {
+        latency,
+        wall,
+        faults: target.region.pages() as u64,
+        verify,
+    })
+}
+
+type Mutated = (Histogram<u64>, Duration, Result<(), String>);
+
+/// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
+/// per fault (EEXIST means another handler won, and it woke the thread).
+fn raw_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutated, String> {
+    let uffd = Uffd::builder()
+        .non_blocking(true)
+        .create()
+        .map_err(|e| format!("userfaultfd: {e}"))?;
+    uffd.register(
+        target.region.as_ptr(),
+        target.region.len(),
+        RegisterMode::MISSING,
+    )
+    .map_err(|e| format!("register: {e}"))?;
+    let (stop_r, stop_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let ps = target.region.page_size();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..handlers)
+            .map(|_| {
+                let (uffd, stop_r) = (&uffd, &stop_r);
+                s.spawn(move || -> Result<(), String> {
+                    let mut buf = EventBuffer::new(64);
+                    loop {
+                        let mut fds = [
+                            PollFd::new(uffd, PollFlags::IN),
+                            PollFd::new(stop_r, PollFlags::IN),
+                        ];
+                        match rustix::event::poll(&mut fds, None) {
+                            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                            Err(e) => return Err(format!("poll: {e}")),
+                        }
+                        if !fds[1].revents().is_empty() {
+                            return Ok(());
+                        }
+                        uffd.read_events(&mut buf)
+                            .map_err(|e| format!("read: {e}"))?;
+                        while let Some(event) = buf.next_event() {
+                            let Event::Pagefault(fault) = event else {
+                                continue;
+                            };
+                            let off = target
+                                .page_off(fault.address)
+                                .ok_or_else(|| format!("fault outside: {:#x}", fault.address))?;
+                            match raw::copy_range(uffd, &target.source, 0, &target.region, off, ps)
+                            {
+                                Ok(_) | Err(RangeError::Exists { .. }) => {}
+                                Err(e) => return Err(format!("UFFDIO_COPY at {off:#x}: {e}")),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let out = target.mutate(mutators);
+        stop(&stop_w)?;
+        for t in threads {
+            t.join().expect("handler thread panicked")?;
+        }
+        Ok(out)
+    })
+}
+
+fn stop(stop_w: &std::os::fd::OwnedFd) -> Result<(), String> {
+    rustix::io::write(stop_w, b"x")
+        .map(drop)
+        .map_err(|e| format!("stopping the handlers: {e}"))
+}
+
+/// The peer crate's handler loop: `read_event` and `copy`, with the same poll and stop pipe.
+#[cfg(feature = "peer")]
+fn peer_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutated, String> {
+    let peer = userfaultfd::UffdBuilder::new()
+        .close_on_exec(true)
+        .non_blocking(true)
+        .user_mode_only(true)
+        .create()
+        .map_err(|e| format!("peer userfaultfd: {e}"))?;
+    peer.register(target.region.as_ptr().cast(), target.region.len())
+        .map_err(|e| format!("peer register: {e}"))?;
+    let (stop_r, stop_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let ps = target.region.page_size();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..handlers)
+            .map(|_| {
+                let (peer, stop_r) = (&peer, &stop_r);
+                s.spawn(move || -> Result<(), String> {
+                    loop {
+                        let mut fds = [
+                            PollFd::new(peer, PollFlags::IN),
+                            PollFd::new(stop_r, PollFlags::IN),
+                        ];
+                        match rustix::event::poll(&mut fds, None) {
+                            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                            Err(e) => return Err(format!("poll: {e}")),
+                        }
+                        if !fds[1].revents().is_empty() {
+                            return Ok(());
+                        }
+                        let Some(event) = peer.read_event().map_err(|e| format!("read: {e}"))?
+                        else {
+                            continue;
+                        };
+                        let userfaultfd::Event::Pagefault { addr, .. } = event else {
+                            continue;
+                        };
+                        let off = target
+                            .page_off(addr as u64)
+                            .ok_or_else(|| format!("fault outside: {addr:?}"))?;
+                        match raw::peer_copy_range(peer, &target.source, 0, &target.region, off, ps)
+                        {
+                            Ok(_) => {}
+                            Err(userfaultfd::Error::CopyFailed(errno))
+                                if errno as i32 == libc::EEXIST => {}
+                            Err(e) => return Err(format!("peer copy at {off:#x}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let out = target.mutate(mutators);
+        stop(&stop_w)?;
+        for t in threads {
+            t.join().expect("handler thread panicked")?;
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,441 @@
+//! What a run produces: the records, their JSON Lines wire format and the terminal tables.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::stats::Spread;
+
+/// A way of moving N bytes from one region to another (the bulk table's rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// `UFFDIO_MOVE` through the bare binding, one ioctl per chunk: the floor for any wrapper.
+    MoveRaw,
+    /// `remap::mover::Mover`.
+    MoveMover,
+    /// `UFFDIO_COPY` into a registered destination, then `MADV_DONTNEED` of the source chunk.
+    Copy,
+    /// `memcpy` into a prefaulted destination, then `MADV_DONTNEED` of the source chunk.
+    MemcpyPrefaulted,
+    /// `memcpy` into fresh memory (first-touch faults timed), then `MADV_DONTNEED` of the source.
+    MemcpyFresh,
+    /// `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)` of each chunk into a reserved destination.
+    Mremap,
+    /// The peer crate `userfaultfd` 0.9: its `copy` (`UFFDIO_COPY`), then `MADV_DONTNEED`.
+    PeerCopy,
+}
+
+impl Method {
+    /// Every method, in table order.
+    pub const ALL: [Method; 7] = [
+        Method::MoveRaw,
+        Method::MoveMover,
+        Method::Copy,
+        Method::MemcpyPrefaulted,
+        Method::MemcpyFresh,
+        Method::Mremap,
+        Method::PeerCopy,
+    ];
+
+    /// The name used on the command line, in JSON and in the chart legend.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::MoveRaw => "move-raw",
+            Method::MoveMover => "move-mover",
+            Method::Copy => "copy",
+            Method::MemcpyPrefaulted => "memcpy-prefaulted",
+            Method::MemcpyFresh => "memcpy-fresh",
+            Method::Mremap => "mremap",
+            Method::PeerCopy => "peer-copy",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A way of serving the missing-page faults of a registered region (the fault table's rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultMethod {
+    /// A minimal loop: `poll`, `read` the events, one `UFFDIO_COPY` per fault.
+    RawLoop,
+    /// `remap::server::FaultServer` with the zero-page source.
+    ServerZero,
+    /// `remap::server::FaultServer` with the copy source.
+    ServerCopy,
+    /// `remap::server::FaultServer` moving pages from a recycled pool.
+    ServerMove,
+    /// `remap::server::FaultServer` in SIGBUS mode (the faulting thread resolves its own fault).
+    ServerSigbus,
+    /// The peer crate `userfaultfd` 0.9: `read_event` and `copy` in a loop.
+    PeerLoop,
+}
+
+impl FaultMethod {
+    /// Every fault-service method, in table order.
+    pub const ALL: [FaultMethod; 6] = [
+        FaultMethod::RawLoop,
+        FaultMethod::ServerZero,
+        FaultMethod::ServerCopy,
+        FaultMethod::ServerMove,
+        FaultMethod::ServerSigbus,
+        FaultMethod::PeerLoop,
+    ];
+
+    /// The name used on the command line, in JSON and in the chart legend.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMethod::RawLoop => "raw-loop",
+            FaultMethod::ServerZero => "server-zero",
+            FaultMethod::ServerCopy => "server-copy",
+            FaultMethod::ServerMove => "server-move",
+            FaultMethod::ServerSigbus => "server-sigbus",
+            FaultMethod::PeerLoop => "peer-loop",
+        }
+    }
+}
+
+impl fmt::Display for FaultMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The settings of a run, as recorded (the `config` record).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigRecord {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Bytes moved per bulk measurement.
+    pub size_bytes: u64,
+    /// Measured repetitions per figure.
+    pub reps: u32,
+    /// Unmeasured warm-up repetitions before them.
+    pub warmup: u32,
+    /// Chunk sizes in bytes (the last one is the whole range).
+    pub chunks: Vec<u64>,
+    /// Bulk methods asked for.
+    pub methods: Vec<Method>,
+    /// Fault-service methods asked for.
+    pub fault_methods: Vec<FaultMethod>,
+    /// Bytes of the region the mutators fault in, per fault measurement.
+    pub fault_size_bytes: u64,
+    /// Whether `--quick` chose the sizes.
+    pub quick: bool,
+    /// Whether the peer crate is built in (cargo feature `peer`).
+    pub peer_built: bool,
+    /// The seed of the verification pattern.
+    pub seed: u64,
+}
+
+/// One bulk figure: a method at a chunk size, THP off or on, with or without a second thread live
+/// (the `measurement` record).
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The method.
+    pub method: Method,
+    /// Bytes per operation (per ioctl, `memcpy`, `mremap`).
+    pub chunk_bytes: u64,
+    /// Whether the chunk is the whole range (one operation).
+    pub whole_range: bool,
+    /// Whether the regions were 2 MiB aligned with `MADV_HUGEPAGE` (else `MADV_NOHUGEPAGE`).
+    pub thp: bool,
+    /// Whether a second thread of the process spun on the other CPU, touching memory.
+    pub interference: bool,
+    /// Bytes moved per repetition.
+    pub bytes: u64,
+    /// Measured repetitions.
+    pub reps: u32,
+    /// Time per repetition, in nanoseconds.
+    pub time_ns: Spread,
+    /// Throughput (median repetition), in 10^9 bytes per second.
+    pub gb_per_s: f64,
+    /// Nanoseconds per 4 KiB page, median and spread.
+    pub ns_per_page: Spread,
+    /// Fraction of the source backed by transparent huge pages before the move (median).
+    pub source_thp_fraction: f64,
+    /// Median time divided by `move-raw`'s at the same chunk, THP and interference (same run).
+    pub vs_raw: Option<f64>,
+    /// Median time divided by `memcpy-prefaulted`'s at the same settings.
+    pub vs_memcpy: Option<f64>,
+    /// Median time divided by `copy`'s at the same settings.
+    pub vs_copy: Option<f64>,
+    /// Whether every repetition's destination held the right bytes.
+    pub verified: bool,
+    /// The first verification failure or error, if any.
+    pub error: Option<String>,
+}
+
+/// One fault-service figure (the `fault` record).
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultMeasurement {
+    /// How faults were served.
+    pub method: FaultMethod,
+    /// Handler threads.
+    pub handlers: u32,
+    /// Mutator threads touching the region.
+    pub mutators: u32,
+    /// Faults per repetition.
+    pub faults: u64,
+    /// Measured repetitions.
+    pub reps: u32,
+    /// Median over repetitions of the 50th percentile latency, ns (as seen by the mutator).
+    pub p50_ns: f64,
+    /// Median over repetitions of the 99th percentile latency, ns.
+    pub p99_ns: f64,
+    /// Median over repetitions of the 99.9th percentile latency, ns.
+    pub p999_ns: f64,
+    /// Faults per second over the repetitions.
+    pub faults_per_s: Spread,
+    /// Whether every faulted page held the right bytes.
+    pub verified: bool,
+    /// The first verification failure or error, if any.
+    pub error: Option<String>,
+}
+
+/// A method that was asked for but not measured, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The method's name.
+    pub method: String,
+    /// Why it was not measured.
+    pub reason: String,
+}
+
+/// The last record of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Bulk figures reported.
+    pub measurements: usize,
+    /// Fault-service figures reported.
+    pub faults: usize,
+    /// Figures whose verification failed (the exit status is 1 when this is not 0).
+    pub failures: usize,
+    /// Methods not measured.
+    pub skipped: Vec<Skipped>,
+    /// Wall-clock seconds for the whole run.
+    pub elapsed_total_s: f64,
+}
+
+/// One line of `remap bench --json`: a JSON object `{"type": ..., "data": {...}}` (JSON Lines).
+///
+/// A run prints, in order: one `config` record ([`ConfigRecord`]: the machine and the settings),
+/// one `measurement` record per bulk figure ([`Measurement`]), one `fault` record per
+/// fault-service figure ([`FaultMeasurement`]), and one `summary` record ([`Summary`]). Times are
+/// nanoseconds, sizes bytes, rates per second; a [`Spread`] is `{median, min, max, q1, q3}`.
+/// Ratios (`vs_raw`, `vs_memcpy`, `vs_copy`) are this figure's median time over the baseline's,
+/// measured in the same run; `null` where the baseline was not measured.
+///
+/// A worked example (abridged to one record of each kind):
+///
+/// ```text
+/// {"type":"config","data":{"machine":{"kernel":"6.18.0","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_on":false},"size_bytes":8388608,"reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
+/// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"faults":256,"reps":3,"p50_ns":30000.0,"p99_ns":60000.0,"p999_ns":90000.0,"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
+/// {"type":"summary","data":{"measurements":40,"faults":4,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"elapsed_total_s":12.5}}
+/// ```
+///
+/// ```
+/// use remap_bench::{Record, Skipped, Summary};
+///
+/// let summary = Summary { measurements: 0, faults: 0, failures: 0, skipped: vec![], elapsed_total_s: 1.5 };
+/// let line = serde_json::to_string(&Record::Summary(&summary))?;
+/// assert_eq!(line, r#"{"type":"summary","data":{"measurements":0,"faults":0,"failures":0,"skipped":[],"elapsed_total_s":1.5}}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "lowercase")]
+pub enum Record<'a> {
+    /// The machine and settings; first.
+    Config(&'a ConfigRecord),
+    /// One bulk figure.
+    Measurement(&'a Measurement),
+    /// One fault-service figure.
+    Fault(&'a FaultMeasurement),
+    /// Counts and elapsed time; last.
+    Summary(&'a Summary),
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The settings and the machine.
+    pub config: ConfigRecord,
+    /// Bulk figures.
+    pub measurements: Vec<Measurement>,
+    /// Fault-service figures.
+    pub faults: Vec<FaultMeasurement>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+impl Report {
+    /// The records in wire order: config, measurements, faults, summary.
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        std::iter::once(Record::Config(&self.config))
+            .chain(self.measurements.iter().map(Record::Measurement))
+            .chain(self.faults.iter().map(Record::Fault))
+            .chain(std::iter::once(Record::Summary(&self.summary)))
+    }
+
+    /// Writes the JSON Lines of [`Record`], one record per line.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error of `w`.
+    pub fn write_json(&self, w: &mut impl Write) -> io::Result<()> {
+        for record in self.records() {
+            serde_json::to_writer(&mut *w, &record)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+    }
+
+    /// Whether every measured figure verified.
+    pub fn all_verified(&self) -> bool {
+        self.summary.failures == 0
+    }
+
+    /// Writes the human tables: machine, bulk figures, fault-service figures, skipped methods.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error of `w`.
+    pub fn write_table(&self, w: &mut impl Write) -> io::Result<()> {
+        let m = &self.config.machine;
+        writeln!(
+            w,
+            "machine: Linux {}, {}, {} cores, {} B pages, THP {}, swap {}",
+            m.kernel,
+            m.cpu_model,
+            m.cores,
+            m.page_size,
+            m.thp_mode,
+            if m.swap_on { "on" } else { "off" }
+        )?;
+        writeln!(
+            w,
+            "bulk: {} per run, median of {} reps after {} warm-up (spread: min..max ns/page); \
+             ratios are time / baseline time in this run (<1 = faster)",
+            human_bytes(self.config.size_bytes),
+            self.config.reps,
+            self.config.warmup
+        )?;
+        writeln!(
+            w,
+            "{:<18} {:>4} {:>5} {:>7} {:>9} {:>10} {:>21} {:>8} {:>8} {:>8} {:>4}",
+            "method",
+            "thp",
+            "spin",
+            "chunk",
+            "GB/s",
+            "ns/page",
+            "spread ns/page",
+            "x raw",
+            "x memcpy",
+            "x copy",
+            "ok"
+        )?;
+        for r in &self.measurements {
+            writeln!(
+                w,
+                "{:<18} {:>4} {:>5} {:>7} {:>9.2} {:>10.1} {:>21} {:>8} {:>8} {:>8} {:>4}",
+                r.method.name(),
+                if r.thp { "on" } else { "off" },
+                if r.interference { "yes" } else { "no" },
+                if r.whole_range {
+                    format!("all {}", human_bytes(r.chunk_bytes))
+                } else {
+                    human_bytes(r.chunk_bytes)
+                },
+                r.gb_per_s,
+                r.ns_per_page.median,
+                format!("{:.1}..{:.1}", r.ns_per_page.min, r.ns_per_page.max),
+                ratio(r.vs_raw),
+                ratio(r.vs_memcpy),
+                ratio(r.vs_copy),
+                if r.verified { "ok" } else { "FAIL" }
+            )?;
+        }
+        writeln!(w)?;
+        writeln!(
+            w,
+            "fault service: {} faults per run ({} region), latency seen by the mutator, \
+             median of {} reps",
+            self.faults.first().map_or(0, |f| f.faults),
+            human_bytes(self.config.fault_size_bytes),
+            self.config.reps
+        )?;
+        writeln!(
+            w,
+            "{:<14} {:>8} {:>8} {:>10} {:>10} {:>10} {:>12} {:>19} {:>4}",
+            "method",
+            "handlers",
+            "mutators",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "faults/s",
+            "spread faults/s",
+            "ok"
+        )?;
+        for f in &self.faults {
+            writeln!(
+                w,
+                "{:<14} {:>8} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>19} {:>4}",
+                f.method.name(),
+                f.handlers,
+                f.mutators,
+                f.p50_ns / 1e3,
+                f.p99_ns / 1e3,
+                f.p999_ns / 1e3,
+                f.faults_per_s.median,
+                format!("{:.0}..{:.0}", f.faults_per_s.min, f.faults_per_s.max),
+                if f.verified { "ok" } else { "FAIL" }
+            )?;
+        }
+        for s in &self.summary.skipped {
+            writeln!(w, "not measured: {}: {}", s.method, s.reason)?;
+        }
+        for r in self.measurements.iter().filter_map(|r| r.error.as_ref()) {
+            writeln!(w, "failure: {r}")?;
+        }
+        for r in self.faults.iter().filter_map(|r| r.error.as_ref()) {
+            writeln!(w, "failure: {r}")?;
+        }
+        writeln!(
+            w,
+            "{} bulk figures, {} fault figures, {} failures, {:.1} s",
+            self.summary.measurements,
+            self.summary.faults,
+            self.summary.failures,
+            self.summary.elapsed_total_s
+        )?;
+        w.flush()
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
+}
+
+/// `4K`, `64K`, `2M`, `128M`, ... (binary units).
+pub(crate) fn human_bytes(b: u64) -> String {
+    const K: u64 = 1024;
+    if b >= K * K * K && b % (K * K * K) == 0 {
+        format!("{}G", b / (K * K * K))
+    } else if b >= K * K && b % (K * K) == 0 {
+        format!("{}M", b / (K * K))
+    } else if b >= K && b % K == 0 {
+        format!("{}K", b / K)
+    } else {
+        format!("{b}B")
+    }
+}
