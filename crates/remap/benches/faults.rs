@@ -1,1 +1,3 @@
+//! Fault round-trip benchmarks (in progress).
+
 fn main() {}

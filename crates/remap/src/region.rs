@@ -919,3 +919,121 @@ pub(crate) fn wake_in(
 ) -> Result<(), uffd::ControlError> {
     uffd.wake(region.at(off, len, region.page_size), len)
 }
+
+// ---- fault resolution (server) ----
+//
+// `crate::server` resolves page faults of a `Region` it owns with `UFFDIO_ZEROPAGE`, `UFFDIO_COPY`,
+// `UFFDIO_MOVE` and `UFFDIO_POISON`, all `unsafe fn`s of the binding because they take raw
+// addresses. The calls live here, bounds-checked against the regions. None of these functions
+// allocates, locks or logs: the SIGBUS mode calls them from a signal handler.
+// -------------------------------------------------------------------------------------------------
+
+/// `UFFDIO_ZEROPAGE` on `len` bytes of `region` at `off`.
+///
+/// # Panics
+///
+/// If the range is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn resolve_zero(
+    uffd: &uffd::Uffd,
+    region: &Region,
+    off: usize,
+    len: usize,
+    flags: uffd::ZeropageFlags,
+) -> Result<usize, uffd::RangeError> {
+    let dst = region.at(off, len, region.page_size);
+    // SAFETY: `Uffd::zeropage` requires that no Rust reference points into the range. It lies
+    // inside a live mapping the `Region` owns (checked by `at`; the borrow keeps it mapped for the
+    // call), and a `Region` never hands out references into its mapping.
+    unsafe { uffd.zeropage(dst, len, flags) }
+}
+
+/// `UFFDIO_COPY` of `src` (the page source's own buffer, not a region) into `region` at `off`.
+///
+/// # Panics
+///
+/// If `off..off + src.len()` is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn resolve_copy(
+    uffd: &uffd::Uffd,
+    region: &Region,
+    off: usize,
+    src: &[u8],
+    flags: uffd::CopyFlags,
+) -> Result<usize, uffd::RangeError> {
+    let dst = region.at(off, src.len(), region.page_size);
+    // SAFETY: `Uffd::copy` requires no Rust reference into the destination range and a source
+    // readable and unwritten during the call. The destination lies inside a live mapping the
+    // `Region` owns (checked by `at`), into which no reference ever exists. The source is a shared
+    // slice: readable for its whole length, and no one can write it while the borrow lives. It
+    // cannot overlap the destination, since no slice into a region mapping is ever created.
+    unsafe { uffd.copy(dst, src.as_ptr(), src.len(), flags) }
+}
+
+/// `UFFDIO_MOVE` of `len` bytes from `src` at `src_off` into `dst` at `dst_off`: one ioctl.
+///
+/// # Panics
+///
+/// If either range is outside its region or an offset is not page-aligned.
+#[track_caller]
+pub(crate) fn resolve_move(
+    uffd: &uffd::Uffd,
+    dst: &Region,
+    dst_off: usize,
+    src: &Region,
+    src_off: usize,
+    len: usize,
+    flags: uffd::MoveFlags,
+) -> Result<usize, uffd::RangeError> {
+    let d = dst.at(dst_off, len, dst.page_size);
+    let s = src.at(src_off, len, src.page_size);
+    // SAFETY: `Uffd::move_pages` requires that no Rust reference points into either range during
+    // the call (and into the source afterwards), and that both ranges are memory the caller
+    // controls. Both lie inside live mappings owned by `Region`s (checked by `at`; the borrows keep
+    // them mapped), and a `Region` never hands out references into its mapping.
+    unsafe { uffd.move_pages(d, s, len, flags) }
+}
+
+/// `UFFDIO_POISON` on `len` bytes of `region` at `off`: later accesses there raise SIGBUS.
+///
+/// # Panics
+///
+/// If the range is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn resolve_poison(
+    uffd: &uffd::Uffd,
+    region: &Region,
+    off: usize,
+    len: usize,
+) -> Result<usize, uffd::RangeError> {
+    let dst = region.at(off, len, region.page_size);
+    // SAFETY: `Uffd::poison` requires that no Rust reference points into the range and that
+    // nothing accesses it expecting memory. The range lies inside a live mapping the `Region` owns
+    // (checked by `at`), into which no reference ever exists; every access to it goes through the
+    // `Region`'s raw-pointer accessors, which see SIGBUS like any other access (the documented
+    // outcome of a poisoning page source).
+    unsafe { uffd.poison(dst, len, uffd::PoisonFlags::empty()) }
+}
+
+/// `UFFDIO_REGISTER` (or, with `register == false`, `UFFDIO_UNREGISTER`) of `len` bytes of
+/// `region` at `off`.
+///
+/// # Panics
+///
+/// If the range is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn register_range(
+    uffd: &uffd::Uffd,
+    region: &Region,
+    off: usize,
+    len: usize,
+    register: bool,
+) -> Result<(), uffd::ControlError> {
+    let start = region.at(off, len, region.page_size);
+    if register {
+        uffd.register(start, len, uffd::RegisterMode::MISSING)
+            .map(drop)
+    } else {
+        uffd.unregister(start, len)
+    }
+}

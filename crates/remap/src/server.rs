@@ -1,1 +1,448 @@
-//! (in progress)
+//! A multi-threaded fault server: handler threads that resolve the page faults of a [`Region`]
+//! from a [`PageSource`].
+//!
+//! A [`FaultServer`] owns the region it serves (moved in with [`FaultServer::builder`], lent back
+//! with [`FaultServer::region`], returned by [`FaultServer::stop`]), so its handler threads can
+//! never outlive the mapping. It creates its own non-blocking userfaultfd, registers the region for
+//! MISSING faults and starts N threads. Each polls the userfaultfd together with an eventfd used
+//! for shutdown, reads events in batches into its own [`uffd::EventBuffer`], and resolves each
+//! fault with the [`Resolution`] the source picks: `UFFDIO_ZEROPAGE`, `UFFDIO_COPY` from the
+//! source's own buffer, `UFFDIO_MOVE` from a pool of pages ([`MovePool`]), or `UFFDIO_POISON`.
+//!
+//! ```
+//! use remap::region::Region;
+//! use remap::server::{CopySource, FaultServer};
+//!
+//! let page = remap::region::Region::new(4096)?.page_size();
+//! let image: Vec<u8> = (0..4 * page).map(|i| (i / page) as u8 + 1).collect();
+//! let server = FaultServer::builder(Region::new(4 * page)?, CopySource::new(image))
+//!     .threads(2)
+//!     .start()?;
+//! // Each first touch faults; a handler thread copies the page in and wakes us.
+//! assert_eq!(server.region().read_u8(2 * page + 5), 3);
+//! assert_eq!(server.stats().served_copy, 1);
+//! let region = server.stop()?; // unregistered: ordinary memory again
+//! assert_eq!(region.read_u8(2 * page), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each resolve is one ioctl that also wakes the faulting thread: faults arrive one page at a
+//! time, so `DONTWAKE` plus a separate `UFFDIO_WAKE` would cost two ioctls per fault for nothing.
+//! A fault that another thread resolved first (EEXIST: two threads faulted on the same page and
+//! both events were read) is answered with `UFFDIO_WAKE` and counted as a race
+//! ([`ServerStats::races`]), never as a second serve.
+//!
+//! # Event ordering
+//!
+//! With `EVENT_REMOVE`, `EVENT_UNMAP` and `EVENT_REMAP` enabled (the default, where the kernel
+//! supports them), the server reads the non-cooperative events and applies them in the order it
+//! reads them, reporting each to the source ([`PageSource::on_remove`], [`PageSource::on_unmap`],
+//! [`PageSource::on_remap`], [`PageSource::on_fork`]):
+//!
+//! - While such an event is queued and unread, every resolve fails with EAGAIN
+//!   ([`uffd::RangeError::EventsPending`]) and the event's producer (the thread in `madvise`,
+//!   `munmap`, `mremap` or `fork`) is blocked until the event is read. A handler thread that gets
+//!   EAGAIN keeps the fault in its own pending list, goes back to poll and read the events itself
+//!   (events go to whichever thread reads first), then retries the fault. It never spins: when
+//!   there is nothing to read it waits in `poll` (200 µs) before retrying. Each EAGAIN counts in
+//!   [`ServerStats::retries`].
+//! - A REMOVE (`MADV_DONTNEED`) can arrive while faults on the same range are still queued.
+//!   Resolving such a fault afterwards is correct: the faulting thread wanted the page, and gets
+//!   it. After a REMOVE the range reads as missing again, so its next access faults again and is
+//!   served again.
+//! - After an UNMAP (`munmap` of part of the region) that range is gone: the server remembers it
+//!   and drops queued faults there without resolving them. A resolve that raced with the unmap
+//!   fails with ENOENT or EINVAL (no VMA, or a VMA not registered with us); that too is a dropped
+//!   fault ([`ServerStats::dropped`]), never an error.
+//! - After a REMAP (`mremap` that moves part of the region) the old range is gone as for UNMAP,
+//!   and the server unregisters the new range: threads faulting there are woken and get ordinary
+//!   anonymous memory. The region is not resized or moved; the source learns of it through
+//!   `on_remap`.
+//! - A FORK (only with `EVENT_FORK`, which needs CAP_SYS_PTRACE, opt-in through
+//!   [`FaultServerBuilder::features`]) hands the child's userfaultfd to [`PageSource::on_fork`].
+//!   The default drops it, which unregisters the child's ranges: the child then sees ordinary
+//!   anonymous memory. Without `EVENT_FORK` a child does not inherit the registration at all.
+//!   Regions are `MADV_DONTFORK` by default, and then the child gets no mapping and there is no
+//!   event.
+//!
+//! # Shutdown
+//!
+//! [`FaultServer::stop`] (and `Drop`) writes the shutdown eventfd, joins every handler thread, and
+//! then unregisters the region. `UFFDIO_UNREGISTER` wakes every thread still blocked in a fault
+//! there (a fault the source left unresolved, or one queued after the handlers stopped); they
+//! retry the access and get normal anonymous-memory behaviour: a zero page. `stop` returns the
+//! region, so such threads can finish their access before it is unmapped; dropping the server
+//! unmaps it, so only drop it when no thread touches the region any more.
+//!
+//! # Panics in a page source
+//!
+//! A thread blocked in a fault waits until someone resolves it, so a handler thread that dies
+//! silently could hang the process. By default ([`PanicPolicy::Abort`]) a panic in a handler
+//! thread (in practice: in the page source) is caught, logged with `tracing`, and the process is
+//! aborted. With [`PanicPolicy::UnregisterAndStop`] the server unregisters the region (waking every
+//! faulting thread to zero-fill behaviour), stops all handler threads, and reports the panic from
+//! [`FaultServer::stop`] as [`ServerError::HandlerPanicked`].
+//!
+//! # SIGBUS mode
+//!
+//! [`SigbusServer`] uses `UFFD_FEATURE_SIGBUS` instead of handler threads: the faulting thread
+//! gets SIGBUS and resolves its own fault inside the signal handler; see its docs for what that
+//! requires of the source ([`SignalSafeSource`]).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::region::Region;
+
+mod core;
+mod pool;
+pub(crate) mod sigbus;
+mod sources;
+#[cfg(feature = "tokio")]
+mod tokio_server;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{FaultServer, FaultServerBuilder};
+pub use self::pool::{MovePool, PoolEmpty, PoolError};
+pub use self::sigbus::{SigbusServer, SignalSafeSource};
+pub use self::sources::{CopySource, FnSource, ZeroSource};
+#[cfg(feature = "tokio")]
+pub use self::tokio_server::AsyncFaultServer;
+
+/// A page fault for a [`PageSource`] to resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// Offset of the faulting page from the start of the region (page-aligned).
+    pub offset: usize,
+    /// Address of the faulting page.
+    pub address: usize,
+    /// Bytes to resolve: the page size.
+    pub len: usize,
+    /// Whether the fault was a write (always `false` in SIGBUS mode, which cannot tell).
+    pub write: bool,
+    /// The faulting thread's id, when the kernel reports it (`UFFD_FEATURE_THREAD_ID`).
+    pub thread_id: Option<u32>,
+}
+
+/// How to resolve a fault: what [`PageSource::resolve`] returns.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolution<'a> {
+    /// Map the shared zero page (`UFFDIO_ZEROPAGE`); a later write allocates a private page.
+    Zero,
+    /// Copy these bytes, exactly [`Fault::len`] of them, into a fresh page (`UFFDIO_COPY`).
+    Copy(&'a [u8]),
+    /// Move the page at `offset` of `from` into place (`UFFDIO_MOVE`): zero-copy. The page must be
+    /// present and mapped only there. If the server cannot use it (another thread resolved the
+    /// fault first) it stays where it is; either way the server then calls
+    /// [`PageSource::move_done`].
+    Move {
+        /// The region holding the page (the source's own, for example a [`MovePool`]).
+        from: &'a Region,
+        /// Page-aligned offset of the page in `from`.
+        offset: usize,
+    },
+    /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS.
+    Poison,
+    /// Leave the fault unresolved: the faulting thread keeps waiting until something else
+    /// resolves or wakes it, or the server stops (which wakes it to a zero page).
+    Leave,
+}
+
+impl Resolution<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Resolution::Zero => "zero",
+            Resolution::Copy(_) => "copy",
+            Resolution::Move { .. } => "move",
+            Resolution::Poison => "poison",
+            Resolution::Leave => "leave",
+        }
+    }
+}
+
+/// Where the pages that resolve faults come from.
+///
+/// [`resolve`](Self::resolve) is called from the server's handler threads, concurrently, once per
+/// fault read (again after an EAGAIN retry). The event callbacks are called in the order the
+/// events are read, with addresses (not offsets: a remapped range is no longer in the region);
+/// they default to doing nothing, and `on_fork` to dropping the child's userfaultfd.
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{Fault, FaultServer, PageSource, Resolution};
+///
+/// /// Odd pages read as zero, even pages hold their page number.
+/// struct Numbered;
+///
+/// impl PageSource for Numbered {
+///     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
+///         if (fault.offset / fault.len) % 2 == 1 {
+///             return Resolution::Zero;
+///         }
+///         page.fill((fault.offset / fault.len) as u8);
+///         Resolution::Copy(page)
+///     }
+/// }
+///
+/// let region = Region::new(4 * 4096)?;
+/// let server = FaultServer::builder(region, Numbered).start()?;
+/// let page = server.region().page_size();
+/// assert_eq!(server.region().read_u8(2 * page), 2);
+/// assert_eq!(server.region().read_u8(page), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait PageSource: Send + Sync + 'static {
+    /// How to resolve `fault`. `page` is a scratch buffer of [`Fault::len`] bytes that the calling
+    /// handler thread owns (empty in SIGBUS mode), for sources that build the page on demand and
+    /// answer [`Resolution::Copy`] with it.
+    fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a>;
+
+    /// The server tried the [`Resolution::Move`] of the page at `from_offset`: `used` is true when
+    /// the page moved into the served region, false when it is still where it was (the fault was
+    /// resolved by someone else, or must be retried after EAGAIN).
+    fn move_done(&self, from_offset: usize, used: bool) {
+        let _ = (from_offset, used);
+    }
+
+    /// `MADV_DONTNEED` / `MADV_REMOVE` dropped the pages of `range` (addresses): they read as
+    /// missing again and will fault again.
+    fn on_remove(&self, range: Range<usize>) {
+        let _ = range;
+    }
+
+    /// `munmap` removed `range` (addresses): faults there are dropped from now on.
+    fn on_unmap(&self, range: Range<usize>) {
+        let _ = range;
+    }
+
+    /// `mremap` moved `len` bytes from address `from` to address `to`; the server no longer
+    /// serves either range.
+    fn on_remap(&self, from: usize, to: usize, len: usize) {
+        let _ = (from, to, len);
+    }
+
+    /// The process forked (only with `EVENT_FORK`): the child's userfaultfd, registered for the
+    /// child's copies of the served ranges. Dropping it (the default) unregisters them, so the
+    /// child sees ordinary anonymous memory.
+    fn on_fork(&self, child: uffd::Uffd) {
+        drop(child);
+    }
+}
+
+/// A shared source is a source: keep an `Arc` clone to reach it (and its own state) from
+/// outside the server.
+impl<S: PageSource> PageSource for std::sync::Arc<S> {
+    fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
+        (**self).resolve(fault, page)
+    }
+    fn move_done(&self, from_offset: usize, used: bool) {
+        (**self).move_done(from_offset, used);
+    }
+    fn on_remove(&self, range: Range<usize>) {
+        (**self).on_remove(range);
+    }
+    fn on_unmap(&self, range: Range<usize>) {
+        (**self).on_unmap(range);
+    }
+    fn on_remap(&self, from: usize, to: usize, len: usize) {
+        (**self).on_remap(from, to, len);
+    }
+    fn on_fork(&self, child: uffd::Uffd) {
+        (**self).on_fork(child);
+    }
+}
+
+/// What a handler thread does when the page source panics; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PanicPolicy {
+    /// Log the panic and abort the process (`std::process::abort`): no faulting thread can hang.
+    #[default]
+    Abort,
+    /// Unregister the region (faulting threads wake and see zero pages), stop every handler
+    /// thread, and report the panic from [`FaultServer::stop`].
+    UnregisterAndStop,
+}
+
+/// Why a fault server could not start, or what stopped it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Creating the userfaultfd failed (including `EVENT_FORK` without CAP_SYS_PTRACE).
+    #[error("creating the server's userfaultfd")]
+    Create(#[from] uffd::CreateError),
+    /// Registering (or unregistering) the region failed.
+    #[error("registering the region")]
+    Register(#[from] uffd::ControlError),
+    /// Creating the shutdown eventfd failed.
+    #[error("creating the shutdown eventfd: {0}")]
+    Eventfd(uffd::Errno),
+    /// Spawning a handler thread failed.
+    #[error("spawning a handler thread")]
+    Spawn(#[source] std::io::Error),
+    /// Installing the SIGBUS handler failed, or every SIGBUS-mode slot is taken.
+    #[error("SIGBUS mode: {what}: {errno}")]
+    Sigbus {
+        /// What failed.
+        what: &'static str,
+        /// The errno (ENOSPC when the registry is full).
+        errno: uffd::Errno,
+    },
+    /// A handler thread panicked (under [`PanicPolicy::UnregisterAndStop`]).
+    #[error("a fault handler thread panicked: {message}")]
+    HandlerPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// A handler thread stopped on an error reading or polling the userfaultfd.
+    #[error("a fault handler thread failed: {errno}")]
+    Handler {
+        /// The errno of the failed `poll` or `read`.
+        errno: uffd::Errno,
+    },
+}
+
+/// A snapshot of a server's counters ([`FaultServer::stats`]).
+///
+/// Every fault read counts once in `faults`; then it is served (one of `served_*`), lost a race
+/// (`races`: already resolved, answered with a wake), left unresolved by the source (`left`),
+/// dropped (`dropped`: its range was unmapped or remapped away), or failed (`errors`). A fault
+/// retried after EAGAIN counts once in `faults` and once per EAGAIN in `retries`.
+///
+/// A serve is counted just before the ioctl that resolves it (and taken back if the ioctl fails),
+/// so a thread woken by it already sees its fault counted; while resolves are in flight the
+/// `served_*` counters may briefly include a fault that turns out to be a race.
+///
+/// ```
+/// let stats = remap::server::ServerStats::default();
+/// assert_eq!(stats.served(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Page-fault events read (or SIGBUS faults taken).
+    pub faults: u64,
+    /// Faults served with `UFFDIO_ZEROPAGE`.
+    pub served_zero: u64,
+    /// Faults served with `UFFDIO_COPY`.
+    pub served_copy: u64,
+    /// Faults served with `UFFDIO_MOVE`.
+    pub served_move: u64,
+    /// Faults answered with `UFFDIO_POISON`.
+    pub poisoned: u64,
+    /// Faults already resolved by another thread (EEXIST), answered with `UFFDIO_WAKE`.
+    pub races: u64,
+    /// Resolves that got EAGAIN (events pending) and were retried after reading events.
+    pub retries: u64,
+    /// Faults the source chose to leave unresolved.
+    pub left: u64,
+    /// Faults dropped because their range was unmapped or remapped away.
+    pub dropped: u64,
+    /// Resolves that failed with another error (logged; the faulting thread is woken to retry).
+    pub errors: u64,
+    /// `UFFD_EVENT_REMOVE` events read.
+    pub removes: u64,
+    /// `UFFD_EVENT_UNMAP` events read.
+    pub unmaps: u64,
+    /// `UFFD_EVENT_REMAP` events read.
+    pub remaps: u64,
+    /// `UFFD_EVENT_FORK` events read.
+    pub forks: u64,
+}
+
+impl ServerStats {
+    /// Faults served with a page: zero, copy or move.
+    pub fn served(&self) -> u64 {
+        self.served_zero + self.served_copy + self.served_move
+    }
+}
+
+/// The live counters behind [`ServerStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) faults: AtomicU64,
+    pub(crate) served_zero: AtomicU64,
+    pub(crate) served_copy: AtomicU64,
+    pub(crate) served_move: AtomicU64,
+    pub(crate) poisoned: AtomicU64,
+    pub(crate) races: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) left: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) removes: AtomicU64,
+    pub(crate) unmaps: AtomicU64,
+    pub(crate) remaps: AtomicU64,
+    pub(crate) forks: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerStats {
+            faults: get(&self.faults),
+            served_zero: get(&self.served_zero),
+            served_copy: get(&self.served_copy),
+            served_move: get(&self.served_move),
+            poisoned: get(&self.poisoned),
+            races: get(&self.races),
+            retries: get(&self.retries),
+            left: get(&self.left),
+            dropped: get(&self.dropped),
+            errors: get(&self.errors),
+            removes: get(&self.removes),
+            unmaps: get(&self.unmaps),
+            remaps: get(&self.remaps),
+            forks: get(&self.forks),
+        }
+    }
+
+    fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
+        match resolution {
+            Resolution::Zero => &self.served_zero,
+            Resolution::Copy(_) => &self.served_copy,
+            Resolution::Move { .. } => &self.served_move,
+            Resolution::Poison => &self.poisoned,
+            Resolution::Leave => &self.left,
+        }
+    }
+
+    pub(crate) fn served(&self, resolution: &Resolution<'_>) {
+        bump(self.counter(resolution));
+    }
+
+    /// Takes back a [`served`](Self::served) counted before an ioctl that then failed. (Counting
+    /// first means a thread woken by the ioctl already sees its fault in the stats.)
+    pub(crate) fn unserved(&self, resolution: &Resolution<'_>) {
+        self.counter(resolution).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Display for ServerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "faults {} (zero {}, copy {}, move {}, poison {}), races {}, retries {}, left {}, \
+             dropped {}, errors {}; events: remove {}, unmap {}, remap {}, fork {}",
+            self.faults,
+            self.served_zero,
+            self.served_copy,
+            self.served_move,
+            self.poisoned,
+            self.races,
+            self.retries,
+            self.left,
+            self.dropped,
+            self.errors,
+            self.removes,
+            self.unmaps,
+            self.remaps,
+            self.forks
+        )
+    }
+}

@@ -1,0 +1,118 @@
+//! The simple built-in page sources.
+
+use std::fmt;
+
+use super::{Fault, PageSource, Resolution};
+
+/// Resolves every fault with the shared zero page (`UFFDIO_ZEROPAGE`).
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{FaultServer, ZeroSource};
+///
+/// let server = FaultServer::builder(Region::new(4096)?, ZeroSource).start()?;
+/// assert_eq!(server.region().read_u64(0), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZeroSource;
+
+impl PageSource for ZeroSource {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        Resolution::Zero
+    }
+}
+
+/// Resolves the fault at offset `off` by copying `image[off..off + page]` (`UFFDIO_COPY`); pages
+/// beyond the end of the image read as zero.
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{CopySource, FaultServer};
+///
+/// let server = FaultServer::builder(Region::new(4096)?, CopySource::new(vec![9; 4096])).start()?;
+/// assert_eq!(server.region().read_u8(100), 9);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CopySource {
+    image: Vec<u8>,
+}
+
+impl CopySource {
+    /// A source copying from `image` (byte `i` of the image is byte `i` of the region).
+    ///
+    /// ```
+    /// let source = remap::server::CopySource::new(vec![0; 8192]);
+    /// assert_eq!(source.image().len(), 8192);
+    /// ```
+    pub fn new(image: Vec<u8>) -> Self {
+        Self { image }
+    }
+
+    /// The image.
+    ///
+    /// ```
+    /// assert!(remap::server::CopySource::default().image().is_empty());
+    /// ```
+    pub fn image(&self) -> &[u8] {
+        &self.image
+    }
+}
+
+impl PageSource for CopySource {
+    fn resolve<'a>(&'a self, fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        match self.image.get(fault.offset..fault.offset + fault.len) {
+            Some(bytes) => Resolution::Copy(bytes),
+            None => Resolution::Zero,
+        }
+    }
+}
+
+/// Resolves each fault by calling a closure that fills the page, then copying it in
+/// (`UFFDIO_COPY`). The closure gets the page's offset in the region and a buffer of one page,
+/// zeroed before each call.
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{FaultServer, FnSource};
+///
+/// let source = FnSource::new(|offset, page: &mut [u8]| page.fill((offset / 4096) as u8 + 1));
+/// let server = FaultServer::builder(Region::new(2 * 4096)?, source).start()?;
+/// assert_eq!(server.region().read_u8(4096), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FnSource<F> {
+    fill: F,
+}
+
+impl<F> FnSource<F>
+where
+    F: Fn(usize, &mut [u8]) + Send + Sync + 'static,
+{
+    /// A source calling `fill(offset, page)`.
+    ///
+    /// ```
+    /// let _source = remap::server::FnSource::new(|_offset, page: &mut [u8]| page.fill(1));
+    /// ```
+    pub fn new(fill: F) -> Self {
+        Self { fill }
+    }
+}
+
+impl<F> fmt::Debug for FnSource<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnSource").finish_non_exhaustive()
+    }
+}
+
+impl<F> PageSource for FnSource<F>
+where
+    F: Fn(usize, &mut [u8]) + Send + Sync + 'static,
+{
+    fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
+        page.fill(0);
+        (self.fill)(fault.offset, page);
+        Resolution::Copy(page)
+    }
+}

@@ -1,0 +1,213 @@
+//! [`AsyncFaultServer`]: serving faults from a tokio runtime (cargo feature `tokio`).
+//!
+//! # Why this module contains `unsafe`
+//!
+//! Registering a raw fd with tokio's reactor is `AsyncFd::register_with_interest`, an `unsafe fn`
+//! since tokio 1.5x (its safe predecessor is deprecated as unsound: nothing stops the caller from
+//! closing the fd while it is registered). The one `unsafe` block below upholds that contract:
+//! the fd belongs to the server's core, which the `AsyncFd` itself owns through an `Arc`.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::unix::AsyncFd;
+use uffd::{EventBuffer, Features, Pagefault};
+
+use super::core::{Core, RETRY_WAIT};
+use super::{PageSource, ServerError, ServerStats};
+use crate::region::Region;
+
+/// Lends the core's userfaultfd to tokio's reactor.
+#[derive(Debug)]
+struct UffdHandle<S>(Arc<Core<S>>);
+
+impl<S: PageSource> AsRawFd for UffdHandle<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.uffd.as_fd().as_raw_fd()
+    }
+}
+
+/// A fault server driven by a tokio runtime instead of its own threads: [`serve`](Self::serve)
+/// waits for the userfaultfd to become readable through [`AsyncFd`], reads a batch of events and
+/// resolves them exactly like a [`FaultServer`](super::FaultServer) handler thread (same event
+/// ordering, EEXIST and EAGAIN rules; see the [module docs](super)).
+///
+/// The threads that touch the region must not be the runtime's worker threads: a worker blocked
+/// in a fault cannot serve it. Resolves are ioctls that do not block, so running them on the
+/// runtime is fine.
+///
+/// `serve` is cancel-safe: faults read but not yet resolved (waiting on EAGAIN) are kept in the
+/// server and retried by the next `serve`. A panic in the source propagates out of `serve`;
+/// dropping the server (or [`into_region`](Self::into_region)) unregisters the region, which
+/// wakes every faulting thread to zero-fill behaviour.
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{AsyncFaultServer, ZeroSource};
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// rt.block_on(async {
+///     let server = AsyncFaultServer::start(Region::new(4096)?, ZeroSource)?;
+///     let addr = server.region().addr();
+///     let _ = addr;
+///     let region = server.into_region();
+///     region.write_u8(0, 1);
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct AsyncFaultServer<S: PageSource> {
+    fd: Option<AsyncFd<UffdHandle<S>>>,
+    pending: Mutex<Vec<Pagefault>>,
+}
+
+impl<S: PageSource> AsyncFaultServer<S> {
+    /// Creates the userfaultfd (non-blocking, with `EVENT_REMOVE | EVENT_UNMAP | EVENT_REMAP`
+    /// where supported), registers `region` and registers the fd with the current runtime's
+    /// reactor. Call it from within a tokio runtime with IO enabled.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Create`], [`ServerError::Register`], and [`ServerError::Spawn`] when the fd
+    /// cannot be registered with the reactor (no runtime).
+    pub fn start(region: Region, source: S) -> Result<Self, ServerError> {
+        let supported = uffd::Capabilities::probe()?.features();
+        let features = (Features::EVENT_REMOVE
+            | Features::EVENT_UNMAP
+            | Features::EVENT_REMAP
+            | Features::THREAD_ID)
+            & supported;
+        let core = Arc::new(Core::new(region, source, features)?);
+        // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid, open
+        // fd for the whole life of the `AsyncFd`. `UffdHandle` returns the fd of the `Uffd` inside
+        // the `Core` it holds an `Arc` to; the `Uffd` (an `OwnedFd`) is never replaced and is
+        // closed only when the last `Arc` goes, which the `AsyncFd` keeps alive until it is
+        // dropped or `into_inner` hands the handle back.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(UffdHandle(core), tokio::io::Interest::READABLE)
+        }
+        .map_err(|err| ServerError::Spawn(err.into()))?;
+        Ok(Self {
+            fd: Some(fd),
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn core(&self) -> &Core<S> {
+        match &self.fd {
+            Some(fd) => &fd.get_ref().0,
+            None => unreachable!("the fd is taken only when the server is consumed"),
+        }
+    }
+
+    /// The served region.
+    ///
+    /// ```no_run
+    /// # fn f(server: &remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// let _len = server.region().len();
+    /// # }
+    /// ```
+    pub fn region(&self) -> &Region {
+        &self.core().region
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// ```no_run
+    /// # fn f(server: &remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// let _served = server.stats().served();
+    /// # }
+    /// ```
+    pub fn stats(&self) -> ServerStats {
+        self.core().counters.snapshot()
+    }
+
+    /// Serves faults until an error (or forever): await it in a task, or race it against a
+    /// shutdown condition with `tokio::select!` (it is cancel-safe).
+    ///
+    /// ```no_run
+    /// # async fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// tokio::select! {
+    ///     result = server.serve() => result.expect("serving faults"),
+    ///     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Handler`] when polling or reading the userfaultfd fails.
+    pub async fn serve(&self) -> Result<(), ServerError> {
+        let Some(fd) = &self.fd else {
+            return Ok(());
+        };
+        let core = &fd.get_ref().0;
+        let mut buf = EventBuffer::new(64);
+        let mut scratch = vec![0u8; core.region.page_size()];
+        let wait = std::time::Duration::new(
+            RETRY_WAIT.tv_sec.unsigned_abs(),
+            u32::try_from(RETRY_WAIT.tv_nsec).unwrap_or(0),
+        );
+        loop {
+            let has_pending = !self.lock_pending().is_empty();
+            let ready = if has_pending {
+                tokio::time::timeout(wait, fd.readable()).await.ok()
+            } else {
+                Some(fd.readable().await)
+            };
+            match ready {
+                None => core.retry(&mut self.lock_pending(), &mut scratch),
+                Some(Err(err)) => {
+                    return Err(ServerError::Handler {
+                        errno: uffd::Errno::from_io_error(&err).unwrap_or(uffd::Errno::IO),
+                    })
+                }
+                Some(Ok(mut guard)) => {
+                    let n = core
+                        .batch(&mut buf, &mut self.lock_pending(), &mut scratch)
+                        .map_err(|errno| ServerError::Handler { errno })?;
+                    if n == 0 {
+                        guard.clear_ready();
+                    }
+                }
+            }
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pagefault>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Unregisters the region (waking any thread still blocked in a fault: it sees a zero page)
+    /// and returns it.
+    ///
+    /// ```no_run
+    /// # fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// let region = server.into_region();
+    /// region.write_u8(0, 1);
+    /// # }
+    /// ```
+    pub fn into_region(mut self) -> Region {
+        let fd = self.fd.take();
+        let Some(fd) = fd else {
+            unreachable!("the fd is taken only here")
+        };
+        let core = fd.into_inner().0;
+        core.unregister();
+        match Arc::try_unwrap(core) {
+            Ok(core) => core.region,
+            Err(_) => unreachable!("only the server holds the core"),
+        }
+    }
+}
+
+impl<S: PageSource> Drop for AsyncFaultServer<S> {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.fd {
+            fd.get_ref().0.unregister();
+        }
+    }
+}
