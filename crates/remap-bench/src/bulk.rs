@@ -14,6 +14,8 @@ use crate::report::Method;
 /// What one repetition needs besides its own regions.
 pub(crate) struct BulkCtx<'a> {
     pub(crate) uffd: &'a Uffd,
+    /// remap's mover, with its own userfaultfd and default options.
+    pub(crate) mover: &'a remap::mover::Mover,
     /// 2 MiB of pattern pages, copied into every source.
     pub(crate) template: &'a Region,
     pub(crate) seed: u64,
@@ -180,6 +182,17 @@ pub(crate) fn run_rep(
                     )
                 })
                 .map_err(|e| format!("{what}: UFFDIO_MOVE at {off:#x}: {e}"))
+            })
+        }
+        Method::MoveMover => {
+            ctx.mover
+                .register(&dst)
+                .map_err(|e| format!("registering the destination with the mover: {e}"))?;
+            chunked(size, chunk, |off, n| {
+                ctx.mover
+                    .move_range(&dst, off, &src, off, n)
+                    .map(drop)
+                    .map_err(|e| format!("{what}: Mover::move_range at {off:#x}: {e}"))
             })
         }
         Method::Copy => {

@@ -98,14 +98,16 @@ fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
         .x_label_area_size(45)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            (x_min / 1.5..x_max * 1.5).log_scale(),
+            (x_min / 1.5..x_max * 1.5)
+                .log_scale()
+                .with_key_points(report.config.chunks.iter().map(|&c| c as f64).collect()),
             (y_min..y_max).log_scale(),
         )?;
     chart
         .configure_mesh()
         .x_desc("bytes per operation (chunk size, log scale)")
         .y_desc("GB/s (log scale)")
-        .x_label_formatter(&|x| crate::report::human_bytes(round_pow2(*x)))
+        .x_label_formatter(&|x| crate::report::human_bytes(*x as u64))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
     let mut series: Vec<(Method, bool, bool)> = Vec::new();
@@ -141,14 +143,6 @@ fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
         .label_font(("sans-serif", 11))
         .draw()?;
     Ok(())
-}
-
-fn round_pow2(x: f64) -> u64 {
-    let mut p = 1u64;
-    while (p as f64) * 1.414 < x && p < (1 << 62) {
-        p <<= 1;
-    }
-    p
 }
 
 fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {

@@ -56,12 +56,22 @@ impl Target {
         Some(off - off % self.region.page_size())
     }
 
-    /// Runs `mutators` threads touching every page (thread `t` takes pages `t, t + m, ...`) and
-    /// returns the merged latency histogram, the wall time and the first wrong word seen.
-    fn mutate(&self, mutators: usize) -> (Histogram<u64>, Duration, Result<(), String>) {
-        let ps = self.region.page_size();
-        let pages = self.region.pages();
-        let expected = pattern_word(self.seed, 0, 0);
+    fn mutate(&self, mutators: usize) -> Mutated {
+        mutate(&self.region, mutators, pattern_word(self.seed, 0, 0))
+    }
+
+    /// Full check of every 16th page after the run.
+    fn verify(&self) -> Result<(), String> {
+        verify_pages(&self.region, Some(self.seed))
+    }
+}
+
+/// Runs `mutators` threads touching every page of `region` (thread `t` takes pages `t, t + m,
+/// ...`) and returns the merged latency histogram, the wall time and the first wrong word seen.
+fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
+    {
+        let ps = region.page_size();
+        let pages = region.pages();
         let barrier = Barrier::new(mutators + 1);
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..mutators)
@@ -73,7 +83,7 @@ impl Target {
                         barrier.wait();
                         for page in (t..pages).step_by(mutators) {
                             let start = Instant::now();
-                            let word = self.region.read_u64(page * ps);
+                            let word = region.read_u64(page * ps);
                             let ns = start.elapsed().as_nanos();
                             h.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
                             if word != expected && bad.is_ok() {
@@ -102,16 +112,29 @@ impl Target {
             (merged, end - start, verdict)
         })
     }
+}
 
-    /// Full check of every 16th page after the run.
-    fn verify(&self) -> Result<(), String> {
-        for page in (0..self.region.pages()).step_by(16) {
-            self.region
-                .verify_page(page, self.seed, 0)
-                .map_err(|m| format!("faulted page {page}: {m}"))?;
+/// Full check of every 16th page: pattern page 0 of `seed`, or zeros for `None`.
+fn verify_pages(region: &Region, seed: Option<u64>) -> Result<(), String> {
+    let ps = region.page_size();
+    for page in (0..region.pages()).step_by(16) {
+        match seed {
+            Some(seed) => region
+                .verify_page(page, seed, 0)
+                .map_err(|m| format!("faulted page {page}: {m}"))?,
+            None => {
+                for word in 0..ps / 8 {
+                    let found = region.read_u64(page * ps + word * 8);
+                    if found != 0 {
+                        return Err(format!(
+                            "zero-served page {page} word {word} reads {found:#018x}"
+                        ));
+                    }
+                }
+            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// One repetition of `method` with `handlers` handler threads and `mutators` mutator threads.
@@ -122,6 +145,15 @@ pub(crate) fn run_rep(
     mutators: usize,
     seed: u64,
 ) -> Result<FaultRep, String> {
+    if matches!(
+        method,
+        FaultMethod::ServerZero
+            | FaultMethod::ServerCopy
+            | FaultMethod::ServerMove
+            | FaultMethod::ServerSigbus
+    ) {
+        return server(method, size, handlers, mutators, seed);
+    }
     let target = Target::new(size, seed)?;
     let (latency, wall, seen) = match method {
         FaultMethod::RawLoop => raw_loop(&target, handlers, mutators)?,
@@ -135,6 +167,92 @@ pub(crate) fn run_rep(
         wall,
         faults: target.region.pages() as u64,
         verify,
+    })
+}
+
+/// remap's `FaultServer` with a built-in source, or its `SigbusServer`.
+fn server(
+    method: FaultMethod,
+    size: usize,
+    handlers: usize,
+    mutators: usize,
+    seed: u64,
+) -> Result<FaultRep, String> {
+    use remap::server::{CopySource, FaultServer, MovePool, SigbusServer, ZeroSource};
+
+    let region = Region::builder(size)
+        .thp(Thp::NoHuge)
+        .build()
+        .map_err(|e| format!("fault region: {e}"))?;
+    let page = region.page_size();
+    let pages = region.pages();
+    // One page of pattern page 0, repeated over the whole image.
+    let image = || {
+        let one = Region::builder(page).populate(true).build();
+        one.map(|one| {
+            one.fill_page(0, seed, 0);
+            let mut buf = vec![0u8; page];
+            one.copy_out(0, &mut buf);
+            buf.repeat(pages)
+        })
+        .map_err(|e| format!("image page: {e}"))
+    };
+    let pattern = Some(seed);
+    let expected = pattern_word(seed, 0, 0);
+    let ((latency, wall, seen), verify) = match method {
+        FaultMethod::ServerZero => {
+            let srv = FaultServer::builder(region, ZeroSource)
+                .threads(handlers)
+                .start()
+                .map_err(|e| format!("FaultServer: {e}"))?;
+            let out = mutate(srv.region(), mutators, 0);
+            let v = verify_pages(srv.region(), None);
+            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
+            (out, v)
+        }
+        FaultMethod::ServerCopy => {
+            let srv = FaultServer::builder(region, CopySource::new(image()?))
+                .threads(handlers)
+                .start()
+                .map_err(|e| format!("FaultServer: {e}"))?;
+            let out = mutate(srv.region(), mutators, expected);
+            let v = verify_pages(srv.region(), pattern);
+            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
+            (out, v)
+        }
+        FaultMethod::ServerMove => {
+            let pool_pages = Region::builder(size)
+                .thp(Thp::NoHuge)
+                .build()
+                .map_err(|e| format!("pool region: {e}"))?;
+            for i in 0..pages {
+                pool_pages.fill_page(i, seed, 0);
+            }
+            let pool = MovePool::from_region(pool_pages).map_err(|e| format!("MovePool: {e}"))?;
+            let srv = FaultServer::builder(region, pool)
+                .threads(handlers)
+                .start()
+                .map_err(|e| format!("FaultServer: {e}"))?;
+            let out = mutate(srv.region(), mutators, expected);
+            let v = verify_pages(srv.region(), pattern);
+            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
+            (out, v)
+        }
+        FaultMethod::ServerSigbus => {
+            let srv = SigbusServer::start(region, CopySource::new(image()?))
+                .map_err(|e| format!("SigbusServer: {e}"))?;
+            let out = mutate(srv.region(), mutators, expected);
+            let v = verify_pages(srv.region(), pattern);
+            drop(srv.stop());
+            (out, v)
+        }
+        other => return Err(format!("{other} is not a server method")),
+    };
+    Ok(FaultRep {
+        latency,
+        wall,
+        faults: pages as u64,
+        verify: seen.and_then(|()| verify),
     })
 }
 

@@ -167,7 +167,6 @@ pub enum BenchError {
 /// ```
 pub fn method_available(method: Method) -> Result<(), String> {
     match method {
-        Method::MoveMover => Err("remap::mover::Mover has not landed in this checkout yet".into()),
         Method::PeerCopy if !cfg!(feature = "peer") => Err(no_peer()),
         _ => Ok(()),
     }
@@ -176,15 +175,13 @@ pub fn method_available(method: Method) -> Result<(), String> {
 /// Whether fault-service `method` can run in this build; `Err` says why not.
 pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
     match method {
-        FaultMethod::RawLoop => Ok(()),
-        FaultMethod::PeerLoop if cfg!(feature = "peer") => Ok(()),
-        FaultMethod::PeerLoop => Err(no_peer()),
-        FaultMethod::ServerZero
+        FaultMethod::RawLoop
+        | FaultMethod::ServerZero
         | FaultMethod::ServerCopy
         | FaultMethod::ServerMove
-        | FaultMethod::ServerSigbus => {
-            Err("remap::server::FaultServer has not landed in this checkout yet".into())
-        }
+        | FaultMethod::ServerSigbus => Ok(()),
+        FaultMethod::PeerLoop if cfg!(feature = "peer") => Ok(()),
+        FaultMethod::PeerLoop => Err(no_peer()),
     }
 }
 
@@ -237,6 +234,9 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     }
     let machine = Machine::detect();
     let uffd = uffd::Uffd::new().map_err(|e| BenchError::Unavailable(e.to_string()))?;
+    let mover = remap::mover::Mover::new(
+        uffd::Uffd::new().map_err(|e| BenchError::Unavailable(e.to_string()))?,
+    );
     let template = Region::builder(HUGE_PAGE_SIZE)
         .populate(true)
         .build()
@@ -256,6 +256,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     };
     let ctx = bulk::BulkCtx {
         uffd: &uffd,
+        mover: &mover,
         template: &template,
         seed: config.seed,
         #[cfg(feature = "peer")]
@@ -331,7 +332,10 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         }
     }
     let per_job = u64::from(config.warmup + config.reps);
-    let fault_jobs = fault_methods.len() * config.fault_threads.len();
+    let fault_jobs: usize = fault_methods
+        .iter()
+        .map(|&m| fault_threads(m, &config.fault_threads).len())
+        .sum();
     progress.set_length((jobs.len() + fault_jobs) as u64 * per_job);
 
     let mut measurements = Vec::new();
@@ -349,7 +353,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
 
     let mut faults = Vec::new();
     for &method in &fault_methods {
-        for &(handlers, mutators) in &config.fault_threads {
+        for (handlers, mutators) in fault_threads(method, &config.fault_threads) {
             progress.set_message(format!("{method} {handlers}h/{mutators}m"));
             faults.push(measure_fault(config, method, handlers, mutators, progress));
         }
@@ -469,6 +473,19 @@ fn add_ratios(measurements: &mut [Measurement]) {
         m.vs_memcpy = r(Method::MemcpyPrefaulted);
         m.vs_copy = r(Method::Copy);
     }
+}
+
+/// The `(handlers, mutators)` pairs measured for `method`: SIGBUS mode has no handler threads
+/// (the faulting thread resolves), so it gets `(0, m)` once per mutator count.
+fn fault_threads(method: FaultMethod, pairs: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    if method != FaultMethod::ServerSigbus {
+        return pairs.to_vec();
+    }
+    let mut v: Vec<(u32, u32)> = pairs.iter().map(|&(_, m)| (0, m)).collect();
+    v.dedup();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn measure_fault(

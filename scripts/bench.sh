@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs `remap bench` with the peer crate (`userfaultfd` 0.9) built in, after installing what the
+# peer feature needs: its -sys crate runs bindgen, which needs libclang at build time.
+#
+# Usage: scripts/bench.sh [remap bench options...]   e.g. scripts/bench.sh --quick --json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so\|libclang-[0-9.]*\.so'; then
+    if command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-cache policy libclang-dev | sed -n '1,3p' >&2
+        apt-get install -y -qq libclang-dev >&2
+    else
+        echo "bench.sh: libclang not found and apt-get unavailable; install libclang for bindgen" >&2
+        exit 2
+    fi
+fi
+
+exec cargo run --release -p remap-cli --features peer -- bench "$@"
