@@ -30,7 +30,11 @@ fn counters_count_by_resolution_kind() {
 
 #[test]
 fn copy_source_slices_its_image_and_zero_fills_beyond() {
-    let source = CopySource::new((0..8192u32).map(|i| (i / 4096) as u8 + 1).collect());
+    let source = CopySource::new(
+        (0..8192usize)
+            .map(|i| u8::try_from(i / 4096 + 1).unwrap())
+            .collect(),
+    );
     let fault = |offset| Fault {
         offset,
         address: offset,

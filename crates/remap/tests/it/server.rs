@@ -299,7 +299,7 @@ fn remove_unmap_and_remap_events_while_faults_are_in_flight() {
     unsafe { libc::munmap(unmapped as *mut libc::c_void, 8 * page()) };
     assert_eq!(
         recorder.unmaps.lock().unwrap().as_slice(),
-        &[unmapped..unmapped + 8 * page()]
+        std::slice::from_ref(&(unmapped..unmapped + 8 * page()))
     );
 
     // mremap pages 56..64 elsewhere: the server stops serving them; their contents move along.
