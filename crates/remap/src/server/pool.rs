@@ -235,7 +235,7 @@ impl MovePool {
     /// If `offset` is not a page-aligned offset inside `from`.
     pub fn give_back(&self, from: &Region, offset: usize) -> Result<(), PoolError> {
         let page = self.region.page_size();
-        let slot = self.claim(EMPTY).ok_or(PoolError::Full)?;
+        let slot = self.claim_empty().ok_or(PoolError::Full)?;
         match region::resolve_move(
             &self.uffd,
             &self.region,
@@ -254,6 +254,22 @@ impl MovePool {
                 Err(PoolError::Move(err))
             }
         }
+    }
+
+    /// Claims an empty slot. A slot whose page a handler is moving out right now is busy until
+    /// the handler hears back from the kernel, which can be just after the faulting thread was
+    /// woken: wait for busy slots to settle before calling the pool full.
+    fn claim_empty(&self) -> Option<usize> {
+        for _ in 0..10_000 {
+            if let Some(slot) = self.claim(EMPTY) {
+                return Some(slot);
+            }
+            if !self.slots.iter().any(|s| s.load(Ordering::Acquire) == BUSY) {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+        None
     }
 
     fn release(&self, slot: usize, state: u8) {
