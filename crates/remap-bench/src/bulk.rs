@@ -248,7 +248,8 @@ pub(crate) fn run_rep(
                     .map_err(|e| format!("{what}: {e}"))
             })
         }
-        other => return Err(format!("{other} is not available in this build")),
+        #[cfg(not(feature = "peer"))]
+        Method::PeerCopy => return Err("peer-copy needs the `peer` feature".into()),
     };
     drop(spinner);
     let elapsed = result?;

@@ -107,7 +107,7 @@ fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
         .configure_mesh()
         .x_desc("bytes per operation (chunk size, log scale)")
         .y_desc("GB/s (log scale)")
-        .x_label_formatter(&|x| crate::report::human_bytes(*x as u64))
+        .x_label_formatter(&|x| label_bytes(*x))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
     let mut series: Vec<(Method, bool, bool)> = Vec::new();
@@ -145,6 +145,17 @@ fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
     Ok(())
 }
 
+/// The chunk size at axis position `x` (a key point: one of the measured chunk sizes).
+fn label_bytes(x: f64) -> String {
+    if !(1.0..1e18).contains(&x) {
+        return String::new();
+    }
+    // In range and non-negative, so the conversion cannot truncate or lose a sign.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let b = x.round() as u64;
+    crate::report::human_bytes(b)
+}
+
 fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
     let ok: Vec<_> = report
         .faults
@@ -178,11 +189,15 @@ fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
         .y_desc("latency per fault, us (log scale)")
         .x_labels(3)
         .x_label_formatter(&|x| {
-            match x.round() as i64 {
-                0 => "p50",
-                1 => "p99",
-                2 => "p99.9",
-                _ => "",
+            let x = x.round();
+            if x == 0.0 {
+                "p50"
+            } else if x == 1.0 {
+                "p99"
+            } else if x == 2.0 {
+                "p99.9"
+            } else {
+                ""
             }
             .to_owned()
         })

@@ -252,7 +252,7 @@ fn server(
         latency,
         wall,
         faults: pages as u64,
-        verify: seen.and_then(|()| verify),
+        verify: seen.and(verify),
     })
 }
 

@@ -1,0 +1,64 @@
+//! Every method moves the data correctly at a tiny size, and the report carries every record.
+
+use remap_bench::{BenchConfig, FaultMethod, Method};
+use test_support::{require, Need};
+
+#[test]
+fn every_available_method_moves_and_verifies_at_a_tiny_size() {
+    require!(Need::Move);
+    let config = BenchConfig {
+        size: 2 * 1024 * 1024,
+        reps: 1,
+        warmup: 0,
+        fault_size: 64 * 4096,
+        fault_threads: vec![(1, 1), (2, 2)],
+        ..BenchConfig::quick()
+    };
+    let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();
+    assert_eq!(report.summary.failures, 0, "{:#?}", report.measurements);
+    for m in Method::ALL {
+        let measured = report.measurements.iter().any(|r| r.method == m);
+        assert_eq!(measured, remap_bench::method_available(m).is_ok(), "{m}");
+    }
+    for m in FaultMethod::ALL {
+        let measured = report.faults.iter().any(|r| r.method == m);
+        assert_eq!(
+            measured,
+            remap_bench::fault_method_available(m).is_ok(),
+            "{m}"
+        );
+    }
+    assert!(report
+        .measurements
+        .iter()
+        .all(|r| r.verified && r.gb_per_s > 0.0));
+    let mut json = Vec::new();
+    report.write_json(&mut json).unwrap();
+    let lines: Vec<serde_json::Value> = std::str::from_utf8(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2 + report.measurements.len() + report.faults.len()
+    );
+    let svg = std::env::temp_dir().join(format!("remap-bench-lib-{}.svg", std::process::id()));
+    remap_bench::chart::write_chart(&report, &svg).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("move-raw THP off"));
+    std::fs::remove_file(&svg).ok();
+}
+
+#[test]
+fn bad_size_is_refused_before_anything_runs() {
+    let config = BenchConfig {
+        size: 3 * 1024 * 1024,
+        ..BenchConfig::quick()
+    };
+    let err = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap_err();
+    assert!(
+        matches!(err, remap_bench::BenchError::BadConfig(_)),
+        "{err}"
+    );
+}
