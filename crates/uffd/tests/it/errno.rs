@@ -265,8 +265,8 @@ fn prot_mismatch_is_invalid() {
     let src = filled(2, 110);
     src.mprotect(0, src.len(), libc::PROT_READ).unwrap();
     let dst = registered(&uffd, 2);
-    let (rc, _) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
-    assert_eq!(rc, Err(Errno::INVAL));
+    let (rc, out) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
+    assert_eq!((rc, out), (Err(Errno::INVAL), -22));
     let err = move_pages(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), NONE).unwrap_err();
     assert_eq!(err, RangeError::Invalid { done: 0 });
     assert_nothing_lost(&src, &dst, 2, 110, 0);
@@ -284,8 +284,8 @@ fn shared_anonymous_src_is_invalid() {
     .unwrap();
     src.fill_pages(2, 120);
     let dst = registered(&uffd, 2);
-    let (rc, _) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
-    assert_eq!(rc, Err(Errno::INVAL));
+    let (rc, out) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
+    assert_eq!((rc, out), (Err(Errno::INVAL), -22));
     let err = move_pages(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), NONE).unwrap_err();
     assert_eq!(err, RangeError::Invalid { done: 0 });
     assert_nothing_lost(&src, &dst, 2, 120, 0);
@@ -298,8 +298,8 @@ fn mlock_mismatch_is_invalid() {
     let src = filled(2, 130);
     src.mlock().unwrap();
     let dst = registered(&uffd, 2);
-    let (rc, _) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
-    assert_eq!(rc, Err(Errno::INVAL));
+    let (rc, out) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), 0);
+    assert_eq!((rc, out), (Err(Errno::INVAL), -22));
     let err = move_pages(&uffd, dst.as_ptr(), src.as_ptr(), 2 * page(), NONE).unwrap_err();
     assert_eq!(err, RangeError::Invalid { done: 0 });
     assert_nothing_lost(&src, &dst, 2, 130, 0);

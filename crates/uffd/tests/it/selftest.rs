@@ -156,6 +156,8 @@ fn mmap_changing_move_returns_events_pending() {
         );
         // The event is queued and unread: MOVE (into the lower half, untouched by the remove)
         // fails with EAGAIN having done nothing.
+        let (rc, out) = crate::raw_move(&uffd, dst.as_ptr(), src.as_ptr(), pages * page(), 0);
+        assert_eq!((rc, out), (Err(uffd::Errno::AGAIN), -11));
         let err = move_pages(
             &uffd,
             dst.as_ptr(),

@@ -111,10 +111,26 @@ fn huge_zero_page_moves() {
     // `use_zero_page` is on; otherwise the small zero page, which moves as well).
     assert_eq!(src.read_u64(0), 0);
     assert!(present(&src, 0) && present(&src, 511));
+    let huge_zero = root()
+        && std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
+            .is_ok_and(|v| v.trim() == "1");
+    if huge_zero {
+        // kpageflags marks the huge zero page as a THP (and a zero page).
+        assert!(
+            mem::is_thp(src.addr()).unwrap(),
+            "the read fault did not map the huge zero page"
+        );
+    }
     let dst = thp_dst(&uffd, HUGE_PAGE);
     let (rc, out) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), HUGE_PAGE, 0);
     assert_eq!((rc, out), (Ok(()), HUGE_PAGE as i64));
     assert!(present(&dst, 0) && present(&dst, 511));
+    if huge_zero {
+        assert!(
+            mem::is_thp(dst.addr()).unwrap(),
+            "the huge zero page did not move as a PMD"
+        );
+    }
     for i in (0..HUGE_PAGE / page()).step_by(37) {
         assert!(dst.page_is_zero(i));
     }
