@@ -19,10 +19,23 @@ use crate::{
 
 /// An open userfaultfd whose API has been negotiated.
 ///
-/// Owns its fd (closed on drop) and lends it through [`AsFd`], so it can be polled with any event
-/// loop. It is `Send` and `Sync`: it holds only an fd and plain values, and every ioctl and read on
-/// a userfaultfd is safe to issue from several threads at once (the kernel serialises what must
-/// be).
+/// Owns its fd (closed on drop) and lends it through [`AsFd`], so a non-blocking one can be polled
+/// with any event loop. It is `Send` and `Sync`: it holds only an fd and plain values, and every
+/// ioctl and read on a userfaultfd is safe to issue from several threads at once (the kernel
+/// serialises what must be).
+///
+/// # Polling needs a non-blocking fd
+///
+/// `poll(2)` on a userfaultfd opened without `O_NONBLOCK` always reports `POLLERR`: the kernel
+/// expects a blocking fd to be read, not polled. To wait with a timeout, or next to other fds,
+/// create it with [`UffdBuilder::non_blocking`]`(true)`.
+///
+/// # Reading fork events
+///
+/// With [`Features::EVENT_FORK`], the thread that calls `fork()` waits inside the kernel until the
+/// fork event is read, and glibc's `fork()` holds the allocator's locks meanwhile. The thread that
+/// reads events must therefore not allocate between noticing the fd is readable and reading the
+/// fork event, or the two deadlock; [`EventBuffer`] is allocated up front for this reason.
 ///
 /// The caller of the memory ioctls must be a thread of the process that created the fd: from any
 /// other mm (a forked child, or a monitor that received the fd over a socket) the kernel answers
