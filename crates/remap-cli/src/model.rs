@@ -8,15 +8,20 @@
 //! JSON Lines, each `{"type": ..., "data": ...}`:
 //! - `config`: one per configuration before it runs: `remap_model::Config` plus the derived
 //!   `protocol` switches and the `bounds`.
-//! - `result`: one per configuration: a `remap_model::Report` (per-invariant `expected`, `actual`,
-//!   `matches` and, unless `--no-trace`, the shortest `trace` with numbered steps).
-//! - `summary`: last line: `configs`, `matching`, `mismatching`, `incomplete`, `broken_cells`
-//!   and `elapsed_total` (seconds).
+//! - `result`: one per configuration: a `remap_model::Report`: per invariant `expected`
+//!   (`holds`, `broken`, `broken-under-weak-memory`), `actual`, the outcome per memory model
+//!   (`sc` from the explorer, `wm` from loom or `null` when loom did not check that cell),
+//!   `found_by` (`explorer` or `loom`: the checker whose counterexample is shown), `matches` and,
+//!   unless `--no-trace`, the `trace` (numbered steps; for loom a log of one C11 execution with
+//!   a `note` on how to replay it); `weak_memory` holds the loom run (`preemption_bound`,
+//!   `executions`, `complete`, `elapsed_ms`) or `null`.
+//! - `summary`: last line: `configs`, `matching`, `mismatching`, `incomplete`, `broken_cells`,
+//!   `broken_cells_wm` (found only under the weak memory model) and `elapsed_total` (seconds).
 //!
 //! ```text
 //! {"type":"config","data":{"name":"v2","version":"V2",...}}
 //! {"type":"result","data":{"config":{...},"states":767,"invariants":[...],"matches_expected":true}}
-//! {"type":"summary","data":{"configs":17,"matching":17,"mismatching":0,"incomplete":0,"broken_cells":25,"elapsed_total":0.05}}
+//! {"type":"summary","data":{"configs":17,"matching":17,"mismatching":0,"incomplete":0,"broken_cells":26,"broken_cells_wm":1,"elapsed_total":0.05}}
 //! ```
 
 use std::fmt::Write as _;
@@ -26,7 +31,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use remap_model::{
-    expected_table, run_config, Bounds, Expect, Expected, Invariant, Outcome, Report,
+    expected_table, run_config, Bounds, Checker, Expect, Expected, Invariant, InvariantResult,
+    Outcome, Report,
 };
 
 use crate::Output;
@@ -46,6 +52,10 @@ pub(crate) struct ModelArgs {
     #[arg(long, value_name = "N", default_value_t = 4_000_000)]
     max_states: usize,
 
+    /// loom preemption bound for the weak-memory check (configurations marked `wm`).
+    #[arg(long, value_name = "N", default_value_t = remap_model::weak_memory::DEFAULT_LOOM_PREEMPTIONS)]
+    loom_preemptions: usize,
+
     /// Do not print the counterexample traces.
     #[arg(long)]
     no_trace: bool,
@@ -63,6 +73,7 @@ struct Summary {
     mismatching: usize,
     incomplete: usize,
     broken_cells: usize,
+    broken_cells_wm: usize,
     elapsed_total: f64,
 }
 
@@ -88,6 +99,7 @@ pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<ExitCode> {
     let bounds = Bounds {
         max_preemptions: args.max_preemptions,
         max_states: args.max_states,
+        loom_preemptions: args.loom_preemptions,
     };
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
@@ -173,6 +185,11 @@ fn summarize(reports: &[Report], elapsed: f64) -> Summary {
             .flat_map(|r| &r.invariants)
             .filter(|i| i.actual == Outcome::Broken)
             .count(),
+        broken_cells_wm: reports
+            .iter()
+            .flat_map(|r| &r.invariants)
+            .filter(|i| i.found_by == Some(Checker::Loom))
+            .count(),
         elapsed_total: elapsed,
     }
 }
@@ -186,25 +203,30 @@ fn exit_code(summary: &Summary) -> ExitCode {
     }
 }
 
-fn cell(expected: Expect, actual: Outcome, matches: bool) -> String {
-    let text = match (expected, actual) {
-        (Expect::NotApplicable, _) => "n/a",
-        (_, Outcome::Holds) => "holds",
-        (_, Outcome::Broken) => "broken",
+/// One table cell: `holds`, `broken` (SC explorer) or `broken(wm)` (only loom, under the weak
+/// memory model), `n/a`; a trailing `!` marks a mismatch with the expected table.
+fn cell(inv: &InvariantResult) -> String {
+    let text = match (inv.expected, inv.actual, inv.found_by) {
+        (Expect::NotApplicable, _, _) => "n/a",
+        (_, Outcome::Holds, _) => "holds",
+        (_, Outcome::Broken, Some(Checker::Loom)) => "broken(wm)",
+        (_, Outcome::Broken, _) => "broken",
     };
-    if matches {
+    if inv.matches {
         text.to_string()
     } else {
         format!("{text}!")
     }
 }
 
+const CELL: usize = 10;
+
 fn header(s: &mut String) {
     let _ = write!(s, "{:<24}", "configuration");
     for inv in Invariant::ALL {
-        let _ = write!(s, " {:>7}", inv.number());
+        let _ = write!(s, " {:>CELL$}", inv.number());
     }
-    let _ = writeln!(s, " {:>9} {:>8}  expected", "states", "ms");
+    let _ = writeln!(s, " {:>7} {:>6} {:>6}  expected", "states", "loom", "ms");
 }
 
 fn legend(s: &mut String) {
@@ -225,6 +247,18 @@ fn legend(s: &mut String) {
     );
     let _ = writeln!(
         s,
+        "   broken = found by the SC explorer (shortest trace); broken(wm) = holds under SC, found"
+    );
+    let _ = writeln!(
+        s,
+        "   by loom under the weak memory model (Relaxed WRITE_ONCE/READ_ONCE, Acquire/Release rwsem);"
+    );
+    let _ = writeln!(
+        s,
+        "   loom = loom executions for the configurations that also run it (checks 3 and 8), - otherwise;"
+    );
+    let _ = writeln!(
+        s,
         "   a trailing ! marks a cell that differs from the expected table)"
     );
 }
@@ -237,31 +271,50 @@ fn render_human(reports: &[Report], bounds: &Bounds, traces: bool, summary: &Sum
         .map_or_else(|| "unbounded".to_string(), |p| p.to_string());
     let _ = writeln!(
         s,
-        "remap model: {} configuration(s); preemptions {pre}, at most {} states each\n",
+        "remap model: {} configuration(s); explorer (SC): preemptions {pre}, at most {} states each; \
+         loom (wm): preemption bound {}\n",
         reports.len(),
-        bounds.max_states
+        bounds.max_states,
+        bounds.loom_preemptions
     );
     header(&mut s);
     for r in reports {
         let _ = write!(s, "{:<24}", r.config.name);
         for inv in &r.invariants {
-            let _ = write!(s, " {:>7}", cell(inv.expected, inv.actual, inv.matches));
+            let _ = write!(s, " {:>CELL$}", cell(inv));
         }
+        let loom = r
+            .weak_memory
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |w| w.executions.to_string());
         let verdict = match (r.matches_expected, r.complete) {
             (true, _) => "yes",
             (false, false) => "NO (incomplete)",
             (false, true) => "NO",
         };
-        let _ = writeln!(s, " {:>9} {:>8}  {verdict}", r.states, r.elapsed_ms);
+        let _ = writeln!(
+            s,
+            " {:>7} {:>6} {:>6}  {verdict}",
+            r.states, loom, r.elapsed_ms
+        );
+    }
+    for r in reports {
+        if let Some(err) = r.weak_memory.as_ref().and_then(|w| w.error.as_ref()) {
+            let _ = writeln!(s, "\n{}: weak-memory check not run: {err}", r.config.name);
+        }
     }
     legend(&mut s);
     if traces {
         for r in reports {
             for inv in &r.invariants {
                 if let Some(t) = &inv.trace {
+                    let kind = match t.checker {
+                        Checker::Explorer => "shortest trace (SC explorer)",
+                        Checker::Loom => "weak memory (loom execution log)",
+                    };
                     let _ = writeln!(
                         s,
-                        "\n== {}: invariant {} broken ({}), shortest trace, {} steps ==",
+                        "\n== {}: invariant {} broken ({}), {kind}, {} steps ==",
                         r.config.name,
                         inv.invariant,
                         inv.kernel_function,
@@ -275,12 +328,13 @@ fn render_human(reports: &[Report], bounds: &Bounds, traces: bool, summary: &Sum
     }
     let _ = writeln!(
         s,
-        "\n{} configuration(s): {} match the expected table, {} do not ({} incomplete); {} broken cell(s); {:.2}s",
+        "\n{} configuration(s): {} match the expected table, {} do not ({} incomplete); {} broken cell(s), {} only under weak memory; {:.2}s",
         summary.configs,
         summary.matching,
         summary.mismatching,
         summary.incomplete,
         summary.broken_cells,
+        summary.broken_cells_wm,
         summary.elapsed_total
     );
     s
@@ -291,8 +345,11 @@ fn render_list(rows: &[Expected]) -> String {
     for row in rows {
         let broken: Vec<String> = Invariant::ALL
             .into_iter()
-            .filter(|&i| row.get(i) == Expect::Broken)
-            .map(|i| i.number().to_string())
+            .filter_map(|i| match row.get(i) {
+                Expect::Broken => Some(i.number().to_string()),
+                Expect::BrokenUnderWeakMemory => Some(format!("{}(wm)", i.number())),
+                Expect::Holds | Expect::NotApplicable => None,
+            })
             .collect();
         let _ = writeln!(
             s,
@@ -342,6 +399,45 @@ mod tests {
         let summary = summarize(&[report], 0.0);
         assert_eq!(summary.mismatching, 1);
         assert_eq!(exit_code(&summary), ExitCode::from(1));
+    }
+
+    #[test]
+    fn table_marks_the_weak_memory_cell() {
+        let reports = run_rows(&["v2", "mut-index-first"]);
+        let summary = summarize(&reports, 0.0);
+        assert_eq!(summary.mismatching, 0);
+        assert_eq!(summary.broken_cells_wm, 1);
+        let text = render_human(&reports, &Bounds::default(), true, &summary);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no row {name} in\n{text}"))
+                .to_string()
+        };
+        let mif = line("mut-index-first");
+        assert!(mif.contains("broken(wm)"), "{mif}");
+        assert!(mif.ends_with("yes"), "{mif}");
+        // The 8th cell is the weak-memory one.
+        let cells: Vec<&str> = mif.split_whitespace().collect();
+        assert_eq!(cells[8], "broken(wm)", "{mif}");
+        let v2 = line("v2");
+        assert!(!v2.contains("broken"), "{v2}");
+        assert!(
+            text.contains("== mut-index-first: invariant 8 completeness broken"),
+            "{text}"
+        );
+        assert!(text.contains("weak memory (loom execution log)"), "{text}");
+        assert!(text.contains("replay: loom execution #"), "{text}");
+        // --json carries the checker per cell.
+        let json: serde_json::Value =
+            serde_json::from_str(&json_line("result", &reports[1]).unwrap()).unwrap();
+        let inv8 = &json["data"]["invariants"][7];
+        assert_eq!(inv8["found_by"], "loom");
+        assert_eq!(inv8["sc"], "holds");
+        assert_eq!(inv8["wm"], "broken");
+        assert_eq!(inv8["expected"], "broken-under-weak-memory");
+        assert_eq!(json["data"]["invariants"][0]["wm"], serde_json::Value::Null);
+        assert!(json["data"]["weak_memory"]["executions"].as_u64().unwrap() > 0);
     }
 
     #[test]

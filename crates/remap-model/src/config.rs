@@ -114,6 +114,10 @@ pub struct Config {
     pub gup: bool,
     /// Check invariant 8 strictly even for V0–V2 (shows V2's benign window).
     pub force_strict_completeness: bool,
+    /// Also run the loom model ([`weak_memory`](crate::weak_memory)): `folio->mapping` and
+    /// `folio->index` as `Relaxed` atomics, rwsem words Acquire/Release. Set where the order of
+    /// the plain `WRITE_ONCE`/`READ_ONCE` accesses matters.
+    pub weak_memory: bool,
 }
 
 impl Config {
@@ -137,6 +141,7 @@ impl Config {
             reuse: true,
             gup: false,
             force_strict_completeness: false,
+            weak_memory: false,
         }
     }
 }
@@ -147,8 +152,11 @@ impl Config {
 pub enum Expect {
     /// The checker must find no violation.
     Holds,
-    /// The checker must find a violation.
+    /// The SC explorer (the checker of record) must find a violation.
     Broken,
+    /// The SC explorer must find none and the loom model (weak memory) must find a violation:
+    /// the bug only exists on a weakly ordered CPU.
+    BrokenUnderWeakMemory,
     /// The invariant is not meaningful for this configuration (not checked against).
     NotApplicable,
 }
@@ -177,6 +185,15 @@ fn row(config: Config, broken: &[u8]) -> Expected {
     Expected { config, expect }
 }
 
+/// A row whose `broken_wm` invariants hold under SC but break under the weak memory model.
+fn row_wm(config: Config, broken: &[u8], broken_wm: &[u8]) -> Expected {
+    let mut e = row(config, broken);
+    for &n in broken_wm {
+        e.expect[usize::from(n - 1)] = Expect::BrokenUnderWeakMemory;
+    }
+    e
+}
+
 fn with(mut c: Config, description: &str, f: impl FnOnce(&mut Config)) -> Config {
     c.description = description.to_string();
     f(&mut c);
@@ -201,7 +218,7 @@ pub fn expected_table() -> Vec<Expected> {
             with(
                 Config::new("v0", V0, TryLock),
                 "<= 6.7 rmap (no re-check) against a different-root mover; folio_referenced walker",
-                nop,
+                |c| c.weak_memory = true,
             ),
             &[1, 2, 3, 8],
         ),
@@ -233,7 +250,7 @@ pub fn expected_table() -> Vec<Expected> {
             with(
                 Config::new("v2", V2, TryLock),
                 "6.8 as merged (S6 + S12); folio_referenced walker",
-                nop,
+                |c| c.weak_memory = true,
             ),
             &[],
         ),
@@ -326,19 +343,22 @@ pub fn expected_table() -> Vec<Expected> {
             ),
             &[1, 2, 3, 4, 8],
         ),
-        row(
+        row_wm(
             with(
                 Config::new("mut-index-first", V2, TryLock),
-                "mutation: index stored before mapping (V2, invariant 8 strict): closes the window only under SC",
+                "mutation: index stored before mapping (V2, invariant 8 strict): closes the window under SC only; \
+                 without a barrier a weakly ordered CPU still shows the old index",
                 |c| {
                     c.mutation = Some(Mutation::IndexBeforeMapping);
                     c.force_strict_completeness = true;
+                    c.weak_memory = true;
                     c.aba = true;
                     c.munmap = false;
                     c.reuse = false;
                 },
             ),
             &[],
+            &[8],
         ),
         row(
             with(

@@ -11,6 +11,7 @@ use crate::config::{Config, Expect, Expected};
 use crate::invariant::{Invariant, Violation};
 use crate::state::{thread_name, Role, State};
 use crate::step::{initial_state, step, Ctx};
+use crate::weak_memory::{weak_memory_check, WeakMemoryReport, DEFAULT_LOOM_PREEMPTIONS};
 
 /// Bounds of one exploration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -20,6 +21,9 @@ pub struct Bounds {
     pub max_preemptions: Option<u8>,
     /// Stop (result marked incomplete) after this many distinct states.
     pub max_states: usize,
+    /// loom preemption bound for the weak-memory check of configurations with
+    /// [`Config::weak_memory`](crate::Config::weak_memory).
+    pub loom_preemptions: usize,
 }
 
 impl Default for Bounds {
@@ -27,6 +31,27 @@ impl Default for Bounds {
         Bounds {
             max_preemptions: None,
             max_states: 4_000_000,
+            loom_preemptions: DEFAULT_LOOM_PREEMPTIONS,
+        }
+    }
+}
+
+/// Which checker, under which memory model, found a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checker {
+    /// The exhaustive explorer ([`explore()`]): sequential consistency, shortest traces.
+    Explorer,
+    /// The loom model ([`weak_memory`](crate::weak_memory)): C11 `Relaxed`/Acquire/Release.
+    Loom,
+}
+
+impl Checker {
+    /// The memory model the checker assumes: `"sc"` or `"wm"` (weak memory).
+    pub fn memory_model(self) -> &'static str {
+        match self {
+            Checker::Explorer => "sc",
+            Checker::Loom => "wm",
         }
     }
 }
@@ -53,6 +78,11 @@ pub struct Trace {
     pub steps: Vec<TraceStep>,
     /// What the last step violated.
     pub violations: Vec<Violation>,
+    /// The checker that produced the trace (loom traces are a log of one C11 execution: the
+    /// values each thread read and wrote, in schedule order; not necessarily shortest).
+    pub checker: Checker,
+    /// How to reproduce the trace (loom: execution number and replay hint).
+    pub note: Option<String>,
 }
 
 /// Outcome of one invariant in one configuration.
@@ -76,11 +106,18 @@ pub struct InvariantResult {
     pub kernel_function: &'static str,
     /// Expected outcome.
     pub expected: Expect,
-    /// Actual outcome.
+    /// Actual outcome: broken when any checker found a violation.
     pub actual: Outcome,
+    /// Outcome under the SC explorer.
+    pub sc: Outcome,
+    /// Outcome under loom (weak memory); `None` when loom did not run or does not check this
+    /// invariant.
+    pub wm: Option<Outcome>,
+    /// The checker that found the violation shown in `trace` (the explorer when both did).
+    pub found_by: Option<Checker>,
     /// Whether actual matches expected (`NotApplicable` always matches).
     pub matches: bool,
-    /// Shortest trace, when broken.
+    /// Counterexample when broken: the explorer's shortest trace, else loom's execution log.
     pub trace: Option<Trace>,
 }
 
@@ -103,7 +140,10 @@ pub struct Report {
     pub elapsed_ms: u128,
     /// Per invariant, in section 4 order.
     pub invariants: Vec<InvariantResult>,
-    /// Every invariant matches the expected table and the exploration was complete.
+    /// The loom check, for configurations with [`Config::weak_memory`].
+    pub weak_memory: Option<WeakMemoryReport>,
+    /// Every invariant matches the expected table and the exploration (and the loom check, when
+    /// it runs) was complete.
     pub matches_expected: bool,
 }
 
@@ -321,7 +361,12 @@ pub fn replay(cfg: &Config, schedule: &[usize], keep: Option<Invariant>) -> Trac
                 .collect();
         }
     }
-    Trace { steps, violations }
+    Trace {
+        steps,
+        violations,
+        checker: Checker::Explorer,
+        note: None,
+    }
 }
 
 /// Runs one expected-table row: explores it and compares with the expectation.
@@ -334,16 +379,36 @@ pub fn replay(cfg: &Config, schedule: &[usize], keep: Option<Invariant>) -> Trac
 /// ```
 pub fn run_config(row: &Expected, bounds: &Bounds) -> Report {
     let ex = explore(&row.config, bounds);
+    let wm = row
+        .config
+        .weak_memory
+        .then(|| weak_memory_check(&row.config, bounds.loom_preemptions));
     let mut all = true;
     let invariants = Invariant::ALL
         .iter()
         .map(|&inv| {
-            let trace = ex
-                .traces
-                .iter()
-                .find(|(i, _)| *i == inv)
-                .map(|(_, t)| t.clone());
-            let actual = if trace.is_some() {
+            let sc_trace = ex.traces.iter().find(|(i, _)| *i == inv).map(|(_, t)| t);
+            let sc = if sc_trace.is_some() {
+                Outcome::Broken
+            } else {
+                Outcome::Holds
+            };
+            let wm_trace = wm
+                .as_ref()
+                .and_then(|w| w.traces.iter().find(|(i, _)| *i == inv).map(|(_, t)| t));
+            let wm_outcome = wm.as_ref().filter(|w| w.checked.contains(&inv)).map(|_| {
+                if wm_trace.is_some() {
+                    Outcome::Broken
+                } else {
+                    Outcome::Holds
+                }
+            });
+            let (found_by, trace) = match (sc_trace, wm_trace) {
+                (Some(t), _) => (Some(Checker::Explorer), Some(t.clone())),
+                (None, Some(t)) => (Some(Checker::Loom), Some(t.clone())),
+                (None, None) => (None, None),
+            };
+            let actual = if found_by.is_some() {
                 Outcome::Broken
             } else {
                 Outcome::Holds
@@ -352,7 +417,10 @@ pub fn run_config(row: &Expected, bounds: &Bounds) -> Report {
             let matches = match expected {
                 Expect::NotApplicable => true,
                 Expect::Holds => actual == Outcome::Holds,
-                Expect::Broken => actual == Outcome::Broken,
+                Expect::Broken => sc == Outcome::Broken,
+                Expect::BrokenUnderWeakMemory => {
+                    sc == Outcome::Holds && wm_outcome == Some(Outcome::Broken)
+                }
             };
             all &= matches;
             InvariantResult {
@@ -361,21 +429,26 @@ pub fn run_config(row: &Expected, bounds: &Bounds) -> Report {
                 kernel_function: inv.kernel_function(),
                 expected,
                 actual,
+                sc,
+                wm: wm_outcome,
+                found_by,
                 matches,
                 trace,
             }
         })
         .collect();
+    let wm_complete = wm.as_ref().is_none_or(|w| w.complete);
     Report {
         config: row.config.clone(),
         bounds: *bounds,
         states: ex.states,
         transitions: ex.transitions,
         max_depth: ex.max_depth,
-        complete: ex.complete,
-        elapsed_ms: ex.elapsed_ms,
+        complete: ex.complete && wm_complete,
+        elapsed_ms: ex.elapsed_ms + wm.as_ref().map_or(0, |w| w.elapsed_ms),
         invariants,
-        matches_expected: all && ex.complete,
+        weak_memory: wm,
+        matches_expected: all && ex.complete && wm_complete,
     }
 }
 
@@ -393,6 +466,9 @@ impl Trace {
         }
         for v in &self.violations {
             let _ = writeln!(s, "  VIOLATED {}: {}", v.invariant, v.message);
+        }
+        if let Some(n) = &self.note {
+            let _ = writeln!(s, "  replay: {n}");
         }
         s
     }

@@ -84,12 +84,13 @@ pub mod invariant;
 pub mod shuttle_check;
 pub mod state;
 pub mod step;
+pub mod weak_memory;
 
 pub use config::{
     expected_table, Config, Expect, Expected, Mutation, Protocol, Version, WalkerMode,
 };
 pub use explore::{
-    explore, replay, run_config, Bounds, Exploration, InvariantResult, Outcome, Report, Trace,
-    TraceStep,
+    explore, replay, run_config, Bounds, Checker, Exploration, InvariantResult, Outcome, Report,
+    Trace, TraceStep,
 };
 pub use invariant::{Invariant, Violation};

@@ -3,6 +3,7 @@
 mod explorer;
 mod loom_memory_model;
 mod shuttle_cross_check;
+mod weak_memory;
 
 use remap_model::{expected_table, Expected};
 
