@@ -46,12 +46,17 @@
 //!   unsafe configurations and find nothing in the safe ones. shuttle explores sequentially
 //!   consistent interleavings, which is what section 4 asks for the `anon_vma_free` handshake (a
 //!   store-buffering pattern: loom's SeqCst does not forbid the SB outcome, tokio-rs/loom#180).
-//! - **loom** (integration test `loom_memory_model`, preemption bound 3): the questions the SC
-//!   model cannot answer. `folio->mapping`/`folio->index` are `Relaxed` (`WRITE_ONCE`/`READ_ONCE`)
-//!   and the rwsem word is Acquire/Release, so loom shows that the V2 re-check is ordered by the
-//!   rwsem and not by `READ_ONCE`, and that storing the index before the mapping does *not* close
-//!   V2's benign window without a barrier (the SC explorer says it does). loom cannot produce
-//!   every `Relaxed` behaviour (load buffering), so its passes are weaker than proofs.
+//! - **loom** ([`weak_memory`]), the weak-memory dimension: [`run_config`] also runs a two-thread
+//!   loom model (walker fast path against a V0–V2 mover) for configurations with
+//!   [`Config::weak_memory`] (v0, v2, mut-index-first). `folio->mapping`/`folio->index` are
+//!   `Relaxed` (`WRITE_ONCE`/`READ_ONCE`), the rwsem words Acquire/Release, so loom answers what
+//!   the SC model cannot: storing the index before the mapping (`mut-index-first`) does *not*
+//!   close V2's benign window without a barrier (the cell shows `broken(wm)` with a log of the
+//!   values each thread read), and V2's re-check is ordered by the rwsem, not by `READ_ONCE`.
+//!   loom cannot produce every `Relaxed` behaviour (load buffering), so its passes are weaker than
+//!   proofs; its failures are real C11 executions. loom needs unwinding: in a `panic = "abort"`
+//!   build the check reports itself as not run. The integration test `loom_memory_model` asks
+//!   the same questions as litmus tests.
 //!
 //! # Bounds and measured run times
 //!
@@ -61,9 +66,10 @@
 //! | Check | Bound | States | Time |
 //! |---|---|---|---|
 //! | explorer, all 17 configurations | unbounded preemptions, 4 M state cap | 465–2 267 per configuration | 0.02 s in total |
+//! | loom in [`run_config`], 3 configurations | preemption bound 8 (saturated from 6: the whole space) | 96, 96, 75 executions | 2–5 ms each |
 //! | shuttle, 11 configurations | 300 random + 300 PCT (depth 3) executions each | n/a | ~0.5 s |
-//! | loom, 4 models | 3 preemptions | n/a | ~0.1 s |
-//! | `cargo test -p remap-model` (all of it, after build) | | | ~1.2 s |
+//! | loom tests, 4 litmus models | 3 preemptions | n/a | ~0.1 s |
+//! | `cargo test -p remap-model` (all of it, after build) | | | ~2 s |
 //!
 //! # Caveats
 //!
