@@ -121,7 +121,10 @@ impl PingPong {
     }
 }
 
-fn timed(iters: u64, pp: &mut PingPong, pass: fn(&mut PingPong)) -> Duration {
+/// One pass of a case over a [`PingPong`].
+type Pass = fn(&mut PingPong);
+
+fn timed(iters: u64, pp: &mut PingPong, pass: Pass) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
         pass(pp);
@@ -129,7 +132,7 @@ fn timed(iters: u64, pp: &mut PingPong, pass: fn(&mut PingPong)) -> Duration {
     start.elapsed()
 }
 
-fn group(c: &mut Criterion, name: &str, pp: &mut PingPong, cases: &[(&str, fn(&mut PingPong))]) {
+fn group(c: &mut Criterion, name: &str, pp: &mut PingPong, cases: &[(&str, Pass)]) {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Bytes(pp.a.len() as u64));
     for &(case, pass) in cases {

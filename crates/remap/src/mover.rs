@@ -610,11 +610,11 @@ impl MoveError {
 /// [`Batch::flush`] again resumes at the failed page.
 ///
 /// ```
-/// use remap::mover::{BatchError, MoveError, MoveReport};
+/// use remap::mover::{BatchError, MoveError};
 ///
 /// let err = BatchError {
 ///     run: 1, page: 5, runs_done: 1, done: 5 * 4096,
-///     report: MoveReport::default(), source: MoveError::EventsPending { done: 4096 },
+///     report: Box::default(), source: MoveError::EventsPending { done: 4096 },
 /// };
 /// assert!(err.is_events_pending());
 /// assert_eq!(err.errno(), Some(uffd::Errno::AGAIN));
@@ -630,8 +630,8 @@ pub struct BatchError {
     pub runs_done: usize,
     /// Bytes of the batch done (by this and earlier flushes).
     pub done: usize,
-    /// What this flush did before stopping.
-    pub report: MoveReport,
+    /// What this flush did before stopping (boxed to keep the error small).
+    pub report: Box<MoveReport>,
     /// The error; its `done` counts bytes of the failed run.
     #[source]
     pub source: MoveError,
@@ -641,9 +641,9 @@ impl BatchError {
     /// Whether the cause is [`MoveError::EventsPending`].
     ///
     /// ```
-    /// # use remap::mover::{BatchError, MoveError, MoveReport};
+    /// # use remap::mover::{BatchError, MoveError};
     /// let err = BatchError { run: 0, page: 0, runs_done: 0, done: 0,
-    ///     report: MoveReport::default(), source: MoveError::Hole { done: 0 } };
+    ///     report: Box::default(), source: MoveError::Hole { done: 0 } };
     /// assert!(!err.is_events_pending());
     /// ```
     pub fn is_events_pending(&self) -> bool {
@@ -653,9 +653,9 @@ impl BatchError {
     /// The cause's errno ([`MoveError::errno`]).
     ///
     /// ```
-    /// # use remap::mover::{BatchError, MoveError, MoveReport};
+    /// # use remap::mover::{BatchError, MoveError};
     /// let err = BatchError { run: 0, page: 0, runs_done: 0, done: 0,
-    ///     report: MoveReport::default(), source: MoveError::Hole { done: 0 } };
+    ///     report: Box::default(), source: MoveError::Hole { done: 0 } };
     /// assert_eq!(err.errno(), Some(uffd::Errno::NOENT));
     /// ```
     pub fn errno(&self) -> Option<Errno> {
@@ -981,7 +981,7 @@ impl Mover {
                     page: i,
                     runs_done: 0,
                     done: 0,
-                    report: MoveReport::default(),
+                    report: Box::default(),
                     source,
                 });
             }
@@ -1227,7 +1227,7 @@ impl<'r> Batch<'_, 'r> {
         src_page: usize,
     ) -> Result<(), MoveError> {
         let page = src.page_size();
-        let off = |index: usize| index.checked_mul(page).unwrap_or(usize::MAX);
+        let off = |index: usize| index.saturating_mul(page);
         self.push_range(dst, off(dst_page), src, off(src_page), page)
     }
 
@@ -1374,7 +1374,7 @@ impl<'r> Batch<'_, 'r> {
                     page: run.first_page + self.progress / run.src.page_size(),
                     runs_done: self.next,
                     done: self.done(),
-                    report,
+                    report: Box::new(report),
                     source,
                 };
                 mover.stats.add(&report, true);
@@ -1396,7 +1396,7 @@ impl<'r> Batch<'_, 'r> {
                 page: self.pages,
                 runs_done: self.runs.len(),
                 done: self.done(),
-                report,
+                report: Box::new(report),
                 source,
             }),
         }
