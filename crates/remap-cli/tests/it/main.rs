@@ -1,3 +1,4 @@
 //! Integration tests of the `remap` binary: each module runs the built binary as a user would.
 
 mod bench;
+mod probe;
