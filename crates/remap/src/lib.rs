@@ -70,8 +70,7 @@ pub mod server;
 pub mod system;
 
 pub use mover::{
-    BatchError, BusyPolicy, HolePolicy, MoveError, MoveOptions, MoveReport, Mover, MoverStats,
-    Wake,
+    BatchError, BusyPolicy, HolePolicy, MoveError, MoveOptions, MoveReport, Mover, MoverStats, Wake,
 };
 pub use region::{Region, RegionBuilder, Thp};
 pub use server::{FaultServer, PageSource};
