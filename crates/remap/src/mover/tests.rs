@@ -100,3 +100,17 @@ fn mover_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Mover>();
 }
+
+#[test]
+fn hot_fields_share_the_first_cache_line() {
+    let m = Mover::new(Uffd::new().expect("userfaultfd"));
+    let base = std::ptr::addr_of!(m) as usize;
+    let end = std::ptr::addr_of!(m.stats.pte_bytes) as usize + 8;
+    let opts = std::ptr::addr_of!(m.options) as usize;
+    assert_eq!(base % 64, 0);
+    assert!(
+        opts < base + 64 && end <= base + 64,
+        "{:?}",
+        (opts - base, end - base)
+    );
+}
