@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use remap::region::{pattern_word, Region, Thp};
-use uffd::{MoveFlags, RangeError, RegisterMode, Uffd};
+use uffd::{RangeError, RegisterMode, Uffd};
 
 use crate::raw;
 use crate::report::Method;
@@ -14,7 +14,8 @@ use crate::report::Method;
 /// What one repetition needs besides its own regions.
 pub(crate) struct BulkCtx<'a> {
     pub(crate) uffd: &'a Uffd,
-    /// remap's mover, with its own userfaultfd and default options.
+    /// remap's mover, with its own userfaultfd, configured like `move-raw` (see
+    /// [`crate::bench_mover`]).
     pub(crate) mover: &'a remap::mover::Mover,
     /// 2 MiB of pattern pages, copied into every source.
     pub(crate) template: &'a Region,
@@ -27,6 +28,8 @@ pub(crate) struct BulkCtx<'a> {
 pub(crate) struct RepOutcome {
     pub(crate) elapsed: Duration,
     pub(crate) source_thp_fraction: f64,
+    /// userfaultfd ioctls issued, for the methods that issue them.
+    pub(crate) ioctls: Option<u64>,
     /// `Err` with a description when a destination byte is wrong.
     pub(crate) verify: Result<(), String>,
 }
@@ -131,13 +134,16 @@ fn chunked(
     Ok(start.elapsed())
 }
 
-/// Re-issues a range ioctl after partial progress until `len` bytes are done.
+/// Re-issues a range ioctl after partial progress until `len` bytes are done, counting the
+/// ioctls in `*ioctls`.
 fn whole(
     len: usize,
+    ioctls: &mut u64,
     mut op: impl FnMut(usize) -> Result<usize, RangeError>,
 ) -> Result<(), RangeError> {
     let mut done = 0;
     while done < len {
+        *ioctls += 1;
         match op(done) {
             Ok(n) | Err(RangeError::Partial { done: n }) => done += n,
             Err(e) => return Err(e.after(done)),
@@ -166,11 +172,12 @@ pub(crate) fn run_rep(
     let source_thp_fraction = if thp { thp_fraction(&src) } else { 0.0 };
     let dst = region(size, thp)?;
     let spinner = interference.then(Spinner::start).transpose()?;
+    let mut ioctls = 0u64;
     let result = match method {
         Method::MoveRaw => {
             register(ctx.uffd, &dst)?;
             chunked(size, chunk, |off, n| {
-                whole(n, |d| {
+                whole(n, &mut ioctls, |d| {
                     raw::move_range(
                         ctx.uffd,
                         &src,
@@ -178,7 +185,7 @@ pub(crate) fn run_rep(
                         &dst,
                         off + d,
                         n - d,
-                        MoveFlags::empty(),
+                        crate::RAW_MOVE_FLAGS,
                     )
                 })
                 .map_err(|e| format!("{what}: UFFDIO_MOVE at {off:#x}: {e}"))
@@ -191,14 +198,14 @@ pub(crate) fn run_rep(
             chunked(size, chunk, |off, n| {
                 ctx.mover
                     .move_range(&dst, off, &src, off, n)
-                    .map(drop)
+                    .map(|report| ioctls += report.ioctls())
                     .map_err(|e| format!("{what}: Mover::move_range at {off:#x}: {e}"))
             })
         }
         Method::Copy => {
             register(ctx.uffd, &dst)?;
             chunked(size, chunk, |off, n| {
-                whole(n, |d| {
+                whole(n, &mut ioctls, |d| {
                     raw::copy_range(ctx.uffd, &src, off + d, &dst, off + d, n - d)
                 })
                 .map_err(|e| format!("{what}: UFFDIO_COPY at {off:#x}: {e}"))?;
@@ -230,6 +237,7 @@ pub(crate) fn run_rep(
             return Ok(RepOutcome {
                 elapsed,
                 source_thp_fraction,
+                ioctls: None,
                 verify: verify_dest(&dst, ctx.seed, ctx.template.pages(), &what),
             });
         }
@@ -255,9 +263,12 @@ pub(crate) fn run_rep(
     let elapsed = result?;
     let verify = verify_dest(&dst, ctx.seed, ctx.template.pages(), &what)
         .and_then(|()| verify_source_empty(&src, &what));
+    let ioctls =
+        matches!(method, Method::MoveRaw | Method::MoveMover | Method::Copy).then_some(ioctls);
     Ok(RepOutcome {
         elapsed,
         source_thp_fraction,
+        ioctls,
         verify,
     })
 }

@@ -1,6 +1,7 @@
 //! Fault service: mutator threads touch every page of a registered region while handler threads
 //! resolve the faults; the mutators time each touch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,11 @@ use crate::report::FaultMethod;
 /// What one repetition measured.
 pub(crate) struct FaultRep {
     pub(crate) latency: Histogram<u64>,
+    /// From the earliest first touch to the latest completed touch.
     pub(crate) wall: Duration,
+    /// Pages touched (each once).
+    pub(crate) pages: u64,
+    /// Faults taken: page-fault events read by the handlers, or SIGBUS signals handled.
     pub(crate) faults: u64,
     pub(crate) verify: Result<(), String>,
 }
@@ -68,50 +73,56 @@ impl Target {
 
 /// Runs `mutators` threads touching every page of `region` (thread `t` takes pages `t, t + m,
 /// ...`) and returns the merged latency histogram, the wall time and the first wrong word seen.
+///
+/// The wall time runs from the earliest first touch to the latest completed touch, each read by
+/// the mutator that made it. (Reading the start on the coordinating thread after the barrier is
+/// wrong on a machine with as many CPUs as mutators: when the mutators never block, as in SIGBUS
+/// mode, the coordinator may not run again until they are nearly done, and the window shrinks to
+/// almost nothing.)
 fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
-    {
-        let ps = region.page_size();
-        let pages = region.pages();
-        let barrier = Barrier::new(mutators + 1);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..mutators)
-                .map(|t| {
-                    let barrier = &barrier;
-                    s.spawn(move || {
-                        let mut h = histogram();
-                        let mut bad = Ok(());
-                        barrier.wait();
-                        for page in (t..pages).step_by(mutators) {
-                            let start = Instant::now();
-                            let word = region.read_u64(page * ps);
-                            let ns = start.elapsed().as_nanos();
-                            h.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
-                            if word != expected && bad.is_ok() {
-                                bad = Err(format!(
-                                    "faulted page {page} reads {word:#018x}, expected {expected:#018x}"
-                                ));
-                            }
+    let ps = region.page_size();
+    let pages = region.pages();
+    let barrier = Barrier::new(mutators);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..mutators)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut h = histogram();
+                    let mut bad = Ok(());
+                    barrier.wait();
+                    let first = Instant::now();
+                    let mut last = first;
+                    for page in (t..pages).step_by(mutators) {
+                        let start = Instant::now();
+                        let word = region.read_u64(page * ps);
+                        last = Instant::now();
+                        let ns = (last - start).as_nanos();
+                        h.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+                        if word != expected && bad.is_ok() {
+                            bad = Err(format!(
+                                "faulted page {page} reads {word:#018x}, expected {expected:#018x}"
+                            ));
                         }
-                        (h, Instant::now(), bad)
-                    })
+                    }
+                    (h, first, last, bad)
                 })
-                .collect();
-            barrier.wait();
-            let start = Instant::now();
-            let mut merged = histogram();
-            let mut end = start;
-            let mut verdict = Ok(());
-            for w in workers {
-                let (h, done, bad) = w.join().expect("mutator thread panicked");
-                merged.add(h).expect("histograms with equal bounds merge");
-                end = end.max(done);
-                if verdict.is_ok() {
-                    verdict = bad;
-                }
+            })
+            .collect();
+        let mut merged = histogram();
+        let mut window: Option<(Instant, Instant)> = None;
+        let mut verdict = Ok(());
+        for w in workers {
+            let (h, first, last, bad) = w.join().expect("mutator thread panicked");
+            merged.add(h).expect("histograms with equal bounds merge");
+            window = Some(window.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
+            if verdict.is_ok() {
+                verdict = bad;
             }
-            (merged, end - start, verdict)
-        })
-    }
+        }
+        let wall = window.map_or(Duration::ZERO, |(a, b)| b - a);
+        (merged, wall, verdict)
+    })
 }
 
 /// Full check of every 16th page: pattern page 0 of `seed`, or zeros for `None`.
@@ -155,17 +166,19 @@ pub(crate) fn run_rep(
         return server(method, size, handlers, mutators, seed);
     }
     let target = Target::new(size, seed)?;
+    let faults = AtomicU64::new(0);
     let (latency, wall, seen) = match method {
-        FaultMethod::RawLoop => raw_loop(&target, handlers, mutators)?,
+        FaultMethod::RawLoop => raw_loop(&target, handlers, mutators, &faults)?,
         #[cfg(feature = "peer")]
-        FaultMethod::PeerLoop => peer_loop(&target, handlers, mutators)?,
+        FaultMethod::PeerLoop => peer_loop(&target, handlers, mutators, &faults)?,
         other => return Err(format!("{other} is not available in this build")),
     };
     let verify = seen.and_then(|()| target.verify());
     Ok(FaultRep {
         latency,
         wall,
-        faults: target.region.pages() as u64,
+        pages: target.region.pages() as u64,
+        faults: faults.into_inner(),
         verify,
     })
 }
@@ -199,16 +212,17 @@ fn server(
     };
     let pattern = Some(seed);
     let expected = pattern_word(seed, 0, 0);
-    let ((latency, wall, seen), verify) = match method {
+    let ((latency, wall, seen), verify, faults) = match method {
         FaultMethod::ServerZero => {
             let srv = FaultServer::builder(region, ZeroSource)
                 .threads(handlers)
                 .start()
                 .map_err(|e| format!("FaultServer: {e}"))?;
             let out = mutate(srv.region(), mutators, 0);
+            let faults = srv.stats().faults;
             let v = verify_pages(srv.region(), None);
             srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v)
+            (out, v, faults)
         }
         FaultMethod::ServerCopy => {
             let srv = FaultServer::builder(region, CopySource::new(image()?))
@@ -216,9 +230,10 @@ fn server(
                 .start()
                 .map_err(|e| format!("FaultServer: {e}"))?;
             let out = mutate(srv.region(), mutators, expected);
+            let faults = srv.stats().faults;
             let v = verify_pages(srv.region(), pattern);
             srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v)
+            (out, v, faults)
         }
         FaultMethod::ServerMove => {
             let pool_pages = Region::builder(size)
@@ -234,24 +249,27 @@ fn server(
                 .start()
                 .map_err(|e| format!("FaultServer: {e}"))?;
             let out = mutate(srv.region(), mutators, expected);
+            let faults = srv.stats().faults;
             let v = verify_pages(srv.region(), pattern);
             srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v)
+            (out, v, faults)
         }
         FaultMethod::ServerSigbus => {
             let srv = SigbusServer::start(region, CopySource::new(image()?))
                 .map_err(|e| format!("SigbusServer: {e}"))?;
             let out = mutate(srv.region(), mutators, expected);
+            let faults = srv.stats().faults;
             let v = verify_pages(srv.region(), pattern);
             drop(srv.stop());
-            (out, v)
+            (out, v, faults)
         }
         other => return Err(format!("{other} is not a server method")),
     };
     Ok(FaultRep {
         latency,
         wall,
-        faults: pages as u64,
+        pages: pages as u64,
+        faults,
         verify: seen.and(verify),
     })
 }
@@ -260,7 +278,12 @@ type Mutated = (Histogram<u64>, Duration, Result<(), String>);
 
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
 /// per fault (EEXIST means another handler won, and it woke the thread).
-fn raw_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutated, String> {
+fn raw_loop(
+    target: &Target,
+    handlers: usize,
+    mutators: usize,
+    faults: &AtomicU64,
+) -> Result<Mutated, String> {
     let uffd = Uffd::builder()
         .non_blocking(true)
         .create()
@@ -297,6 +320,7 @@ fn raw_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutated
                             let Event::Pagefault(fault) = event else {
                                 continue;
                             };
+                            faults.fetch_add(1, Ordering::Relaxed);
                             let off = target
                                 .page_off(fault.address)
                                 .ok_or_else(|| format!("fault outside: {:#x}", fault.address))?;
@@ -327,7 +351,12 @@ fn stop(stop_w: &std::os::fd::OwnedFd) -> Result<(), String> {
 
 /// The peer crate's handler loop: `read_event` and `copy`, with the same poll and stop pipe.
 #[cfg(feature = "peer")]
-fn peer_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutated, String> {
+fn peer_loop(
+    target: &Target,
+    handlers: usize,
+    mutators: usize,
+    faults: &AtomicU64,
+) -> Result<Mutated, String> {
     let peer = userfaultfd::UffdBuilder::new()
         .close_on_exec(true)
         .non_blocking(true)
@@ -362,6 +391,7 @@ fn peer_loop(target: &Target, handlers: usize, mutators: usize) -> Result<Mutate
                         let userfaultfd::Event::Pagefault { addr, .. } = event else {
                             continue;
                         };
+                        faults.fetch_add(1, Ordering::Relaxed);
                         let off = target
                             .page_off(addr as u64)
                             .ok_or_else(|| format!("fault outside: {addr:?}"))?;

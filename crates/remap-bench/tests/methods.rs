@@ -32,6 +32,60 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         .measurements
         .iter()
         .all(|r| r.verified && r.gb_per_s > 0.0));
+    // The mover is configured to issue exactly the ioctls of the raw loop (no UFFDIO_WAKE on top),
+    // so their ratio is the wrapper's cost alone.
+    let ioctls = |m: Method, r: &remap_bench::Measurement| {
+        report
+            .measurements
+            .iter()
+            .find(|x| {
+                x.method == m
+                    && x.chunk_bytes == r.chunk_bytes
+                    && x.thp == r.thp
+                    && x.interference == r.interference
+            })
+            .and_then(|x| x.ioctls)
+    };
+    let mut compared = 0;
+    for r in report
+        .measurements
+        .iter()
+        .filter(|r| r.method == Method::MoveRaw)
+    {
+        let chunks = r.bytes.div_ceil(r.chunk_bytes);
+        let raw = r.ioctls.expect("move-raw counts its ioctls");
+        assert!(raw >= chunks, "{raw} ioctls for {chunks} chunks");
+        assert_eq!(
+            ioctls(Method::MoveMover, r),
+            Some(raw),
+            "move-mover and move-raw at chunk {} thp {} spin {}",
+            r.chunk_bytes,
+            r.thp,
+            r.interference
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "move-raw measured at every chunk");
+    // Fault figures count the faults taken, and the rate is taken over the mutators' window:
+    // with every page touched once, no rate can beat one fault per p50 latency per mutator by
+    // much (the check that the 12.7M faults/s reading of SIGBUS mode failed).
+    for f in &report.faults {
+        assert_eq!(f.pages, 64, "{f:?}");
+        assert!(
+            f.faults >= f.pages,
+            "every touch of a missing page faults: {f:?}"
+        );
+        let ceiling = 2.0 * f64::from(f.mutators) * 1e9 / f.p50_ns;
+        assert!(
+            f.faults_per_s.median <= ceiling,
+            "{} {}h/{}m: {} faults/s with p50 {} ns",
+            f.method,
+            f.handlers,
+            f.mutators,
+            f.faults_per_s.median,
+            f.p50_ns
+        );
+    }
     let mut json = Vec::new();
     report.write_json(&mut json).unwrap();
     let lines: Vec<serde_json::Value> = std::str::from_utf8(&json)

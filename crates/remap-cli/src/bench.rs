@@ -17,7 +17,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_parser = parse_size)]
     size: Option<usize>,
 
-    /// Measured repetitions per figure (after one warm-up); default 5 (3 with --quick).
+    /// Measured repetitions per figure (after one warm-up), bulk and fault service alike;
+    /// default 5 for bulk and 3 for fault service (3 for both with --quick).
     #[arg(long)]
     reps: Option<u32>,
 
@@ -87,6 +88,7 @@ fn config(args: &BenchArgs) -> BenchConfig {
     }
     if let Some(reps) = args.reps {
         c.reps = reps;
+        c.fault_reps = reps;
     }
     if !args.only.is_empty() {
         c.methods = args

@@ -46,11 +46,13 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
     let config = &records[0]["data"];
     for key in [
         "kernel",
+        "arch",
         "cpu_model",
         "cores",
         "page_size",
         "thp_mode",
         "swap_on",
+        "mem_total_bytes",
     ] {
         assert!(
             !config["machine"][key].is_null(),
@@ -60,6 +62,7 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
     for key in [
         "size_bytes",
         "reps",
+        "fault_reps",
         "warmup",
         "chunks",
         "methods",
@@ -86,6 +89,7 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
             "time_ns",
             "gb_per_s",
             "ns_per_page",
+            "ioctls",
             "vs_raw",
             "vs_memcpy",
             "vs_copy",
@@ -130,6 +134,7 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         for key in [
             "handlers",
             "mutators",
+            "pages",
             "faults",
             "p50_ns",
             "p99_ns",
