@@ -116,3 +116,35 @@ fn bad_size_is_refused_before_anything_runs() {
         "{err}"
     );
 }
+
+/// The SIGBUS figure is bounded by its own latency: at least half the touches take p50 or more,
+/// so two mutators cannot take more than 2 x 2 / p50 faults per second of their window. (The old
+/// window, started by a coordinating thread after the barrier, broke this in a full run, where
+/// that thread was scheduled only when the never-blocking mutators were nearly done; in a fresh
+/// test process it is usually scheduled at once, so this checks the figure, not that history.)
+#[test]
+fn sigbus_fault_rate_is_bounded_by_its_latency_with_two_mutators() {
+    require!(Need::Move);
+    let config = BenchConfig {
+        size: 2 * 1024 * 1024,
+        methods: vec![],
+        fault_methods: vec![FaultMethod::ServerSigbus],
+        fault_threads: vec![(0, 2)],
+        fault_size: 8 * 1024 * 1024,
+        fault_reps: 5,
+        ..BenchConfig::quick()
+    };
+    let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();
+    let f = &report.faults[0];
+    assert!(f.verified, "{f:?}");
+    assert_eq!((f.pages, f.mutators), (2048, 2));
+    assert!(f.faults >= f.pages, "{f:?}");
+    let ceiling = 2.0 * 2.0 * 1e9 / f.p50_ns;
+    assert!(
+        f.faults_per_s.max <= ceiling,
+        "{} faults/s (max of {:?}) with p50 {} ns: more than 2 mutators can take",
+        f.faults_per_s.max,
+        f.faults_per_s,
+        f.p50_ns
+    );
+}
