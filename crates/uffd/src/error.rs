@@ -352,3 +352,6 @@ pub enum ReadError {
         errno: Errno,
     },
 }
+
+#[cfg(test)]
+mod tests;

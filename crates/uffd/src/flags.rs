@@ -212,3 +212,6 @@ bitflags! {
         const _ = !0;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,9 +25,14 @@
 //! }
 //! let len = 4 * 4096;
 //! // Two private anonymous mappings (the `remap` crate's `Region` does this for you).
-//! let map = || unsafe {
-//!     libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE,
-//!                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0).cast::<u8>()
+//! let map = || {
+//!     // SAFETY: a fresh private anonymous mapping at an address the kernel chooses.
+//!     let p = unsafe {
+//!         libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE,
+//!                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+//!     };
+//!     assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+//!     p.cast::<u8>()
 //! };
 //! let (src, dst) = (map(), map());
 //! unsafe { ptr::write_volatile(src, 42) };

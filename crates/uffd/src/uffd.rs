@@ -144,6 +144,10 @@ impl Uffd {
     /// EINVAL for an unaligned range or a mode the memory does not support (MINOR on anonymous
     /// memory), ENOMEM when part of the range is not mapped, EBUSY when it is registered with
     /// another userfaultfd.
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_REGISTER(2const)`, the kernel's `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_REGISTER")]
     pub fn register(
         &self,
@@ -167,6 +171,10 @@ impl Uffd {
     /// # Errors
     ///
     /// EINVAL for an unaligned range, ENOMEM when part of it is not mapped.
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_UNREGISTER(2const)`, the kernel's `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_UNREGISTER")]
     pub fn unregister(&self, start: *mut u8, len: usize) -> Result<(), ControlError> {
         sys::unregister(&self.fd, range(start, len))
@@ -179,6 +187,10 @@ impl Uffd {
     /// # Errors
     ///
     /// EINVAL for an unaligned or empty range.
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_WAKE(2const)`, the kernel's `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_WAKE")]
     pub fn wake(&self, start: *mut u8, len: usize) -> Result<(), ControlError> {
         sys::wake(&self.fd, range(start, len))
@@ -193,6 +205,10 @@ impl Uffd {
     ///
     /// EINVAL for a bad range or a range not registered for WP, EAGAIN while non-cooperative
     /// events are pending, ENOENT for an unmapped range.
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_WRITEPROTECT(2const)`, the kernel's `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_WRITEPROTECT")]
     pub fn writeprotect(
         &self,
@@ -269,7 +285,12 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// As [`Uffd::move_pages`], never `Partial`.
+    /// The variants of [`Uffd::move_pages`] except `Partial`, each with the bytes moved before it
+    /// across all calls.
+    ///
+    /// # References
+    ///
+    /// The retry contract of `UFFDIO_MOVE(2const)` (EAGAIN with progress).
     pub unsafe fn move_all(
         &self,
         dst: *mut u8,
@@ -306,8 +327,15 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// As [`Uffd::move_pages`]: `Partial`, `EventsPending`, `Exists` (already populated),
-    /// `Invalid`, `NoMemory`, `Fault` (unreadable source), `Exiting`.
+    /// A [`RangeError`]: `Partial` (EAGAIN with bytes copied; re-issue the rest), `EventsPending`
+    /// (EAGAIN, nothing done: read events, then retry), `Exists` (EEXIST: a destination page is
+    /// already populated), `Invalid` (EINVAL: alignment, length, mode, or a destination not
+    /// registered with this fd), `Missing` (ENOENT: no VMA at the destination), `NoMemory`
+    /// (ENOMEM), `Fault` (EFAULT: the source is unreadable), `Exiting` (ESRCH).
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_COPY(2const)`, the kernel's `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_COPY")]
     pub unsafe fn copy(
         &self,
@@ -336,7 +364,14 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// As [`Uffd::copy`].
+    /// A [`RangeError`]: `Partial`, `EventsPending`, `Exists` (EEXIST: already populated),
+    /// `Invalid` (EINVAL: alignment, length, mode, unregistered range, or memory that has no zero
+    /// page such as hugetlbfs), `Missing` (ENOENT: no VMA), `NoMemory`, `Exiting` (ESRCH).
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_ZEROPAGE(2const)`, the kernel's
+    /// `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_ZEROPAGE")]
     pub unsafe fn zeropage(
         &self,
@@ -362,7 +397,14 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// As [`Uffd::copy`]; `Missing` when the page-cache page does not exist.
+    /// A [`RangeError`]: `Partial`, `EventsPending`, `Exists` (EEXIST: already mapped), `Invalid`
+    /// (EINVAL: alignment, mode, or a range not registered for MINOR faults), `Fault` (EFAULT: the
+    /// page is not in the page cache), `NoMemory`, `Exiting` (ESRCH).
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_CONTINUE(2const)`, the kernel's
+    /// `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_CONTINUE")]
     pub unsafe fn continue_pages(
         &self,
@@ -390,7 +432,14 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// As [`Uffd::copy`].
+    /// A [`RangeError`]: `Partial`, `EventsPending`, `Exists` (EEXIST: a page is already present),
+    /// `Invalid` (EINVAL: alignment, mode, unregistered range, or `POISON` not supported),
+    /// `NoMemory`, `Exiting` (ESRCH).
+    ///
+    /// # References
+    ///
+    /// `ioctl_userfaultfd(2)`, `UFFDIO_POISON(2const)`, the kernel's
+    /// `admin-guide/mm/userfaultfd.rst`.
     #[doc(alias = "UFFDIO_POISON")]
     pub unsafe fn poison(
         &self,
@@ -417,7 +466,12 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// [`ReadError::Read`] with the errno (EINTR on a signal).
+    /// [`ReadError::Read`] with the errno: EINTR on a signal, EINVAL before a successful
+    /// `UFFDIO_API`.
+    ///
+    /// # References
+    ///
+    /// `userfaultfd(2)` (reading from the userfaultfd structure).
     pub fn read_events(&self, buf: &mut EventBuffer) -> Result<usize, ReadError> {
         buf.discard();
         buf.thread_id = self.enabled.contains(Features::THREAD_ID);
