@@ -12,7 +12,7 @@ use crate::Output;
 /// Options of `remap probe`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProbeArgs {
-    /// Skip the end-to-end moves (report capabilities only).
+    /// Skip the end-to-end moves: trust `UFFD_FEATURE_MOVE` without moving pages.
     #[arg(long)]
     no_move: bool,
 }
@@ -37,10 +37,14 @@ struct Report {
     features_bits: u64,
     /// The ioctls on the fd itself.
     api_ioctls: Vec<Flag>,
+    /// The ioctls on a registered private anonymous range (where MOVE is advertised).
+    range_ioctls: Vec<Flag>,
     /// The end-to-end check, when run.
     move_check: Option<MoveCheck>,
     /// Whether MOVE is usable here, and if not, why.
     move_works: bool,
+    /// Whether `move_works` rests on real moves (false with `--no-move`: on the feature bit alone).
+    move_checked: bool,
     reason: Option<String>,
 }
 
@@ -88,7 +92,8 @@ const PATHS: [CreatePath; 4] = [
 
 /// Runs `remap probe`.
 pub(crate) fn run(args: &ProbeArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let report = probe(args);
+    let caps = Capabilities::probe();
+    let report = probe(args, caps);
     let mut stdout = std::io::stdout().lock();
     if out.json {
         serde_json::to_writer(&mut stdout, &report).context("writing JSON")?;
@@ -104,11 +109,22 @@ pub(crate) fn run(args: &ProbeArgs, out: Output) -> anyhow::Result<ExitCode> {
             "remap probe: UFFDIO_MOVE is not usable here: {}",
             report.reason.as_deref().unwrap_or("unknown reason")
         );
-        Ok(ExitCode::from(2))
+        Ok(ExitCode::from(exit_code(&report)))
     }
 }
 
-fn probe(args: &ProbeArgs) -> Report {
+/// 0 when MOVE works, 2 when userfaultfd or MOVE is unavailable.
+fn exit_code(report: &Report) -> u8 {
+    if report.move_works {
+        0
+    } else {
+        2
+    }
+}
+
+/// Builds the report from `caps`, the capability probe (an argument so the unavailable case can
+/// be tested without breaking the machine).
+fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Report {
     let machine = remap::system::Machine::read();
     let paths = PATHS
         .iter()
@@ -131,11 +147,17 @@ fn probe(args: &ProbeArgs) -> Report {
         })
         .collect();
 
-    let caps =
-        Capabilities::probe_with(&uffd::UffdBuilder::new().order(uffd::CreateOrder::SyscallFirst));
     let (features, api_ioctls) = match &caps {
         Ok(caps) => (caps.features(), caps.ioctls()),
         Err(_) => (Features::empty(), Ioctls::empty()),
+    };
+
+    let range_ioctls = match &caps {
+        Ok(_) => remap::system::range_ioctls().unwrap_or_else(|err| {
+            tracing::warn!(%err, "registering a throw-away range failed");
+            Ioctls::empty()
+        }),
+        Err(_) => Ioctls::empty(),
     };
 
     let mut reason = None;
@@ -181,17 +203,23 @@ fn probe(args: &ProbeArgs) -> Report {
             })
             .collect(),
         features_bits: features.bits(),
-        api_ioctls: IOCTL_NAMES
-            .iter()
-            .map(|&(bit, name)| Flag {
-                name,
-                yes: api_ioctls.contains(bit),
-            })
-            .collect(),
+        api_ioctls: flags(api_ioctls),
+        range_ioctls: flags(range_ioctls),
         move_works: reason.is_none(),
+        move_checked: move_check.is_some(),
         move_check,
         reason,
     }
+}
+
+fn flags(ioctls: Ioctls) -> Vec<Flag> {
+    IOCTL_NAMES
+        .iter()
+        .map(|&(bit, name)| Flag {
+            name,
+            yes: ioctls.contains(bit),
+        })
+        .collect()
 }
 
 /// Moves a 4 KiB page and an aligned 2 MiB THP between regions remap owns, verifying contents.
@@ -253,13 +281,22 @@ fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
         writeln!(w, "  {:<20} {}", f.name, yes_no(f.yes))?;
     }
     writeln!(w)?;
-    writeln!(w, "ioctls on the fd:")?;
-    for f in &r.api_ioctls {
-        writeln!(w, "  {:<20} {}", f.name, yes_no(f.yes))?;
+    writeln!(w, "ioctls:               on the fd  on an anonymous range")?;
+    for (fd, range) in r.api_ioctls.iter().zip(&r.range_ioctls) {
+        writeln!(
+            w,
+            "  {:<20} {:<10} {}",
+            fd.name,
+            yes_no(fd.yes),
+            yes_no(range.yes)
+        )?;
     }
     writeln!(w)?;
     match &r.move_check {
-        None => writeln!(w, "end-to-end MOVE: not run")?,
+        None => writeln!(
+            w,
+            "end-to-end MOVE: not run (--no-move: judged by the feature bit)"
+        )?,
         Some(c) => {
             match &c.page_error {
                 None => writeln!(w, "move a 4 KiB page     yes")?,
@@ -280,5 +317,44 @@ fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
     match &r.reason {
         None => writeln!(w, "\nUFFDIO_MOVE works on this machine"),
         Some(reason) => writeln!(w, "\nUFFDIO_MOVE is not usable: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_userfaultfd_means_exit_2_with_the_reason() {
+        let caps = Err(uffd::CreateError::Unavailable {
+            attempts: vec![uffd::Attempt {
+                path: CreatePath::Syscall {
+                    user_mode_only: true,
+                },
+                errno: uffd::Errno::NOSYS,
+            }],
+        });
+        let report = probe(&ProbeArgs { no_move: false }, caps);
+        assert!(!report.move_works);
+        assert!(!report.move_checked);
+        assert_eq!(exit_code(&report), 2);
+        let reason = report.reason.expect("a reason");
+        assert!(reason.contains("no userfaultfd"), "{reason}");
+        assert!(reason.contains("CONFIG_USERFAULTFD"), "{reason}");
+        assert!(report.features.iter().all(|f| !f.yes));
+    }
+
+    #[test]
+    fn move_feature_missing_means_exit_2() {
+        let Ok(real) = Capabilities::probe() else {
+            return test_support::skip("move_feature_missing_means_exit_2", "userfaultfd");
+        };
+        // A kernel without MOVE is emulated by reporting the real kernel's other features only.
+        let caps = Ok(real.without(Features::MOVE));
+        let report = probe(&ProbeArgs { no_move: false }, caps);
+        assert_eq!(exit_code(&report), 2);
+        assert!(report
+            .reason
+            .is_some_and(|r| r.contains("UFFD_FEATURE_MOVE")));
     }
 }

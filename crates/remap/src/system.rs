@@ -159,6 +159,19 @@ pub enum CheckError {
     },
 }
 
+/// The ioctls the kernel offers on a registered private anonymous range (`uffdio_register.ioctls`
+/// of a throw-away MISSING registration): on Linux 6.8+ this includes `MOVE`.
+///
+/// # Errors
+///
+/// A [`CheckError`] when no fd, region or registration can be made.
+pub fn range_ioctls() -> Result<uffd::Ioctls, CheckError> {
+    let page = rustix::param::page_size();
+    let uffd = uffd::Uffd::new()?;
+    let region = Region::new(page)?;
+    Ok(uffd.register(region.as_ptr(), page, uffd::RegisterMode::MISSING)?)
+}
+
 /// Moves one page between two fresh regions and verifies that its contents arrived and that the
 /// source reads zero afterwards.
 ///

@@ -250,4 +250,19 @@ impl Capabilities {
     pub fn supports_move(&self) -> bool {
         self.features.contains(Features::MOVE)
     }
+
+    /// The same capabilities as if the kernel lacked `features`: for exercising the fallback
+    /// paths of code that adapts to older kernels, on a new one.
+    ///
+    /// ```
+    /// use uffd::{Capabilities, Features};
+    /// let caps = Capabilities::probe()?.without(Features::MOVE);
+    /// assert!(!caps.supports_move());
+    /// # Ok::<(), uffd::CreateError>(())
+    /// ```
+    #[must_use]
+    pub fn without(mut self, features: Features) -> Self {
+        self.features -= features;
+        self
+    }
 }

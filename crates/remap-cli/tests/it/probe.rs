@@ -31,6 +31,11 @@ fn probe_reports_that_move_works() {
     );
     assert!(stdout.contains("move a 4 KiB page     yes"), "{stdout}");
     assert!(stdout.contains("MOVE                 yes"), "{stdout}");
+    // MOVE is not an ioctl of the fd itself but of a registered anonymous range.
+    assert!(
+        stdout.contains("  MOVE                 no         yes"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -53,13 +58,21 @@ fn probe_json_is_one_object_with_every_field() {
         "paths",
         "features",
         "api_ioctls",
+        "range_ioctls",
         "move_check",
         "move_works",
+        "move_checked",
     ] {
         assert!(v.get(field).is_some(), "missing {field} in {v}");
     }
     assert_eq!(v["move_works"], true);
+    assert_eq!(v["move_checked"], true);
     assert_eq!(v["move_check"]["page_moved"], true);
+    let range_move = v["range_ioctls"]
+        .as_array()
+        .and_then(|flags| flags.iter().find(|f| f["name"] == "MOVE"))
+        .expect("MOVE among the range ioctls");
+    assert_eq!(range_move["yes"], true);
     let features = v["features"].as_array().expect("features array");
     let move_bit = features
         .iter()
@@ -80,6 +93,7 @@ fn probe_without_moves_still_reports_capabilities() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert!(v["move_check"].is_null());
+    assert_eq!(v["move_checked"], false);
     assert_eq!(
         v["features_bits"].as_u64().map(|b| b & (1 << 16)),
         Some(1 << 16)
