@@ -35,35 +35,64 @@
 //! # Event ordering
 //!
 //! With `EVENT_REMOVE`, `EVENT_UNMAP` and `EVENT_REMAP` enabled (the default, where the kernel
-//! supports them), the server reads the non-cooperative events and applies them in the order it
-//! reads them, reporting each to the source ([`PageSource::on_remove`], [`PageSource::on_unmap`],
-//! [`PageSource::on_remap`], [`PageSource::on_fork`]):
+//! supports them), the server reads the non-cooperative events and applies them in the order the
+//! kernel queued them, reporting each to the source ([`PageSource::on_remove`],
+//! [`PageSource::on_unmap`], [`PageSource::on_remap`], [`PageSource::on_fork`]). Events go to
+//! whichever handler thread reads first, so the server serialises that: a thread holds one lock
+//! across its `read(2)` and the application of the non-fault events it read (callbacks
+//! included), and releases it before resolving the faults it read. A callback therefore never
+//! runs concurrently with another event's, and an event read later (say the UNMAP of a range
+//! whose REMOVE another thread is still reporting) waits for the earlier one; keep the callbacks
+//! short, since reading waits for them too.
 //!
 //! - While such an event is queued and unread, every resolve fails with EAGAIN
 //!   ([`uffd::RangeError::EventsPending`]) and the event's producer (the thread in `madvise`,
 //!   `munmap`, `mremap` or `fork`) is blocked until the event is read. A handler thread that gets
-//!   EAGAIN keeps the fault in its own pending list, goes back to poll and read the events itself
-//!   (events go to whichever thread reads first), then retries the fault. It never spins: when
-//!   there is nothing to read it waits in `poll` (200 µs) before retrying. Each EAGAIN counts in
+//!   EAGAIN parks the fault in its own list and goes back to poll: whichever thread reads the
+//!   events then bumps an event *generation* and signals every handler thread's eventfd, and a
+//!   thread with parked faults retries them once per generation, right away. The kernel keeps
+//!   reporting EAGAIN for a short window after the read (until the woken producer lowers its
+//!   `mmap_changing` count), so a retry in the same generation that fails again backs off,
+//!   10 µs doubling up to 1 ms, until it succeeds or a new generation comes. Without parked
+//!   faults a thread waits in `poll` with no timeout. Each EAGAIN counts in
 //!   [`ServerStats::retries`].
 //! - A REMOVE (`MADV_DONTNEED`) can arrive while faults on the same range are still queued.
 //!   Resolving such a fault afterwards is correct: the faulting thread wanted the page, and gets
 //!   it. After a REMOVE the range reads as missing again, so its next access faults again and is
 //!   served again.
-//! - After an UNMAP (`munmap` of part of the region) that range is gone: the server remembers it
-//!   and drops queued faults there without resolving them. A resolve that raced with the unmap
-//!   fails with ENOENT or EINVAL (no VMA, or a VMA not registered with us); that too is a dropped
-//!   fault ([`ServerStats::dropped`]), never an error.
-//! - After a REMAP (`mremap` that moves part of the region) the old range is gone as for UNMAP,
-//!   and the server unregisters the new range: threads faulting there are woken and get ordinary
-//!   anonymous memory. The region is not resized or moved; the source learns of it through
-//!   `on_remap`.
+//! - After an UNMAP (`munmap` of part of the region) that range is gone: the server remembers it,
+//!   re-reserves it (`PROT_NONE`, `MAP_FIXED_NOREPLACE`, so the region's own unmap on drop never
+//!   hits memory someone else mapped there since; see [Shutdown](#shutdown)), and drops queued
+//!   faults there without resolving them, waking their threads (which retry the access and find
+//!   no memory: SIGSEGV, or EFAULT for a kernel access). A resolve that raced with the unmap fails
+//!   with ENOENT or EINVAL; if the range is gone by an event already applied, or the
+//!   source-free fallback resolve (see [Failed resolves](#failed-resolves)) fails the same way
+//!   there, that fault too is dropped ([`ServerStats::dropped`]), never an error.
+//! - After a REMAP (`mremap` that moves part of the region) the old range is gone as for UNMAP
+//!   (and re-reserved likewise), and the server unregisters the new range: threads faulting
+//!   there are woken and get ordinary anonymous memory. The region is not resized or moved; the
+//!   source learns of it through `on_remap`.
 //! - A FORK (only with `EVENT_FORK`, which needs CAP_SYS_PTRACE, opt-in through
 //!   [`FaultServerBuilder::features`]) hands the child's userfaultfd to [`PageSource::on_fork`].
 //!   The default drops it, which unregisters the child's ranges: the child then sees ordinary
 //!   anonymous memory. Without `EVENT_FORK` a child does not inherit the registration at all.
 //!   Regions are `MADV_DONTFORK` by default, and then the child gets no mapping and there is no
 //!   event.
+//!
+//! Without `EVENT_UNMAP` / `EVENT_REMAP` the server cannot know about an `munmap` or `mremap` of
+//! part of the region: do not do either then.
+//!
+//! # Failed resolves
+//!
+//! A resolve can fail for reasons other than a race or pending events: a [`Resolution::Move`]
+//! from a hole (ENOENT) or from a page shared after `fork` (EBUSY), a source region whose
+//! protection or mlock differs (EINVAL), an unusable resolution (a `Copy` of the wrong length, a
+//! `Move` offset outside its region). Waking the faulting thread would only make it fault again
+//! into the same failure, for ever. So the server falls back, once per failed resolve, to the
+//! [`FailurePolicy`] set with [`FaultServerBuilder::on_failure`]: by default the zero page
+//! ([`FailurePolicy::Zero`]), or poisoning the page ([`FailurePolicy::Poison`]). The failure
+//! counts in [`ServerStats::errors`], a successful fallback in [`ServerStats::fallbacks`], and
+//! a `tracing` warning is logged for the first failure and then once per 1024.
 //!
 //! # Shutdown
 //!
@@ -74,6 +103,13 @@
 //! region, so such threads can finish their access before it is unmapped; dropping the server
 //! unmaps it, so only drop it when no thread touches the region any more.
 //!
+//! Ranges of the region that were unmapped or remapped away while it was served are re-reserved
+//! by the server as they go, so the returned region (or the dropped server) unmaps only its own
+//! reservations there; they are `PROT_NONE`, and touching them raises SIGSEGV. If someone mapped
+//! memory into such a hole before the server could re-reserve it (between the `munmap` and the
+//! server reading its event), `stop` returns the region cut short before that hole, leaking the
+//! rest with a `tracing` warning, or [`ServerError::RegionLost`] if the hole is at its start.
+//!
 //! # Panics in a page source
 //!
 //! A thread blocked in a fault waits until someone resolves it, so a handler thread that dies
@@ -81,13 +117,19 @@
 //! thread (in practice: in the page source) is caught, logged with `tracing`, and the process is
 //! aborted. With [`PanicPolicy::UnregisterAndStop`] the server unregisters the region (waking every
 //! faulting thread to zero-fill behaviour), stops all handler threads, and reports the panic from
-//! [`FaultServer::stop`] as [`ServerError::HandlerPanicked`].
+//! [`FaultServer::stop`] as [`ServerError::HandlerPanicked`]. The tokio server
+//! (`AsyncFaultServer`, feature `tokio`) follows the same policy, reporting from `serve`.
 //!
 //! # SIGBUS mode
 //!
 //! [`SigbusServer`] uses `UFFD_FEATURE_SIGBUS` instead of handler threads: the faulting thread
 //! gets SIGBUS and resolves its own fault inside the signal handler; see its docs for what that
-//! requires of the source ([`SignalSafeSource`]).
+//! requires of the source ([`SignalSafeSource`]). It shares the resolve code with the handler
+//! threads (kept async-signal-safe for it). Nothing reads its userfaultfd, so it enables no
+//! events: do not `munmap` or `mremap` part of its region while it is served. A failed resolve
+//! falls back to the zero page; a page poisoned by the source raises a SIGBUS that the server
+//! leaves to the previous handler (normally fatal). Stopping it while threads fault is safe:
+//! they retry their access and find ordinary memory.
 
 use std::fmt;
 use std::ops::Range;
@@ -266,6 +308,31 @@ pub enum PanicPolicy {
     UnregisterAndStop,
 }
 
+/// What a fault server does when resolving a fault fails for a reason other than a race (EEXIST),
+/// pending events (EAGAIN) or the destination having been unmapped: for example a
+/// [`Resolution::Move`] from a hole (ENOENT), from a page shared after `fork` (EBUSY), or from a
+/// region whose protection differs (EINVAL). See the [module docs](self#failed-resolves).
+///
+/// The server never just wakes the faulting thread after such a failure: it would fault again,
+/// the source would likely answer the same, and the two would livelock. It falls back, once per
+/// failed resolve, to the outcome chosen here, and counts the failure in
+/// [`ServerStats::errors`] (and a successful fallback in [`ServerStats::fallbacks`]).
+///
+/// ```
+/// use remap::server::FailurePolicy;
+/// assert_eq!(FailurePolicy::default(), FailurePolicy::Zero);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Map the zero page (`UFFDIO_ZEROPAGE`): the faulting thread goes on and reads zeros, as it
+    /// would from fresh anonymous memory.
+    #[default]
+    Zero,
+    /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS
+    /// (`BUS_MCEERR_AR`), which kills the process unless it handles that signal.
+    Poison,
+}
+
 /// Why a fault server could not start, or what stopped it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -282,6 +349,17 @@ pub enum ServerError {
     /// Spawning a handler thread failed.
     #[error("spawning a handler thread")]
     Spawn(#[source] std::io::Error),
+    /// Registering the userfaultfd with the tokio reactor failed (no runtime with IO enabled).
+    #[error("registering the userfaultfd with the tokio reactor")]
+    Reactor(#[source] std::io::Error),
+    /// Part of the served region was unmapped (or remapped away) and someone else mapped memory
+    /// at its start since, so no part of the region can be handed back without unmapping memory
+    /// that is not ours: the mapping is leaked (and a warning logged).
+    #[error("the served region at {addr:#x} lost its start to another mapping; leaked")]
+    RegionLost {
+        /// The region's start address.
+        addr: usize,
+    },
     /// Installing the SIGBUS handler failed, or every SIGBUS-mode slot is taken.
     #[error("SIGBUS mode: {what}: {errno}")]
     Sigbus {
@@ -339,8 +417,11 @@ pub struct ServerStats {
     pub left: u64,
     /// Faults dropped because their range was unmapped or remapped away.
     pub dropped: u64,
-    /// Resolves that failed with another error (logged; the faulting thread is woken to retry).
+    /// Resolves that failed with another error (logged, rate-limited): each is followed by one
+    /// fallback resolve per the [`FailurePolicy`].
     pub errors: u64,
+    /// Failed resolves that the [`FailurePolicy`] fallback then resolved.
+    pub fallbacks: u64,
     /// `UFFD_EVENT_REMOVE` events read.
     pub removes: u64,
     /// `UFFD_EVENT_UNMAP` events read.
@@ -371,6 +452,7 @@ pub(crate) struct Counters {
     pub(crate) left: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
     pub(crate) removes: AtomicU64,
     pub(crate) unmaps: AtomicU64,
     pub(crate) remaps: AtomicU64,
@@ -395,6 +477,7 @@ impl Counters {
             left: get(&self.left),
             dropped: get(&self.dropped),
             errors: get(&self.errors),
+            fallbacks: get(&self.fallbacks),
             removes: get(&self.removes),
             unmaps: get(&self.unmaps),
             remaps: get(&self.remaps),
@@ -428,7 +511,7 @@ impl fmt::Display for ServerStats {
         write!(
             f,
             "faults {} (zero {}, copy {}, move {}, poison {}), races {}, retries {}, left {}, \
-             dropped {}, errors {}; events: remove {}, unmap {}, remap {}, fork {}",
+             dropped {}, errors {} (fallbacks {}); events: remove {}, unmap {}, remap {}, fork {}",
             self.faults,
             self.served_zero,
             self.served_copy,
@@ -439,6 +522,7 @@ impl fmt::Display for ServerStats {
             self.left,
             self.dropped,
             self.errors,
+            self.fallbacks,
             self.removes,
             self.unmaps,
             self.remaps,

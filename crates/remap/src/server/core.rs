@@ -4,9 +4,10 @@ use std::any::Any;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
@@ -15,15 +16,21 @@ use uffd::{
     Uffd, ZeropageFlags,
 };
 
-use super::{bump, Counters, Fault, PageSource, PanicPolicy, Resolution, ServerError, ServerStats};
+use super::{
+    bump, Counters, FailurePolicy, Fault, PageSource, PanicPolicy, Resolution, ServerError,
+    ServerStats,
+};
 use crate::region::{self, Region};
 
-/// How long a thread with faults waiting on EAGAIN sleeps in `poll` before retrying them when no
-/// event is readable (the producer of the event decrements `mmap_changing` just after the read).
-pub(crate) const RETRY_WAIT: Timespec = Timespec {
-    tv_sec: 0,
-    tv_nsec: 200_000,
-};
+/// The first back-off before retrying faults parked on EAGAIN when no new events were read: the
+/// window between an event's read and its producer clearing `mmap_changing` (or between the
+/// producer raising it and queueing the event). Doubles per retry up to [`MAX_BACKOFF`].
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_micros(10);
+/// The longest back-off between EAGAIN retries within one event generation.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(1);
+
+/// A failed resolve is logged once, then once per this many failures (all are counted).
+const WARN_EVERY: u64 = 1024;
 
 /// What became of one fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,33 +41,154 @@ pub(crate) enum Step {
     Pending,
 }
 
-/// The state every handler (thread, async task or signal handler) shares.
+/// Why [`apply`] could not resolve a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The ioctl failed.
+    Kernel(RangeError),
+    /// The source's resolution is unusable: a [`Resolution::Copy`] of the wrong length, or a
+    /// [`Resolution::Move`] offset outside (or unaligned in) its region.
+    Bad,
+}
+
+/// Carries out `resolution` for the page at `offset` of `region`: one ioctl that also wakes the
+/// faulting thread. Counts the serve (taken back on failure) and reports a move to the source.
+/// [`Resolution::Leave`] counts as left and does nothing.
+///
+/// Shared by the handler threads, the tokio server and the SIGBUS handler, so it must stay
+/// async-signal-safe: no allocation, lock, log or panic (bounds are checked with
+/// [`region::fits`], never asserted), only atomics, the source's own (signal-safe, in SIGBUS mode)
+/// `move_done`, and ioctls.
+pub(crate) fn apply<S: PageSource + ?Sized>(
+    uffd: &Uffd,
+    region: &Region,
+    counters: &Counters,
+    source: &S,
+    offset: usize,
+    resolution: Resolution<'_>,
+) -> Result<(), Failure> {
+    let page = region.page_size();
+    counters.served(&resolution);
+    let result = match resolution {
+        Resolution::Leave => return Ok(()),
+        Resolution::Zero => {
+            region::resolve_zero(uffd, region, offset, page, ZeropageFlags::empty())
+                .map_err(Failure::Kernel)
+        }
+        Resolution::Copy(bytes) if bytes.len() == page => {
+            region::resolve_copy(uffd, region, offset, bytes, CopyFlags::empty())
+                .map_err(Failure::Kernel)
+        }
+        Resolution::Copy(_) => Err(Failure::Bad),
+        Resolution::Move { from, offset: src } => {
+            let result = if region::fits(from, src, page) {
+                region::resolve_move(uffd, region, offset, from, src, page, MoveFlags::empty())
+                    .map_err(Failure::Kernel)
+            } else {
+                Err(Failure::Bad)
+            };
+            source.move_done(src, result.is_ok());
+            result
+        }
+        Resolution::Poison => {
+            region::resolve_poison(uffd, region, offset, page).map_err(Failure::Kernel)
+        }
+    };
+    if result.is_err() {
+        counters.unserved(&resolution);
+    }
+    result.map(drop)
+}
+
+/// The [`FailurePolicy`] fallback for the page at `offset` after a failed resolve. Async-signal-
+/// safe like [`apply`]. Counts a success in `fallbacks`.
+pub(crate) fn fall_back(
+    uffd: &Uffd,
+    region: &Region,
+    counters: &Counters,
+    offset: usize,
+    policy: FailurePolicy,
+) -> Result<(), RangeError> {
+    let page = region.page_size();
+    let result = match policy {
+        FailurePolicy::Zero => {
+            region::resolve_zero(uffd, region, offset, page, ZeropageFlags::empty()).map(drop)
+        }
+        FailurePolicy::Poison => region::resolve_poison(uffd, region, offset, page).map(drop),
+    };
+    if result.is_ok() {
+        bump(&counters.fallbacks);
+    }
+    result
+}
+
+/// The state every handler (thread or async task) shares.
 #[derive(Debug)]
 pub(crate) struct Core<S> {
     pub(crate) uffd: Uffd,
     pub(crate) region: Region,
     pub(crate) source: S,
     pub(crate) counters: Counters,
+    policy: FailurePolicy,
+    /// Held across each `read(2)` of events and the application of the non-fault events read,
+    /// so events are applied (and reported to the source) in the order the kernel queued them.
+    events: Mutex<()>,
+    /// Bumped after each read that applied a non-fault event: faults parked on EAGAIN retry
+    /// once per generation.
+    generation: AtomicU64,
+    /// One eventfd per handler thread, written after each generation bump so parked threads
+    /// wake up (none for the tokio server, whose single reader retries its own parked faults).
+    wakers: Vec<OwnedFd>,
     /// Offsets of the region unmapped or remapped away: faults there are dropped.
     gone: Mutex<Vec<Range<usize>>>,
     any_gone: AtomicBool,
+    /// Gone offsets that could not be re-reserved (someone mapped there first).
+    lost: Mutex<Vec<Range<usize>>>,
+}
+
+/// What [`Core::new`] needs besides the region and the source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CoreConfig {
+    pub(crate) features: Features,
+    pub(crate) kernel_faults: bool,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) wakers: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<S: PageSource> Core<S> {
     /// Creates the userfaultfd and registers the region.
-    pub(crate) fn new(region: Region, source: S, features: Features) -> Result<Self, ServerError> {
+    pub(crate) fn new(region: Region, source: S, config: CoreConfig) -> Result<Self, ServerError> {
         let uffd = Uffd::builder()
-            .features(features)
+            .features(config.features)
+            .kernel_faults(config.kernel_faults)
             .non_blocking(true)
             .create()?;
+        let wakers = (0..config.wakers)
+            .map(|_| {
+                rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+                )
+                .map_err(ServerError::Eventfd)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         region::register_range(&uffd, &region, 0, region.len(), true)?;
         Ok(Self {
             uffd,
             region,
             source,
             counters: Counters::default(),
+            policy: config.policy,
+            events: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            wakers,
             gone: Mutex::new(Vec::new()),
             any_gone: AtomicBool::new(false),
+            lost: Mutex::new(Vec::new()),
         })
     }
 
@@ -68,32 +196,42 @@ impl<S: PageSource> Core<S> {
         self.region.page_size()
     }
 
+    /// The event generation (see [`Core::generation`]'s field docs).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     fn is_gone(&self, off: usize) -> bool {
         if !self.any_gone.load(Ordering::Acquire) {
             return false;
         }
-        let gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
-        gone.iter().any(|r| r.contains(&off))
+        lock(&self.gone).iter().any(|r| r.contains(&off))
     }
 
-    /// Marks the part of `start..end` (addresses) inside the region as gone.
+    /// Marks the part of `start..end` (addresses) inside the region as gone, and re-reserves it
+    /// so the region's drop never unmaps memory mapped there by someone else.
     fn mark_gone(&self, start: usize, end: usize) {
+        let page = self.page_size();
         let (lo, hi) = (
             start.max(self.region.addr()),
             end.min(self.region.range().end),
         );
-        if lo < hi {
-            let r = lo - self.region.addr()..hi - self.region.addr();
-            self.gone
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(r);
-            self.any_gone.store(true, Ordering::Release);
+        if lo >= hi {
+            return;
+        }
+        let base = self.region.addr();
+        let r = (lo - base) / page * page..(hi - base).div_ceil(page) * page;
+        lock(&self.gone).push(r.clone());
+        self.any_gone.store(true, Ordering::Release);
+        if let Err(errno) = region::rereserve(&self.region, r.start, r.end - r.start) {
+            tracing::debug!(%errno, start = lo, end = hi, "cannot re-reserve an unmapped range");
+            lock(&self.lost).push(r);
         }
     }
 
     fn wake(&self, address: usize, len: usize) {
-        // A raw address is only formed for `UFFDIO_WAKE`, which touches no memory.
+        // A raw address is only formed for `UFFDIO_WAKE`, which touches no memory (and works on
+        // an address that is no longer mapped: it only wakes waiters).
         let start = self
             .region
             .as_ptr()
@@ -103,18 +241,24 @@ impl<S: PageSource> Core<S> {
         }
     }
 
+    /// A fault whose range is gone: counted as dropped, and its thread woken (it retries the
+    /// access and finds no mapping, or a remapped one).
+    fn drop_fault(&self, address: usize) -> Step {
+        bump(&self.counters.dropped);
+        self.wake(address, self.page_size());
+        Step::Done
+    }
+
     /// Resolves one fault.
     pub(crate) fn fault(&self, pf: &Pagefault, scratch: &mut [u8]) -> Step {
         let page = self.page_size();
         let address = usize::try_from(pf.address).unwrap_or(usize::MAX) & !(page - 1);
         let Some(offset) = self.region.offset_of(address) else {
             // Outside the region: a range remapped away before we unregistered it.
-            bump(&self.counters.dropped);
-            return Step::Done;
+            return self.drop_fault(address);
         };
         if self.is_gone(offset) {
-            bump(&self.counters.dropped);
-            return Step::Done;
+            return self.drop_fault(address);
         }
         let fault = Fault {
             offset,
@@ -124,76 +268,82 @@ impl<S: PageSource> Core<S> {
             thread_id: pf.thread_id,
         };
         let resolution = self.source.resolve(&fault, scratch);
-        self.counters.served(&resolution);
-        let result = match resolution {
-            Resolution::Zero => region::resolve_zero(
-                &self.uffd,
-                &self.region,
-                offset,
-                page,
-                ZeropageFlags::empty(),
-            ),
-            Resolution::Copy(bytes) => {
-                assert_eq!(
-                    bytes.len(),
-                    page,
-                    "Resolution::Copy needs exactly one page of bytes"
-                );
-                region::resolve_copy(&self.uffd, &self.region, offset, bytes, CopyFlags::empty())
-            }
-            Resolution::Move { from, offset: src } => region::resolve_move(
-                &self.uffd,
-                &self.region,
-                offset,
-                from,
-                src,
-                page,
-                MoveFlags::empty(),
-            ),
-            Resolution::Poison => region::resolve_poison(&self.uffd, &self.region, offset, page),
-            Resolution::Leave => return Step::Done,
-        };
-        if let Resolution::Move { offset: src, .. } = resolution {
-            self.source.move_done(src, result.is_ok());
-        }
-        if result.is_err() {
-            self.counters.unserved(&resolution);
-        }
-        match result {
-            Ok(_) => Step::Done,
-            Err(RangeError::Exists { .. }) => {
+        let kind = resolution.kind();
+        match apply(
+            &self.uffd,
+            &self.region,
+            &self.counters,
+            &self.source,
+            offset,
+            resolution,
+        ) {
+            Ok(()) => Step::Done,
+            Err(Failure::Kernel(RangeError::Exists { .. })) => {
                 bump(&self.counters.races);
                 self.wake(address, page);
                 Step::Done
             }
-            Err(RangeError::EventsPending { .. }) => {
+            Err(Failure::Kernel(RangeError::EventsPending { .. })) => {
                 bump(&self.counters.retries);
                 Step::Pending
             }
-            Err(RangeError::Missing { .. } | RangeError::Invalid { .. }) => {
-                // The VMA went away (munmap, mremap) between the fault and its resolve.
-                bump(&self.counters.dropped);
-                Step::Done
-            }
-            Err(err) => {
-                bump(&self.counters.errors);
-                tracing::warn!(%err, offset, kind = resolution.kind(), "resolving a fault failed");
-                // The thread retries the access and faults again: a fresh attempt.
-                self.wake(address, page);
-                Step::Done
-            }
+            Err(failure) => self.failed(address, offset, kind, failure),
         }
     }
 
-    /// Applies a non-cooperative event (or queues a fault).
-    pub(crate) fn event(&self, event: Event, pending: &mut Vec<Pagefault>, scratch: &mut [u8]) {
-        match event {
-            Event::Pagefault(pf) => {
-                bump(&self.counters.faults);
-                if self.fault(&pf, scratch) == Step::Pending {
-                    pending.push(pf);
-                }
+    /// A resolve failed (not a race, not EAGAIN). ENOENT and EINVAL also come from a destination
+    /// unmapped or remapped between the fault and the resolve, so first: if an applied event
+    /// says the range is gone, the fault is dropped. Otherwise the [`FailurePolicy`] fallback
+    /// runs once; it has no source, so if it fails with ENOENT or EINVAL the destination itself
+    /// is gone (its event may still be unread) and the fault is dropped too. Anything else is an
+    /// error (counted, logged at most once per [`WARN_EVERY`]), and the faulting thread gets the
+    /// fallback's outcome, or is woken if even that failed.
+    fn failed(&self, address: usize, offset: usize, kind: &'static str, failure: Failure) -> Step {
+        if self.is_gone(offset) {
+            return self.drop_fault(address);
+        }
+        let fallback = fall_back(
+            &self.uffd,
+            &self.region,
+            &self.counters,
+            offset,
+            self.policy,
+        );
+        match fallback {
+            Err(RangeError::Missing { .. } | RangeError::Invalid { .. }) => {
+                return self.drop_fault(address)
             }
+            Err(RangeError::EventsPending { .. }) => {
+                // Retried (source first) once the events are read.
+                bump(&self.counters.retries);
+                return Step::Pending;
+            }
+            _ => {}
+        }
+        let errors = self.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if errors == 1 || errors % WARN_EVERY == 0 {
+            tracing::warn!(
+                ?failure,
+                offset,
+                kind,
+                errors,
+                policy = ?self.policy,
+                fallback = ?fallback,
+                "resolving a fault failed (logged once per {WARN_EVERY})"
+            );
+        }
+        if fallback.is_err() {
+            // A race (EEXIST: resolved meanwhile) or the fallback failed too (out of memory):
+            // wake the thread to retry the access rather than leave it blocked for ever.
+            self.wake(address, self.page_size());
+        }
+        Step::Done
+    }
+
+    /// Applies a non-cooperative event. Called with the events lock held.
+    fn event(&self, event: Event) {
+        match event {
+            Event::Pagefault(_) => unreachable!("faults are resolved outside the events lock"),
             Event::Remove { start, end } => {
                 bump(&self.counters.removes);
                 self.source.on_remove(addr(start)..addr(end));
@@ -230,24 +380,50 @@ impl<S: PageSource> Core<S> {
         pending.retain(|pf| self.fault(pf, scratch) == Step::Pending);
     }
 
-    /// Reads one batch of events and handles it; returns how many were read.
+    /// Reads one batch of events: under the events lock, applies the non-fault events in order
+    /// and collects the faults; then (lock released) resolves the faults, parking those that get
+    /// EAGAIN in `pending`. Returns how many events were read.
     pub(crate) fn batch(
         &self,
         buf: &mut EventBuffer,
+        faults: &mut Vec<Pagefault>,
         pending: &mut Vec<Pagefault>,
         scratch: &mut [u8],
     ) -> Result<usize, Errno> {
-        let n = match self.uffd.read_events(buf) {
-            Ok(n) => n,
-            Err(uffd::ReadError::Read { errno }) if errno == Errno::INTR => 0,
-            Err(uffd::ReadError::Read { errno }) => return Err(errno),
-            Err(_) => return Err(Errno::IO),
+        let mut applied = false;
+        let n = {
+            let _order = lock(&self.events);
+            let n = match self.uffd.read_events(buf) {
+                Ok(n) => n,
+                Err(uffd::ReadError::Read { errno }) if errno == Errno::INTR => 0,
+                Err(uffd::ReadError::Read { errno }) => return Err(errno),
+                Err(_) => return Err(Errno::IO),
+            };
+            while let Some(event) = buf.next_event() {
+                if let Event::Pagefault(pf) = event {
+                    bump(&self.counters.faults);
+                    faults.push(pf);
+                } else {
+                    applied = true;
+                    self.event(event);
+                }
+            }
+            if applied {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            n
         };
-        while let Some(event) = buf.next_event() {
-            self.event(event, pending, scratch);
+        if applied {
+            for waker in &self.wakers {
+                if let Err(errno) = rustix::io::write(waker, &1u64.to_ne_bytes()) {
+                    tracing::debug!(%errno, "signalling a new event generation");
+                }
+            }
         }
-        if !pending.is_empty() {
-            self.retry(pending, scratch);
+        for pf in faults.drain(..) {
+            if self.fault(&pf, scratch) == Step::Pending {
+                pending.push(pf);
+            }
         }
         Ok(n)
     }
@@ -255,11 +431,7 @@ impl<S: PageSource> Core<S> {
     /// Unregisters whatever is left of the region, waking every thread blocked on it.
     pub(crate) fn unregister(&self) {
         let page = self.page_size();
-        let mut gone = self
-            .gone
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut gone = lock(&self.gone).clone();
         gone.sort_by_key(|r| r.start);
         let mut at = 0;
         let mut pieces = Vec::new();
@@ -280,6 +452,25 @@ impl<S: PageSource> Core<S> {
                 tracing::warn!(%err, "unregistering the served region");
             }
         }
+    }
+
+    /// Takes the region out of a core no one else holds: whole, or, when part of it was
+    /// unmapped and someone else mapped memory there that we could not re-reserve, cut short
+    /// before that hole (the rest is leaked, never unmapped).
+    pub(crate) fn into_region(self) -> Result<Region, ServerError> {
+        let lost = std::mem::take(&mut *lock(&self.lost));
+        let mut keep = self.region.len();
+        for hole in lost {
+            // The foreign mapping may be gone by now: try once more.
+            if region::rereserve(&self.region, hole.start, hole.end - hole.start).is_err() {
+                keep = keep.min(hole.start);
+            }
+        }
+        if keep == self.region.len() {
+            return Ok(self.region);
+        }
+        let addr = self.region.addr();
+        region::truncate_leaking(self.region, keep).ok_or(ServerError::RegionLost { addr })
     }
 }
 
@@ -329,6 +520,8 @@ pub struct FaultServerBuilder<S> {
     threads: usize,
     features: Option<Features>,
     policy: PanicPolicy,
+    failure: FailurePolicy,
+    kernel_faults: bool,
     events_per_read: usize,
 }
 
@@ -354,6 +547,22 @@ impl<S: PageSource> FaultServerBuilder<S> {
         self
     }
 
+    /// What to do when resolving a fault fails (default [`FailurePolicy::Zero`]); see the
+    /// [module docs](super#failed-resolves).
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// Also serve faults taken by the kernel on the process's behalf, for example a `read(2)`
+    /// into the region (default `false`: user-mode faults only, and such a kernel access fails
+    /// with EFAULT). Needs CAP_SYS_PTRACE or `vm.unprivileged_userfaultfd=1`, else
+    /// [`start`](Self::start) fails with [`ServerError::Create`].
+    pub fn kernel_faults(mut self, on: bool) -> Self {
+        self.kernel_faults = on;
+        self
+    }
+
     /// Events read per `read(2)` by each thread (default 64).
     pub fn events_per_read(mut self, n: usize) -> Self {
         self.events_per_read = n.max(1);
@@ -371,7 +580,13 @@ impl<S: PageSource> FaultServerBuilder<S> {
         let wanted = self.features.unwrap_or(
             (Features::EVENT_REMOVE | Features::EVENT_UNMAP | Features::EVENT_REMAP) & supported,
         ) | (Features::THREAD_ID & supported);
-        let core = Arc::new(Core::new(self.region, self.source, wanted)?);
+        let config = CoreConfig {
+            features: wanted,
+            kernel_faults: self.kernel_faults,
+            policy: self.failure,
+            wakers: self.threads,
+        };
+        let core = Arc::new(Core::new(self.region, self.source, config)?);
         let stop = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
@@ -393,7 +608,7 @@ impl<S: PageSource> FaultServerBuilder<S> {
             let cap = self.events_per_read;
             let handle = std::thread::Builder::new()
                 .name(format!("remap-fault-{i}"))
-                .spawn(move || handler_thread(&core, &control, cap))
+                .spawn(move || handler_thread(&core, &control, i, cap))
                 .map_err(ServerError::Spawn)?;
             server.threads.push(handle);
         }
@@ -408,17 +623,42 @@ impl<S: PageSource> FaultServerBuilder<S> {
     }
 }
 
-fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, cap: usize) {
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: 0,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, me: usize, cap: usize) {
     let mut buf = EventBuffer::new(cap);
     let mut scratch = vec![0u8; core.page_size()];
+    let mut faults = Vec::with_capacity(cap);
     let mut pending = Vec::new();
+    // The generation at the last retry of `pending`, and the back-off within it.
+    let mut retried_at = core.generation();
+    let mut backoff = MIN_BACKOFF;
+    let waker = &core.wakers[me];
     loop {
+        // Consume our wake-up first, then look at the generation: a bump after this load
+        // writes the eventfd again, so the poll below cannot miss it.
+        let _ = rustix::io::read(waker, &mut [0u8; 8]);
+        let wait = if pending.is_empty() {
+            None
+        } else if core.generation() != retried_at {
+            Some(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            })
+        } else {
+            Some(timespec(backoff))
+        };
         let mut fds = [
             PollFd::new(&core.uffd, PollFlags::IN),
             PollFd::new(&control.stop, PollFlags::IN),
+            PollFd::new(waker, PollFlags::IN),
         ];
-        let timeout = (!pending.is_empty()).then_some(&RETRY_WAIT);
-        match rustix::event::poll(&mut fds, timeout) {
+        match rustix::event::poll(&mut fds, wait.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(errno) => {
                 control.fail(ServerError::Handler { errno });
@@ -435,11 +675,27 @@ fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, cap: usize) 
             control.fail(ServerError::Handler { errno: Errno::BADF });
             return;
         }
+        let readable = fds[0].revents().contains(PollFlags::IN);
         let step = panic::catch_unwind(AssertUnwindSafe(|| {
-            core.batch(&mut buf, &mut pending, &mut scratch)
+            if readable {
+                core.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
+            }
+            if !pending.is_empty() {
+                // Once per generation right away; within one, after a doubling back-off (the
+                // window around an event's read in which `mmap_changing` is still raised).
+                let now = core.generation();
+                backoff = if now == retried_at {
+                    (backoff * 2).min(MAX_BACKOFF)
+                } else {
+                    MIN_BACKOFF
+                };
+                retried_at = now;
+                core.retry(&mut pending, &mut scratch);
+            }
+            Ok(())
         }));
         match step {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(errno)) => {
                 tracing::error!(%errno, "reading userfaultfd events");
                 control.fail(ServerError::Handler { errno });
@@ -505,6 +761,8 @@ impl<S: PageSource> FaultServer<S> {
             threads: 1,
             features: None,
             policy: PanicPolicy::Abort,
+            failure: FailurePolicy::Zero,
+            kernel_faults: false,
             events_per_read: 64,
         }
     }
@@ -607,8 +865,11 @@ impl<S: PageSource> FaultServer<S> {
     /// # Errors
     ///
     /// [`ServerError::HandlerPanicked`] if the source panicked under
-    /// [`PanicPolicy::UnregisterAndStop`], [`ServerError::Handler`] if a handler thread failed.
-    /// The region is unmapped in both cases.
+    /// [`PanicPolicy::UnregisterAndStop`], [`ServerError::Handler`] if a handler thread failed
+    /// (the region is unmapped in both cases), [`ServerError::RegionLost`] if part of the region
+    /// at its start was unmapped and someone else mapped memory there since (see the
+    /// [module docs](super#shutdown): a region cut short before such a hole further in is
+    /// returned as `Ok`).
     pub fn stop(mut self) -> Result<Region, ServerError> {
         self.shutdown();
         if let Some(err) = self
@@ -623,7 +884,7 @@ impl<S: PageSource> FaultServer<S> {
         let core = Arc::clone(&self.core);
         drop(self);
         match Arc::try_unwrap(core) {
-            Ok(core) => Ok(core.region),
+            Ok(core) => core.into_region(),
             Err(_) => unreachable!("every handler thread was joined"),
         }
     }

@@ -1,6 +1,8 @@
 //! [`MovePool`]: a page source that moves recycled pages in with `UFFDIO_MOVE`.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+
+use rustix::thread::futex;
 
 use uffd::{CopyFlags, MoveFlags, RangeError, Uffd};
 
@@ -80,6 +82,11 @@ pub struct MovePool {
     available: AtomicUsize,
     empty: PoolEmpty,
     zero: Box<[u8]>,
+    /// Bumped whenever an in-flight slot settles; [`give_back`](Self::give_back) waits on it
+    /// (a futex) while every empty slot it could use is still in flight.
+    settled: AtomicU32,
+    /// Threads waiting on `settled`: a settling slot wakes them only when there are some.
+    waiters: AtomicU32,
 }
 
 impl MovePool {
@@ -136,6 +143,8 @@ impl MovePool {
             available: AtomicUsize::new(if state == FREE { n } else { 0 }),
             empty: PoolEmpty::Zero,
             zero: vec![0u8; region.page_size()].into_boxed_slice(),
+            settled: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
             uffd,
             region,
         })
@@ -227,7 +236,8 @@ impl MovePool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Full`] when no slot is empty, [`PoolError::Move`] when the MOVE fails
+    /// [`PoolError::Full`] when no slot is empty (after waiting for slots whose page is being
+    /// moved out right now to settle), [`PoolError::Move`] when the MOVE fails
     /// (`Missing` for a page not present, `Busy` for a shared one).
     ///
     /// # Panics
@@ -256,26 +266,41 @@ impl MovePool {
         }
     }
 
-    /// Claims an empty slot. A slot whose page a handler is moving out right now is busy until
-    /// the handler hears back from the kernel, which can be just after the faulting thread was
-    /// woken: wait for busy slots to settle before calling the pool full.
+    /// Claims an empty slot. A slot whose page a handler is moving out right now is in flight
+    /// until the handler hears back from the kernel, which can be just after the faulting thread
+    /// was woken: while such slots exist, block (on a futex, woken by the slot settling) rather
+    /// than call the pool full.
     fn claim_empty(&self) -> Option<usize> {
-        for _ in 0..10_000 {
+        loop {
+            let seen = self.settled.load(Ordering::SeqCst);
             if let Some(slot) = self.claim(EMPTY) {
                 return Some(slot);
             }
-            if !self.slots.iter().any(|s| s.load(Ordering::Acquire) == BUSY) {
+            if !self.slots.iter().any(|s| s.load(Ordering::SeqCst) == BUSY) {
                 return None;
             }
-            std::thread::yield_now();
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            // Sleeps only if no slot settled since `seen` (else returns EAGAIN at once). The
+            // timeout only guards against a handler that died between claim and settle.
+            let timeout = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            };
+            let _ = futex::wait(&self.settled, futex::Flags::PRIVATE, seen, Some(&timeout));
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
         }
-        None
     }
 
+    /// Settles a claimed slot in `state`. Async-signal-safe: atomics, and a `futex(2)` wake only
+    /// when [`claim_empty`](Self::claim_empty) has a waiter.
     fn release(&self, slot: usize, state: u8) {
-        self.slots[slot].store(state, Ordering::Release);
+        self.slots[slot].store(state, Ordering::SeqCst);
         if state == FREE {
             self.available.fetch_add(1, Ordering::Relaxed);
+        }
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _ = futex::wake(&self.settled, futex::Flags::PRIVATE, u32::MAX);
         }
     }
 }

@@ -23,24 +23,61 @@
 //! [`CopySource`] and [`MovePool`] (whose free list is a table of atomics) implement it;
 //! [`FnSource`](super::FnSource) (an arbitrary closure) does not.
 //!
-//! Addresses that belong to no SIGBUS-mode server go to the handler that was installed before
-//! ours (Rust's own stack-overflow handler, typically), or, if that was the default action, the
-//! default action is restored and the signal re-raised, so a stray SIGBUS still kills the process.
+//! Only a SIGBUS with `si_code == BUS_ADRERR` at an address of a registered server is ours: that
+//! is what the kernel sends for a missing page under `UFFD_FEATURE_SIGBUS` (`VM_FAULT_SIGBUS`).
+//! Everything else, including `BUS_MCEERR_AR` from touching a page poisoned with `UFFDIO_POISON`,
+//! goes to the handler that was installed before ours (Rust's own stack-overflow handler,
+//! typically), or, if that was the default action, the default action is restored and the signal
+//! re-raised, so a stray SIGBUS still kills the process.
+//!
+//! # Bounds of the work done in the handler
+//!
+//! A SIGBUS-mode userfaultfd enables no non-cooperative events, so nothing raises the kernel's
+//! `mmap_changing` and a resolve should never see EAGAIN; should it anyway (a transient
+//! condition inside `UFFDIO_MOVE`), the handler retries at most 64 times (`EAGAIN_RETRIES`) with a
+//! `sched_yield` between tries, then treats the fault as failed. A failed resolve falls back once
+//! to the zero page ([`FailurePolicy::Zero`](super::FailurePolicy::Zero)), counted in
+//! `errors` and `fallbacks`; only if that fails too does the signal go to the previous handler.
+//!
+//! # Events
+//!
+//! Nothing reads a SIGBUS-mode userfaultfd, so it enables no events: `MADV_DONTNEED` on the
+//! region is fine (the pages fault again and are served again), but do not `munmap` or `mremap`
+//! part of it while it is served, since the server cannot learn of it (stop the server first,
+//! then do what you like with the returned region). Use a [`FaultServer`](super::FaultServer)
+//! when the region's layout changes underneath.
+//!
+//! # Stopping while threads fault
+//!
+//! Stopping first marks the server as stopping, then unregisters the region, then retires the
+//! registry entry (waiting for handlers still using it). A handler whose resolve fails once the
+//! server is stopping (the range was just unregistered: ENOENT or EINVAL) reports the fault as
+//! handled, so the access is retried and finds ordinary memory. A SIGBUS raised just before the
+//! unregistration but delivered after the entry was retired finds the range among the slot's
+//! retired ranges and is retried once the same way (a second SIGBUS at the same address in a row
+//! from a retired range is chained, so a genuine bus error there cannot loop).
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::c_void;
+use std::os::fd::OwnedFd;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use uffd::{CopyFlags, Features, MoveFlags, RangeError, Uffd, ZeropageFlags};
+use uffd::{Features, RangeError, Uffd};
 
+use super::core::{apply, fall_back, Failure};
 use super::{
-    bump, CopySource, Counters, Fault, MovePool, PageSource, Resolution, ServerError, ServerStats,
-    ZeroSource,
+    bump, CopySource, Counters, FailurePolicy, Fault, MovePool, PageSource, Resolution,
+    ServerError, ServerStats, ZeroSource,
 };
 use crate::region::{self, Region};
+
+/// How many times the SIGBUS handler retries a resolve that got EAGAIN before treating it as
+/// failed (see the module docs).
+pub(crate) const EAGAIN_RETRIES: usize = 64;
 
 /// A [`PageSource`] whose [`resolve`](PageSource::resolve) and
 /// [`move_done`](PageSource::move_done) are async-signal-safe, so [`SigbusServer`] may call them
@@ -64,12 +101,13 @@ pub unsafe trait SignalSafeSource: PageSource {}
 
 // SAFETY: `ZeroSource::resolve` returns a constant; `move_done` is the no-op default.
 unsafe impl SignalSafeSource for ZeroSource {}
-// SAFETY: `CopySource::resolve` only slices its own image (`<[u8]>::get`, no allocation, no
-// panic); `move_done` is the no-op default.
+// SAFETY: `CopySource::resolve` only slices its own image, padded to whole pages when it was
+// built (`<[u8]>::get`, no allocation, no panic); `move_done` is the no-op default.
 unsafe impl SignalSafeSource for CopySource {}
 // SAFETY: `MovePool::resolve` and `move_done` only compare-exchange, load and store atomics of the
-// pool's own slot table and read its fields: no allocation, no lock, no panic (indices come from
-// the table's own bounds).
+// pool's own slot table, read its fields, and (when `give_back` waits) make one `futex(2)` wake, a
+// system call: no allocation, no lock, no panic (indices come from the table's own bounds, and
+// `move_done` only ever gets offsets the pool's own `resolve` handed out).
 unsafe impl SignalSafeSource for MovePool {}
 
 /// What the handler calls for an address inside a registered range.
@@ -89,9 +127,14 @@ struct Entry {
 /// before loading `entry` and decrements it when done with the entry, and the unregistering thread
 /// swaps `entry` to null and then waits for `active` to reach zero before freeing the entry. So an
 /// entry a handler loaded stays alive until that handler is done with it.
+///
+/// `retired_start..retired_end` is the range of the last server retired from this slot (empty
+/// when none), kept until the slot is reused, for SIGBUSes delivered after the retirement.
 struct Slot {
     active: AtomicUsize,
     entry: AtomicPtr<Entry>,
+    retired_start: AtomicUsize,
+    retired_end: AtomicUsize,
 }
 
 const SLOTS: usize = 16;
@@ -100,8 +143,17 @@ static TABLE: [Slot; SLOTS] = [const {
     Slot {
         active: AtomicUsize::new(0),
         entry: AtomicPtr::new(ptr::null_mut()),
+        retired_start: AtomicUsize::new(0),
+        retired_end: AtomicUsize::new(0),
     }
 }; SLOTS];
+
+thread_local! {
+    /// The address of this thread's last SIGBUS answered from a retired range (0: none). A `Cell`
+    /// of a `usize` with a const initialiser: no lazy set-up, no destructor, so reading it in a
+    /// signal handler is a plain thread-local access.
+    static RETIRED_HIT: Cell<usize> = const { Cell::new(0) };
+}
 
 /// The SIGBUS action installed before ours.
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
@@ -149,10 +201,16 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     let errno_slot = unsafe { libc::__errno_location() };
     // SAFETY: `errno_slot` is valid and aligned (above).
     let saved = unsafe { errno_slot.read() };
-    // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler, and for SIGBUS
-    // `si_addr` is the member of the union that it fills.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let handled = dispatch(addr);
+    // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler; `si_code` is a
+    // plain field, and for SIGBUS `si_addr` is the member of the union that it fills.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only a missing page under UFFD_FEATURE_SIGBUS (BUS_ADRERR) is ours: a poisoned page
+    // (BUS_MCEERR_AR) or anything else goes on to the previous handler.
+    let handled = if code == libc::BUS_ADRERR {
+        dispatch(addr)
+    } else {
+        None
+    };
     // SAFETY: as above.
     unsafe { errno_slot.write(saved) };
     if handled != Some(true) {
@@ -176,7 +234,30 @@ fn dispatch(addr: usize) -> Option<bool> {
             return hit;
         }
     }
-    None
+    retired(addr)
+}
+
+/// A SIGBUS at `addr` in the range of a server retired from some slot: raised before the server
+/// unregistered its region, delivered after. Retry the access once (it is ordinary memory now);
+/// a second one in a row at the same address is not ours.
+fn retired(addr: usize) -> Option<bool> {
+    let hit = TABLE.iter().any(|slot| {
+        let (start, end) = (
+            slot.retired_start.load(Ordering::SeqCst),
+            slot.retired_end.load(Ordering::SeqCst),
+        );
+        (start..end).contains(&addr)
+    });
+    if !hit {
+        return None;
+    }
+    // The same faulting access repeats at the same address.
+    if RETIRED_HIT.get() == addr {
+        RETIRED_HIT.set(0);
+        return None;
+    }
+    RETIRED_HIT.set(addr);
+    Some(true)
 }
 
 /// Hands a SIGBUS that is not ours to the previous handler, or dies of it.
@@ -215,6 +296,32 @@ struct SigCore<S> {
     region: Region,
     source: S,
     counters: Counters,
+    /// Set (before the region is unregistered) when the server stops.
+    stopping: AtomicBool,
+    /// `/proc/self/pagemap`, to check that a page is present after EEXIST (`None` if it could
+    /// not be opened: EEXIST is then trusted).
+    pagemap: Option<OwnedFd>,
+}
+
+impl<S> SigCore<S> {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Whether the page at `address` is present (pagemap bit 63), with one `pread(2)`:
+    /// async-signal-safe. A page poisoned by `UFFDIO_POISON` is not present, yet a resolve there
+    /// fails with EEXIST: claiming success for it would retry the access for ever.
+    fn present(&self, address: usize) -> bool {
+        let Some(pagemap) = &self.pagemap else {
+            return true;
+        };
+        let mut entry = [0u8; 8];
+        let at = (address / self.region.page_size()) as u64 * 8;
+        match rustix::io::pread(pagemap, &mut entry, at) {
+            Ok(8) => u64::from_ne_bytes(entry) & (1 << 63) != 0,
+            _ => true,
+        }
+    }
 }
 
 impl<S: SignalSafeSource> SigResolve for SigCore<S> {
@@ -231,68 +338,48 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
             thread_id: None,
         };
         let mut scratch: [u8; 0] = [];
-        // EAGAIN here can only be a contended VMA lock (no events are enabled): yield and retry,
-        // a bounded number of times.
-        for _ in 0..10_000 {
+        for _ in 0..EAGAIN_RETRIES {
             let resolution = match self.source.resolve(&fault, &mut scratch) {
                 Resolution::Leave => Resolution::Zero,
                 other => other,
             };
-            self.counters.served(&resolution);
-            let result = match resolution {
-                Resolution::Zero | Resolution::Leave => region::resolve_zero(
-                    &self.uffd,
-                    &self.region,
-                    offset,
-                    page,
-                    ZeropageFlags::empty(),
-                ),
-                Resolution::Copy(bytes) if bytes.len() == page => region::resolve_copy(
-                    &self.uffd,
-                    &self.region,
-                    offset,
-                    bytes,
-                    CopyFlags::empty(),
-                ),
-                Resolution::Copy(_) => {
-                    self.counters.unserved(&resolution);
-                    return false;
-                }
-                Resolution::Move { from, offset: src } => {
-                    let result = region::resolve_move(
-                        &self.uffd,
-                        &self.region,
-                        offset,
-                        from,
-                        src,
-                        page,
-                        MoveFlags::empty(),
-                    );
-                    self.source.move_done(src, result.is_ok());
-                    result
-                }
-                Resolution::Poison => {
-                    region::resolve_poison(&self.uffd, &self.region, offset, page)
-                }
-            };
-            if result.is_err() {
-                self.counters.unserved(&resolution);
-            }
-            match result {
-                Ok(_) => return true,
-                Err(RangeError::Exists { .. }) => {
+            match apply(
+                &self.uffd,
+                &self.region,
+                &self.counters,
+                &self.source,
+                offset,
+                resolution,
+            ) {
+                Ok(()) => return true,
+                Err(Failure::Kernel(RangeError::Exists { .. })) => {
                     bump(&self.counters.races);
-                    return true;
+                    return self.present(address) || self.stopping();
                 }
-                Err(RangeError::EventsPending { .. }) => {
+                Err(Failure::Kernel(RangeError::EventsPending { .. })) => {
                     bump(&self.counters.retries);
                     rustix::thread::sched_yield();
                 }
                 Err(_) => break,
             }
         }
+        if self.stopping() {
+            // Unregistered under us (ENOENT/EINVAL), or about to be: once it is, the retried
+            // access is an ordinary one.
+            return true;
+        }
         bump(&self.counters.errors);
-        false
+        match fall_back(
+            &self.uffd,
+            &self.region,
+            &self.counters,
+            offset,
+            FailurePolicy::Zero,
+        ) {
+            Ok(()) => true,
+            Err(RangeError::Exists { .. }) => self.present(address),
+            Err(_) => self.stopping(),
+        }
     }
 }
 
@@ -301,13 +388,18 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
 /// right there, from the server's [`SignalSafeSource`], then returns so the access is retried.
 ///
 /// This saves the two context switches of a handler-thread round trip. Its limits: no
-/// non-cooperative events (nothing reads the userfaultfd), no write/read distinction, at most 16
-/// SIGBUS-mode servers per process, and only async-signal-safe sources (see the module docs of
-/// this mode in [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error) is
-/// passed on to the previous SIGBUS handler, which normally kills the process.
+/// non-cooperative events (nothing reads the userfaultfd: do not `munmap` or `mremap` part of
+/// the region while it is served), no write/read distinction, at most 16 SIGBUS-mode servers per
+/// process, and only async-signal-safe sources (see the module docs of this mode in
+/// [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error, or an unusable
+/// [`Resolution`] such as a move from outside its region) gets the zero page instead, counted in
+/// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; only if that fails too is the signal
+/// passed on to the previous SIGBUS handler, which normally kills the process. Touching a page
+/// the source poisoned raises a SIGBUS this server does not handle (`BUS_MCEERR_AR`).
 ///
-/// Stopping (or dropping) unregisters the region first, then removes the server from the
-/// handler's registry, waiting for handlers still using it.
+/// Stopping (or dropping) marks the server as stopping, unregisters the region, then removes the
+/// server from the handler's registry, waiting for handlers still using it; a thread faulting
+/// meanwhile retries its access, which then finds ordinary memory.
 ///
 /// ```
 /// use remap::region::Region;
@@ -346,11 +438,19 @@ impl<S: SignalSafeSource> SigbusServer<S> {
         let uffd = Uffd::builder().features(Features::SIGBUS).create()?;
         region::register_range(&uffd, &region, 0, region.len(), true)?;
         let (start, end) = (region.addr(), region.range().end);
+        let pagemap = rustix::fs::open(
+            "/proc/self/pagemap",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
         let core = Arc::new(SigCore {
             uffd,
             region,
             source,
             counters: Counters::default(),
+            stopping: AtomicBool::new(false),
+            pagemap,
         });
         let resolver: Arc<dyn SigResolve> = core.clone();
         let entry = Box::into_raw(Box::new(Entry {
@@ -359,9 +459,16 @@ impl<S: SignalSafeSource> SigbusServer<S> {
             resolver,
         }));
         let slot = TABLE.iter().position(|slot| {
-            slot.entry
+            let won = slot
+                .entry
                 .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+                .is_ok();
+            if won {
+                // The slot's retired range is forgotten once the slot serves again.
+                slot.retired_end.store(0, Ordering::SeqCst);
+                slot.retired_start.store(0, Ordering::SeqCst);
+            }
+            won
         });
         let server = Self { core, slot };
         if server.slot.is_none() {
@@ -423,9 +530,14 @@ impl<S: SignalSafeSource> SigbusServer<S> {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        // First stop the SIGBUS faults, then retire the entry.
+        // Mark the server stopping (a handler whose resolve now fails retries the access),
+        // stop the SIGBUS faults, then retire the entry.
+        self.core.stopping.store(true, Ordering::SeqCst);
         self.unregister();
         let slot = &TABLE[slot];
+        let range = self.core.region.range();
+        slot.retired_start.store(range.start, Ordering::SeqCst);
+        slot.retired_end.store(range.end, Ordering::SeqCst);
         let entry = slot.entry.swap(ptr::null_mut(), Ordering::SeqCst);
         while slot.active.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();

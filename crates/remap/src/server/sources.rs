@@ -23,8 +23,11 @@ impl PageSource for ZeroSource {
     }
 }
 
-/// Resolves the fault at offset `off` by copying `image[off..off + page]` (`UFFDIO_COPY`); pages
-/// beyond the end of the image read as zero.
+/// Resolves the fault at offset `off` by copying `image[off..off + page]` (`UFFDIO_COPY`); a
+/// partial last page is padded with zeros, and pages beyond the end of the image read as zero.
+///
+/// The padding is done once, when the source is built (the image is extended to a whole number
+/// of pages), so resolving never copies or allocates: that keeps the source usable in SIGBUS mode.
 ///
 /// ```
 /// use remap::region::Region;
@@ -36,7 +39,10 @@ impl PageSource for ZeroSource {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct CopySource {
-    image: Vec<u8>,
+    /// The image, zero-padded to a multiple of the page size.
+    padded: Vec<u8>,
+    /// The image's own length.
+    len: usize,
 }
 
 impl CopySource {
@@ -46,23 +52,31 @@ impl CopySource {
     /// let source = remap::server::CopySource::new(vec![0; 8192]);
     /// assert_eq!(source.image().len(), 8192);
     /// ```
-    pub fn new(image: Vec<u8>) -> Self {
-        Self { image }
+    pub fn new(mut image: Vec<u8>) -> Self {
+        let len = image.len();
+        image.resize(len.next_multiple_of(rustix::param::page_size()), 0);
+        Self { padded: image, len }
     }
 
-    /// The image.
+    /// The image, as given to [`new`](Self::new).
     ///
     /// ```
     /// assert!(remap::server::CopySource::default().image().is_empty());
+    /// let source = remap::server::CopySource::new(vec![1; 100]);
+    /// assert_eq!(source.image(), &[1; 100][..]);
     /// ```
     pub fn image(&self) -> &[u8] {
-        &self.image
+        &self.padded[..self.len]
     }
 }
 
 impl PageSource for CopySource {
     fn resolve<'a>(&'a self, fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
-        match self.image.get(fault.offset..fault.offset + fault.len) {
+        match fault
+            .offset
+            .checked_add(fault.len)
+            .and_then(|end| self.padded.get(fault.offset..end))
+        {
             Some(bytes) => Resolution::Copy(bytes),
             None => Resolution::Zero,
         }

@@ -10,13 +10,15 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::unix::AsyncFd;
 use uffd::{EventBuffer, Features, Pagefault};
 
-use super::core::{Core, RETRY_WAIT};
-use super::{PageSource, ServerError, ServerStats};
+use super::core::{panic_message, Core, CoreConfig, MAX_BACKOFF, MIN_BACKOFF};
+use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
 use crate::region::Region;
 
 /// Lends the core's userfaultfd to tokio's reactor.
@@ -39,9 +41,13 @@ impl<S: PageSource> AsRawFd for UffdHandle<S> {
 /// runtime is fine.
 ///
 /// `serve` is cancel-safe: faults read but not yet resolved (waiting on EAGAIN) are kept in the
-/// server and retried by the next `serve`. A panic in the source propagates out of `serve`;
-/// dropping the server (or [`into_region`](Self::into_region)) unregisters the region, which
-/// wakes every faulting thread to zero-fill behaviour.
+/// server and retried by the next `serve`, right after any read that applied an event, else
+/// after a back-off that starts at 10 µs and doubles up to 1 ms (the window in which the kernel
+/// still reports the event as pending after its read). A failed resolve falls back to the zero
+/// page ([`FailurePolicy::Zero`]). A panic in the source follows the [`PanicPolicy`] (see
+/// [`on_panic`](Self::on_panic)): by default the process aborts, since a faulting thread would
+/// otherwise wait for ever. Dropping the server (or [`into_region`](Self::into_region))
+/// unregisters the region, which wakes every faulting thread to zero-fill behaviour.
 ///
 /// ```
 /// use remap::region::Region;
@@ -52,7 +58,7 @@ impl<S: PageSource> AsRawFd for UffdHandle<S> {
 ///     let server = AsyncFaultServer::start(Region::new(4096)?, ZeroSource)?;
 ///     let addr = server.region().addr();
 ///     let _ = addr;
-///     let region = server.into_region();
+///     let region = server.into_region()?;
 ///     region.write_u8(0, 1);
 ///     Ok::<(), Box<dyn std::error::Error>>(())
 /// })?;
@@ -62,6 +68,9 @@ impl<S: PageSource> AsRawFd for UffdHandle<S> {
 pub struct AsyncFaultServer<S: PageSource> {
     fd: Option<AsyncFd<UffdHandle<S>>>,
     pending: Mutex<Vec<Pagefault>>,
+    policy: PanicPolicy,
+    /// Set when a panic stopped the server (under [`PanicPolicy::UnregisterAndStop`]).
+    stopped: AtomicBool,
 }
 
 impl<S: PageSource> AsyncFaultServer<S> {
@@ -71,8 +80,8 @@ impl<S: PageSource> AsyncFaultServer<S> {
     ///
     /// # Errors
     ///
-    /// [`ServerError::Create`], [`ServerError::Register`], and [`ServerError::Spawn`] when the fd
-    /// cannot be registered with the reactor (no runtime).
+    /// [`ServerError::Create`], [`ServerError::Register`], [`ServerError::Eventfd`], and
+    /// [`ServerError::Reactor`] when the fd cannot be registered with the reactor (no runtime).
     pub fn start(region: Region, source: S) -> Result<Self, ServerError> {
         let supported = uffd::Capabilities::probe()?.features();
         let features = (Features::EVENT_REMOVE
@@ -80,7 +89,13 @@ impl<S: PageSource> AsyncFaultServer<S> {
             | Features::EVENT_REMAP
             | Features::THREAD_ID)
             & supported;
-        let core = Arc::new(Core::new(region, source, features)?);
+        let config = CoreConfig {
+            features,
+            kernel_faults: false,
+            policy: FailurePolicy::Zero,
+            wakers: 0,
+        };
+        let core = Arc::new(Core::new(region, source, config)?);
         // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid, open
         // fd for the whole life of the `AsyncFd`. `UffdHandle` returns the fd of the `Uffd` inside
         // the `Core` it holds an `Arc` to; the `Uffd` (an `OwnedFd`) is never replaced and is
@@ -89,11 +104,29 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let fd = unsafe {
             AsyncFd::register_with_interest(UffdHandle(core), tokio::io::Interest::READABLE)
         }
-        .map_err(|err| ServerError::Spawn(err.into()))?;
+        .map_err(|err| ServerError::Reactor(err.into()))?;
         Ok(Self {
             fd: Some(fd),
             pending: Mutex::new(Vec::new()),
+            policy: PanicPolicy::Abort,
+            stopped: AtomicBool::new(false),
         })
+    }
+
+    /// What to do when the page source panics in [`serve`](Self::serve) (default
+    /// [`PanicPolicy::Abort`]). With [`PanicPolicy::UnregisterAndStop`] the region is
+    /// unregistered (faulting threads wake to zero pages) and `serve` returns
+    /// [`ServerError::HandlerPanicked`], now and on every later call.
+    ///
+    /// ```no_run
+    /// # fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// use remap::server::PanicPolicy;
+    /// let _server = server.on_panic(PanicPolicy::UnregisterAndStop);
+    /// # }
+    /// ```
+    pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     fn core(&self) -> &Core<S> {
@@ -139,38 +172,75 @@ impl<S: PageSource> AsyncFaultServer<S> {
     ///
     /// # Errors
     ///
-    /// [`ServerError::Handler`] when polling or reading the userfaultfd fails.
+    /// [`ServerError::Handler`] when polling or reading the userfaultfd fails,
+    /// [`ServerError::HandlerPanicked`] when the source panicked under
+    /// [`PanicPolicy::UnregisterAndStop`].
     pub async fn serve(&self) -> Result<(), ServerError> {
         let Some(fd) = &self.fd else {
             return Ok(());
         };
         let core = &fd.get_ref().0;
         let mut buf = EventBuffer::new(64);
+        let mut faults = Vec::with_capacity(64);
         let mut scratch = vec![0u8; core.region.page_size()];
-        let wait = std::time::Duration::new(
-            RETRY_WAIT.tv_sec.unsigned_abs(),
-            u32::try_from(RETRY_WAIT.tv_nsec).unwrap_or(0),
-        );
+        let mut retried_at = core.generation();
+        let mut backoff = MIN_BACKOFF;
         loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(ServerError::HandlerPanicked {
+                    message: "the page source panicked earlier".to_owned(),
+                });
+            }
             let has_pending = !self.lock_pending().is_empty();
             let ready = if has_pending {
-                tokio::time::timeout(wait, fd.readable()).await.ok()
+                tokio::time::timeout(backoff, fd.readable()).await.ok()
             } else {
                 Some(fd.readable().await)
             };
-            match ready {
-                None => core.retry(&mut self.lock_pending(), &mut scratch),
+            let mut guard = match ready {
+                None => None,
+                Some(Ok(guard)) => Some(guard),
                 Some(Err(err)) => {
                     return Err(ServerError::Handler {
                         errno: uffd::Errno::from_io_error(&err).unwrap_or(uffd::Errno::IO),
                     })
                 }
-                Some(Ok(mut guard)) => {
-                    let n = core
-                        .batch(&mut buf, &mut self.lock_pending(), &mut scratch)
-                        .map_err(|errno| ServerError::Handler { errno })?;
+            };
+            let step = panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut pending = self.lock_pending();
+                if let Some(guard) = &mut guard {
+                    let n = core.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
                     if n == 0 {
                         guard.clear_ready();
+                    }
+                }
+                if !pending.is_empty() {
+                    // As a handler thread does: right away after a new event generation,
+                    // else after a doubling back-off.
+                    let now = core.generation();
+                    backoff = if now == retried_at {
+                        (backoff * 2).min(MAX_BACKOFF)
+                    } else {
+                        MIN_BACKOFF
+                    };
+                    retried_at = now;
+                    core.retry(&mut pending, &mut scratch);
+                }
+                Ok(())
+            }));
+            match step {
+                Ok(Ok(())) => {}
+                Ok(Err(errno)) => return Err(ServerError::Handler { errno }),
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    tracing::error!(%message, "a page source panicked in AsyncFaultServer::serve");
+                    match self.policy {
+                        PanicPolicy::Abort => std::process::abort(),
+                        PanicPolicy::UnregisterAndStop => {
+                            self.stopped.store(true, Ordering::SeqCst);
+                            core.unregister();
+                            return Err(ServerError::HandlerPanicked { message });
+                        }
                     }
                 }
             }
@@ -186,11 +256,17 @@ impl<S: PageSource> AsyncFaultServer<S> {
     ///
     /// ```no_run
     /// # fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
-    /// let region = server.into_region();
+    /// let region = server.into_region().expect("the region");
     /// region.write_u8(0, 1);
     /// # }
     /// ```
-    pub fn into_region(mut self) -> Region {
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::RegionLost`] when part of the region was unmapped and someone else mapped
+    /// memory at its start since (see the [module docs](super#shutdown)); a region cut short
+    /// before such a hole is returned as `Ok`.
+    pub fn into_region(mut self) -> Result<Region, ServerError> {
         let fd = self.fd.take();
         let Some(fd) = fd else {
             unreachable!("the fd is taken only here")
@@ -198,7 +274,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let core = fd.into_inner().0;
         core.unregister();
         match Arc::try_unwrap(core) {
-            Ok(core) => core.region,
+            Ok(core) => core.into_region(),
             Err(_) => unreachable!("only the server holds the core"),
         }
     }

@@ -624,7 +624,7 @@ fn async_server_serves_faults_from_a_tokio_runtime() {
         };
         assert!(answer, "every page holds its pattern");
         assert_eq!(server.stats().served_copy, pages as u64);
-        let region = server.into_region();
+        let region = server.into_region().unwrap();
         region.write_u8(0, 1);
     });
 }
