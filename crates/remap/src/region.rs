@@ -1038,3 +1038,76 @@ pub(crate) fn register_range(
         uffd.unregister(start, len)
     }
 }
+
+/// Whether `off..off + len` is a page-aligned range inside `region`: the check
+/// [`resolve_move`] and friends make with a panic, made without one (for the SIGBUS path, where a
+/// panic would abort the process).
+pub(crate) fn fits(region: &Region, off: usize, len: usize) -> bool {
+    off % region.page_size == 0 && off.checked_add(len).is_some_and(|end| end <= region.len)
+}
+
+/// Re-reserves `len` bytes of `region` at `off` after `munmap` or `mremap` took them away:
+/// `mmap(PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE)` at exactly that range, so
+/// the region's own `munmap` on drop unmaps our reservation, never someone else's memory.
+///
+/// # Errors
+///
+/// The errno of `mmap`: `EEXIST` when anything is mapped in the range now (someone mapped into
+/// the hole first; then the caller must not let the region unmap it, see [`truncate_leaking`]).
+///
+/// # Panics
+///
+/// If the range is outside the region or `off` is not page-aligned.
+#[track_caller]
+pub(crate) fn rereserve(region: &Region, off: usize, len: usize) -> Result<(), Errno> {
+    let at = region.at(off, len, region.page_size);
+    // SAFETY: `mmap_anonymous` with a non-null address requires it to be page-aligned (checked
+    // by `at`) and, with a MAP_FIXED-style flag, that replacing what is mapped there is sound. We
+    // pass MAP_FIXED_NOREPLACE: the kernel fails with EEXIST rather than touch any existing
+    // mapping, so nothing anyone holds is affected; and the range is part of the region's own
+    // address range, which the region unmaps on drop anyway. No reference into it exists.
+    let got = unsafe {
+        rustix::mm::mmap_anonymous(
+            at.cast::<c_void>(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
+        )
+    }?;
+    if got.cast::<u8>() != at {
+        // A kernel older than 4.17 treats the flag as a hint and may map elsewhere: undo that.
+        let _ = unmap(got.cast::<u8>(), len);
+        return Err(Errno::EXIST);
+    }
+    Ok(())
+}
+
+/// Gives up the part of `region` from `keep` on *without unmapping it*, because something that is
+/// not ours may be mapped there now (a hole [`rereserve`] could not fill): returns the first
+/// `keep` bytes as a region, or `None` (leaking all of it) when `keep` is zero. Logs a warning
+/// naming the leaked range.
+///
+/// # Panics
+///
+/// If `keep` is beyond the region or not page-aligned.
+#[track_caller]
+pub(crate) fn truncate_leaking(region: Region, keep: usize) -> Option<Region> {
+    assert!(
+        keep <= region.len && keep % region.page_size == 0,
+        "bad truncation"
+    );
+    let region = std::mem::ManuallyDrop::new(region);
+    tracing::warn!(
+        start = region.addr() + keep,
+        len = region.len - keep,
+        "leaking the tail of a served region: part of it was unmapped and someone else mapped \
+         memory there since"
+    );
+    (keep > 0).then(|| Region {
+        ptr: region.ptr,
+        len: keep,
+        page_size: region.page_size,
+        thp: region.thp,
+        dontfork: region.dontfork,
+    })
+}
