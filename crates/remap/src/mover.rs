@@ -56,21 +56,41 @@
 //! consulted.
 //!
 //! The mover does not split a run at 2 MiB boundaries: one ioctl per run already lets the kernel
-//! take the whole-PMD path at every aligned step. What it counts in
-//! [`MoveReport::pmd_bytes`] is honest about what it can know without reading `/proc` on the hot
-//! path: the bytes that were *issued aligned*, in 2 MiB chunks whose source and destination
-//! addresses are both 2 MiB aligned and that lay entirely inside one ioctl's range. Those moved
-//! whole-PMD if the source was a PMD-mapped THP and the destination PMD was empty; otherwise the
-//! kernel split them. The rest of the moved bytes are [`MoveReport::pte_bytes`]. Tests confirm
-//! the THP arrived whole with [`crate::inspect::is_thp_mapped`].
+//! take the whole-PMD path at every aligned step. Two statistics describe it:
+//!
+//! - [`MoveReport::aligned_bytes`], always counted, at no cost: the bytes *issued aligned*, in
+//!   2 MiB chunks whose source and destination addresses are both 2 MiB aligned and that lay
+//!   entirely inside one ioctl's range. This is an upper bound on the whole-PMD moves, not a
+//!   count of them: an aligned chunk of a source made of 4 KiB pages (a `Thp::NoHuge` region
+//!   that happens to be aligned, or a THP split earlier) is moved page by page and still counts
+//!   here. The other moved bytes are [`MoveReport::pte_bytes`].
+//! - [`MoveReport::whole_pmd_bytes`], only with [`MoveOptions::verify_pmd`]: the aligned chunks
+//!   that really moved whole. Before each ioctl the mover checks which aligned source chunks are
+//!   PMD-mapped THPs, and after it which destination chunks now are
+//!   ([`crate::inspect::is_thp_mapped`]: pagemap and `/proc/kpageflags` as root, `smaps`
+//!   `AnonHugePages` otherwise, where it is exact only for mappings with one aligned 2 MiB
+//!   range); a chunk counts when both hold. That reads `/proc` several times per chunk, so it is
+//!   off by default and meant for tests, benches and diagnostics, never the hot path.
 //!
 //! # Waking
 //!
-//! Every move is issued with `UFFDIO_MOVE_MODE_DONTWAKE`, and with the default [`Wake::PerRange`]
-//! one `UFFDIO_WAKE` per coalesced destination range follows at the end of the operation (after
-//! an error, for the part already moved, so no faulting thread waits for a page that arrived).
-//! [`Wake::None`] leaves waking to the caller; [`Wake::Kernel`] lets each move wake its own moved
-//! prefix, which costs nothing extra when no thread waits (no separate ioctl).
+//! Three modes ([`Wake`]):
+//!
+//! - [`Wake::Kernel`], the default: moves are issued without `DONTWAKE`, and the kernel wakes the
+//!   threads waiting on the part each ioctl moved, `[dst, dst + moved)`, as that ioctl returns.
+//!   A run is almost always moved by one ioctl, and then that is exactly the range a separate
+//!   `UFFDIO_WAKE` would cover, at the moment it would be issued for a single-run operation:
+//!   the separate ioctl buys nothing and costs one system call per run (as much as the move
+//!   itself for a 4 KiB run). Waiters on a run wake as soon as it has arrived.
+//! - [`Wake::PerRange`], the publication mode: every move is issued with
+//!   `UFFDIO_MOVE_MODE_DONTWAKE`, and one `UFFDIO_WAKE` per coalesced destination range follows
+//!   at the end of the operation (after an error, for the part already moved, so no faulting
+//!   thread waits for a page that arrived). No waiter runs before every page of the operation is
+//!   in place, which a multi-run [`Batch`] publishing related pages may need; with
+//!   [`Wake::Kernel`] waiters on an earlier run may run before later runs have moved, and after
+//!   partial progress the moved prefix of a run is woken before its rest.
+//! - [`Wake::None`]: `DONTWAKE` and no wake; the caller wakes, for example after publishing
+//!   several batches.
 //!
 //! # Errors, retries and the nothing-lost guarantee
 //!
@@ -162,26 +182,29 @@ pub enum HolePolicy {
     Skip,
 }
 
-/// When threads waiting on faults in the destination are woken.
+/// When threads waiting on faults in the destination are woken; see the
+/// [module docs](self#waking) for the trade-off.
 ///
 /// ```
 /// use remap::mover::{MoveOptions, Wake};
 ///
-/// assert_eq!(MoveOptions::default().wake, Wake::PerRange);
-/// let options = MoveOptions::default().wake(Wake::None);
-/// assert_eq!(options.wake, Wake::None);
+/// assert_eq!(MoveOptions::default().wake, Wake::Kernel);
+/// let options = MoveOptions::default().wake(Wake::PerRange);
+/// assert_eq!(options.wake, Wake::PerRange);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wake {
     /// Move with `DONTWAKE`, then issue one `UFFDIO_WAKE` per coalesced destination range at the
-    /// end of the operation (the default). Adjacent destination ranges share one wake.
-    #[default]
+    /// end of the operation, so no waiter runs before the whole operation has moved. Adjacent
+    /// destination ranges share one wake.
     PerRange,
     /// Move with `DONTWAKE` and never wake: the caller wakes (for example after publishing
     /// several batches).
     None,
-    /// Move without `DONTWAKE`: each ioctl wakes the waiters on the part it moved. No extra
-    /// ioctl, and nearly free when no thread waits.
+    /// Move without `DONTWAKE`: each ioctl wakes the waiters on the part it moved, as it returns
+    /// (the default). No extra ioctl; for a run moved by one ioctl it wakes exactly the range
+    /// [`Wake::PerRange`] would.
+    #[default]
     Kernel,
 }
 
@@ -193,8 +216,8 @@ pub enum Wake {
 /// let options = MoveOptions::default()
 ///     .busy(BusyPolicy::CopyFallback)
 ///     .holes(HolePolicy::Skip)
-///     .wake(Wake::Kernel);
-/// assert_eq!(options.wake, Wake::Kernel);
+///     .wake(Wake::PerRange);
+/// assert_eq!(options.wake, Wake::PerRange);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -210,6 +233,12 @@ pub struct MoveOptions {
     /// a `pread` of 8 bytes per page and an allocation per run. Counts are exact unless another
     /// thread populates or drops source pages concurrently.
     pub count_holes: bool,
+    /// Verify whole-PMD moves: read `/proc` around every ioctl and report the aligned 2 MiB
+    /// chunks that were PMD-mapped THPs at the source before it and are at the destination after
+    /// it in [`MoveReport::whole_pmd_bytes`] (see the
+    /// [module docs](self#whole-pmd-moves)). Off by default: it costs several `/proc` reads per
+    /// chunk and an allocation per run.
+    pub verify_pmd: bool,
 }
 
 impl MoveOptions {
@@ -257,6 +286,18 @@ impl MoveOptions {
         self
     }
 
+    /// Sets whether whole-PMD moves are verified (see
+    /// [`MoveOptions::verify_pmd`](#structfield.verify_pmd)).
+    ///
+    /// ```
+    /// let o = remap::mover::MoveOptions::default().verify_pmd(true);
+    /// assert!(o.verify_pmd);
+    /// ```
+    pub fn verify_pmd(mut self, yes: bool) -> Self {
+        self.verify_pmd = yes;
+        self
+    }
+
     fn move_flags(&self) -> MoveFlags {
         let mut flags = match self.wake {
             Wake::Kernel => MoveFlags::empty(),
@@ -278,8 +319,9 @@ impl MoveOptions {
 
 /// What one operation did: bytes by path, and ioctls issued.
 ///
-/// `pmd_bytes + pte_bytes + copied_bytes` is what arrived at the destination (plus holes, when not
-/// counted separately): see [`MoveReport::moved_bytes`].
+/// `aligned_bytes + pte_bytes + copied_bytes` is what arrived at the destination (plus holes, when
+/// not counted separately): see [`MoveReport::moved_bytes`]. `whole_pmd_bytes` is a part of
+/// `aligned_bytes`, counted only with [`MoveOptions::verify_pmd`].
 ///
 /// ```
 /// use remap::mover::MoveReport;
@@ -291,16 +333,21 @@ impl MoveOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MoveReport {
     /// Bytes moved in 2 MiB chunks issued aligned: source and destination both 2 MiB aligned and
-    /// the whole chunk inside one ioctl. The kernel moved these whole-PMD when the source was a
-    /// PMD-mapped THP and the destination PMD empty, and split them otherwise (see the
-    /// [module docs](self#whole-pmd-moves)).
-    pub pmd_bytes: u64,
+    /// the whole chunk inside one ioctl. The kernel moved these whole-PMD only when the source was
+    /// a PMD-mapped THP and the destination PMD empty, and page by page otherwise: an upper bound
+    /// on whole-PMD moves, not a count (see [`whole_pmd_bytes`](#structfield.whole_pmd_bytes)
+    /// and the [module docs](self#whole-pmd-moves)).
+    pub aligned_bytes: u64,
+    /// With [`MoveOptions::verify_pmd`]: the part of `aligned_bytes` verified to have moved whole
+    /// (the source chunk was a PMD-mapped THP before the ioctl, the destination chunk is one
+    /// after it). Always 0 without verification.
+    pub whole_pmd_bytes: u64,
     /// The other bytes moved by `UFFDIO_MOVE`, page by page.
     pub pte_bytes: u64,
     /// Bytes copied by the EBUSY fallback ([`BusyPolicy::CopyFallback`]).
     pub copied_bytes: u64,
     /// Source holes skipped ([`HolePolicy::Skip`] with [`MoveOptions::count_holes`]); without
-    /// `count_holes` the kernel's count of them is in `pte_bytes`/`pmd_bytes`.
+    /// `count_holes` the kernel's count of them is in `pte_bytes`/`aligned_bytes`.
     pub hole_bytes: u64,
     /// Coalesced runs (contiguous destination and source ranges) processed.
     pub runs: u64,
@@ -317,14 +364,14 @@ pub struct MoveReport {
 }
 
 impl MoveReport {
-    /// Bytes that reached the destination: `pmd_bytes + pte_bytes + copied_bytes`.
+    /// Bytes that reached the destination: `aligned_bytes + pte_bytes + copied_bytes`.
     ///
     /// ```
-    /// let r = remap::mover::MoveReport { pmd_bytes: 1, pte_bytes: 2, copied_bytes: 3, ..Default::default() };
+    /// let r = remap::mover::MoveReport { aligned_bytes: 1, pte_bytes: 2, copied_bytes: 3, ..Default::default() };
     /// assert_eq!(r.moved_bytes(), 6);
     /// ```
     pub fn moved_bytes(&self) -> u64 {
-        self.pmd_bytes + self.pte_bytes + self.copied_bytes
+        self.aligned_bytes + self.pte_bytes + self.copied_bytes
     }
 
     /// All ioctls issued: moves, copies and wakes.
@@ -340,7 +387,8 @@ impl MoveReport {
 
 impl std::ops::AddAssign for MoveReport {
     fn add_assign(&mut self, o: MoveReport) {
-        self.pmd_bytes += o.pmd_bytes;
+        self.aligned_bytes += o.aligned_bytes;
+        self.whole_pmd_bytes += o.whole_pmd_bytes;
         self.pte_bytes += o.pte_bytes;
         self.copied_bytes += o.copied_bytes;
         self.hole_bytes += o.hole_bytes;
@@ -371,15 +419,12 @@ pub struct MoverStats {
     pub errors: u64,
 }
 
-/// The atomic counters behind [`MoverStats`]. `repr(C)` keeps the three counters of the common
-/// case first, right after the [`Mover`]'s fd and options (see there).
+/// The atomic counters behind [`MoverStats`]: one per [`MoveReport`] field, plus operations and
+/// errors.
 #[derive(Debug, Default)]
-#[repr(C)]
 struct AtomicStats {
-    /// Simple operations: each is one operation, one run and one move ioctl (see `add`). First,
-    /// with the byte counters, so the common case touches one cache line.
-    simple: AtomicU64,
-    pmd_bytes: AtomicU64,
+    aligned_bytes: AtomicU64,
+    whole_pmd_bytes: AtomicU64,
     pte_bytes: AtomicU64,
     copied_bytes: AtomicU64,
     hole_bytes: AtomicU64,
@@ -394,44 +439,18 @@ struct AtomicStats {
 }
 
 impl AtomicStats {
-    /// Adds one operation's report.
-    ///
-    /// The common operation (one run, moved in one ioctl, no wake ioctl, nothing else) costs two
-    /// uncontended atomic adds: `simple` (which stands for one operation, one run and one move
-    /// ioctl) and its bytes. Everything else adds each non-zero counter.
+    /// Adds one operation's report. Relaxed: the counters are independent tallies. Zero fields
+    /// are skipped, so the common operation (one run, one ioctl) costs four uncontended atomic
+    /// adds (bytes, runs, ioctls, operations).
     #[inline]
     fn add(&self, r: &MoveReport, failed: bool) {
-        let simple = MoveReport {
-            pmd_bytes: r.pmd_bytes,
-            pte_bytes: r.pte_bytes,
-            runs: 1,
-            move_ioctls: 1,
-            ..MoveReport::default()
-        };
-        if !failed && *r == simple {
-            self.simple.fetch_add(1, Ordering::Relaxed);
-            if r.pte_bytes != 0 {
-                self.pte_bytes.fetch_add(r.pte_bytes, Ordering::Relaxed);
-            }
-            if r.pmd_bytes != 0 {
-                self.pmd_bytes.fetch_add(r.pmd_bytes, Ordering::Relaxed);
-            }
-            return;
-        }
-        self.add_all(r, failed);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn add_all(&self, r: &MoveReport, failed: bool) {
-        // Relaxed: the counters are independent tallies; skipping zeros keeps the common case
-        // (one run, one ioctl) at a handful of uncontended atomic adds.
         fn add(c: &AtomicU64, v: u64) {
             if v != 0 {
                 c.fetch_add(v, Ordering::Relaxed);
             }
         }
-        add(&self.pmd_bytes, r.pmd_bytes);
+        add(&self.aligned_bytes, r.aligned_bytes);
+        add(&self.whole_pmd_bytes, r.whole_pmd_bytes);
         add(&self.pte_bytes, r.pte_bytes);
         add(&self.copied_bytes, r.copied_bytes);
         add(&self.hole_bytes, r.hole_bytes);
@@ -441,29 +460,27 @@ impl AtomicStats {
         add(&self.wake_ioctls, r.wake_ioctls);
         add(&self.discards, r.discards);
         add(&self.retries, r.retries);
-        if r.ioctls() != 0 {
-            add(&self.operations, 1);
-        }
+        add(&self.operations, u64::from(r.ioctls() != 0));
         add(&self.errors, u64::from(failed));
     }
 
     fn snapshot(&self) -> MoverStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let simple = get(&self.simple);
         MoverStats {
             totals: MoveReport {
-                pmd_bytes: get(&self.pmd_bytes),
+                aligned_bytes: get(&self.aligned_bytes),
+                whole_pmd_bytes: get(&self.whole_pmd_bytes),
                 pte_bytes: get(&self.pte_bytes),
                 copied_bytes: get(&self.copied_bytes),
                 hole_bytes: get(&self.hole_bytes),
-                runs: get(&self.runs) + simple,
-                move_ioctls: get(&self.move_ioctls) + simple,
+                runs: get(&self.runs),
+                move_ioctls: get(&self.move_ioctls),
                 copy_ioctls: get(&self.copy_ioctls),
                 wake_ioctls: get(&self.wake_ioctls),
                 discards: get(&self.discards),
                 retries: get(&self.retries),
             },
-            operations: get(&self.operations) + simple,
+            operations: get(&self.operations),
             errors: get(&self.errors),
         }
     }
@@ -719,11 +736,6 @@ impl BatchError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-// The hot path reads `uffd` and `options` and adds to the first counters of `stats`; in this
-// order they share one cache line (32 + 4 + 4 padding + 3 * 8 bytes on 64-bit), so an operation
-// touches one line of the mover. The kernel's own work between calls evicts it often enough for
-// this to show in the 2 MiB bench.
-#[repr(C, align(64))]
 pub struct Mover {
     uffd: Uffd,
     options: MoveOptions,
@@ -820,9 +832,79 @@ fn count_holes(
     (inside, outside)
 }
 
+/// The inspecting path's state for one run: the source's pagemap entries for hole counting (and
+/// the run offset they start at), and, for PMD verification, which aligned 2 MiB source chunks of
+/// the next ioctl were PMD-mapped THPs right before it.
+struct Inspect {
+    holes: Option<(Vec<u64>, usize)>,
+    verify: bool,
+    source_thp: Vec<bool>,
+    /// Run offset of the first chunk in `source_thp`.
+    planned_from: usize,
+    /// Verified whole-PMD bytes of the last ioctl.
+    whole_pmd: usize,
+}
+
+impl Inspect {
+    /// Before an ioctl over `[off, off + len)` of a run: with verification, records which aligned
+    /// chunks of it are PMD-mapped THPs at the source.
+    #[cold]
+    fn before(&mut self, dst_addr: usize, src_addr: usize, off: usize, len: usize) {
+        if !self.verify {
+            return;
+        }
+        let (a, b) = aligned_span(dst_addr, src_addr, off, len);
+        self.planned_from = a;
+        self.source_thp.clear();
+        let chunks = (a..b).step_by(HUGE_PAGE_SIZE);
+        self.source_thp
+            .extend(chunks.map(|c| thp_mapped(src_addr + c)));
+    }
+
+    /// After an ioctl moved `[off, off + moved)` of a run, with aligned span `span`: returns the
+    /// hole bytes (inside the span, outside it), and with verification sets `whole_pmd` to the
+    /// bytes of chunks that were THPs at the source before and are THPs at the destination now.
+    #[cold]
+    fn after(
+        &mut self,
+        dst_addr: usize,
+        off: usize,
+        moved: usize,
+        span: (usize, usize),
+        page: usize,
+    ) -> (usize, usize) {
+        let (a, b) = span;
+        let holes = match &self.holes {
+            Some((entries, from)) => {
+                count_holes(entries, *from, off, moved, page, |p| (a..b).contains(&p))
+            }
+            None => (0, 0),
+        };
+        if self.verify {
+            for c in (a..b).step_by(HUGE_PAGE_SIZE) {
+                let index = (c - self.planned_from) / HUGE_PAGE_SIZE;
+                let was_thp = self.source_thp.get(index).copied().unwrap_or(false);
+                if was_thp && thp_mapped(dst_addr + c) {
+                    self.whole_pmd += HUGE_PAGE_SIZE;
+                }
+            }
+        }
+        holes
+    }
+}
+
+/// [`crate::inspect::is_thp_mapped`] for verification: a failure to read `/proc` counts as "not
+/// verified" (the statistic stays a lower bound) and is logged.
+fn thp_mapped(addr: usize) -> bool {
+    crate::inspect::is_thp_mapped(addr).unwrap_or_else(|error| {
+        tracing::debug!(addr, %error, "mover: PMD verification could not read /proc");
+        false
+    })
+}
+
 impl Mover {
-    /// A mover on `uffd` with the default [`MoveOptions`]: EBUSY and holes are errors, one wake
-    /// per range.
+    /// A mover on `uffd` with the default [`MoveOptions`]: EBUSY and holes are errors, the
+    /// kernel wakes what each move moved ([`Wake::Kernel`]).
     ///
     /// ```
     /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
@@ -857,7 +939,7 @@ impl Mover {
     ///
     /// ```
     /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
-    /// assert_eq!(mover.options().wake, remap::mover::Wake::PerRange);
+    /// assert_eq!(mover.options().wake, remap::mover::Wake::Kernel);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn options(&self) -> &MoveOptions {
@@ -1097,43 +1179,59 @@ impl Mover {
 
     /// Moves what is left of `run` after `*progress` bytes, advancing `*progress` as pages arrive
     /// and counting into `report`.
-    #[inline(always)]
+    ///
+    /// The common path is [`drive_with`](Self::drive_with) without inspection. Hole counting and
+    /// PMD verification read `/proc` and allocate, so they live in a separate, cold function: kept
+    /// out of line, the hot loop holds no `Vec` (whose drop code, even unused, made it touch one
+    /// more page right after the ioctl in the 4 KiB bench).
+    #[inline]
     fn drive(
         &self,
         run: &Run<'_>,
         progress: &mut usize,
         report: &mut MoveReport,
     ) -> Result<(), MoveError> {
-        if self.options.holes == HolePolicy::Skip && self.options.count_holes {
-            return self.drive_counting_holes(run, progress, report);
+        let counting = self.options.holes == HolePolicy::Skip && self.options.count_holes;
+        if counting || self.options.verify_pmd {
+            return self.drive_inspecting(run, progress, report, counting);
         }
         self.drive_with(run, progress, report, None)
     }
 
-    /// [`drive`](Self::drive) with hole counting: reads the source's pagemap first. Kept out of
-    /// line, so the common path holds no `Vec` (whose drop code, even unused, made it touch one
-    /// more page right after the ioctl).
+    /// [`drive`](Self::drive) with hole counting and/or PMD verification.
     #[cold]
     #[inline(never)]
-    fn drive_counting_holes(
+    fn drive_inspecting(
         &self,
         run: &Run<'_>,
         progress: &mut usize,
         report: &mut MoveReport,
+        counting: bool,
     ) -> Result<(), MoveError> {
         let from = *progress;
-        let entries = self.read_holes(run, from)?;
-        self.drive_with(run, progress, report, Some((&entries, from)))
+        let holes = if counting {
+            Some((self.read_holes(run, from)?, from))
+        } else {
+            None
+        };
+        let mut inspect = Inspect {
+            holes,
+            verify: self.options.verify_pmd,
+            source_thp: Vec::new(),
+            planned_from: 0,
+            whole_pmd: 0,
+        };
+        self.drive_with(run, progress, report, Some(&mut inspect))
     }
 
-    /// The move loop; `holes` are pagemap entries of the source and the run offset they start at.
+    /// The move loop.
     #[inline(always)]
     fn drive_with(
         &self,
         run: &Run<'_>,
         progress: &mut usize,
         report: &mut MoveReport,
-        holes: Option<(&[u64], usize)>,
+        mut inspect: Option<&mut Inspect>,
     ) -> Result<(), MoveError> {
         let flags = self.options.move_flags();
         let dst_addr = run.dst.addr() + run.dst_off;
@@ -1141,6 +1239,9 @@ impl Mover {
         tracing::trace!(dst = dst_addr, src = src_addr, len = run.len, "mover: run");
         while *progress < run.len {
             let off = *progress;
+            if let Some(inspect) = inspect.as_deref_mut() {
+                inspect.before(dst_addr, src_addr, off, run.len - off);
+            }
             report.move_ioctls += 1;
             let step = region::move_between(
                 &self.uffd,
@@ -1163,16 +1264,17 @@ impl Mover {
                 }
             };
             let (a, b) = aligned_span(dst_addr, src_addr, off, moved);
-            let (mut pmd, mut pte) = (b - a, moved - (b - a));
-            if let Some((entries, holes_from)) = holes {
+            let (mut aligned, mut pte) = (b - a, moved - (b - a));
+            if let Some(inspect) = inspect.as_deref_mut() {
                 let page = run.src.page_size();
-                let in_span = |p: usize| (a..b).contains(&p);
-                let (hp, ho) = count_holes(entries, holes_from, off, moved, page, in_span);
-                report.hole_bytes += (hp + ho) as u64;
-                pmd -= hp;
-                pte -= ho;
+                let (hole_aligned, hole_pte) = inspect.after(dst_addr, off, moved, (a, b), page);
+                report.hole_bytes += (hole_aligned + hole_pte) as u64;
+                aligned -= hole_aligned;
+                pte -= hole_pte;
+                report.whole_pmd_bytes += inspect.whole_pmd as u64;
+                inspect.whole_pmd = 0;
             }
-            report.pmd_bytes += pmd as u64;
+            report.aligned_bytes += aligned as u64;
             report.pte_bytes += pte as u64;
             *progress += moved;
         }
@@ -1555,8 +1657,10 @@ impl<'r> Batch<'_, 'r> {
         self.woken = (self.next, self.progress);
         match first_err {
             None => Ok(()),
+            // After a fully successful flush `progress` is 0 (the last run completed), so the
+            // bytes done are the batch's, not the current run's.
             Some(source) => Err(MoveError::Wake {
-                done: self.progress,
+                done: self.done(),
                 source,
             }),
         }

@@ -22,9 +22,8 @@
 //! then reads as zero or faults), fault handlers install pages, `MADV_DONTNEED` zaps them. A Rust
 //! reference (`&[u8]`, `&mut u64`) into such memory would promise the compiler that nothing else
 //! changes it, which is false. So a `Region` never hands one out: every access goes through a raw
-//! pointer, either volatile (single words and bytes, the pattern helpers) or
-//! [`ptr::copy_nonoverlapping`] / [`ptr::write_bytes`] (bulk copies and fills), always to or from
-//! the caller's own buffers.
+//! pointer, as a relaxed atomic access of one aligned 8-byte word (see [Safety](#safety)), always
+//! to or from the caller's own buffers.
 //!
 //! # Fork
 //!
@@ -41,8 +40,37 @@
 //! This module holds the only `unsafe` code of `remap` outside the `uffd` binding: `mmap`,
 //! `munmap` and `madvise` on the region's own range, and raw-pointer accesses inside it. Every
 //! access is bounds-checked against the mapping before the pointer is formed; the mapping lives as
-//! long as the `Region`; and no reference into it ever exists, so the kernel rewriting the memory
-//! cannot invalidate anything the compiler assumed.
+//! long as the `Region`; and no reference into it outlives a single word access, so the kernel
+//! rewriting the memory cannot invalidate anything the compiler assumed.
+//!
+//! **Concurrent use.** A `Region` is `Sync`: several threads may read, write, copy and fill the
+//! same bytes at once through `&Region`. In Rust's memory model two unsynchronised accesses to
+//! the same byte, at least one a write, are a data race and undefined behaviour unless both are
+//! atomic, of the same size. Raw pointers do not change that (a `memcpy` racing a `memcpy` is UB
+//! whether or not a reference exists), and neither does `volatile` (volatile racing volatile is
+//! still a data race: volatile only stops the compiler from eliding or merging the access). So
+//! every access this module makes to region memory is a **relaxed atomic access of one naturally
+//! aligned 8-byte word** (`AtomicU64::from_ptr`): words are loaded and stored whole, and the bytes
+//! of a word that an access only partly covers (unaligned heads and tails of
+//! [`copy_in`](Region::copy_in)/[`fill`](Region::fill), [`write_u8`](Region::write_u8)) are merged
+//! with a compare-and-swap loop on that word, so other bytes of it written concurrently are never
+//! lost. One size for every access also avoids racing *mixed-size* atomics, which Rust does not
+//! allow either. Relaxed is enough: the accessors promise no ordering between different words (a
+//! concurrent reader may see some words of a copy new and others old), only that each word read
+//! is a value some access stored whole.
+//!
+//! `AtomicU64::from_ptr` creates a `&AtomicU64` for the duration of one access. That reference
+//! asserts alignment and dereferenceability of those 8 bytes while it lives, and nothing about
+//! their contents (an atomic is an `UnsafeCell`): the mapping is live and writable for the whole
+//! life of the `Region`, and changes by anyone else are exactly what atomics allow. The kernel is
+//! outside Rust's memory model: when it moves a page out, installs one or zaps one, it changes
+//! which physical page backs the address, through page-table updates, never by writing the object
+//! through Rust. We treat that, like memory shared with another process, as if another thread had
+//! stored new whole words: an aligned 8-byte load reads either the old page or the new one, never
+//! a mix, and a word of a page that left reads as the value the new state gives it (zero, or what
+//! a fault handler installed). That is the same assumption every shared-memory Rust program
+//! makes, and no stronger one. Code that reaches region memory through [`Region::as_ptr`] must
+//! follow the same rule (aligned 8-byte atomics) to race with these accessors soundly.
 
 #![allow(unsafe_code)]
 
@@ -50,6 +78,7 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ops::Range;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Errno;
 use rustix::mm::{Advice, MapFlags, ProtFlags};
@@ -277,7 +306,8 @@ impl RegionBuilder {
         }
         if self.populate {
             for page in 0..region.pages() {
-                region.write_u8(page * page_size, 0);
+                // A plain store: one write fault per page, never a read fault first.
+                region.write_u64(page * page_size, 0);
             }
         }
         tracing::trace!(addr = region.addr(), len, thp = ?self.thp, "region mapped");
@@ -325,6 +355,93 @@ fn unmap(p: *mut u8, len: usize) -> Result<(), RegionError> {
         len,
         errno,
     })
+}
+
+/// Loads the 8-byte word at `p` (relaxed atomic).
+///
+/// # Safety
+///
+/// `p` must be 8-byte aligned and lie, with the 7 bytes after it, inside a live region mapping
+/// (readable and writable) for the duration of the call, and every concurrent access to those
+/// bytes from Rust must be an 8-byte atomic access (all of this module's are).
+#[inline(always)]
+unsafe fn load_word(p: *mut u8) -> u64 {
+    // SAFETY: `AtomicU64::from_ptr` requires `p` aligned to 8, valid for reads and writes for the
+    // reference's lifetime, and no non-atomic or different-size access racing with atomic
+    // accesses through it; the caller guarantees all three, and the reference lives for this one
+    // load only.
+    unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::Relaxed)
+}
+
+/// Stores `v` to the 8-byte word at `p` (relaxed atomic).
+///
+/// # Safety
+///
+/// As for [`load_word`].
+#[inline(always)]
+unsafe fn store_word(p: *mut u8, v: u64) {
+    // SAFETY: as in `load_word`; the caller guarantees alignment, validity for writes and
+    // same-size atomic access by everyone else; the reference lives for this one store only.
+    unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.store(v, Ordering::Relaxed)
+}
+
+/// Replaces the bytes `bytes` of the 8-byte word at `p` starting at byte `at` (in memory order),
+/// keeping the others: a compare-and-swap loop, so bytes of the word that other threads write
+/// concurrently are not lost.
+///
+/// The first attempt assumes the word is zero, so the first access is the locked
+/// compare-and-swap itself: on a missing page that is a write fault, as a plain store would
+/// take, not a read fault followed by a write fault.
+///
+/// # Safety
+///
+/// As for [`load_word`]; also `at + bytes.len() <= 8`.
+#[inline]
+unsafe fn merge_word(p: *mut u8, at: usize, bytes: &[u8]) {
+    let (mut value, mut mask) = ([0u8; 8], [0u8; 8]);
+    value[at..at + bytes.len()].copy_from_slice(bytes);
+    mask[at..at + bytes.len()].fill(0xff);
+    let (value, mask) = (u64::from_ne_bytes(value), u64::from_ne_bytes(mask));
+    // SAFETY: as in `load_word`; the caller guarantees alignment, validity and same-size atomic
+    // access by everyone else; the reference lives for this loop only.
+    let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
+    let mut current = 0;
+    loop {
+        let new = (current & !mask) | value;
+        match word.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => current = seen,
+        }
+    }
+}
+
+/// Reads bytes `at..at + out.len()` of the 8-byte word at `p` into `out`.
+///
+/// # Safety
+///
+/// As for [`load_word`]; also `at + out.len() <= 8`.
+#[inline]
+unsafe fn load_bytes(p: *mut u8, at: usize, out: &mut [u8]) {
+    // SAFETY: forwarded from the caller.
+    let word = unsafe { load_word(p) }.to_ne_bytes();
+    out.copy_from_slice(&word[at..at + out.len()]);
+}
+
+/// The native-endian word of an 8-byte chunk.
+#[inline(always)]
+fn ne_word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(chunk);
+    u64::from_ne_bytes(bytes)
+}
+
+/// Part of a byte range split at word boundaries: `len` bytes starting at byte `at` of the
+/// 8-byte word at `word` (for the body, `len` is a multiple of 8 and `at` is 0).
+#[derive(Clone, Copy)]
+struct Part {
+    word: *mut u8,
+    at: usize,
+    len: usize,
 }
 
 /// Maps `len` bytes starting at a [`HUGE_PAGE_SIZE`]-aligned address: over-maps by 2 MiB, then
@@ -380,10 +497,14 @@ pub struct Region {
 // only not `Send` because raw pointers never are; nothing in it is tied to the creating thread, and
 // munmap from another thread is fine.
 unsafe impl Send for Region {}
-// SAFETY: every `&self` access is a volatile access or a raw-pointer copy to or from the caller's
-// own buffer, with no reference into the mapping, exactly as if the kernel (which also rewrites
-// this memory concurrently) were another thread; concurrent overlapping writes from several
-// threads leave unspecified bytes but create no reference that could alias.
+// SAFETY: `Sync` requires that sharing `&Region` between threads cannot cause a data race. Every
+// `&self` method either makes a system call on the region's range (the kernel serialises those)
+// or accesses region memory only through `load_word`/`store_word`/`merge_word`: relaxed atomic
+// accesses of whole, naturally aligned 8-byte words. Unsynchronised atomic accesses of the same
+// size never race in Rust's memory model, so threads reading, writing, copying and filling
+// overlapping bytes at once get unspecified interleavings per word, never undefined behaviour. No
+// reference into the mapping outlives one such access (see the module's Safety section, which
+// also covers the kernel changing the pages underneath).
 unsafe impl Sync for Region {}
 
 impl Region {
@@ -497,87 +618,121 @@ impl Region {
         self.addr() + index * self.page_size
     }
 
+    /// The pointer to `off` when `off..off + len` lies inside the region, `None` otherwise.
+    ///
+    /// Never panics, allocates or formats: the fault-resolution helpers call it from a signal
+    /// handler.
+    #[inline]
+    pub(crate) fn range_ptr(&self, off: usize, len: usize) -> Option<*mut u8> {
+        let end = off.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `add` requires the result to stay inside the same allocation (or one past it);
+        // `off <= end <= self.len`, and the mapping is `self.len` bytes long.
+        Some(unsafe { self.ptr.as_ptr().add(off) })
+    }
+
+    /// [`range_ptr`](Self::range_ptr) for the page-granular ioctls: also `None` unless `off` and
+    /// `len` are multiples of the page size. Never panics.
+    #[inline]
+    pub(crate) fn page_range_ptr(&self, off: usize, len: usize) -> Option<*mut u8> {
+        if off % self.page_size != 0 || len % self.page_size != 0 {
+            return None;
+        }
+        self.range_ptr(off, len)
+    }
+
     /// Panics unless `off..off + len` lies inside the region and `off` is a multiple of `align`;
     /// returns the pointer to `off`.
     #[track_caller]
     fn at(&self, off: usize, len: usize, align: usize) -> *mut u8 {
-        let end = off.checked_add(len);
-        assert!(
-            end.is_some_and(|end| end <= self.len),
-            "offset {off:#x} + {len:#x} bytes is outside the region of {:#x} bytes",
-            self.len
-        );
+        let Some(p) = self.range_ptr(off, len) else {
+            panic!(
+                "offset {off:#x} + {len:#x} bytes is outside the region of {:#x} bytes",
+                self.len
+            );
+        };
         assert!(
             off % align == 0,
             "offset {off:#x} is not {align}-byte aligned"
         );
-        // SAFETY: `add` requires the result to stay inside the same allocation; `off <= self.len`
-        // was checked above and the mapping is `self.len` bytes long.
-        unsafe { self.ptr.as_ptr().add(off) }
+        p
     }
 
-    /// Reads the byte at `off` (volatile).
+    /// The word containing byte `off` (the region start is page-aligned, so word boundaries are
+    /// multiples of 8 from it) and the byte's index in it.
+    #[inline(always)]
+    fn word_of(&self, p: *mut u8, off: usize) -> (*mut u8, usize) {
+        let at = off % 8;
+        (p.wrapping_sub(at), at)
+    }
+
+    /// Reads the byte at `off` (a relaxed atomic load of the 8-byte word containing it).
     ///
     /// # Panics
     ///
     /// If `off` is outside the region.
     #[track_caller]
     pub fn read_u8(&self, off: usize) -> u8 {
-        let p = self.at(off, 1, 1);
-        // SAFETY: `read_volatile` requires `p` valid for reads and aligned: it lies inside our
-        // live, readable mapping (checked by `at`) and `u8` has alignment 1. A fault-in by the
-        // kernel during the read is transparent.
-        unsafe { p.read_volatile() }
+        let (word, at) = self.word_of(self.at(off, 1, 1), off);
+        let mut byte = [0u8];
+        // SAFETY: `load_bytes` requires an 8-byte aligned word inside a live region mapping,
+        // accessed by everyone else only with 8-byte atomics, and `at + 1 <= 8`. The byte is
+        // inside the region (checked by `at`); its word starts at a multiple of 8 from the
+        // page-aligned region start, so it is aligned and, since the region length is a page
+        // multiple, wholly inside; this module accesses region memory only with 8-byte atomics.
+        unsafe { load_bytes(word, at, &mut byte) };
+        byte[0]
     }
 
-    /// Writes the byte `v` at `off` (volatile).
+    /// Writes the byte `v` at `off`, leaving the other bytes of its 8-byte word as they are,
+    /// even when other threads write them concurrently (a compare-and-swap on that word).
     ///
     /// # Panics
     ///
     /// If `off` is outside the region.
     #[track_caller]
     pub fn write_u8(&self, off: usize, v: u8) {
-        let p = self.at(off, 1, 1);
-        // SAFETY: `write_volatile` requires `p` valid for writes and aligned: it lies inside our
-        // live, writable mapping (checked by `at`) and `u8` has alignment 1. No reference into
-        // the mapping exists that the write could invalidate.
-        unsafe { p.write_volatile(v) }
+        let (word, at) = self.word_of(self.at(off, 1, 1), off);
+        // SAFETY: `merge_word` requires what `read_u8` establishes for its `load_bytes` (same
+        // reasoning) and `at + 1 <= 8`.
+        unsafe { merge_word(word, at, &[v]) }
     }
 
-    /// Reads the native-endian `u64` at `off` (volatile, one access: never torn).
+    /// Reads the native-endian `u64` at `off` (one relaxed atomic load: never torn).
     ///
     /// # Panics
     ///
     /// If `off` is not 8-byte aligned or `off + 8` exceeds the region.
     #[track_caller]
     pub fn read_u64(&self, off: usize) -> u64 {
-        let p = self.at(off, 8, 8).cast::<u64>();
-        // SAFETY: `read_volatile` requires `p` valid for reads and aligned for `u64`: it lies
-        // inside our live, readable mapping and is 8-byte aligned (both checked by `at`, and the
-        // region start is page-aligned).
-        unsafe { p.read_volatile() }
+        let p = self.at(off, 8, 8);
+        // SAFETY: `load_word` requires an 8-byte aligned word inside a live region mapping that
+        // everyone else accesses with 8-byte atomics: `at` checked bounds and alignment (the
+        // region start is page-aligned), and this module only uses 8-byte atomics on it.
+        unsafe { load_word(p) }
     }
 
-    /// Writes the native-endian `u64` `v` at `off` (volatile, one access).
+    /// Writes the native-endian `u64` `v` at `off` (one relaxed atomic store).
     ///
     /// # Panics
     ///
     /// If `off` is not 8-byte aligned or `off + 8` exceeds the region.
     #[track_caller]
     pub fn write_u64(&self, off: usize, v: u64) {
-        let p = self.at(off, 8, 8).cast::<u64>();
-        // SAFETY: `write_volatile` requires `p` valid for writes and aligned for `u64`: it lies
-        // inside our live, writable mapping and is 8-byte aligned (checked by `at`). No reference
-        // into the mapping exists that the write could invalidate.
-        unsafe { p.write_volatile(v) }
+        let p = self.at(off, 8, 8);
+        // SAFETY: as in `read_u64`, for `store_word`.
+        unsafe { store_word(p, v) }
     }
 
     /// Copies `src` into the region at `off`.
     ///
-    /// This is a plain `memcpy` through raw pointers, so it runs at memory bandwidth. It creates
-    /// no reference into the region. If the kernel moves or zaps a page of the destination
-    /// concurrently, the bytes written to that page before the move went with it; the kernel only
-    /// changes which physical page backs an address, it never tears a byte.
+    /// Word by word: relaxed atomic 8-byte stores, with the partial words at an unaligned head or
+    /// tail merged by compare-and-swap (see the [module docs](self#safety)), so concurrent use
+    /// from several threads is sound; each 8-byte word ends up with one writer's bytes for the
+    /// bytes that writer covered. If the kernel moves or zaps a page of the destination
+    /// concurrently, the words written to that page before the move went with it.
     ///
     /// ```
     /// let region = remap::region::Region::new(4096)?;
@@ -593,46 +748,123 @@ impl Region {
     /// If `off + src.len()` exceeds the region.
     #[track_caller]
     pub fn copy_in(&self, off: usize, src: &[u8]) {
-        let dst = self.at(off, src.len(), 1);
-        // SAFETY: `copy_nonoverlapping` requires `src` valid for reads and `dst` valid for writes
-        // of `src.len()` bytes, and the two not to overlap. `src` is a live slice; `dst..dst+len`
-        // is inside our writable mapping (checked by `at`); they cannot overlap because no slice
-        // into the mapping is ever created, so `src` lives elsewhere. Writing memory the kernel
-        // may remap underneath is fine: no reference to it exists, and page-table changes are
-        // atomic per page.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+        let start = self.at(off, src.len(), 1);
+        let (head, body, tail) = self.split_words(start, off, src.len());
+        let (src_head, rest) = src.split_at(head.len);
+        let (src_body, src_tail) = rest.split_at(body.len);
+        // SAFETY (all three blocks below): `merge_word` and `store_word` require 8-byte aligned
+        // words inside a live region mapping, accessed by everyone else only with 8-byte
+        // atomics, and `merge_word` bytes within the word. `split_words` returns aligned words
+        // covering exactly `off..off + src.len()`, which `at` checked lies inside the region;
+        // words are wholly inside since the region start and length are page multiples; this
+        // module accesses region memory only with 8-byte atomics.
+        if head.len > 0 {
+            // SAFETY: see above.
+            unsafe { merge_word(head.word, head.at, src_head) };
+        }
+        let mut p = body.word;
+        for chunk in src_body.chunks_exact(8) {
+            // SAFETY: see above; `p` advances by 8 over the body words.
+            unsafe { store_word(p, ne_word(chunk)) };
+            p = p.wrapping_add(8);
+        }
+        if tail.len > 0 {
+            // SAFETY: see above.
+            unsafe { merge_word(tail.word, 0, src_tail) };
+        }
+    }
+
+    /// Splits `off..off + len` (at `start`, checked inside the region) into a partial head word,
+    /// whole aligned body words and a partial tail word.
+    #[inline(always)]
+    fn split_words(&self, start: *mut u8, off: usize, len: usize) -> (Part, Part, Part) {
+        let (head_word, at) = self.word_of(start, off);
+        let head_len = if at == 0 { 0 } else { (8 - at).min(len) };
+        let body_len = (len - head_len) / 8 * 8;
+        let tail_len = len - head_len - body_len;
+        let body = start.wrapping_add(head_len);
+        (
+            Part {
+                word: head_word,
+                at,
+                len: head_len,
+            },
+            Part {
+                word: body,
+                at: 0,
+                len: body_len,
+            },
+            Part {
+                word: body.wrapping_add(body_len),
+                at: 0,
+                len: tail_len,
+            },
+        )
     }
 
     /// Copies `dst.len()` bytes of the region starting at `off` into `dst`.
     ///
-    /// A plain `memcpy` through raw pointers, like [`copy_in`](Self::copy_in). If pages of the
-    /// range are moved out concurrently, each byte read is either its old value or what the
-    /// address holds afterwards (zero, or the page a fault handler installs).
+    /// Word by word, relaxed atomic 8-byte loads, like [`copy_in`](Self::copy_in). Each aligned
+    /// word read is a value some access stored whole; different words may come from different
+    /// moments. If pages of the range are moved out concurrently, each word read is either its
+    /// old value or what the address holds afterwards (zero, or the page a fault handler
+    /// installs).
     ///
     /// # Panics
     ///
     /// If `off + dst.len()` exceeds the region.
     #[track_caller]
     pub fn copy_out(&self, off: usize, dst: &mut [u8]) {
-        let src = self.at(off, dst.len(), 1);
-        // SAFETY: `copy_nonoverlapping` requires `src` valid for reads and `dst` valid for writes
-        // of `dst.len()` bytes, not overlapping. `src..src+len` is inside our readable mapping
-        // (checked by `at`); `dst` is a live exclusive slice, which cannot point into the mapping
-        // because no reference into it is ever created.
-        unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
+        let start = self.at(off, dst.len(), 1);
+        let (head, body, tail) = self.split_words(start, off, dst.len());
+        let (dst_head, rest) = dst.split_at_mut(head.len);
+        let (dst_body, dst_tail) = rest.split_at_mut(body.len);
+        // SAFETY (all three blocks below): `load_bytes` and `load_word` require what `copy_in`
+        // establishes for its stores (same reasoning: aligned words covering exactly the checked
+        // range, wholly inside the region, 8-byte atomics only).
+        if head.len > 0 {
+            // SAFETY: see above.
+            unsafe { load_bytes(head.word, head.at, dst_head) };
+        }
+        let mut p = body.word;
+        for chunk in dst_body.chunks_exact_mut(8) {
+            // SAFETY: see above; `p` advances by 8 over the body words.
+            chunk.copy_from_slice(&unsafe { load_word(p) }.to_ne_bytes());
+            p = p.wrapping_add(8);
+        }
+        if tail.len > 0 {
+            // SAFETY: see above.
+            unsafe { load_bytes(tail.word, 0, dst_tail) };
+        }
     }
 
-    /// Sets `len` bytes starting at `off` to `byte` (a `memset` through a raw pointer).
+    /// Sets `len` bytes starting at `off` to `byte`: relaxed atomic 8-byte stores, partial words
+    /// at the ends merged by compare-and-swap, like [`copy_in`](Self::copy_in).
     ///
     /// # Panics
     ///
     /// If `off + len` exceeds the region.
     #[track_caller]
     pub fn fill(&self, off: usize, len: usize, byte: u8) {
-        let dst = self.at(off, len, 1);
-        // SAFETY: `write_bytes` requires `dst` valid for writes of `len` bytes: the range is
-        // inside our writable mapping (checked by `at`), and no reference into it exists.
-        unsafe { ptr::write_bytes(dst, byte, len) }
+        let start = self.at(off, len, 1);
+        let (head, body, tail) = self.split_words(start, off, len);
+        let bytes = [byte; 8];
+        let word = u64::from_ne_bytes(bytes);
+        // SAFETY (all three blocks below): as in `copy_in`.
+        if head.len > 0 {
+            // SAFETY: see above.
+            unsafe { merge_word(head.word, head.at, &bytes[..head.len]) };
+        }
+        let mut p = body.word;
+        for _ in 0..body.len / 8 {
+            // SAFETY: see above; `p` advances by 8 over the body words.
+            unsafe { store_word(p, word) };
+            p = p.wrapping_add(8);
+        }
+        if tail.len > 0 {
+            // SAFETY: see above.
+            unsafe { merge_word(tail.word, 0, &bytes[..tail.len]) };
+        }
     }
 
     /// Fills page `index` with the pattern of logical page `page_no` (see [`pattern_word`]).
@@ -798,10 +1030,10 @@ impl Region {
     }
 
     /// Write-touches every page of a byte range: reads its first byte and writes it back
-    /// (volatile). This takes a real write fault per page (unlike
-    /// [`populate_write`](Self::populate_write)), which makes a page shared with a forked child
-    /// exclusive again. The read and the write are not one atomic step: do not race it with other
-    /// writers of those bytes.
+    /// ([`read_u8`](Self::read_u8), [`write_u8`](Self::write_u8)). This takes a real write fault
+    /// per page (unlike [`populate_write`](Self::populate_write)), which makes a page shared with
+    /// a forked child exclusive again. The read and the write are not one atomic step: a
+    /// concurrent write of that first byte may be undone (never one of the other bytes).
     ///
     /// # Errors
     ///
@@ -854,11 +1086,11 @@ impl Drop for Region {
 /// `UFFDIO_MOVE` of `len` bytes from `src` at `src_off` to `dst` at `dst_off`: exactly one ioctl,
 /// with the kernel's outcome (`Ok(len)`, or a [`uffd::RangeError`] with the bytes done).
 ///
-/// # Panics
-///
-/// If either range is outside its region or an offset is not page-aligned.
-#[track_caller]
-#[inline(always)] // the mover's hot path: one ioctl, no call frame around it
+/// Never panics, allocates, locks or logs, so the fault server may call it from a signal handler.
+/// A range outside its region, or an offset or length that is not a page multiple, is refused
+/// without an ioctl as [`uffd::RangeError::Invalid`] with `done: 0` (what the kernel answers for
+/// a bad range).
+#[inline]
 pub(crate) fn move_between(
     uffd: &uffd::Uffd,
     dst: &Region,
@@ -868,24 +1100,28 @@ pub(crate) fn move_between(
     len: usize,
     flags: uffd::MoveFlags,
 ) -> Result<usize, uffd::RangeError> {
-    let d = dst.at(dst_off, len, dst.page_size);
-    let s = src.at(src_off, len, src.page_size);
+    let (Some(d), Some(s)) = (
+        dst.page_range_ptr(dst_off, len),
+        src.page_range_ptr(src_off, len),
+    ) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
     // SAFETY: `Uffd::move_pages` requires that no Rust reference points into either range during
     // (and, for the source, after) the call, and that both ranges are memory the caller controls.
-    // Both ranges lie inside live mappings that `Region`s own (checked by `at`, and the borrows
-    // keep the regions, so the mappings, alive for the call); a `Region` never hands out a
-    // reference into its mapping, only volatile and raw-pointer accesses, so no reference exists
-    // that the pages leaving or arriving could invalidate.
+    // Both ranges lie inside live mappings that `Region`s own (checked by `page_range_ptr`, and
+    // the borrows keep the regions, so the mappings, alive for the call); a `Region` never hands
+    // out a reference into its mapping and its own accesses hold one only for a single atomic
+    // word access, which cannot span this call on the calling thread, and for other threads is
+    // an atomic access the kernel's page replacement is allowed to race with (module docs).
     unsafe { uffd.move_pages(d, s, len, flags) }
 }
 
 /// `UFFDIO_COPY` of `len` bytes from `src` at `src_off` into `dst` at `dst_off`: exactly one
 /// ioctl. The source is only read.
 ///
-/// # Panics
-///
-/// If either range is outside its region or an offset is not page-aligned.
-#[track_caller]
+/// Never panics, allocates, locks or logs; a bad range is [`uffd::RangeError::Invalid`] with
+/// `done: 0`, as for [`move_between`].
+#[inline]
 pub(crate) fn copy_between(
     uffd: &uffd::Uffd,
     dst: &Region,
@@ -895,30 +1131,82 @@ pub(crate) fn copy_between(
     len: usize,
     flags: uffd::CopyFlags,
 ) -> Result<usize, uffd::RangeError> {
-    let d = dst.at(dst_off, len, dst.page_size);
-    let s = src.at(src_off, len, src.page_size);
-    // SAFETY: `Uffd::copy` requires no Rust reference into the destination range, and a readable
-    // source that no one writes during the call. The destination lies inside a live mapping a
-    // `Region` owns, into which no reference ever exists (see the module docs). The source lies
-    // inside another live, readable `Region` mapping; the kernel reads it with `copy_from_user`,
-    // so a concurrent volatile write through the `Region` API could at worst make the copied bytes
-    // a mix of old and new values, never undefined behaviour, and no reference is involved.
-    unsafe { uffd.copy(d, s, len, flags) }
+    let Some(s) = src.range_ptr(src_off, len) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: `copy_raw` requires `s` readable for `len` bytes for the call and not written
+    // through a reference during it: it lies inside a live, readable `Region` mapping (checked
+    // by `range_ptr`; the borrow keeps it mapped), into which no reference ever exists. The
+    // kernel reads it with `copy_from_user`, so a concurrent atomic write through the `Region`
+    // API can at worst make the copied bytes a mix of old and new words, never undefined
+    // behaviour.
+    unsafe { copy_raw(uffd, dst, dst_off, s, len, flags) }
+}
+
+/// `UFFDIO_COPY` of `src` (a buffer of the caller's, not a region) into `dst` at `dst_off`: one
+/// ioctl. Never panics, allocates, locks or logs; a bad range is [`uffd::RangeError::Invalid`]
+/// with `done: 0`, as for [`move_between`].
+#[inline]
+#[allow(dead_code)] // the single implementation for the server's `resolve_copy` to call
+pub(crate) fn copy_from_slice(
+    uffd: &uffd::Uffd,
+    dst: &Region,
+    dst_off: usize,
+    src: &[u8],
+    flags: uffd::CopyFlags,
+) -> Result<usize, uffd::RangeError> {
+    // SAFETY: `copy_raw` requires `src` readable for `src.len()` bytes and unwritten during the
+    // call: it is a shared slice, readable for its whole length, which no one can write while the
+    // borrow lives.
+    unsafe { copy_raw(uffd, dst, dst_off, src.as_ptr(), src.len(), flags) }
+}
+
+/// The one `UFFDIO_COPY` call behind [`copy_between`] and [`copy_from_slice`].
+///
+/// # Safety
+///
+/// `src` must be readable for `len` bytes for the duration of the call, and nothing may write
+/// those bytes through a Rust reference meanwhile.
+#[inline]
+unsafe fn copy_raw(
+    uffd: &uffd::Uffd,
+    dst: &Region,
+    dst_off: usize,
+    src: *const u8,
+    len: usize,
+    flags: uffd::CopyFlags,
+) -> Result<usize, uffd::RangeError> {
+    let Some(d) = dst.page_range_ptr(dst_off, len) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: `Uffd::copy` requires no Rust reference into the destination range, and a source
+    // readable and unwritten during the call. The destination lies inside a live mapping a
+    // `Region` owns (checked by `page_range_ptr`), into which no reference ever exists beyond
+    // single atomic word accesses (module docs); the caller guarantees the source. They cannot
+    // overlap in a way that matters: the kernel copies into a page that was missing.
+    unsafe { uffd.copy(d, src, len, flags) }
 }
 
 /// `UFFDIO_WAKE` on `len` bytes of `region` at `off`.
 ///
-/// # Panics
-///
-/// If the range is outside the region or `off` is not page-aligned.
-#[track_caller]
+/// Never panics, allocates, locks or logs; a bad range is a [`uffd::ControlError`] with
+/// `EINVAL`, without an ioctl.
+#[inline]
 pub(crate) fn wake_in(
     uffd: &uffd::Uffd,
     region: &Region,
     off: usize,
     len: usize,
 ) -> Result<(), uffd::ControlError> {
-    uffd.wake(region.at(off, len, region.page_size), len)
+    match region.page_range_ptr(off, len) {
+        Some(start) => uffd.wake(start, len),
+        None => Err(uffd::ControlError {
+            op: uffd::ControlOp::Wake,
+            start: region.addr().wrapping_add(off),
+            len,
+            errno: Errno::INVAL,
+        }),
+    }
 }
 
 // ---- fault resolution (server) ----

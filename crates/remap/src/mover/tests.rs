@@ -31,6 +31,9 @@ fn aligned_span_counts_only_whole_aligned_chunks() {
 #[test]
 fn options_map_to_kernel_flags() {
     let o = MoveOptions::default();
+    assert_eq!(o.move_flags(), MoveFlags::empty());
+    assert_eq!(o.copy_flags(), CopyFlags::empty());
+    let o = o.wake(Wake::PerRange);
     assert_eq!(o.move_flags(), MoveFlags::DONTWAKE);
     assert_eq!(o.copy_flags(), CopyFlags::DONTWAKE);
     let o = o.holes(HolePolicy::Skip).wake(Wake::Kernel);
@@ -54,7 +57,8 @@ fn holes_are_entries_neither_present_nor_swapped() {
 #[test]
 fn reports_add_up() {
     let mut a = MoveReport {
-        pmd_bytes: 1,
+        aligned_bytes: 1,
+        whole_pmd_bytes: 1,
         pte_bytes: 2,
         copied_bytes: 3,
         hole_bytes: 4,
@@ -99,18 +103,4 @@ fn errors_keep_errno_and_done() {
 fn mover_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Mover>();
-}
-
-#[test]
-fn hot_fields_share_the_first_cache_line() {
-    let m = Mover::new(Uffd::new().expect("userfaultfd"));
-    let base = std::ptr::addr_of!(m) as usize;
-    let end = std::ptr::addr_of!(m.stats.pte_bytes) as usize + 8;
-    let opts = std::ptr::addr_of!(m.options) as usize;
-    assert_eq!(base % 64, 0);
-    assert!(
-        opts < base + 64 && end <= base + 64,
-        "{:?}",
-        (opts - base, end - base)
-    );
 }

@@ -14,6 +14,11 @@ fn mover() -> Mover {
     Mover::new(Uffd::new().expect("userfaultfd"))
 }
 
+/// A mover in the publication mode: `DONTWAKE` moves, one `UFFDIO_WAKE` per coalesced range.
+fn publishing_mover() -> Mover {
+    mover().with_options(MoveOptions::default().wake(Wake::PerRange))
+}
+
 /// A mover on a non-blocking userfaultfd (only those can be polled) with `features`.
 fn pollable_mover(features: Features) -> Mover {
     let uffd = Uffd::builder()
@@ -107,7 +112,7 @@ fn nothing_lost(dst: &Region, src: &Region, pairs: &[(usize, usize)], seed: u64)
 fn contiguous_batch_is_one_move_and_one_wake() {
     require!(Need::Move);
     let n = 64;
-    let mover = mover();
+    let mover = publishing_mover();
     let src = source(n, 11);
     let dst = destination(&mover, n);
     let mut batch = mover.batch();
@@ -120,7 +125,10 @@ fn contiguous_batch_is_one_move_and_one_wake() {
     assert_eq!(report.wake_ioctls, 1, "{report:?}");
     assert_eq!(report.runs, 1);
     assert_eq!(report.pte_bytes, (n * page()) as u64);
-    assert_eq!(report.pmd_bytes + report.copied_bytes + report.retries, 0);
+    assert_eq!(
+        report.aligned_bytes + report.copied_bytes + report.retries,
+        0
+    );
     assert!(batch.is_empty());
     let pairs: Vec<_> = (0..n).map(|i| (i, i)).collect();
     assert_eq!(nothing_lost(&dst, &src, &pairs, 11), n);
@@ -132,7 +140,7 @@ fn contiguous_batch_is_one_move_and_one_wake() {
 #[test]
 fn scattered_batch_is_one_move_per_run() {
     require!(Need::Move);
-    let mover = mover();
+    let mover = publishing_mover();
     let src = source(40, 12);
     let dst = destination(&mover, 40);
     // Runs: 0..4 -> 10..14 (4 pages), 20 -> 2, 5..8 -> 30..33, 9 -> 33 (the destination continues
@@ -267,7 +275,8 @@ fn aligned_thp_moves_whole_pmd() {
         .unwrap();
     mover.register(&dst).unwrap();
     let report = mover.move_range(&dst, 0, &src, 0, len).unwrap();
-    assert_eq!(report.pmd_bytes, len as u64, "{report:?}");
+    assert_eq!(report.aligned_bytes, len as u64, "{report:?}");
+    assert_eq!(report.whole_pmd_bytes, 0, "not verified: {report:?}");
     assert_eq!(report.pte_bytes, 0);
     assert_eq!(report.move_ioctls, 1);
     assert!(inspect::is_thp_mapped(dst.addr()).unwrap());
@@ -300,7 +309,7 @@ fn unaligned_thp_move_splits_and_keeps_data() {
     let report = mover
         .move_range(&dst, page(), &src, 0, HUGE_PAGE_SIZE)
         .unwrap();
-    assert_eq!(report.pmd_bytes, 0, "{report:?}");
+    assert_eq!(report.aligned_bytes, 0, "{report:?}");
     assert_eq!(report.pte_bytes, HUGE_PAGE_SIZE as u64);
     assert_eq!(inspect::anon_huge_bytes(dst.addr()).unwrap(), 0);
     let pages = HUGE_PAGE_SIZE / page();
@@ -508,7 +517,8 @@ fn events_pending_stops_the_batch_and_flush_resumes_after_reading() {
 #[test]
 fn per_range_wake_releases_a_thread_waiting_on_the_destination() {
     require!(Need::Move);
-    let mover = pollable_mover(Features::empty());
+    let mover =
+        pollable_mover(Features::empty()).with_options(MoveOptions::default().wake(Wake::PerRange));
     let src = source(2, 20);
     let dst = destination(&mover, 2);
     std::thread::scope(|scope| {
@@ -558,4 +568,71 @@ fn threads_share_one_mover_and_stats_add_up() {
     assert_eq!(stats.totals.move_ioctls, 2 * rounds as u64);
     assert_eq!(stats.totals.wake_ioctls, 0);
     assert_eq!(stats.operations, 2 * rounds as u64);
+}
+
+#[test]
+fn default_kernel_wake_releases_a_waiting_thread_without_a_wake_ioctl() {
+    require!(Need::Move);
+    let mover = pollable_mover(Features::empty());
+    assert_eq!(mover.options().wake, Wake::Kernel);
+    let src = source(2, 23);
+    let dst = destination(&mover, 2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| dst.read_u64(page() + 16));
+        wait_for_event(&mover);
+        // No DONTWAKE: the move's own wake of its moved range releases the reader.
+        let report = mover.move_range(&dst, 0, &src, 0, 2 * page()).unwrap();
+        assert_eq!(
+            (report.move_ioctls, report.wake_ioctls),
+            (1, 0),
+            "{report:?}"
+        );
+        assert_eq!(
+            reader.join().unwrap(),
+            remap::region::pattern_word(23, 1, 2)
+        );
+    });
+}
+
+#[test]
+fn verify_pmd_does_not_count_an_aligned_small_page_source() {
+    require!(Need::Move);
+    let len = HUGE_PAGE_SIZE;
+    // Aligned, but 4 KiB pages: the kernel moves it page by page.
+    let src = Region::builder(len)
+        .huge_aligned(true)
+        .thp(Thp::NoHuge)
+        .populate(true)
+        .build()
+        .unwrap();
+    src.fill_pattern(24);
+    assert!(!inspect::is_thp_mapped(src.addr()).unwrap());
+    let mover = mover().with_options(MoveOptions::default().verify_pmd(true));
+    let dst = Region::builder(len).huge_aligned(true).build().unwrap();
+    mover.register(&dst).unwrap();
+    let report = mover.move_range(&dst, 0, &src, 0, len).unwrap();
+    assert_eq!(
+        report.aligned_bytes, len as u64,
+        "issued aligned: {report:?}"
+    );
+    assert_eq!(report.whole_pmd_bytes, 0, "but not moved whole: {report:?}");
+    assert_eq!(dst.verify_pattern(24), Ok(()));
+    assert_eq!(mover.stats().totals.whole_pmd_bytes, 0);
+}
+
+#[test]
+fn verify_pmd_counts_an_aligned_thp_source() {
+    require!(Need::Move, Need::Thp);
+    let len = 2 * HUGE_PAGE_SIZE;
+    let Some(src) = thp_source(len, 25) else {
+        return;
+    };
+    let mover = mover().with_options(MoveOptions::default().verify_pmd(true));
+    let dst = Region::builder(len).huge_aligned(true).build().unwrap();
+    mover.register(&dst).unwrap();
+    let report = mover.move_range(&dst, 0, &src, 0, len).unwrap();
+    assert_eq!(report.aligned_bytes, len as u64, "{report:?}");
+    assert_eq!(report.whole_pmd_bytes, len as u64, "{report:?}");
+    assert_eq!(dst.verify_pattern(25), Ok(()));
+    assert_eq!(mover.stats().totals.whole_pmd_bytes, len as u64);
 }
