@@ -79,6 +79,18 @@ fn reports_add_up() {
     let s = stats.snapshot();
     assert_eq!(s.totals, a);
     assert_eq!((s.operations, s.errors), (1, 1));
+    // The single-ioctl shortcut counts one operation, run and move ioctl.
+    let single = MoveReport {
+        pte_bytes: 4096,
+        runs: 1,
+        move_ioctls: 1,
+        ..MoveReport::default()
+    };
+    stats.add(&single, false);
+    let t = stats.snapshot();
+    a += single;
+    assert_eq!(t.totals, a);
+    assert_eq!((t.operations, t.errors), (2, 1));
 }
 
 #[test]

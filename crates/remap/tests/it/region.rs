@@ -352,14 +352,14 @@ fn copy_timing_2mib() {
 fn concurrent_writes_to_disjoint_bytes_of_shared_words_are_not_lost() {
     let region = Region::builder(page()).populate(true).build().unwrap();
     let threads = 4;
-    let rounds = 20_000;
+    let rounds = 20_000u32;
     // Thread t owns bytes 8k + 2t and 8k + 2t + 1 of words k = 0..16.
     std::thread::scope(|s| {
         for t in 0..threads {
             let region = &region;
             s.spawn(move || {
                 for round in 0..rounds {
-                    let v = (round % 251) as u8 + 1;
+                    let v = u8::try_from(round % 251).unwrap() + 1;
                     for k in 0..16 {
                         let off = 8 * k + 2 * t;
                         match round % 3 {
