@@ -76,19 +76,18 @@
 //!
 //! Three modes ([`Wake`]):
 //!
-//! - [`Wake::Kernel`], the default: moves are issued without `DONTWAKE`, and the kernel wakes the
-//!   threads waiting on the part each ioctl moved, `[dst, dst + moved)`, as that ioctl returns.
-//!   A run is almost always moved by one ioctl, and then that is exactly the range a separate
-//!   `UFFDIO_WAKE` would cover, at the moment it would be issued for a single-run operation:
-//!   the separate ioctl buys nothing and costs one system call per run (as much as the move
-//!   itself for a 4 KiB run). Waiters on a run wake as soon as it has arrived.
-//! - [`Wake::PerRange`], the publication mode: every move is issued with
-//!   `UFFDIO_MOVE_MODE_DONTWAKE`, and one `UFFDIO_WAKE` per coalesced destination range follows
-//!   at the end of the operation (after an error, for the part already moved, so no faulting
-//!   thread waits for a page that arrived). No waiter runs before every page of the operation is
-//!   in place, which a multi-run [`Batch`] publishing related pages may need; with
-//!   [`Wake::Kernel`] waiters on an earlier run may run before later runs have moved, and after
-//!   partial progress the moved prefix of a run is woken before its rest.
+//! - [`Wake::PerRange`], the default: every move is issued with `UFFDIO_MOVE_MODE_DONTWAKE`, and
+//!   one `UFFDIO_WAKE` per coalesced destination range follows at the end of the operation
+//!   (after an error, for the part already moved, so no faulting thread waits for a page that
+//!   arrived). No waiter runs before every page of the operation is in place, which a multi-run
+//!   [`Batch`] publishing related pages needs. The price is one extra system call per range.
+//! - [`Wake::Kernel`]: moves are issued without `DONTWAKE`, and the kernel wakes the threads
+//!   waiting on the part each ioctl moved, `[dst, dst + moved)`, as that ioctl returns. A run is
+//!   almost always moved by one ioctl, and then that is exactly the range a separate
+//!   `UFFDIO_WAKE` would cover: for single-run operations (one `move_range` per page, say) it
+//!   saves one system call per call, as much as the move itself for a 4 KiB run. It gives up the
+//!   publication order: waiters on an earlier run may run before later runs have moved, and
+//!   after partial progress the moved prefix of a run is woken before its rest.
 //! - [`Wake::None`]: `DONTWAKE` and no wake; the caller wakes, for example after publishing
 //!   several batches.
 //!
@@ -188,23 +187,23 @@ pub enum HolePolicy {
 /// ```
 /// use remap::mover::{MoveOptions, Wake};
 ///
-/// assert_eq!(MoveOptions::default().wake, Wake::Kernel);
-/// let options = MoveOptions::default().wake(Wake::PerRange);
-/// assert_eq!(options.wake, Wake::PerRange);
+/// assert_eq!(MoveOptions::default().wake, Wake::PerRange);
+/// let options = MoveOptions::default().wake(Wake::Kernel);
+/// assert_eq!(options.wake, Wake::Kernel);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wake {
     /// Move with `DONTWAKE`, then issue one `UFFDIO_WAKE` per coalesced destination range at the
-    /// end of the operation, so no waiter runs before the whole operation has moved. Adjacent
-    /// destination ranges share one wake.
+    /// end of the operation, so no waiter runs before the whole operation has moved (the
+    /// default). Adjacent destination ranges share one wake.
+    #[default]
     PerRange,
     /// Move with `DONTWAKE` and never wake: the caller wakes (for example after publishing
     /// several batches).
     None,
-    /// Move without `DONTWAKE`: each ioctl wakes the waiters on the part it moved, as it returns
-    /// (the default). No extra ioctl; for a run moved by one ioctl it wakes exactly the range
-    /// [`Wake::PerRange`] would.
-    #[default]
+    /// Move without `DONTWAKE`: each ioctl wakes the waiters on the part it moved, as it returns.
+    /// No extra ioctl; for a run moved by one ioctl it wakes exactly the range
+    /// [`Wake::PerRange`] would, but without its publication order across runs.
     Kernel,
 }
 
@@ -930,8 +929,9 @@ fn thp_mapped(addr: usize) -> bool {
 }
 
 impl Mover {
-    /// A mover on `uffd` with the default [`MoveOptions`]: EBUSY and holes are errors, the
-    /// kernel wakes what each move moved ([`Wake::Kernel`]).
+    /// A mover on `uffd` with the default [`MoveOptions`]: EBUSY and holes are errors, moves are
+    /// issued with `DONTWAKE` and each coalesced range is woken once at the end
+    /// ([`Wake::PerRange`]).
     ///
     /// ```
     /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
@@ -966,7 +966,7 @@ impl Mover {
     ///
     /// ```
     /// let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
-    /// assert_eq!(mover.options().wake, remap::mover::Wake::Kernel);
+    /// assert_eq!(mover.options().wake, remap::mover::Wake::PerRange);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn options(&self) -> &MoveOptions {

@@ -31,11 +31,11 @@ fn aligned_span_counts_only_whole_aligned_chunks() {
 #[test]
 fn options_map_to_kernel_flags() {
     let o = MoveOptions::default();
-    assert_eq!(o.move_flags(), MoveFlags::empty());
-    assert_eq!(o.copy_flags(), CopyFlags::empty());
-    let o = o.wake(Wake::PerRange);
     assert_eq!(o.move_flags(), MoveFlags::DONTWAKE);
     assert_eq!(o.copy_flags(), CopyFlags::DONTWAKE);
+    let o = o.wake(Wake::Kernel);
+    assert_eq!(o.move_flags(), MoveFlags::empty());
+    assert_eq!(o.copy_flags(), CopyFlags::empty());
     let o = o.holes(HolePolicy::Skip).wake(Wake::Kernel);
     assert_eq!(o.move_flags(), MoveFlags::ALLOW_SRC_HOLES);
     assert_eq!(o.copy_flags(), CopyFlags::empty());

@@ -571,9 +571,10 @@ fn threads_share_one_mover_and_stats_add_up() {
 }
 
 #[test]
-fn default_kernel_wake_releases_a_waiting_thread_without_a_wake_ioctl() {
+fn kernel_wake_releases_a_waiting_thread_without_a_wake_ioctl() {
     require!(Need::Move);
-    let mover = pollable_mover(Features::empty());
+    let mover =
+        pollable_mover(Features::empty()).with_options(MoveOptions::default().wake(Wake::Kernel));
     assert_eq!(mover.options().wake, Wake::Kernel);
     let src = source(2, 23);
     let dst = destination(&mover, 2);
