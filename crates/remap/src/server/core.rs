@@ -110,14 +110,16 @@ pub(crate) fn fall_back(
     policy: FailurePolicy,
 ) -> Result<(), RangeError> {
     let page = region.page_size();
+    // Counted first, like a serve, so the woken thread already sees it.
+    bump(&counters.fallbacks);
     let result = match policy {
         FailurePolicy::Zero => {
             region::resolve_zero(uffd, region, offset, page, ZeropageFlags::empty()).map(drop)
         }
         FailurePolicy::Poison => region::resolve_poison(uffd, region, offset, page).map(drop),
     };
-    if result.is_ok() {
-        bump(&counters.fallbacks);
+    if result.is_err() {
+        counters.fallbacks.fetch_sub(1, Ordering::Relaxed);
     }
     result
 }
@@ -221,11 +223,27 @@ impl<S: PageSource> Core<S> {
         }
         let base = self.region.addr();
         let r = (lo - base) / page * page..(hi - base).div_ceil(page) * page;
-        lock(&self.gone).push(r.clone());
+        // Only the part not gone already: an `mremap` reports its old range twice (UNMAP and
+        // REMAP), and the second report must not mistake our own reservation for a foreign one.
+        let mut gone = lock(&self.gone);
+        let mut fresh: Vec<Range<usize>> = Vec::new();
+        for off in r.clone().step_by(page) {
+            if gone.iter().any(|g| g.contains(&off)) {
+                continue;
+            }
+            match fresh.last_mut() {
+                Some(last) if last.end == off => last.end = off + page,
+                _ => fresh.push(off..off + page),
+            }
+        }
+        gone.push(r);
+        drop(gone);
         self.any_gone.store(true, Ordering::Release);
-        if let Err(errno) = region::rereserve(&self.region, r.start, r.end - r.start) {
-            tracing::debug!(%errno, start = lo, end = hi, "cannot re-reserve an unmapped range");
-            lock(&self.lost).push(r);
+        for piece in fresh {
+            if let Err(errno) = region::rereserve(&self.region, piece.start, piece.len()) {
+                tracing::debug!(%errno, ?piece, "cannot re-reserve an unmapped range");
+                lock(&self.lost).push(piece);
+            }
         }
     }
 
@@ -302,6 +320,8 @@ impl<S: PageSource> Core<S> {
         if self.is_gone(offset) {
             return self.drop_fault(address);
         }
+        // Counted before the fallback wakes the thread; taken back if it was no error after all.
+        let errors = self.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
         let fallback = fall_back(
             &self.uffd,
             &self.region,
@@ -311,16 +331,17 @@ impl<S: PageSource> Core<S> {
         );
         match fallback {
             Err(RangeError::Missing { .. } | RangeError::Invalid { .. }) => {
-                return self.drop_fault(address)
+                self.counters.errors.fetch_sub(1, Ordering::Relaxed);
+                return self.drop_fault(address);
             }
             Err(RangeError::EventsPending { .. }) => {
                 // Retried (source first) once the events are read.
+                self.counters.errors.fetch_sub(1, Ordering::Relaxed);
                 bump(&self.counters.retries);
                 return Step::Pending;
             }
             _ => {}
         }
-        let errors = self.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
         if errors == 1 || errors % WARN_EVERY == 0 {
             tracing::warn!(
                 ?failure,
@@ -401,7 +422,6 @@ impl<S: PageSource> Core<S> {
             };
             while let Some(event) = buf.next_event() {
                 if let Event::Pagefault(pf) = event {
-                    bump(&self.counters.faults);
                     faults.push(pf);
                 } else {
                     applied = true;
@@ -421,6 +441,7 @@ impl<S: PageSource> Core<S> {
             }
         }
         for pf in faults.drain(..) {
+            bump(&self.counters.faults);
             if self.fault(&pf, scratch) == Step::Pending {
                 pending.push(pf);
             }

@@ -75,7 +75,7 @@ pub enum PoolError {
 /// ```
 #[derive(Debug)]
 pub struct MovePool {
-    region: Region,
+    pub(super) region: Region,
     uffd: Uffd,
     slots: Box<[AtomicU8]>,
     cursor: AtomicUsize,

@@ -49,3 +49,62 @@ fn copy_source_slices_its_image_and_zero_fills_beyond() {
         Resolution::Zero
     ));
 }
+
+#[test]
+fn copy_source_pads_a_partial_last_page() {
+    let page = rustix::param::page_size();
+    let source = CopySource::new(vec![7; page + 100]);
+    assert_eq!(source.image().len(), page + 100);
+    let fault = Fault {
+        offset: page,
+        address: page,
+        len: page,
+        write: false,
+        thread_id: None,
+    };
+    match source.resolve(&fault, &mut []) {
+        Resolution::Copy(bytes) => {
+            assert_eq!(bytes.len(), page);
+            assert!(bytes[..100].iter().all(|&b| b == 7));
+            assert!(bytes[100..].iter().all(|&b| b == 0));
+        }
+        other => panic!("expected a padded copy, got {other:?}"),
+    }
+}
+
+#[test]
+fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
+    use test_support::{require, Need};
+    require!(Need::Move);
+    let page = rustix::param::page_size();
+    let pool = std::sync::Arc::new(MovePool::new(1).unwrap());
+    // A handler is moving the only page out: its slot is in flight (as between `resolve` and
+    // `move_done`).
+    let Resolution::Move { offset, .. } = pool.resolve(
+        &Fault {
+            offset: 0,
+            address: 0,
+            len: page,
+            write: false,
+            thread_id: None,
+        },
+        &mut [],
+    ) else {
+        panic!("the pool has a page")
+    };
+    let from = crate::region::Region::new(page).unwrap();
+    from.write_u64(0, 42);
+    let settler = {
+        let pool = std::sync::Arc::clone(&pool);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // The page leaves (as a MOVE out would take it), and the slot settles empty.
+            pool.region.madvise_dontneed(offset..offset + page).unwrap();
+            pool.move_done(offset, true);
+        })
+    };
+    // Blocks until the slot settles, then moves our page in.
+    pool.give_back(&from, 0).unwrap();
+    assert_eq!(pool.available(), 1);
+    settler.join().unwrap();
+}

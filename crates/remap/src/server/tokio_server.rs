@@ -95,6 +95,10 @@ impl<S: PageSource> AsyncFaultServer<S> {
             policy: FailurePolicy::Zero,
             wakers: 0,
         };
+        // Without a runtime, tokio panics on registration: check first.
+        if let Err(err) = tokio::runtime::Handle::try_current() {
+            return Err(ServerError::Reactor(std::io::Error::other(err)));
+        }
         let core = Arc::new(Core::new(region, source, config)?);
         // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid, open
         // fd for the whole life of the `AsyncFd`. `UffdHandle` returns the fd of the `Uffd` inside
