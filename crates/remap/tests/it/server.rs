@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use remap::region::{pattern_word, Region};
 use remap::server::{
     CopySource, Fault, FaultServer, FnSource, MovePool, PageSource, PanicPolicy, Resolution,
-    ServerError, SigbusServer, ZeroSource,
+    ServerError, SigbusServer, SignalSafeSource, ZeroSource,
 };
 use test_support::{require, Need};
 use uffd::Features;
@@ -89,63 +89,68 @@ const MUTATORS: usize = 3;
 const HANDLERS: usize = 3;
 
 fn served_once<S: PageSource>(server: &FaultServer<S>) {
+    // A duplicate fault event (two threads faulted on one page) may still be unread, or on its
+    // way to EEXIST, after every mutator is done: let the counters settle (20 ms unchanged).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = server.stats();
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_millis(20) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = server.stats();
+        if now != last || now.faults != now.served() + now.races {
+            since = Instant::now();
+        }
+        last = now;
+    }
     let stats = server.stats();
     assert_eq!(stats.served(), PAGES as u64, "{stats}");
     assert_eq!(stats.faults, stats.served() + stats.races, "{stats}");
     assert_eq!(stats.errors + stats.dropped + stats.left, 0, "{stats}");
 }
 
-#[test]
-fn zero_source_serves_each_page_once_under_concurrency() {
-    require!(Need::Uffd);
-    let server = FaultServer::builder(Region::new(PAGES * page()).unwrap(), ZeroSource)
-        .threads(HANDLERS)
-        .start()
-        .unwrap();
-    run_mutators(server.region(), MUTATORS);
-    served_once(&server);
-    assert_eq!(server.stats().served_zero, PAGES as u64);
-    for i in 0..PAGES {
-        check_page(server.region(), i, MUTATORS, |_| 0);
-    }
-}
-
-#[test]
-fn copy_source_serves_each_page_once_under_concurrency() {
-    require!(Need::Uffd);
-    let source = CopySource::new(pattern_image(PAGES));
+/// Serves [`PAGES`] pages from `source` with [`HANDLERS`] threads to [`MUTATORS`] concurrent
+/// mutators; checks each page was served once (by the counter `kind` picks) with `word(i, w)`.
+fn serves_each_page_once<S: PageSource>(
+    source: S,
+    kind: fn(&remap::server::ServerStats) -> u64,
+    word: fn(usize, u64) -> u64,
+) {
     let server = FaultServer::builder(Region::new(PAGES * page()).unwrap(), source)
         .threads(HANDLERS)
         .start()
         .unwrap();
     run_mutators(server.region(), MUTATORS);
     served_once(&server);
-    assert_eq!(server.stats().served_copy, PAGES as u64);
+    assert_eq!(kind(&server.stats()), PAGES as u64);
     for i in 0..PAGES {
-        check_page(server.region(), i, MUTATORS, |w| {
-            pattern_word(SEED, i as u64, w)
-        });
+        check_page(server.region(), i, MUTATORS, |w| word(i, w));
     }
+}
+
+#[test]
+fn zero_source_serves_each_page_once_under_concurrency() {
+    require!(Need::Uffd);
+    serves_each_page_once(ZeroSource, |s| s.served_zero, |_, _| 0);
+}
+
+#[test]
+fn copy_source_serves_each_page_once_under_concurrency() {
+    require!(Need::Uffd);
+    serves_each_page_once(
+        CopySource::new(pattern_image(PAGES)),
+        |s| s.served_copy,
+        |i, w| pattern_word(SEED, i as u64, w),
+    );
 }
 
 #[test]
 fn fn_source_serves_each_page_once_under_concurrency() {
     require!(Need::Uffd);
-    let server = FaultServer::builder(
-        Region::new(PAGES * page()).unwrap(),
+    serves_each_page_once(
         FnSource::new(fill_pattern),
-    )
-    .threads(HANDLERS)
-    .start()
-    .unwrap();
-    run_mutators(server.region(), MUTATORS);
-    served_once(&server);
-    assert_eq!(server.stats().served_copy, PAGES as u64);
-    for i in 0..PAGES {
-        check_page(server.region(), i, MUTATORS, |w| {
-            pattern_word(SEED, i as u64, w)
-        });
-    }
+        |s| s.served_copy,
+        |i, w| pattern_word(SEED, i as u64, w),
+    );
 }
 
 /// Which pool page (by its pattern) page `i` of `region` holds.
@@ -240,11 +245,27 @@ fn verify_served(region: &Region, pages: Range<usize>) {
     }
 }
 
+/// Polls `cond` for up to 10 s.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+const EVENTS: Features = Features::EVENT_REMOVE
+    .union(Features::EVENT_UNMAP)
+    .union(Features::EVENT_REMAP);
+
 #[test]
 fn remove_unmap_and_remap_events_while_faults_are_in_flight() {
-    require!(Need::Feature(
-        Features::EVENT_REMOVE | Features::EVENT_UNMAP | Features::EVENT_REMAP
-    ));
+    require!(Need::Feature(EVENTS));
+    run_child_ok("events");
+}
+
+/// Child: DONTNEED concurrently with faults, then munmap and mremap of parts of the region.
+fn events_child() {
     let recorder = Arc::new(Recorder::default());
     let server = FaultServer::builder(Region::new(64 * page()).unwrap(), Arc::clone(&recorder))
         .threads(2)
@@ -297,10 +318,13 @@ fn remove_unmap_and_remap_events_while_faults_are_in_flight() {
     // SAFETY: the range is part of the served region, which this test owns; nothing references it
     // and nothing touches it afterwards (the region's own munmap on drop tolerates the hole).
     unsafe { libc::munmap(unmapped as *mut libc::c_void, 8 * page()) };
+    wait_until("on_unmap", || !recorder.unmaps.lock().unwrap().is_empty());
     assert_eq!(
         recorder.unmaps.lock().unwrap().as_slice(),
         std::slice::from_ref(&(unmapped..unmapped + 8 * page()))
     );
+    // The server re-reserved the hole: nothing else can be mapped there now.
+    assert_eq!(probe_free(unmapped, 8 * page()), Err(libc::EEXIST));
 
     // mremap pages 56..64 elsewhere: the server stops serving them; their contents move along.
     verify_served(region, 56..58); // present pages move with the mapping
@@ -329,6 +353,8 @@ fn remove_unmap_and_remap_events_while_faults_are_in_flight() {
     };
     assert_eq!(moved, target);
     let to = target as usize;
+    wait_until("on_remap", || !recorder.remaps.lock().unwrap().is_empty());
+    assert_eq!(probe_free(old, 8 * page()), Err(libc::EEXIST));
     assert_eq!(
         recorder.remaps.lock().unwrap().as_slice(),
         &[(old, to, 8 * page())]
@@ -353,7 +379,43 @@ fn remove_unmap_and_remap_events_while_faults_are_in_flight() {
         (2, 1, 0),
         "{stats}"
     );
-    server.stop().unwrap();
+    let region = server.stop().unwrap();
+    assert_eq!(
+        region.len(),
+        64 * page(),
+        "no foreign mapping: the region comes back whole"
+    );
+    let (start, len) = (region.addr(), region.len());
+    drop(region);
+    assert_eq!(
+        probe_free(start, len),
+        Ok(()),
+        "dropping unmapped our reservations too"
+    );
+}
+
+/// Whether `len` bytes at `addr` are free: maps them with `MAP_FIXED_NOREPLACE` (and unmaps
+/// them again); the errno when something is mapped there.
+fn probe_free(addr: usize, len: usize) -> Result<(), i32> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST if
+    // anything is mapped in the range, else maps a fresh range that only this function uses.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    // SAFETY: unmaps the probe mapping made just above, which nothing else uses.
+    unsafe { libc::munmap(p, len) };
+    assert_eq!(p as usize, addr, "a kernel without MAP_FIXED_NOREPLACE");
+    Ok(())
 }
 
 /// A source that leaves page 0 unresolved on purpose and zero-fills the rest.
@@ -426,15 +488,67 @@ fn panic_with_unregister_and_stop_is_reported_and_wakes_faulting_threads() {
     }
 }
 
-/// Re-runs this test binary for one child scenario; returns its exit status.
-fn run_child(test: &str, scenario: &str) -> std::process::ExitStatus {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+/// Re-runs this test binary for one child scenario (killed after 20 s: a hang is a failure).
+fn run_child(scenario: &str) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "server::child_scenarios",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, scenario)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child scenario {scenario} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
         .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, format!("{out}\n--- stderr\n{err}"))
+}
+
+/// Runs a child scenario that must pass, and checks it really ran (a mistyped test name would
+/// exit 0 after "0 passed").
+#[track_caller]
+fn run_child_ok(scenario: &str) {
+    let (status, out) = run_child(scenario);
+    assert!(
+        status.success() && out.contains("1 passed"),
+        "child scenario {scenario} failed ({status}):\n{out}"
+    );
+}
+
+/// Runs a child scenario that must die of `signal`.
+#[track_caller]
+fn run_child_killed_by(scenario: &str, signal: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    let (status, out) = run_child(scenario);
+    assert_eq!(status.signal(), Some(signal), "{status:?}:\n{out}");
 }
 
 fn child_scenario() -> Option<String> {
@@ -443,24 +557,20 @@ fn child_scenario() -> Option<String> {
 
 #[test]
 fn panic_abort_policy_aborts_the_process() {
-    use std::os::unix::process::ExitStatusExt;
     require!(Need::Uffd);
-    let status = run_child("server::child_scenarios", "abort");
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    run_child_killed_by("abort", libc::SIGABRT);
 }
 
 #[test]
 fn fork_without_the_fork_event_child_sees_plain_memory() {
     require!(Need::Uffd);
-    let status = run_child("server::child_scenarios", "fork-plain");
-    assert!(status.success(), "{status:?}");
+    run_child_ok("fork-plain");
 }
 
 #[test]
 fn fork_event_hands_the_child_uffd_to_the_source() {
     require!(Need::Root, Need::Feature(Features::EVENT_FORK));
-    let status = run_child("server::child_scenarios", "fork-event");
-    assert!(status.success(), "{status:?}");
+    run_child_ok("fork-event");
 }
 
 /// Not a test on its own: the body of the child processes above (does nothing otherwise).
@@ -479,6 +589,16 @@ fn child_scenarios() {
             unreachable!("the process should have aborted");
         }
         "fork-plain" | "fork-event" => fork_child(scenario == "fork-event"),
+        "events" => events_child(),
+        "poison-policy" => poison_policy_child(),
+        "ordering" => ordering_child(),
+        "foreign-hole" => foreign_hole_child(),
+        "unmap-race" => unmap_race_child(),
+        "sigbus-poison" => sigbus_poison_child(),
+        "sigbus-stop" => sigbus_stop_child(),
+        "sigbus-bad-move" => sigbus_bad_move_child(),
+        #[cfg(feature = "tokio")]
+        "async-abort" => async_abort_child(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -627,4 +747,488 @@ fn async_server_serves_faults_from_a_tokio_runtime() {
         let region = server.into_region().unwrap();
         region.write_u8(0, 1);
     });
+}
+
+// ---- failed resolves (C1, C2) ----
+
+/// Resolves every fault by moving page 0 of its own region in.
+struct MoveFrom(Region);
+
+impl PageSource for MoveFrom {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        Resolution::Move {
+            from: &self.0,
+            offset: 0,
+        }
+    }
+}
+
+/// A failed `Move` leaves the faulting thread with the fallback zero page, once: no hang, no
+/// livelock, counted as an error, never as dropped.
+fn failed_move_falls_back_once(from: Region) {
+    let server = FaultServer::builder(Region::new(4 * page()).unwrap(), MoveFrom(from))
+        .threads(2)
+        .start()
+        .unwrap();
+    let reader = read_on_thread(server.region().addr() + page() + 8);
+    assert_eq!(
+        reader.recv_timeout(Duration::from_secs(10)),
+        Ok(0),
+        "the reader finishes with the fallback zero page: {}",
+        server.stats()
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.faults, stats.errors, stats.fallbacks, stats.dropped),
+        (1, 1, 1, 0),
+        "{stats}"
+    );
+    assert_eq!(stats.served(), 0, "{stats}");
+    server.stop().unwrap();
+}
+
+#[test]
+fn move_from_a_hole_falls_back_to_the_zero_page() {
+    require!(Need::Move);
+    // Never touched: the source page is a hole, so the MOVE fails with ENOENT.
+    failed_move_falls_back_once(Region::new(page()).unwrap());
+}
+
+#[test]
+fn move_of_a_page_shared_after_fork_falls_back_once_instead_of_livelocking() {
+    require!(Need::Move);
+    let from = Region::builder(page()).dontfork(false).build().unwrap();
+    from.write_u64(0, 1);
+    // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: ends the child at once, without running any destructor.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(pid > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    // The page is no longer exclusive: MOVE fails with EBUSY for as long as it is not written.
+    failed_move_falls_back_once(from);
+}
+
+#[test]
+fn poison_failure_policy_poisons_the_page() {
+    require!(Need::Move);
+    run_child_killed_by("poison-policy", libc::SIGBUS);
+}
+
+/// Child: a failed MOVE under `FailurePolicy::Poison`: the reader dies of SIGBUS.
+fn poison_policy_child() {
+    let server = FaultServer::builder(
+        Region::new(2 * page()).unwrap(),
+        MoveFrom(Region::new(page()).unwrap()),
+    )
+    .on_failure(remap::server::FailurePolicy::Poison)
+    .start()
+    .unwrap();
+    let _ = server.region().read_u64(0);
+    unreachable!("the poisoned page should have raised SIGBUS");
+}
+
+// ---- event ordering and holes (C5, C6, A3) ----
+
+/// Logs the event callbacks; the first `on_remove` takes `remove_delay`.
+#[derive(Debug, Default)]
+struct SlowRemove {
+    log: Mutex<Vec<&'static str>>,
+    remove_delay: Duration,
+    slowed: std::sync::atomic::AtomicBool,
+}
+
+impl PageSource for SlowRemove {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        Resolution::Zero
+    }
+    fn on_remove(&self, _range: Range<usize>) {
+        self.log.lock().unwrap().push("remove");
+        if !self.slowed.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(self.remove_delay);
+        }
+        self.log.lock().unwrap().push("remove done");
+    }
+    fn on_unmap(&self, _range: Range<usize>) {
+        self.log.lock().unwrap().push("unmap");
+    }
+}
+
+fn munmap_raw(addr: usize, len: usize) {
+    // SAFETY: callers pass a page-aligned part of a region this child process owns and no longer
+    // touches (the server re-reserves it; the region tolerates the hole).
+    assert_eq!(unsafe { libc::munmap(addr as *mut libc::c_void, len) }, 0);
+}
+
+#[test]
+fn events_are_applied_in_the_order_they_were_read() {
+    require!(Need::Feature(EVENTS));
+    run_child_ok("ordering");
+}
+
+/// Child: a REMOVE whose callback is slow, then an UNMAP released by its read: with two handler
+/// threads the second reads the UNMAP while the first still reports the REMOVE; it must wait.
+fn ordering_child() {
+    let source = Arc::new(SlowRemove {
+        remove_delay: Duration::from_millis(200),
+        ..SlowRemove::default()
+    });
+    let server = FaultServer::builder(Region::new(16 * page()).unwrap(), Arc::clone(&source))
+        .threads(2)
+        .start()
+        .unwrap();
+    let region = server.region();
+    region.madvise_dontneed(0..4 * page()).unwrap(); // returns once a thread read the REMOVE
+    munmap_raw(region.addr() + 8 * page(), 4 * page());
+    wait_until("on_unmap", || source.log.lock().unwrap().contains(&"unmap"));
+    assert_eq!(
+        source.log.lock().unwrap().as_slice(),
+        &["remove", "remove done", "unmap"]
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn stop_never_hands_back_memory_someone_mapped_into_an_unmapped_hole() {
+    require!(Need::Feature(EVENTS));
+    run_child_ok("foreign-hole");
+}
+
+/// Child: someone moves their own mapping over part of the served region (`mremap` with
+/// `MREMAP_FIXED` unmaps the region's pages there: an UNMAP event). The server cannot re-reserve
+/// that range, so `stop` hands back the region cut short before it, and dropping that leaves the
+/// foreign memory alone.
+fn foreign_hole_child() {
+    let source = Arc::new(Recorder::default());
+    let server = FaultServer::builder(Region::new(32 * page()).unwrap(), Arc::clone(&source))
+        .threads(2)
+        .start()
+        .unwrap();
+    let hole = server.region().addr() + 16 * page();
+    // SAFETY: a fresh private mapping of our own.
+    let foreign = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8 * page(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(foreign, libc::MAP_FAILED);
+    // SAFETY: our own fresh mapping, written with a volatile store.
+    unsafe { foreign.cast::<u64>().write_volatile(0xf0e1) };
+    // SAFETY: moves our own mapping over pages 16..24 of the region, which nothing touches.
+    let moved = unsafe {
+        libc::mremap(
+            foreign,
+            8 * page(),
+            8 * page(),
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            hole as *mut libc::c_void,
+        )
+    };
+    assert_eq!(moved as usize, hole);
+    wait_until("on_unmap", || !source.unmaps.lock().unwrap().is_empty());
+    let region = server.stop().unwrap();
+    assert_eq!(region.len(), 16 * page(), "cut short before the hole");
+    drop(region);
+    // SAFETY: the foreign mapping is still ours and mapped (the point of the test).
+    assert_eq!(unsafe { (hole as *const u64).read_volatile() }, 0xf0e1);
+    munmap_raw(hole, 8 * page());
+}
+
+#[test]
+fn munmap_and_mremap_race_with_faults_in_flight() {
+    require!(Need::Root, Need::Feature(EVENTS));
+    run_child_ok("unmap-race");
+}
+
+/// Resolves after a delay, so faults are still in flight when their range goes away.
+struct Slow(Duration);
+
+impl PageSource for Slow {
+    fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
+        std::thread::sleep(self.0);
+        fill_pattern(fault.offset, page);
+        Resolution::Copy(page)
+    }
+}
+
+/// Reads 8 bytes of /dev/zero into `addr`: a kernel-mode write fault that reports a vanished
+/// mapping as EFAULT instead of SIGSEGV. Returns the errno, or 0.
+fn kernel_touch(zero: &std::fs::File, addr: usize) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `read(2)` into 8 bytes at `addr`, inside a range this child owns (or owned: the
+    // kernel then fails with EFAULT rather than touch anything else); no reference is formed.
+    let n = unsafe { libc::read(zero.as_raw_fd(), addr as *mut libc::c_void, 8) };
+    if n == 8 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+/// Child: threads fault (kernel-mode) on pages whose resolves are slow while the main thread
+/// munmaps one part of the region and mremaps another: every thread comes back (served, or
+/// EFAULT for a vanished page), none hangs, and nothing counts as an error.
+fn unmap_race_child() {
+    let server = FaultServer::builder(
+        Region::new(32 * page()).unwrap(),
+        Slow(Duration::from_millis(30)),
+    )
+    .threads(2)
+    .kernel_faults(true)
+    .start()
+    .unwrap();
+    let base = server.region().addr();
+    let (done_tx, done_rx) = mpsc::channel();
+    for i in 8..24 {
+        let done_tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let zero = std::fs::File::open("/dev/zero").unwrap();
+            let errno = kernel_touch(&zero, base + i * page() + 64);
+            let _ = done_tx.send((i, errno));
+        });
+    }
+    drop(done_tx);
+    std::thread::sleep(Duration::from_millis(10)); // the faults are read and being resolved
+    munmap_raw(base + 8 * page(), 8 * page());
+    // SAFETY: a fresh reservation, used only as the mremap target below.
+    let target = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8 * page(),
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(target, libc::MAP_FAILED);
+    // SAFETY: moves pages 16..24 of the region (touched only through the kernel above) over our
+    // own reservation.
+    let moved = unsafe {
+        libc::mremap(
+            (base + 16 * page()) as *mut libc::c_void,
+            8 * page(),
+            8 * page(),
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target,
+        )
+    };
+    assert_eq!(moved, target);
+    let mut results = Vec::new();
+    for _ in 8..24 {
+        let r = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("a faulting thread hangs: {}", server.stats()));
+        results.push(r);
+    }
+    for &(i, errno) in &results {
+        assert!(
+            errno == 0 || errno == libc::EFAULT,
+            "page {i}: errno {errno}"
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(stats.errors, 0, "{stats}");
+    assert!(
+        stats.dropped > 0,
+        "some faults were in flight when their range went: {stats}"
+    );
+    // Pages 0..8 still work.
+    verify_served(server.region(), 0..2);
+    drop(server);
+    munmap_raw(target as usize, 8 * page());
+}
+
+// ---- SIGBUS mode (C3, C4, B2) ----
+
+/// Poisons every page.
+struct PoisonAll;
+
+impl PageSource for PoisonAll {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        Resolution::Poison
+    }
+}
+
+// SAFETY: `resolve` returns a constant; `move_done` is the no-op default.
+unsafe impl SignalSafeSource for PoisonAll {}
+
+#[test]
+fn sigbus_mode_leaves_a_poisoned_page_to_the_previous_handler() {
+    require!(Need::Feature(Features::SIGBUS | Features::POISON));
+    run_child_killed_by("sigbus-poison", libc::SIGBUS);
+}
+
+/// Child: the first access is poisoned in the handler; the retried access raises
+/// `BUS_MCEERR_AR`, which is not ours: the process dies of SIGBUS instead of looping.
+fn sigbus_poison_child() {
+    let server = SigbusServer::start(Region::new(page()).unwrap(), PoisonAll).unwrap();
+    let _ = server.region().read_u64(0);
+    unreachable!("a poisoned page must not read");
+}
+
+/// Set by [`Gate`] when a handler is inside its `resolve` (child process only).
+static GATE_ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Lets [`Gate`]'s `resolve` go on.
+static GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Spins in `resolve` (on atomics only) until released, then answers the zero page.
+struct Gate;
+
+impl PageSource for Gate {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        GATE_ENTERED.store(true, Ordering::SeqCst);
+        while !GATE_OPEN.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        Resolution::Zero
+    }
+}
+
+// SAFETY: `resolve` only loads and stores atomics; `move_done` is the no-op default.
+unsafe impl SignalSafeSource for Gate {}
+
+#[test]
+fn stopping_a_sigbus_server_while_a_thread_faults_is_not_fatal() {
+    require!(Need::Feature(Features::SIGBUS));
+    run_child_ok("sigbus-stop");
+}
+
+/// Child: a thread is inside the SIGBUS handler's resolve when the server stops (and
+/// unregisters); its resolve then fails, and the access must be retried as ordinary memory.
+fn sigbus_stop_child() {
+    let server = SigbusServer::start(Region::new(page()).unwrap(), Gate).unwrap();
+    let reader = read_on_thread(server.region().addr());
+    wait_until("the handler", || GATE_ENTERED.load(Ordering::SeqCst));
+    let stopper = std::thread::spawn(move || server.stop());
+    // stop() has marked the server stopping and unregistered; it waits for the handler.
+    std::thread::sleep(Duration::from_millis(50));
+    GATE_OPEN.store(true, Ordering::SeqCst);
+    assert_eq!(reader.recv_timeout(Duration::from_secs(10)), Ok(0));
+    let region = stopper.join().unwrap();
+    drop(region);
+}
+
+/// Answers a `Move` from outside its own (one-page) region.
+struct BadMove(Region);
+
+impl PageSource for BadMove {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        Resolution::Move {
+            from: &self.0,
+            offset: 7 * page(),
+        }
+    }
+}
+
+// SAFETY: `resolve` builds a value from its own fields and the cached page size (an atomic
+// load in rustix); `move_done` is the no-op default.
+unsafe impl SignalSafeSource for BadMove {}
+
+#[test]
+fn sigbus_mode_fails_a_bad_move_offset_without_panicking() {
+    require!(Need::Feature(Features::SIGBUS));
+    run_child_ok("sigbus-bad-move");
+}
+
+/// Child: a bad `Move` offset in the signal handler is a failed resolve (zero-page fallback),
+/// not a panic (which would abort the process).
+fn sigbus_bad_move_child() {
+    let server = SigbusServer::start(
+        Region::new(2 * page()).unwrap(),
+        BadMove(Region::new(page()).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(server.region().read_u64(page()), 0);
+    let stats = server.stats();
+    assert_eq!((stats.errors, stats.fallbacks), (1, 1), "{stats}");
+}
+
+// ---- sources (C10) ----
+
+#[test]
+fn copy_source_pads_a_partial_last_page_from_the_image() {
+    require!(Need::Uffd);
+    let image: Vec<u8> = (0..page() + 100)
+        .map(|i| u8::try_from(i % 251).unwrap() + 1)
+        .collect();
+    let server = FaultServer::builder(Region::new(2 * page()).unwrap(), CopySource::new(image))
+        .start()
+        .unwrap();
+    let region = server.region();
+    assert_eq!(
+        region.read_u8(page() + 99),
+        u8::try_from((page() + 99) % 251).unwrap() + 1
+    );
+    assert_eq!(region.read_u8(page() + 100), 0, "padded with zeros");
+    assert_eq!(server.stats().served_copy, 1);
+}
+
+// ---- tokio (A7) ----
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_server_outside_a_runtime_is_a_reactor_error() {
+    use remap::server::AsyncFaultServer;
+    require!(Need::Uffd);
+    match AsyncFaultServer::start(Region::new(page()).unwrap(), ZeroSource) {
+        Err(ServerError::Reactor(_)) => {}
+        other => panic!("expected ServerError::Reactor, got {other:?}"),
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_server_panic_with_unregister_and_stop_wakes_the_faulting_thread() {
+    use remap::server::AsyncFaultServer;
+    require!(Need::Uffd);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let source = FnSource::new(|_, _: &mut [u8]| panic!("boom"));
+        let server = AsyncFaultServer::start(Region::new(page()).unwrap(), source)
+            .unwrap()
+            .on_panic(PanicPolicy::UnregisterAndStop);
+        let reader = read_on_thread(server.region().addr());
+        match server.serve().await {
+            Err(ServerError::HandlerPanicked { message }) => assert!(message.contains("boom")),
+            other => panic!("expected HandlerPanicked, got {other:?}"),
+        }
+        assert_eq!(reader.recv_timeout(Duration::from_secs(10)), Ok(0));
+        assert!(server.serve().await.is_err(), "stays stopped");
+    });
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_server_panic_aborts_by_default() {
+    require!(Need::Uffd);
+    run_child_killed_by("async-abort", libc::SIGABRT);
+}
+
+#[cfg(feature = "tokio")]
+fn async_abort_child() {
+    use remap::server::AsyncFaultServer;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let source = FnSource::new(|_, _: &mut [u8]| panic!("boom"));
+        let server = AsyncFaultServer::start(Region::new(page()).unwrap(), source).unwrap();
+        let _reader = read_on_thread(server.region().addr());
+        let _ = server.serve().await;
+    });
+    unreachable!("the process should have aborted");
 }
