@@ -1147,7 +1147,6 @@ pub(crate) fn copy_between(
 /// ioctl. Never panics, allocates, locks or logs; a bad range is [`uffd::RangeError::Invalid`]
 /// with `done: 0`, as for [`move_between`].
 #[inline]
-#[allow(dead_code)] // the single implementation for the server's `resolve_copy` to call
 pub(crate) fn copy_from_slice(
     uffd: &uffd::Uffd,
     dst: &Region,
@@ -1211,18 +1210,14 @@ pub(crate) fn wake_in(
 
 // ---- fault resolution (server) ----
 //
-// `crate::server` resolves page faults of a `Region` it owns with `UFFDIO_ZEROPAGE`, `UFFDIO_COPY`,
-// `UFFDIO_MOVE` and `UFFDIO_POISON`, all `unsafe fn`s of the binding because they take raw
-// addresses. The calls live here, bounds-checked against the regions. None of these functions
-// allocates, locks or logs: the SIGBUS mode calls them from a signal handler.
+// `crate::server` resolves page faults of a `Region` it owns with `UFFDIO_ZEROPAGE` and
+// `UFFDIO_POISON` below, and with `move_between` and `copy_from_slice` above (the same calls the
+// mover makes). None of them panics, allocates, locks or logs: the SIGBUS mode calls them from a
+// signal handler.
 // -------------------------------------------------------------------------------------------------
 
-/// `UFFDIO_ZEROPAGE` on `len` bytes of `region` at `off`.
-///
-/// # Panics
-///
-/// If the range is outside the region or `off` is not page-aligned.
-#[track_caller]
+/// `UFFDIO_ZEROPAGE` on `len` bytes of `region` at `off`. Never panics; a bad range is
+/// [`uffd::RangeError::Invalid`] with `done: 0`, as for [`move_between`].
 pub(crate) fn resolve_zero(
     uffd: &uffd::Uffd,
     region: &Region,
@@ -1230,72 +1225,26 @@ pub(crate) fn resolve_zero(
     len: usize,
     flags: uffd::ZeropageFlags,
 ) -> Result<usize, uffd::RangeError> {
-    let dst = region.at(off, len, region.page_size);
+    let Some(dst) = region.page_range_ptr(off, len) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
     // SAFETY: `Uffd::zeropage` requires that no Rust reference points into the range. It lies
-    // inside a live mapping the `Region` owns (checked by `at`; the borrow keeps it mapped for the
-    // call), and a `Region` never hands out references into its mapping.
+    // inside a live mapping the `Region` owns (checked by `page_range_ptr`; the borrow keeps it
+    // mapped for the call), and a `Region` never hands out references into its mapping.
     unsafe { uffd.zeropage(dst, len, flags) }
 }
 
-/// `UFFDIO_COPY` of `src` (the page source's own buffer, not a region) into `region` at `off`.
-///
-/// # Panics
-///
-/// If `off..off + src.len()` is outside the region or `off` is not page-aligned.
-#[track_caller]
-pub(crate) fn resolve_copy(
-    uffd: &uffd::Uffd,
-    region: &Region,
-    off: usize,
-    src: &[u8],
-    flags: uffd::CopyFlags,
-) -> Result<usize, uffd::RangeError> {
-    let dst = region.at(off, src.len(), region.page_size);
-    // SAFETY: `Uffd::copy` requires no Rust reference into the destination range and a source
-    // readable and unwritten during the call. The destination lies inside a live mapping the
-    // `Region` owns (checked by `at`), into which no reference ever exists. The source is a shared
-    // slice: readable for its whole length, and no one can write it while the borrow lives. It
-    // cannot overlap the destination, since no slice into a region mapping is ever created.
-    unsafe { uffd.copy(dst, src.as_ptr(), src.len(), flags) }
-}
-
-/// `UFFDIO_MOVE` of `len` bytes from `src` at `src_off` into `dst` at `dst_off`: one ioctl.
-///
-/// # Panics
-///
-/// If either range is outside its region or an offset is not page-aligned.
-#[track_caller]
-pub(crate) fn resolve_move(
-    uffd: &uffd::Uffd,
-    dst: &Region,
-    dst_off: usize,
-    src: &Region,
-    src_off: usize,
-    len: usize,
-    flags: uffd::MoveFlags,
-) -> Result<usize, uffd::RangeError> {
-    let d = dst.at(dst_off, len, dst.page_size);
-    let s = src.at(src_off, len, src.page_size);
-    // SAFETY: `Uffd::move_pages` requires that no Rust reference points into either range during
-    // the call (and into the source afterwards), and that both ranges are memory the caller
-    // controls. Both lie inside live mappings owned by `Region`s (checked by `at`; the borrows keep
-    // them mapped), and a `Region` never hands out references into its mapping.
-    unsafe { uffd.move_pages(d, s, len, flags) }
-}
-
-/// `UFFDIO_POISON` on `len` bytes of `region` at `off`: later accesses there raise SIGBUS.
-///
-/// # Panics
-///
-/// If the range is outside the region or `off` is not page-aligned.
-#[track_caller]
+/// `UFFDIO_POISON` on `len` bytes of `region` at `off`: later accesses there raise SIGBUS. Never
+/// panics; a bad range is [`uffd::RangeError::Invalid`] with `done: 0`.
 pub(crate) fn resolve_poison(
     uffd: &uffd::Uffd,
     region: &Region,
     off: usize,
     len: usize,
 ) -> Result<usize, uffd::RangeError> {
-    let dst = region.at(off, len, region.page_size);
+    let Some(dst) = region.page_range_ptr(off, len) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
     // SAFETY: `Uffd::poison` requires that no Rust reference points into the range and that
     // nothing accesses it expecting memory. The range lies inside a live mapping the `Region` owns
     // (checked by `at`), into which no reference ever exists; every access to it goes through the
@@ -1325,13 +1274,6 @@ pub(crate) fn register_range(
     } else {
         uffd.unregister(start, len)
     }
-}
-
-/// Whether `off..off + len` is a page-aligned range inside `region`: the check
-/// [`resolve_move`] and friends make with a panic, made without one (for the SIGBUS path, where a
-/// panic would abort the process).
-pub(crate) fn fits(region: &Region, off: usize, len: usize) -> bool {
-    off % region.page_size == 0 && off.checked_add(len).is_some_and(|end| end <= region.len)
 }
 
 /// Re-reserves `len` bytes of `region` at `off` after `munmap` or `mremap` took them away:

@@ -57,7 +57,7 @@ pub(crate) enum Failure {
 ///
 /// Shared by the handler threads, the tokio server and the SIGBUS handler, so it must stay
 /// async-signal-safe: no allocation, lock, log or panic (bounds are checked with
-/// [`region::fits`], never asserted), only atomics, the source's own (signal-safe, in SIGBUS mode)
+/// `Region::page_range_ptr`, never asserted), only atomics, the source's own (signal-safe, in SIGBUS mode)
 /// `move_done`, and ioctls.
 pub(crate) fn apply<S: PageSource + ?Sized>(
     uffd: &Uffd,
@@ -76,13 +76,13 @@ pub(crate) fn apply<S: PageSource + ?Sized>(
                 .map_err(Failure::Kernel)
         }
         Resolution::Copy(bytes) if bytes.len() == page => {
-            region::resolve_copy(uffd, region, offset, bytes, CopyFlags::empty())
+            region::copy_from_slice(uffd, region, offset, bytes, CopyFlags::empty())
                 .map_err(Failure::Kernel)
         }
         Resolution::Copy(_) => Err(Failure::Bad),
         Resolution::Move { from, offset: src } => {
-            let result = if region::fits(from, src, page) {
-                region::resolve_move(uffd, region, offset, from, src, page, MoveFlags::empty())
+            let result = if from.page_range_ptr(src, page).is_some() {
+                region::move_between(uffd, region, offset, from, src, page, MoveFlags::empty())
                     .map_err(Failure::Kernel)
             } else {
                 Err(Failure::Bad)

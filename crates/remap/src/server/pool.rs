@@ -209,7 +209,7 @@ impl MovePool {
         let mut filled = 0;
         while filled < n {
             let Some(slot) = self.claim(EMPTY) else { break };
-            match region::resolve_copy(
+            match region::copy_from_slice(
                 &self.uffd,
                 &self.region,
                 slot * page,
@@ -246,7 +246,7 @@ impl MovePool {
     pub fn give_back(&self, from: &Region, offset: usize) -> Result<(), PoolError> {
         let page = self.region.page_size();
         let slot = self.claim_empty().ok_or(PoolError::Full)?;
-        match region::resolve_move(
+        match region::move_between(
             &self.uffd,
             &self.region,
             slot * page,
