@@ -35,6 +35,7 @@
 //!     p.cast::<u8>()
 //! };
 //! let (src, dst) = (map(), map());
+//! // SAFETY: `src` is a live, writable mapping of ours; volatile, so no reference is made.
 //! unsafe { ptr::write_volatile(src, 42) };
 //!
 //! // The destination must be registered with this fd; the source need not be.
@@ -42,8 +43,12 @@
 //! // SAFETY: no references point into either mapping.
 //! let moved = unsafe { uffd.move_all(dst, src, len, MoveFlags::ALLOW_SRC_HOLES) }?;
 //! assert_eq!(moved, len);
-//! assert_eq!(unsafe { ptr::read_volatile(dst) }, 42); // the very same page, now at dst
-//! assert_eq!(unsafe { ptr::read_volatile(src) }, 0); // the source reads zero again
+//! // SAFETY: both are live mappings of ours, read without making references. `dst` is served
+//! // (its page arrived) and `src` is not registered, so neither read can block.
+//! let (at_dst, at_src) = unsafe { (ptr::read_volatile(dst), ptr::read_volatile(src)) };
+//! assert_eq!(at_dst, 42); // the very same page, now at dst
+//! assert_eq!(at_src, 0); // the source reads zero again
+//! # // SAFETY: both mappings are ours and no longer used.
 //! # unsafe { libc::munmap(src.cast(), len); libc::munmap(dst.cast(), len); }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
