@@ -18,7 +18,7 @@ mod probe;
 
 /// Zero-copy page moving for Linux: userfaultfd and UFFDIO_MOVE, measured.
 #[derive(Debug, Parser)]
-#[command(name = "remap", version, about, long_about = None)]
+#[command(name = "remap", version, long_about = None)]
 struct Cli {
     /// Print machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
@@ -55,13 +55,21 @@ pub(crate) struct Output {
     pub(crate) progress: bool,
 }
 
+impl Output {
+    /// Progress bars only for a person watching: never with `--json` or `-q`, and only when
+    /// stderr is a terminal (style.md R15).
+    fn new(json: bool, quiet: bool, stderr_is_terminal: bool) -> Self {
+        Output {
+            json,
+            progress: !json && !quiet && stderr_is_terminal,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let out = Output {
-        json: cli.json,
-        progress: !cli.json && !cli.quiet && std::io::stderr().is_terminal(),
-    };
+    let out = Output::new(cli.json, cli.quiet, std::io::stderr().is_terminal());
     match run(cli.command, out) {
         Ok(code) => code,
         Err(err) => {
@@ -117,5 +125,27 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn progress_only_on_a_terminal_without_json_or_quiet() {
+        use super::Output;
+        assert!(Output::new(false, false, true).progress);
+        assert!(
+            !Output::new(false, false, false).progress,
+            "stderr not a terminal"
+        );
+        assert!(!Output::new(true, false, true).progress, "--json");
+        assert!(!Output::new(false, true, true).progress, "-q");
+        assert!(Output::new(true, false, false).json);
+    }
+
+    #[test]
+    fn help_names_the_subcommands() {
+        let help = Cli::command().render_help().to_string();
+        for word in ["probe", "bench", "model", "--json"] {
+            assert!(help.contains(word), "{word} missing from:\n{help}");
+        }
+        assert!(help.contains("Zero-copy page moving"), "{help}");
     }
 }
