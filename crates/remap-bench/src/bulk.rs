@@ -152,8 +152,21 @@ fn whole(
     Ok(())
 }
 
+/// The byte [`corrupt_dest`] flips: in the middle of page 0, which [`verify_dest`] checks word by
+/// word.
+const CORRUPT_OFFSET: usize = 2001;
+
+/// The test hook of [`crate::BenchConfig::corrupt`]: flips one byte of the destination, as a
+/// method that moved a wrong byte would leave it.
+fn corrupt_dest(dst: &Region) {
+    let word = CORRUPT_OFFSET / 8 * 8;
+    let bit = (CORRUPT_OFFSET % 8) * 8;
+    dst.write_u64(word, dst.read_u64(word) ^ (0xff << bit));
+}
+
 /// One repetition of `method`: map and fill a source of `size` bytes, move it to a destination
-/// `chunk` bytes per operation (timed), verify.
+/// `chunk` bytes per operation (timed), verify. With `corrupt`, a byte of the destination is
+/// flipped between the move and the verification ([`crate::BenchConfig::corrupt`]).
 pub(crate) fn run_rep(
     ctx: &BulkCtx<'_>,
     method: Method,
@@ -161,6 +174,7 @@ pub(crate) fn run_rep(
     chunk: usize,
     thp: bool,
     interference: bool,
+    corrupt: bool,
 ) -> Result<RepOutcome, String> {
     let what = format!(
         "{method} chunk {chunk} thp {} spin {}",
@@ -234,6 +248,9 @@ pub(crate) fn run_rep(
             });
             drop(spinner);
             let elapsed = r?;
+            if corrupt {
+                corrupt_dest(&dst);
+            }
             return Ok(RepOutcome {
                 elapsed,
                 source_thp_fraction,
@@ -261,6 +278,9 @@ pub(crate) fn run_rep(
     };
     drop(spinner);
     let elapsed = result?;
+    if corrupt {
+        corrupt_dest(&dst);
+    }
     let verify = verify_dest(&dst, ctx.seed, ctx.template.pages(), &what)
         .and_then(|()| verify_source_empty(&src, &what));
     let ioctls =

@@ -1,5 +1,5 @@
 //! The SVG chart: throughput versus chunk size per method (log scales), and fault-service latency
-//! percentiles per handler.
+//! percentiles per handler (medians over the repetitions).
 //!
 //! The chart is meant to be read without the table: each method has one strong colour, the other
 //! dimensions of a series are its line style and marker, every panel states that encoding in a
@@ -46,7 +46,7 @@ pub fn series_label(method: Method, thp: bool, interference: bool) -> String {
 /// At the top, GB/s against chunk size (log-log): one colour per method; a solid line with
 /// filled circles for THP on, a dashed line with hollow circles for THP off, and a dotted line
 /// with triangles when a second thread was spinning. Below, the p50, p99 and p99.9 fault
-/// latencies in microseconds (log), one small panel per mutator-thread count: one colour per
+/// latencies in microseconds (log; the median over the repetitions of each), one small panel per mutator-thread count: one colour per
 /// fault-service method, the line style telling the handler-thread count. Each panel has its
 /// legend in a column to its right, with one entry per series labelled as [`series_label`] (bulk)
 /// or `method Nh/Mm` (faults) says.
@@ -465,7 +465,7 @@ fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
     let mut ok: Vec<_> = report
         .faults
         .iter()
-        .filter(|f| f.verified && f.p50_ns.is_finite() && f.p50_ns > 0.0)
+        .filter(|f| f.verified && f.p50_ns.median.is_finite() && f.p50_ns.median > 0.0)
         .collect();
     ok.sort_by_key(|f| (f.method, f.handlers, f.mutators));
     let mut handler_counts: Vec<u32> = ok.iter().map(|f| f.handlers).filter(|&h| h > 0).collect();
@@ -518,7 +518,7 @@ fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
 
     let all_us = ok
         .iter()
-        .flat_map(|f| [f.p50_ns, f.p99_ns, f.p999_ns])
+        .flat_map(|f| [f.p50_ns.median, f.p99_ns.median, f.p999_ns.median])
         .map(|ns| ns / 1e3);
     let (lo, hi) = all_us.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -578,9 +578,9 @@ fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
             .draw()?;
         for f in ok.iter().filter(|f| f.mutators == mutators) {
             let points = [
-                (0.0, f.p50_ns / 1e3),
-                (1.0, f.p99_ns / 1e3),
-                (2.0, f.p999_ns / 1e3),
+                (0.0, f.p50_ns.median / 1e3),
+                (1.0, f.p99_ns.median / 1e3),
+                (2.0, f.p999_ns.median / 1e3),
             ];
             draw_styled(
                 chart.plotting_area(),
@@ -738,9 +738,9 @@ mod tests {
                     pages: 64,
                     faults: 64,
                     reps: 1,
-                    p50_ns: base,
-                    p99_ns: base * 3.0,
-                    p999_ns: base * 7.0,
+                    p50_ns: spread(base),
+                    p99_ns: spread(base * 3.0),
+                    p999_ns: spread(base * 7.0),
                     faults_per_s: spread(1e5),
                     verified: true,
                     error: None,
@@ -767,7 +767,8 @@ mod tests {
                 faults: faults.len(),
                 failures: 0,
                 skipped: vec![],
-                elapsed_total_s: 0.0,
+                seed: 1,
+                elapsed_total: 0.0,
             },
             measurements,
             faults,

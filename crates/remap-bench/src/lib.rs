@@ -110,6 +110,11 @@ pub struct BenchConfig {
     pub quick: bool,
     /// Seed of the verification pattern.
     pub seed: u64,
+    /// Test hook: flip a byte of the destination after every repetition of this bulk method,
+    /// before it is verified, so that the figure fails verification (`remap bench
+    /// --inject-corruption METHOD`, hidden). `None` outside tests of the harness itself.
+    #[doc(hidden)]
+    pub corrupt: Option<Method>,
 }
 
 impl BenchConfig {
@@ -129,16 +134,24 @@ impl BenchConfig {
             thp: true,
             quick: false,
             seed: 42,
+            corrupt: None,
         }
     }
 
-    /// The `--quick` preset: 8 MiB, 3 repetitions after 1 warm-up; well under 20 seconds.
+    /// The `--quick` preset: 8 MiB, 3 repetitions after 1 warm-up; 3 fault-service repetitions
+    /// of 1024 faults each (4 MiB), so that p99.9 is not just the slowest fault; well under 20
+    /// seconds.
+    ///
+    /// ```
+    /// let c = remap_bench::BenchConfig::quick();
+    /// assert!(c.fault_size / 4096 >= 1000, "p99.9 needs at least 1000 faults");
+    /// ```
     pub fn quick() -> BenchConfig {
         BenchConfig {
             size: 8 * MIB,
             reps: 3,
             fault_reps: 3,
-            fault_size: MIB,
+            fault_size: 4 * MIB,
             quick: true,
             ..BenchConfig::standard()
         }
@@ -416,7 +429,8 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         faults: faults.len(),
         failures,
         skipped,
-        elapsed_total_s: started.elapsed().as_secs_f64(),
+        seed: config.seed,
+        elapsed_total: started.elapsed().as_secs_f64(),
     };
     let config_record = ConfigRecord {
         machine,
@@ -462,6 +476,7 @@ fn measure_bulk(
             job.chunk,
             job.thp,
             job.interference,
+            config.corrupt == Some(job.method),
         ) {
             Ok(out) => {
                 if let Err(e) = out.verify {
@@ -480,13 +495,7 @@ fn measure_bulk(
         }
     }
     let pages = (config.size / 4096) as f64;
-    let time = Spread::of(&times).unwrap_or(Spread {
-        median: f64::NAN,
-        min: f64::NAN,
-        max: f64::NAN,
-        q1: f64::NAN,
-        q3: f64::NAN,
-    });
+    let time = Spread::of_or_nan(&times);
     Measurement {
         method: job.method,
         chunk_bytes: job.chunk as u64,
@@ -592,7 +601,6 @@ fn measure_fault(
             }
         }
     }
-    let median = |v: &[f64]| Spread::of(v).map_or(f64::NAN, |s| s.median);
     FaultMeasurement {
         method,
         handlers,
@@ -600,16 +608,10 @@ fn measure_fault(
         pages,
         faults: median_count(&taken),
         reps: config.fault_reps,
-        p50_ns: median(&p50),
-        p99_ns: median(&p99),
-        p999_ns: median(&p999),
-        faults_per_s: Spread::of(&fps).unwrap_or(Spread {
-            median: f64::NAN,
-            min: f64::NAN,
-            max: f64::NAN,
-            q1: f64::NAN,
-            q3: f64::NAN,
-        }),
+        p50_ns: Spread::of_or_nan(&p50),
+        p99_ns: Spread::of_or_nan(&p99),
+        p999_ns: Spread::of_or_nan(&p999),
+        faults_per_s: Spread::of_or_nan(&fps),
         verified: error.is_none(),
         error,
     }

@@ -200,12 +200,13 @@ pub struct FaultMeasurement {
     pub faults: u64,
     /// Measured repetitions.
     pub reps: u32,
-    /// Median over repetitions of the 50th percentile latency, ns (as seen by the mutator).
-    pub p50_ns: f64,
-    /// Median over repetitions of the 99th percentile latency, ns.
-    pub p99_ns: f64,
-    /// Median over repetitions of the 99.9th percentile latency, ns.
-    pub p999_ns: f64,
+    /// The 50th percentile latency of each repetition, ns (as seen by the mutator): median and
+    /// spread over the repetitions.
+    pub p50_ns: Spread,
+    /// The 99th percentile latency of each repetition, ns: median and spread.
+    pub p99_ns: Spread,
+    /// The 99.9th percentile latency of each repetition, ns: median and spread.
+    pub p999_ns: Spread,
     /// Faults taken per second of wall time, over the repetitions: faults taken divided by the
     /// time from the earliest first touch to the latest completed touch across all mutators
     /// (each mutator reads the clock itself, so no thread's scheduling delay shortens the window).
@@ -236,8 +237,11 @@ pub struct Summary {
     pub failures: usize,
     /// Methods not measured.
     pub skipped: Vec<Skipped>,
-    /// Wall-clock seconds for the whole run.
-    pub elapsed_total_s: f64,
+    /// The seed of the verification pattern (as in the `config` record), so that the summary
+    /// alone says how to reproduce the run.
+    pub seed: u64,
+    /// Wall-clock seconds for the whole run (a float).
+    pub elapsed_total: f64,
 }
 
 /// One line of `remap bench --json`: a JSON object `{"type": ..., "data": {...}}` (JSON Lines).
@@ -245,25 +249,38 @@ pub struct Summary {
 /// A run prints, in order: one `config` record ([`ConfigRecord`]: the machine and the settings),
 /// one `measurement` record per bulk figure ([`Measurement`]), one `fault` record per
 /// fault-service figure ([`FaultMeasurement`]), and one `summary` record ([`Summary`]). Times are
-/// nanoseconds, sizes bytes, rates per second; a [`Spread`] is `{median, min, max, q1, q3}`.
-/// Ratios (`vs_raw`, `vs_memcpy`, `vs_copy`) are this figure's median time over the baseline's,
+/// nanoseconds, sizes bytes, rates per second, `elapsed_total` seconds (a float); a [`Spread`] is
+/// `{median, min, max, q1, q3}` over the measured repetitions (the fault latencies `p50_ns`,
+/// `p99_ns` and `p999_ns` are the spread of each repetition's percentile). A figure whose
+/// repetitions all failed has `verified: false`, its `error`, and `null` for the figures it could
+/// not measure. Ratios (`vs_raw`, `vs_memcpy`, `vs_copy`) are this figure's median time over the baseline's,
 /// measured in the same run; `null` where the baseline was not measured.
 ///
 /// A worked example (abridged to one record of each kind):
 ///
 /// ```text
-/// {"type":"config","data":{"machine":{"kernel":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_on":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"config","data":{"machine":{"kernel":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_on":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"quick":true,"peer_built":false,"seed":42}}
 /// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"ioctls":128,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
-/// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":256,"faults":256,"reps":3,"p50_ns":30000.0,"p99_ns":60000.0,"p999_ns":90000.0,"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
-/// {"type":"summary","data":{"measurements":40,"faults":4,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"elapsed_total_s":12.5}}
+/// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":1024,"faults":1024,"reps":3,"p50_ns":{"median":30000.0,"min":29000.0,"max":31000.0,"q1":29500.0,"q3":30500.0},"p99_ns":{"median":60000.0,"min":55000.0,"max":64000.0,"q1":57500.0,"q3":62000.0},"p999_ns":{"median":90000.0,"min":80000.0,"max":120000.0,"q1":85000.0,"q3":105000.0},"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
+/// {"type":"summary","data":{"measurements":40,"faults":4,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
 /// ```
 ///
 /// ```
 /// use remap_bench::{Record, Skipped, Summary};
 ///
-/// let summary = Summary { measurements: 0, faults: 0, failures: 0, skipped: vec![], elapsed_total_s: 1.5 };
+/// let summary = Summary {
+///     measurements: 0,
+///     faults: 0,
+///     failures: 0,
+///     skipped: vec![],
+///     seed: 42,
+///     elapsed_total: 1.5,
+/// };
 /// let line = serde_json::to_string(&Record::Summary(&summary))?;
-/// assert_eq!(line, r#"{"type":"summary","data":{"measurements":0,"faults":0,"failures":0,"skipped":[],"elapsed_total_s":1.5}}"#);
+/// assert_eq!(
+///     line,
+///     r#"{"type":"summary","data":{"measurements":0,"faults":0,"failures":0,"skipped":[],"seed":42,"elapsed_total":1.5}}"#
+/// );
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -395,14 +412,14 @@ impl Report {
             "fault service: every page of a {} region ({} pages) touched once by the mutators; \
              latency seen by the mutator per touch; faults = faults taken per run; faults/s = \
              faults taken / wall time from the first touch to the last completed touch across \
-             all mutators; median of {} reps",
+             all mutators; median of {} reps, \u{b1} = half the min..max range of the reps",
             human_bytes(self.config.fault_size_bytes),
             self.faults.first().map_or(0, |f| f.pages),
             self.config.fault_reps
         )?;
         writeln!(
             w,
-            "{:<14} {:>8} {:>8} {:>7} {:>10} {:>10} {:>10} {:>12} {:>19} {:>4}",
+            "{:<14} {:>8} {:>8} {:>7} {:>15} {:>15} {:>15} {:>12} {:>19} {:>4}",
             "method",
             "handlers",
             "mutators",
@@ -417,14 +434,14 @@ impl Report {
         for f in &self.faults {
             writeln!(
                 w,
-                "{:<14} {:>8} {:>8} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>19} {:>4}",
+                "{:<14} {:>8} {:>8} {:>7} {:>15} {:>15} {:>15} {:>12.0} {:>19} {:>4}",
                 f.method.name(),
                 f.handlers,
                 f.mutators,
                 f.faults,
-                f.p50_ns / 1e3,
-                f.p99_ns / 1e3,
-                f.p999_ns / 1e3,
+                micros(&f.p50_ns),
+                micros(&f.p99_ns),
+                micros(&f.p999_ns),
                 f.faults_per_s.median,
                 format!("{:.0}..{:.0}", f.faults_per_s.min, f.faults_per_s.max),
                 if f.verified { "ok" } else { "FAIL" }
@@ -445,10 +462,20 @@ impl Report {
             self.summary.measurements,
             self.summary.faults,
             self.summary.failures,
-            self.summary.elapsed_total_s
+            self.summary.elapsed_total
         )?;
         w.flush()
     }
+}
+
+/// A latency spread in microseconds, compactly: the median and half the min..max range,
+/// `31.2 ±1.5`.
+fn micros(ns: &Spread) -> String {
+    format!(
+        "{:.1} \u{b1}{:.1}",
+        ns.median / 1e3,
+        (ns.max - ns.min) / 2e3
+    )
 }
 
 fn ratio(r: Option<f64>) -> String {

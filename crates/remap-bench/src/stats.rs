@@ -42,6 +42,22 @@ impl Spread {
         })
     }
 
+    /// The spread of `values`, or every figure NaN when there are none (a figure whose
+    /// repetitions all failed; NaN is `null` in JSON).
+    ///
+    /// ```
+    /// assert!(remap_bench::Spread::of_or_nan(&[]).median.is_nan());
+    /// ```
+    pub fn of_or_nan(values: &[f64]) -> Spread {
+        Spread::of(values).unwrap_or(Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            q1: f64::NAN,
+            q3: f64::NAN,
+        })
+    }
+
     /// Applies `f` to every figure (for example to turn a time into a rate; a decreasing `f`
     /// swaps min and max, and q1 and q3, so that `min <= max` holds again).
     pub fn map(self, f: impl Fn(f64) -> f64) -> Spread {
