@@ -614,6 +614,8 @@ fn fault_look(f: &FaultMeasurement, handler_counts: &[u32]) -> Look {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
     use super::*;
     use crate::report::{ConfigRecord, Measurement, Summary};
     use crate::{Machine, Spread};
@@ -775,6 +777,228 @@ mod tests {
         }
     }
 
+    /// The SVG `write_chart` makes of `report`.
+    fn render(report: &Report, name: &str) -> String {
+        let path = std::env::temp_dir().join(format!(
+            "remap-chart-unit-{name}-{}.svg",
+            std::process::id()
+        ));
+        write_chart(report, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        svg
+    }
+
+    /// An SVG element's attributes.
+    type Attrs = HashMap<String, String>;
+
+    /// A numeric tick label: its value, its y coordinate and its text.
+    type Tick = (f64, f64, String);
+
+    /// The attributes of every `<tag ...>` element of `svg`.
+    fn elements(svg: &str, tag: &str) -> Vec<Attrs> {
+        let open = format!("<{tag} ");
+        let mut out = Vec::new();
+        let mut rest = svg;
+        while let Some(at) = rest.find(&open) {
+            rest = &rest[at + open.len()..];
+            let mut attrs = rest[..rest.find('>').unwrap()].trim_end_matches('/');
+            let mut map = HashMap::new();
+            while let Some(eq) = attrs.find("=\"") {
+                let name = attrs[..eq].trim().to_owned();
+                let value_end = eq + 2 + attrs[eq + 2..].find('"').unwrap();
+                map.insert(name, attrs[eq + 2..value_end].to_owned());
+                attrs = &attrs[value_end + 1..];
+            }
+            out.push(map);
+        }
+        out
+    }
+
+    /// The points of an element: its centre for a circle, its `points` for a polygon/polyline.
+    fn points_of(e: &Attrs) -> Vec<(f64, f64)> {
+        if let (Some(x), Some(y)) = (e.get("cx"), e.get("cy")) {
+            return vec![(x.parse().unwrap(), y.parse().unwrap())];
+        }
+        e.get("points")
+            .map(|p| {
+                p.split_whitespace()
+                    .map(|xy| {
+                        let (x, y) = xy.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How a colour is written in the SVG.
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
+    /// The marker kinds a reader tells apart.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    enum Kind {
+        FilledCircle,
+        HollowCircle,
+        Triangle,
+    }
+
+    fn kind(look: &Look) -> Kind {
+        match (look.marker, look.filled) {
+            (Marker::Circle, true) => Kind::FilledCircle,
+            (Marker::Circle, false) => Kind::HollowCircle,
+            (Marker::Triangle, _) => Kind::Triangle,
+        }
+    }
+
+    /// Which row an SVG point lies in: `Some(true)` the bulk plots, `Some(false)` the fault
+    /// plots, `None` the legend column.
+    fn row(p: (f64, f64)) -> Option<bool> {
+        (p.0 < f64::from(WIDTH - LEGEND_WIDTH))
+            .then_some(p.1 < f64::from(TITLE_HEIGHT + BULK_HEIGHT))
+    }
+
+    /// Every series is really drawn, not only named: in each row's plots (legend column
+    /// excluded), each colour has exactly one marker of the series' kind per measured point
+    /// (filled circle, hollow circle outline, triangle), and at least one line of the series'
+    /// colour and width per series.
+    #[test]
+    fn every_series_draws_its_line_and_a_marker_per_point() {
+        let report = full_report();
+        let ok = |m: &&Measurement| m.verified;
+        let mut expected_markers: BTreeMap<(bool, String, Kind), usize> = BTreeMap::new();
+        let mut expected_lines: BTreeMap<(bool, String, String), usize> = BTreeMap::new();
+        let mut series = BTreeSet::new();
+        for m in report.measurements.iter().filter(ok) {
+            let look = bulk_look(m.method, m.thp, m.interference);
+            *expected_markers
+                .entry((true, hex(look.color), kind(&look)))
+                .or_default() += 1;
+            if series.insert(series_label(m.method, m.thp, m.interference)) {
+                *expected_lines
+                    .entry((true, hex(look.color), look.width.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        let handler_counts = [1, 2];
+        for f in &report.faults {
+            let look = fault_look(f, &handler_counts);
+            *expected_markers
+                .entry((false, hex(look.color), kind(&look)))
+                .or_default() += 3;
+            *expected_lines
+                .entry((false, hex(look.color), look.width.to_string()))
+                .or_default() += 1;
+        }
+
+        let svg = render(&report, "series");
+        let mut markers: BTreeMap<(bool, String, Kind), usize> = BTreeMap::new();
+        let mut tally = |tag: &str, classify: &dyn Fn(&Attrs) -> Option<(String, Kind)>| {
+            for e in elements(&svg, tag) {
+                let (Some((colour, k)), Some(bulk)) = (classify(&e), row(points_of(&e)[0])) else {
+                    continue;
+                };
+                *markers.entry((bulk, colour, k)).or_default() += 1;
+            }
+        };
+        let coloured = |c: Option<&String>| c.filter(|c| *c != "#FFFFFF" && *c != "none").cloned();
+        tally("circle", &|e| {
+            coloured(e.get("fill"))
+                .map(|c| (c, Kind::FilledCircle))
+                .or_else(|| coloured(e.get("stroke")).map(|c| (c, Kind::HollowCircle)))
+        });
+        tally("polygon", &|e| {
+            coloured(e.get("fill")).map(|c| (c, Kind::Triangle))
+        });
+        assert_eq!(markers, expected_markers);
+
+        let mut lines: BTreeMap<(bool, String, String), usize> = BTreeMap::new();
+        for e in elements(&svg, "polyline") {
+            let points = points_of(&e);
+            let rows: BTreeSet<_> = points.iter().map(|&p| row(p)).collect();
+            let (Some(colour), Some(width)) = (e.get("stroke"), e.get("stroke-width")) else {
+                continue;
+            };
+            if let [Some(bulk)] = rows.into_iter().collect::<Vec<_>>()[..] {
+                if colour != "#000000" {
+                    *lines
+                        .entry((bulk, colour.clone(), width.clone()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for (key, &n) in &expected_lines {
+            let drawn = lines.get(key).copied().unwrap_or(0);
+            assert!(drawn >= n, "{key:?}: {n} series, {drawn} line pieces");
+        }
+    }
+
+    /// The y axes are logarithmic: on each axis (bulk GB/s, and the fault latency of each
+    /// panel), the numeric tick labels sit at heights linear in the logarithm of their values,
+    /// rising as they grow, and the bulk axis labels the powers of ten 1 and 10.
+    #[test]
+    fn y_axes_are_logarithmic() {
+        let report = full_report();
+        let svg = render(&report, "axes");
+        // Numeric labels in the plots, grouped by axis: the row and the label column's x.
+        let mut axes: BTreeMap<(bool, i64), Vec<Tick>> = BTreeMap::new();
+        let mut rest = svg.as_str();
+        while let Some(at) = rest.find("<text ") {
+            rest = &rest[at..];
+            let attrs = &elements(rest, "text")[0];
+            let body = rest[rest.find('>').unwrap() + 1..rest.find("</text>").unwrap()].trim();
+            rest = &rest[1..];
+            let (x, y): (f64, f64) = (attrs["x"].parse().unwrap(), attrs["y"].parse().unwrap());
+            let (Ok(value), Some(bulk)) = (body.parse::<f64>(), row((x, y))) else {
+                continue;
+            };
+            #[allow(clippy::cast_possible_truncation)]
+            axes.entry((bulk, x as i64))
+                .or_default()
+                .push((value, y, body.to_owned()));
+        }
+        assert_eq!(
+            axes.keys().filter(|(bulk, _)| *bulk).count(),
+            1,
+            "one bulk y axis: {axes:?}"
+        );
+        assert_eq!(
+            axes.keys().filter(|(bulk, _)| !*bulk).count(),
+            2,
+            "one y axis per mutator count: {axes:?}"
+        );
+        for (key, ticks) in &mut axes {
+            ticks.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert!(ticks.len() >= 3, "{key:?}: {ticks:?}");
+            let (lo, hi) = (ticks[0].clone(), ticks[ticks.len() - 1].clone());
+            assert!(
+                lo.0 > 0.0 && hi.0 / lo.0 >= 10.0,
+                "{key:?} spans a decade: {ticks:?}"
+            );
+            let per_decade = (hi.1 - lo.1) / (hi.0.log10() - lo.0.log10());
+            assert!(
+                per_decade < -20.0,
+                "{key:?}: larger values higher up: {ticks:?}"
+            );
+            for (v, y, label) in ticks.iter() {
+                let want = lo.1 + per_decade * (v.log10() - lo.0.log10());
+                assert!(
+                    (y - want).abs() <= 1.5,
+                    "{key:?}: {label} at y = {y}, a log axis puts it at {want:.1}: {ticks:?}"
+                );
+            }
+            if key.0 {
+                let labels: Vec<&str> = ticks.iter().map(|t| t.2.as_str()).collect();
+                assert!(
+                    labels.contains(&"1") && labels.contains(&"10"),
+                    "{labels:?}"
+                );
+            }
+        }
+    }
+
     /// The x coordinate of every `<text>` element whose content is `label`.
     fn text_x(svg: &str, label: &str) -> Vec<i64> {
         let mut xs = Vec::new();
@@ -795,11 +1019,7 @@ mod tests {
     #[test]
     fn every_series_is_named_once_in_a_legend_beside_the_plots() {
         let report = full_report();
-        let path =
-            std::env::temp_dir().join(format!("remap-chart-unit-{}.svg", std::process::id()));
-        write_chart(&report, &path).unwrap();
-        let svg = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_file(&path).ok();
+        let svg = render(&report, "legend");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         let plots_end = i64::from(WIDTH - LEGEND_WIDTH);
         let mut labels: Vec<String> = report
