@@ -31,6 +31,14 @@ pub enum Mutation {
     WalkerCachesPgoff,
     /// Qi Zheng's pre-fix order: mapping and index stored before the pin re-check (V2, GUP on).
     PreFixPinOrder,
+    /// The mover takes the two page-table locks one at a time instead of `double_pt_lock`:
+    /// `ptep_clear_flush(src)` under the source PTL, unlock it, then `set_pte_at(dst)` under the
+    /// destination PTL. Between the two critical sections F is mapped by no PTE (invariant 5).
+    SplitPtl,
+    /// The mover takes `folio_get_anon_vma` + `anon_vma_lock_write` *before* `folio_lock`,
+    /// against the mm/rmap.c order (folio lock before anon_vma lock); deadlocks against a walker
+    /// that holds the folio lock and sleeps in `anon_vma_lock_read` (invariant 9).
+    AnonLockBeforeFolioLock,
 }
 
 /// How the walker calls `folio_lock_anon_vma_read`.
@@ -43,6 +51,10 @@ pub enum WalkerMode {
     Blocking,
     /// Like `Blocking`, but S5 always fails (models a contended root): only the slow path S8–S13.
     SlowOnly,
+    /// Migration / `try_to_unmap`: the caller holds the folio lock (`folio_lock`, sleeping), then
+    /// `rmap_walk` with `try_lock` unset: fast path, then the sleeping slow path S9–S13, all with
+    /// the folio locked (the folio lock -> anon_vma lock order of mm/rmap.c).
+    FolioLocked,
 }
 
 /// The protocol switches derived from a version and an optional mutation.
@@ -64,6 +76,11 @@ pub struct Protocol {
     pub cache_pgoff: bool,
     /// Invariant 8 is checked strictly (no excuse for a mid-move index read).
     pub strict_completeness: bool,
+    /// The mover locks the source PTL, clears, unlocks, then locks the destination PTL and sets
+    /// (no `double_pt_lock`).
+    pub split_ptl: bool,
+    /// The mover takes the anon_vma reference and write lock before the folio lock.
+    pub anon_lock_first: bool,
 }
 
 impl Protocol {
@@ -78,6 +95,8 @@ impl Protocol {
             index_first: false,
             cache_pgoff: false,
             strict_completeness: version == Version::V3,
+            split_ptl: false,
+            anon_lock_first: false,
         };
         match mutation {
             None => {}
@@ -86,6 +105,8 @@ impl Protocol {
             Some(Mutation::IndexBeforeMapping) => p.index_first = true,
             Some(Mutation::WalkerCachesPgoff) => p.cache_pgoff = true,
             Some(Mutation::PreFixPinOrder) => p.prefix_pin_order = true,
+            Some(Mutation::SplitPtl) => p.split_ptl = true,
+            Some(Mutation::AnonLockBeforeFolioLock) => p.anon_lock_first = p.mover_anon_lock,
         }
         p
     }
@@ -288,6 +309,14 @@ pub fn expected_table() -> Vec<Expected> {
         ),
         row(
             with(
+                Config::new("v2-migration", V2, FolioLocked),
+                "6.8 with a migration-style walker: folio_lock, then rmap_walk with sleeping anon_vma_lock_read",
+                nop,
+            ),
+            &[],
+        ),
+        row(
+            with(
                 Config::new("v2-strict", V2, TryLock),
                 "6.8 with invariant 8 checked strictly: the benign window (index read before its store)",
                 |c| {
@@ -380,6 +409,24 @@ pub fn expected_table() -> Vec<Expected> {
                 },
             ),
             &[6, 8],
+        ),
+        row(
+            with(
+                Config::new("mut-split-ptl", V2, TryLock),
+                "mutation: the mover takes the PTLs one at a time (clear src, unlock, lock dst, set): \
+                 F is briefly mapped by no PTE",
+                |c| c.mutation = Some(Mutation::SplitPtl),
+            ),
+            &[5, 8],
+        ),
+        row(
+            with(
+                Config::new("mut-anon-before-folio", V2, FolioLocked),
+                "mutation: the mover takes anon_vma_lock_write before folio_lock; a migration-style \
+                 walker (folio locked, sleeping anon_vma_lock_read) deadlocks with it",
+                |c| c.mutation = Some(Mutation::AnonLockBeforeFolioLock),
+            ),
+            &[9],
         ),
     ]
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::config::{Config, Expect, Expected};
 use crate::invariant::{Invariant, Violation};
 use crate::state::{thread_name, Role, State};
-use crate::step::{initial_state, step, Ctx};
+use crate::step::{blocked_on, initial_state, step, Ctx};
 use crate::weak_memory::{weak_memory_check, WeakMemoryReport, DEFAULT_LOOM_PREEMPTIONS};
 
 /// Bounds of one exploration.
@@ -280,14 +280,16 @@ pub fn explore(cfg: &Config, bounds: &Bounds) -> Exploration {
         .map(|&(inv, id, tid)| (inv, replay(cfg, &path(id, Some(tid)), Some(inv))))
         .collect();
     if let Some(id) = deadlock {
-        if found_bits & Invariant::LockOrderNoDeadlock.bit() == 0 {
-            let mut t = replay(cfg, &path(id, None), None);
-            t.violations.push(Violation {
-                invariant: Invariant::LockOrderNoDeadlock,
-                message: "no thread can run but not all have finished (deadlock)".into(),
-            });
-            traces.push((Invariant::LockOrderNoDeadlock, t));
-        }
+        // A reachable deadlock is the stronger evidence for invariant 9: it replaces the trace of
+        // a blocking acquisition against the documented order (which it usually follows from).
+        let schedule = path(id, None);
+        let mut t = replay(cfg, &schedule, Some(Invariant::LockOrderNoDeadlock));
+        t.violations = vec![Violation {
+            invariant: Invariant::LockOrderNoDeadlock,
+            message: deadlock_message(cfg, &schedule),
+        }];
+        traces.retain(|(inv, _)| *inv != Invariant::LockOrderNoDeadlock);
+        traces.push((Invariant::LockOrderNoDeadlock, t));
     }
     traces.sort_by_key(|(inv, _)| *inv);
     Exploration {
@@ -298,6 +300,23 @@ pub fn explore(cfg: &Config, bounds: &Bounds) -> Exploration {
         elapsed_ms: start.elapsed().as_millis(),
         traces,
     }
+}
+
+/// Describes the deadlocked state reached by `schedule`: what every unfinished thread waits for.
+fn deadlock_message(cfg: &Config, schedule: &[usize]) -> String {
+    let mut st = initial_state(cfg);
+    for &tid in schedule {
+        step(&mut st, tid, cfg, &mut Ctx::default());
+    }
+    let waits: Vec<String> = (0..st.threads.len())
+        .filter_map(|t| {
+            blocked_on(&st, t, cfg).map(|w| format!("{} waits for {w}", thread_name(st.roles[t])))
+        })
+        .collect();
+    format!(
+        "deadlock: no thread can run but not all have finished; {}",
+        waits.join("; ")
+    )
 }
 
 /// Raw result of [`explore`].

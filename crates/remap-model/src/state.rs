@@ -143,6 +143,8 @@ pub enum WalkerPc {
     CachePgoff,
     /// V3: `folio_trylock` in `folio_referenced`.
     FolioTrylock,
+    /// Migration-style walker: `folio_lock` (sleeps) before `rmap_walk`.
+    FolioLock,
     /// S1–S2: `rcu_read_lock`, read `folio->mapping`, test the ANON tag.
     S1,
     /// S3: `folio_mapped`.
@@ -206,6 +208,10 @@ pub enum MoverPc {
     StoreMapping,
     /// `WRITE_ONCE(folio->index, linear_page_index(dst))`.
     StoreIndex,
+    /// Mutation `SplitPtl`: unlock the source PTL after the clear and the stores.
+    SrcUnlock,
+    /// Mutation `SplitPtl`: lock the destination PTL (spins).
+    DstLock,
     /// `set_pte_at(dst)`.
     SetDst,
     /// `double_pt_unlock` (success or error).
@@ -340,7 +346,7 @@ pub struct Mover {
     pub locked: Option<u8>,
     /// Holds the folio lock.
     pub folio_locked: bool,
-    /// Holds both PTLs.
+    /// Inside the PTL section (both PTLs; with `SplitPtl`, one of them at a time).
     pub in_ptl: bool,
     /// Snapshot for failure atomicity.
     pub snap: Option<Snap>,

@@ -62,10 +62,8 @@ pub fn initial_state(cfg: &Config) -> State {
     let mut roles = Vec::new();
     let walker_pc = if p.cache_pgoff {
         WalkerPc::CachePgoff
-    } else if p.walker_folio_lock {
-        WalkerPc::FolioTrylock
     } else {
-        WalkerPc::S1
+        walker_entry(&p, cfg.walker)
     };
     threads.push(Thread::Walker(Walker {
         pc: walker_pc,
@@ -169,6 +167,97 @@ pub fn step(st: &mut State, tid: usize, cfg: &Config, ctx: &mut Ctx) -> bool {
         global_checks(st, ctx);
     }
     ran
+}
+
+/// The walker's first step after the optional pgoff caching: the folio lock when the walker takes
+/// one (`folio_lock` for a migration-style walker, `folio_trylock` in V3), else S1.
+fn walker_entry(p: &Protocol, mode: WalkerMode) -> WalkerPc {
+    if mode == WalkerMode::FolioLocked {
+        WalkerPc::FolioLock
+    } else if p.walker_folio_lock {
+        WalkerPc::FolioTrylock
+    } else {
+        WalkerPc::S1
+    }
+}
+
+/// What thread `tid` waits for when its next step cannot run, e.g.
+/// `"folio_lock(F), held by A"`; `None` when it can run or has finished.
+///
+/// The explorer uses it to describe a deadlock.
+pub fn blocked_on(st: &State, tid: usize, cfg: &Config) -> Option<String> {
+    if st.threads[tid].done() || step(&mut st.clone(), tid, cfg, &mut Ctx::default()) {
+        return None;
+    }
+    let holder = |o: Option<u8>| match o {
+        Some(t) => format!("held by {}", thread_name(st.roles[usize::from(t)])),
+        None => "free".to_string(),
+    };
+    let rwsem = |slot: u8| {
+        let r = &st.av[ix(slot)].rwsem;
+        let mut who: Vec<&str> = (0..st.roles.len())
+            .filter(|&t| r.readers & bit(t) != 0)
+            .map(|t| thread_name(st.roles[t]))
+            .collect();
+        let mode = if let Some(w) = r.writer {
+            who = vec![thread_name(st.roles[usize::from(w)])];
+            "write-held"
+        } else {
+            "read-held"
+        };
+        format!(
+            "rwsem of root {}, {mode} by {}",
+            slot_name(slot),
+            if who.is_empty() {
+                "nobody".to_string()
+            } else {
+                who.join(",")
+            }
+        )
+    };
+    let folio = || format!("folio_lock(F), {}", holder(st.folio.lock));
+    let ptl = |v: u8| format!("PTL of {}, {}", vma_name(v), holder(st.vma[ix(v)].ptl));
+    let mmap = || {
+        format!(
+            "mmap_lock, {}",
+            match st.mm {
+                -1 => "write-held".to_string(),
+                n => format!("read-held x{n}"),
+            }
+        )
+    };
+    let put = |p: Option<(u8, PutPc)>| p.map(|(s, _)| rwsem(st.av[ix(s)].root));
+    let what = match st.threads[tid] {
+        Thread::Walker(w) => put(w.put).unwrap_or_else(|| match w.pc {
+            WalkerPc::FolioLock => folio(),
+            WalkerPc::S11 => rwsem(st.av[ix(w.av)].root),
+            WalkerPc::Walk(j) => ptl(j),
+            pc => format!("{pc:?}"),
+        }),
+        Thread::Mover(m) => put(m.put).unwrap_or_else(|| match m.pc {
+            MoverPc::MmapLock => mmap(),
+            MoverPc::FolioLock => folio(),
+            MoverPc::AnonLockWrite => rwsem(st.av[ix(m.av.unwrap_or(0))].root),
+            MoverPc::ReadPtes | MoverPc::DoublePtLock => {
+                let busy = if st.vma[ix(m.src)].ptl.is_some() {
+                    m.src
+                } else {
+                    m.dst
+                };
+                ptl(busy)
+            }
+            MoverPc::DstLock => ptl(m.dst),
+            pc => format!("{pc:?}"),
+        }),
+        Thread::Munmap(c) => put(c.put).unwrap_or_else(|| match c.pc {
+            MunmapPc::MmapWriteLock => mmap(),
+            MunmapPc::Zap => ptl(VMA_S),
+            MunmapPc::UnlinkLock => rwsem(st.av[ix(st.vma[ix(VMA_S)].anon_vma)].root),
+            pc => format!("{pc:?}"),
+        }),
+        Thread::Gup(_) => "nothing".to_string(),
+    };
+    Some(what)
 }
 
 /// Whether any thread can take a step (used for deadlock detection).
@@ -276,11 +365,7 @@ fn holds_write(st: &State, slot: u8, tid: usize) -> bool {
 
 /// Checks after every step: invariants 5 (PTE count) and 7 (no negative refcount).
 fn global_checks(st: &State, ctx: &mut Ctx) {
-    let in_ptl = st
-        .threads
-        .iter()
-        .any(|t| matches!(t, Thread::Mover(m) if m.in_ptl));
-    verify_move_present_pte_atomic(st, in_ptl, ctx);
+    verify_move_present_pte_atomic(st, ctx);
     for (i, a) in st.av.iter().enumerate() {
         if a.refcount < 0 {
             ctx.violate(Invariant::PutAnonVmaBalanced, || {
@@ -294,17 +379,18 @@ fn global_checks(st: &State, ctx: &mut Ctx) {
     }
 }
 
-/// Invariant 5 (`move_present_pte`): outside a mover's `double_pt_lock` section, the PTEs that map
-/// F match `folio_mapped`'s count, which is 0 or 1.
-fn verify_move_present_pte_atomic(st: &State, in_ptl: bool, ctx: &mut Ctx) {
-    if in_ptl {
+/// Invariant 5 (`move_present_pte`): in every state where no page-table lock of S or D is held
+/// (so any thread could lock them and look), the PTEs that map F match `folio_mapped`'s count,
+/// which is 0 or 1. The check reads the real PTL holders, not the mover's idea of its section.
+fn verify_move_present_pte_atomic(st: &State, ctx: &mut Ctx) {
+    if st.vma.iter().any(|v| v.ptl.is_some()) {
         return;
     }
     let ptes = st.vma.iter().filter(|v| v.pte).count();
     let mc = st.folio.mapcount;
     if !(0..=1).contains(&mc) || usize::try_from(mc).ok() != Some(ptes) {
         ctx.violate(Invariant::MovePresentPteAtomic, || {
-            format!("{ptes} PTE(s) map F but folio mapcount is {mc}")
+            format!("{ptes} PTE(s) map F but folio mapcount is {mc}, and no PTL hides the PTEs")
         });
     }
 }
@@ -430,11 +516,17 @@ fn walker_step(
             ctx.say(|| {
                 format!("pgoff = folio_pgoff(folio) = {i:#x}, cached before any lock (MUTATION)")
             });
-            w.pc = if p.walker_folio_lock {
-                WalkerPc::FolioTrylock
-            } else {
-                WalkerPc::S1
-            };
+            w.pc = walker_entry(p, mode);
+        }
+        WalkerPc::FolioLock => {
+            if st.folio.lock.is_some() {
+                return false;
+            }
+            verify_lock_order(st, tid, CLASS_FOLIO, "folio_lock", ctx);
+            st.folio.lock = Some(me);
+            w.folio_locked = true;
+            ctx.say(|| "migration: folio_lock(F); rmap_walk (try_lock unset)".into());
+            w.pc = WalkerPc::S1;
         }
         WalkerPc::FolioTrylock => {
             if st.folio.lock.is_none() {
@@ -901,6 +993,8 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             } else if !sp {
                 m.err = Some(MoveErr::NoEnt);
                 m.pc = MoverPc::MmapUnlock;
+            } else if p.anon_lock_first {
+                m.pc = MoverPc::GetAnonVma;
             } else {
                 m.pc = MoverPc::FolioLock;
             }
@@ -929,7 +1023,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 mapcount: st.folio.mapcount,
             });
             ctx.say(|| "folio_get(F); folio_lock(F)".into());
-            m.pc = if p.mover_anon_lock {
+            m.pc = if p.mover_anon_lock && !p.anon_lock_first {
                 MoverPc::GetAnonVma
             } else {
                 MoverPc::DoublePtLock
@@ -946,9 +1040,14 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 _ => false,
             };
             if ok {
+                let early = if p.anon_lock_first {
+                    ", before folio_lock (MUTATION)"
+                } else {
+                    ""
+                };
                 ctx.say(|| {
                     format!(
-                        "folio_get_anon_vma(F) = {} (refcount +1)",
+                        "folio_get_anon_vma(F) = {} (refcount +1){early}",
                         mapping_text(mapping)
                     )
                 });
@@ -976,7 +1075,25 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                     slot_name(r)
                 )
             });
-            m.pc = MoverPc::DoublePtLock;
+            m.pc = if p.anon_lock_first {
+                MoverPc::FolioLock
+            } else {
+                MoverPc::DoublePtLock
+            };
+        }
+        MoverPc::DoublePtLock if p.split_ptl => {
+            if st.vma[ix(src)].ptl.is_some() {
+                return false;
+            }
+            verify_lock_order(st, tid, CLASS_PTL, "pte lock", ctx);
+            st.vma[ix(src)].ptl = Some(me);
+            m.in_ptl = true;
+            ctx.say(|| {
+                format!(
+                    "move_present_pte: spin_lock(PTL of {sn}) only (MUTATION: no double_pt_lock)"
+                )
+            });
+            m.pc = MoverPc::PteSame;
         }
         MoverPc::DoublePtLock => {
             if st.vma[ix(src)].ptl.is_some() || st.vma[ix(dst)].ptl.is_some() {
@@ -1022,7 +1139,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             } else {
                 ctx.say(|| "folio_maybe_dma_pinned(F) after clear -> false".into());
                 m.pc = if p.prefix_pin_order {
-                    MoverPc::SetDst
+                    set_dst(p)
                 } else {
                     first_store(p)
                 };
@@ -1057,14 +1174,31 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 after_stores(p)
             };
         }
+        MoverPc::SrcUnlock => {
+            st.vma[ix(src)].ptl = None;
+            ctx.say(|| format!("spin_unlock(PTL of {sn}) (MUTATION: {dn} not set yet)"));
+            m.pc = MoverPc::DstLock;
+        }
+        MoverPc::DstLock => {
+            if st.vma[ix(dst)].ptl.is_some() {
+                return false;
+            }
+            verify_lock_order(st, tid, CLASS_PTL, "pte lock", ctx);
+            st.vma[ix(dst)].ptl = Some(me);
+            ctx.say(|| format!("spin_lock(PTL of {dn})"));
+            m.pc = MoverPc::SetDst;
+        }
         MoverPc::SetDst => {
             st.vma[ix(dst)].pte = true;
             ctx.say(|| format!("set_pte_at({dn}, mk_pte(F))"));
             m.pc = MoverPc::DoublePtUnlock;
         }
         MoverPc::DoublePtUnlock => {
-            st.vma[ix(src)].ptl = None;
-            st.vma[ix(dst)].ptl = None;
+            for v in [src, dst] {
+                if st.vma[ix(v)].ptl == Some(me) {
+                    st.vma[ix(v)].ptl = None;
+                }
+            }
             m.in_ptl = false;
             if m.err.is_none() {
                 if let Some(s) = m.snap {
@@ -1076,7 +1210,13 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                     }
                 }
             }
-            ctx.say(|| "double_pt_unlock".into());
+            ctx.say(|| {
+                if p.split_ptl {
+                    format!("spin_unlock(PTL of {dn})")
+                } else {
+                    "double_pt_unlock".into()
+                }
+            });
             m.pc = cleanup_next(&m, MoverPc::DoublePtUnlock);
         }
         MoverPc::AnonUnlock => {
@@ -1136,6 +1276,16 @@ fn first_store(p: &Protocol) -> MoverPc {
 fn after_stores(p: &Protocol) -> MoverPc {
     if p.prefix_pin_order {
         MoverPc::PinRecheck
+    } else {
+        set_dst(p)
+    }
+}
+
+/// The step that installs the destination PTE: `set_pte_at` at once, or with `SplitPtl` first
+/// the source PTL's unlock and the destination PTL's lock.
+fn set_dst(p: &Protocol) -> MoverPc {
+    if p.split_ptl {
+        MoverPc::SrcUnlock
     } else {
         MoverPc::SetDst
     }

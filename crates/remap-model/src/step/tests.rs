@@ -72,3 +72,70 @@ fn protocol_switches_follow_the_versions() {
     let v3 = p(Version::V3);
     assert!(v3.walker_folio_lock && !v3.mover_anon_lock && v3.strict_completeness);
 }
+
+#[test]
+fn invariant_5_fires_only_when_no_ptl_hides_the_ptes() {
+    let c = cfg("v2");
+    let mut st = initial_state(&c);
+    // Mid-move: S cleared, D not yet set, F still counted as mapped once.
+    st.vma[usize::from(VMA_S)].pte = false;
+    for held in [VMA_S, VMA_D] {
+        let mut s = st.clone();
+        s.vma[usize::from(held)].ptl = Some(1);
+        let mut ctx = Ctx::default();
+        global_checks(&s, &mut ctx);
+        assert!(ctx.violations.is_empty(), "PTL of {held} held");
+    }
+    let mut ctx = Ctx::default();
+    global_checks(&st, &mut ctx);
+    assert_eq!(ctx.violations.len(), 1);
+    assert_eq!(ctx.violations[0].invariant, Invariant::MovePresentPteAtomic);
+    // Both PTEs set with mapcount 1 (dst set before src cleared, outside the PTLs).
+    st.vma[usize::from(VMA_S)].pte = true;
+    st.vma[usize::from(VMA_D)].pte = true;
+    let mut ctx = Ctx::default();
+    global_checks(&st, &mut ctx);
+    assert_eq!(ctx.violations[0].invariant, Invariant::MovePresentPteAtomic);
+}
+
+#[test]
+fn folio_lock_under_the_anon_vma_lock_violates_invariant_9() {
+    let c = cfg("v2");
+    let base = initial_state(&c);
+    let mover_at_folio_lock = |holds_anon: bool| {
+        let mut st = base.clone();
+        if let Thread::Mover(m) = &mut st.threads[1] {
+            m.pc = MoverPc::FolioLock;
+            m.locked = holds_anon.then_some(SLOT_X);
+        }
+        if holds_anon {
+            st.av[usize::from(SLOT_X)].rwsem = Rwsem {
+                count: -1,
+                readers: 0,
+                writer: Some(1),
+            };
+        }
+        let mut ctx = Ctx::default();
+        assert!(step(&mut st, 1, &c, &mut ctx));
+        ctx.violations
+    };
+    assert!(mover_at_folio_lock(false).is_empty());
+    let v = mover_at_folio_lock(true);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].invariant, Invariant::LockOrderNoDeadlock);
+}
+
+#[test]
+fn blocked_on_names_the_lock_and_its_holder() {
+    let c = cfg("v2");
+    let mut st = initial_state(&c);
+    st.folio.lock = Some(0);
+    if let Thread::Mover(m) = &mut st.threads[1] {
+        m.pc = MoverPc::FolioLock;
+    }
+    assert_eq!(
+        blocked_on(&st, 1, &c).as_deref(),
+        Some("folio_lock(F), held by A")
+    );
+    assert_eq!(blocked_on(&st, 2, &c), None);
+}

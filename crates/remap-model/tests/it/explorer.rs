@@ -1,6 +1,10 @@
 //! The exhaustive explorer reproduces the expected table, with readable shortest traces.
 
-use remap_model::{explore, run_config, Bounds, Invariant, Outcome};
+use remap_model::state::thread_name;
+use remap_model::step::{any_enabled, initial_state, step, Ctx};
+use remap_model::{
+    expected_table, explore, run_config, Bounds, Expect, Invariant, Mutation, Outcome,
+};
 
 use crate::row;
 
@@ -54,7 +58,7 @@ fn v1_slow_path_is_fixed_by_s12() {
 
 #[test]
 fn v2_holds_every_invariant() {
-    for name in ["v2", "v2-blocking", "v2-aba", "v2-gup"] {
+    for name in ["v2", "v2-blocking", "v2-aba", "v2-gup", "v2-migration"] {
         assert!(broken(&check(name)).is_empty(), "{name}");
     }
 }
@@ -88,6 +92,130 @@ fn mutations_are_caught() {
     assert_eq!(broken(&check("mut-v3-walker-unlocked")), [1, 2, 3, 4, 8]);
     assert_eq!(broken(&check("mut-cached-pgoff")), [8]);
     assert_eq!(broken(&check("mut-prefix-pin")), [6, 8]);
+    assert_eq!(broken(&check("mut-split-ptl")), [5, 8]);
+    assert_eq!(broken(&check("mut-anon-before-folio")), [9]);
+}
+
+#[test]
+fn every_invariant_and_every_mutation_is_shown_to_fire() {
+    // Each check must be seen to fail somewhere, or it could be stubbed to "holds" unnoticed.
+    // Invariant 7 (refcount sanity) has no protocol bug that breaks it in the table; the unit
+    // test `put_anon_vma_frees_at_zero_and_double_free_is_caught` fires it instead.
+    let table = expected_table();
+    let fires = |inv: Invariant| {
+        table
+            .iter()
+            .any(|e| matches!(e.get(inv), Expect::Broken | Expect::BrokenUnderWeakMemory))
+    };
+    for inv in Invariant::ALL {
+        if inv != Invariant::PutAnonVmaBalanced {
+            assert!(fires(inv), "no configuration breaks {inv}");
+        }
+    }
+    // Every mutation has a row, and each mutation row must break something ("each mutation must
+    // be caught"); the explorer tests above check that the breaks are found.
+    let all = [
+        Mutation::V3MoverOnly,
+        Mutation::V3WalkerNoFolioLock,
+        Mutation::IndexBeforeMapping,
+        Mutation::WalkerCachesPgoff,
+        Mutation::PreFixPinOrder,
+        Mutation::SplitPtl,
+        Mutation::AnonLockBeforeFolioLock,
+    ];
+    // Fails to compile when a mutation is added without extending `all`.
+    let _exhaustive = |m: Mutation| match m {
+        Mutation::V3MoverOnly
+        | Mutation::V3WalkerNoFolioLock
+        | Mutation::IndexBeforeMapping
+        | Mutation::WalkerCachesPgoff
+        | Mutation::PreFixPinOrder
+        | Mutation::SplitPtl
+        | Mutation::AnonLockBeforeFolioLock => (),
+    };
+    for m in all {
+        let rows: Vec<_> = table
+            .iter()
+            .filter(|e| e.config.mutation == Some(m))
+            .collect();
+        assert!(!rows.is_empty(), "{m:?} has no configuration");
+        for e in rows {
+            assert!(
+                e.expect
+                    .iter()
+                    .any(|x| matches!(x, Expect::Broken | Expect::BrokenUnderWeakMemory)),
+                "{}: a mutation that breaks nothing is not caught",
+                e.config.name
+            );
+            assert!(
+                run_config(e, &Bounds::default()).matches_expected,
+                "{}",
+                e.config.name
+            );
+        }
+    }
+}
+
+#[test]
+fn split_ptl_leaves_f_mapped_by_no_pte_between_the_two_ptl_sections() {
+    let r = check("mut-split-ptl");
+    let inv = &r.invariants[4];
+    assert_eq!(inv.invariant, Invariant::MovePresentPteAtomic);
+    let t = inv.trace.as_ref().expect("trace");
+    let text = t.render();
+    let clear = text.find("ptep_clear_flush(S)").expect(&text);
+    let unlock = text.find("spin_unlock(PTL of S)").expect(&text);
+    assert!(clear < unlock, "{text}");
+    // The violation is the unlock itself: S cleared, D not yet set, no PTL held.
+    let last = t.steps.last().expect("steps");
+    assert_eq!(last.thread, "B");
+    assert!(last.step.starts_with("spin_unlock(PTL of S)"), "{text}");
+    assert!(!text.contains("set_pte_at"), "{text}");
+    assert!(
+        t.violations[0].message.starts_with("0 PTE(s) map F"),
+        "{text}"
+    );
+    // The control: with double_pt_lock the same threads keep invariant 5.
+    assert!(broken(&check("v2")).is_empty());
+}
+
+#[test]
+fn anon_lock_before_folio_lock_deadlocks_with_a_migration_walker() {
+    let r = check("mut-anon-before-folio");
+    let inv = &r.invariants[8];
+    assert_eq!(inv.invariant, Invariant::LockOrderNoDeadlock);
+    let t = inv.trace.as_ref().expect("trace");
+    let text = t.render();
+    let msg = &t.violations[0].message;
+    assert!(msg.starts_with("deadlock:"), "{text}");
+    assert!(
+        msg.contains("A waits for rwsem of root X, write-held by B"),
+        "{text}"
+    );
+    assert!(
+        msg.contains("B waits for folio_lock(F), held by A"),
+        "{text}"
+    );
+    // Replaying the trace with the step functions ends in a state where nobody can run.
+    let cfg = &r.config;
+    let mut st = initial_state(cfg);
+    let tid = |letter: &str| {
+        st.roles
+            .iter()
+            .position(|&role| thread_name(role) == letter)
+            .expect("thread")
+    };
+    let schedule: Vec<usize> = t.steps.iter().map(|s| tid(s.thread)).collect();
+    for t in schedule {
+        assert!(step(&mut st, t, cfg, &mut Ctx::default()));
+    }
+    assert!(!any_enabled(&st, cfg) && !st.all_done());
+    // The walker took the folio lock first, the mover the anon_vma lock first.
+    let folio = text.find("migration: folio_lock(F)").expect(&text);
+    let anon = text.find("anon_vma_lock_write(X)").expect(&text);
+    assert!(folio < anon, "{text}");
+    // The control: the 6.8 order (folio lock, then anon_vma lock) against the same walker.
+    assert!(broken(&check("v2-migration")).is_empty());
 }
 
 #[test]
