@@ -191,5 +191,8 @@ fn a_corrupted_destination_fails_its_figure_and_the_run() {
     let mut table = Vec::new();
     report.write_table(&mut table).unwrap();
     let table = String::from_utf8(table).unwrap();
-    assert!(table.contains("FAIL") && table.contains("failure: copy"), "{table}");
+    assert!(
+        table.contains("FAIL") && table.contains("failure: copy"),
+        "{table}"
+    );
 }

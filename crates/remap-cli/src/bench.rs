@@ -1,5 +1,6 @@
 //! `remap bench`: MOVE against COPY, memcpy and mremap, and fault service, side by side.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,9 +29,16 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_method)]
     only: Vec<AnyMethod>,
 
-    /// Write the SVG chart here (default: target/remap-bench.svg, under CARGO_TARGET_DIR if set).
+    /// Write the SVG chart here (default: remap-bench.svg in the workspace's target directory:
+    /// CARGO_TARGET_DIR if set, else the target/ beside the nearest Cargo.lock above the current
+    /// directory, else ./target).
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
+
+    /// Testing the harness: flip a destination byte after every repetition of this bulk method,
+    /// so that its verification fails (and the run exits 1).
+    #[arg(long, value_name = "METHOD", hide = true, value_parser = parse_bulk_method)]
+    inject_corruption: Option<Method>,
 }
 
 /// A bulk or a fault-service method named on the command line.
@@ -55,6 +63,13 @@ fn parse_method(s: &str) -> Result<AnyMethod, String> {
     Err(format!("unknown method {s:?}; known: {}", names.join(", ")))
 }
 
+fn parse_bulk_method(s: &str) -> Result<Method, String> {
+    match parse_method(s)? {
+        AnyMethod::Bulk(m) => Ok(m),
+        AnyMethod::Fault(m) => Err(format!("{m} is not a bulk method")),
+    }
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let (digits, mult) = match s.char_indices().last() {
@@ -70,11 +85,30 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("not a size: {s:?} (examples: 64M, 1G, 4194304)"))
 }
 
-/// The default chart path: `$CARGO_TARGET_DIR/remap-bench.svg`, else `target/remap-bench.svg`.
+/// The default chart path: `remap-bench.svg` in [`target_dir`] of the environment's
+/// `CARGO_TARGET_DIR` and the current directory.
 fn default_chart() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-        .join("remap-bench.svg")
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    target_dir(std::env::var_os("CARGO_TARGET_DIR"), &cwd).join("remap-bench.svg")
+}
+
+/// The workspace's target directory as cargo would pick it: `cargo_target_dir` if set (relative
+/// to `cwd`), else `target/` in the workspace root: the nearest directory at or above `cwd`
+/// holding a `Cargo.lock` or a `Cargo.toml` that declares a `[workspace]` (a member's own
+/// `Cargo.toml` does not count), else `cwd/target`.
+fn target_dir(cargo_target_dir: Option<OsString>, cwd: &Path) -> PathBuf {
+    if let Some(dir) = cargo_target_dir.filter(|d| !d.is_empty()) {
+        return cwd.join(dir);
+    }
+    let is_root = |d: &Path| {
+        d.join("Cargo.lock").is_file()
+            || std::fs::read_to_string(d.join("Cargo.toml"))
+                .is_ok_and(|toml| toml.lines().any(|l| l.trim() == "[workspace]"))
+    };
+    cwd.ancestors()
+        .find(|d| is_root(d))
+        .unwrap_or(cwd)
+        .join("target")
 }
 
 fn config(args: &BenchArgs) -> BenchConfig {
@@ -86,6 +120,7 @@ fn config(args: &BenchArgs) -> BenchConfig {
     if let Some(size) = args.size {
         c.size = size;
     }
+    c.corrupt = args.inject_corruption;
     if let Some(reps) = args.reps {
         c.reps = reps;
         c.fault_reps = reps;
@@ -151,7 +186,41 @@ fn print_chart_path(chart: &Path, json: bool, stdout: &mut impl Write) -> std::i
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use std::path::Path;
+
+    use super::{parse_size, target_dir};
+
+    #[test]
+    fn the_target_dir_is_the_workspace_s() {
+        let tmp = std::env::temp_dir().join(format!("remap-target-dir-{}", std::process::id()));
+        let sub = tmp.join("ws/crates/a");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(
+            target_dir(None, &sub),
+            sub.join("target"),
+            "no workspace above"
+        );
+        std::fs::write(tmp.join("Cargo.lock"), "").unwrap();
+        assert_eq!(
+            target_dir(None, &sub),
+            tmp.join("target"),
+            "a Cargo.lock above"
+        );
+        std::fs::write(sub.join("Cargo.toml"), "[package]\nname = \"a\"\n").unwrap();
+        std::fs::write(tmp.join("ws/Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        assert_eq!(
+            target_dir(None, &sub),
+            tmp.join("ws/target"),
+            "the nearest workspace root, not the member"
+        );
+        assert_eq!(
+            target_dir(Some("/x/t".into()), &sub),
+            Path::new("/x/t"),
+            "CARGO_TARGET_DIR wins"
+        );
+        assert_eq!(target_dir(Some("t".into()), &sub), sub.join("t"));
+        std::fs::remove_dir_all(&tmp).ok();
+    }
 
     #[test]
     fn sizes_parse() {
