@@ -412,14 +412,14 @@ impl Report {
             "fault service: every page of a {} region ({} pages) touched once by the mutators; \
              latency seen by the mutator per touch; faults = faults taken per run; faults/s = \
              faults taken / wall time from the first touch to the last completed touch across \
-             all mutators; median of {} reps, \u{b1} = half the min..max range of the reps",
+             all mutators; median of {} reps, with their (min..max)",
             human_bytes(self.config.fault_size_bytes),
             self.faults.first().map_or(0, |f| f.pages),
             self.config.fault_reps
         )?;
         writeln!(
             w,
-            "{:<14} {:>8} {:>8} {:>7} {:>15} {:>15} {:>15} {:>12} {:>19} {:>4}",
+            "{:<14} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12} {:>19} {:>4}",
             "method",
             "handlers",
             "mutators",
@@ -434,7 +434,7 @@ impl Report {
         for f in &self.faults {
             writeln!(
                 w,
-                "{:<14} {:>8} {:>8} {:>7} {:>15} {:>15} {:>15} {:>12.0} {:>19} {:>4}",
+                "{:<14} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12.0} {:>19} {:>4}",
                 f.method.name(),
                 f.handlers,
                 f.mutators,
@@ -468,13 +468,21 @@ impl Report {
     }
 }
 
-/// A latency spread in microseconds, compactly: the median and half the min..max range,
-/// `31.2 ±1.5`.
+/// A latency spread in microseconds, compactly: the median, then the min..max range of the
+/// repetitions (latency spreads are skewed, so not a symmetric `±`): `31.2 (29..140)`.
 fn micros(ns: &Spread) -> String {
+    let short = |us: f64| {
+        if us >= 10.0 {
+            format!("{us:.0}")
+        } else {
+            format!("{us:.1}")
+        }
+    };
     format!(
-        "{:.1} \u{b1}{:.1}",
+        "{:.1} ({}..{})",
         ns.median / 1e3,
-        (ns.max - ns.min) / 2e3
+        short(ns.min / 1e3),
+        short(ns.max / 1e3)
     )
 }
 
