@@ -37,8 +37,9 @@ pub enum Invariant {
     /// Kernel rule: `folio_move_anon_rmap` asserts the folio lock; `move_pages_pte` takes
     /// `anon_vma_lock_write(src_anon_vma)` in 6.8.
     FolioMoveAnonRmapLocked,
-    /// Invariant 5, PTE atomicity: outside the mover's double-PTL section the number of PTEs mapping the
-    /// folio equals `folio_mapped`'s count (0 or 1), and a move never changes the mapcount.
+    /// Invariant 5, PTE atomicity: in every state in which no page-table lock of S or D is held (so
+    /// any thread could take the PTLs and look), the number of PTEs mapping the folio equals
+    /// `folio_mapped`'s count (0 or 1), and a move never changes the mapcount.
     ///
     /// Kernel rule: `move_present_pte` clears the source and sets the destination under
     /// `double_pt_lock` with no rmap add or remove.
