@@ -21,7 +21,7 @@
 //! ```text
 //! {"type":"config","data":{"name":"v2","version":"V2",...}}
 //! {"type":"result","data":{"config":{...},"states":767,"invariants":[...],"matches_expected":true}}
-//! {"type":"summary","data":{"configs":17,"matching":17,"mismatching":0,"incomplete":0,"broken_cells":24,"broken_cells_wm":1,"elapsed_total":0.05}}
+//! {"type":"summary","data":{"configs":20,"matching":20,"mismatching":0,"incomplete":0,"broken_cells":27,"broken_cells_wm":1,"elapsed_total":0.03}}
 //! ```
 
 use std::fmt::Write as _;
