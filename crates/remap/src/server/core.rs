@@ -29,6 +29,43 @@ pub(crate) const MIN_BACKOFF: Duration = Duration::from_micros(10);
 /// The longest back-off between EAGAIN retries within one event generation.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(1);
 
+/// When to retry faults parked on EAGAIN: right away after a new event generation (someone read
+/// the events that blocked them), else after a back-off that doubles within one generation.
+#[derive(Debug)]
+pub(crate) struct RetryClock {
+    retried_at: u64,
+    backoff: Duration,
+}
+
+impl RetryClock {
+    pub(crate) fn new(generation: u64) -> Self {
+        RetryClock {
+            retried_at: generation,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// Whether events were read since the last retry.
+    pub(crate) fn new_generation(&self, generation: u64) -> bool {
+        generation != self.retried_at
+    }
+
+    /// How long to wait before the next retry when no new generation arrives.
+    pub(crate) fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    /// Records a retry at `generation`.
+    pub(crate) fn retried(&mut self, generation: u64) {
+        self.backoff = if generation == self.retried_at {
+            (self.backoff * 2).min(MAX_BACKOFF)
+        } else {
+            MIN_BACKOFF
+        };
+        self.retried_at = generation;
+    }
+}
+
 /// A failed resolve is logged once, then once per this many failures (all are counted).
 const WARN_EVERY: u64 = 1024;
 
@@ -656,9 +693,7 @@ fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, me: usize, c
     let mut scratch = vec![0u8; core.page_size()];
     let mut faults = Vec::with_capacity(cap);
     let mut pending = Vec::new();
-    // The generation at the last retry of `pending`, and the back-off within it.
-    let mut retried_at = core.generation();
-    let mut backoff = MIN_BACKOFF;
+    let mut clock = RetryClock::new(core.generation());
     let waker = &core.wakers[me];
     loop {
         // Consume our wake-up first, then look at the generation: a bump after this load
@@ -666,13 +701,13 @@ fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, me: usize, c
         let _ = rustix::io::read(waker, &mut [0u8; 8]);
         let wait = if pending.is_empty() {
             None
-        } else if core.generation() != retried_at {
+        } else if clock.new_generation(core.generation()) {
             Some(Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             })
         } else {
-            Some(timespec(backoff))
+            Some(timespec(clock.backoff()))
         };
         let mut fds = [
             PollFd::new(&core.uffd, PollFlags::IN),
@@ -704,13 +739,7 @@ fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, me: usize, c
             if !pending.is_empty() {
                 // Once per generation right away; within one, after a doubling back-off (the
                 // window around an event's read in which `mmap_changing` is still raised).
-                let now = core.generation();
-                backoff = if now == retried_at {
-                    (backoff * 2).min(MAX_BACKOFF)
-                } else {
-                    MIN_BACKOFF
-                };
-                retried_at = now;
+                clock.retried(core.generation());
                 core.retry(&mut pending, &mut scratch);
             }
             Ok(())

@@ -108,3 +108,21 @@ fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
     assert_eq!(pool.available(), 1);
     settler.join().unwrap();
 }
+
+#[test]
+fn retry_clock_doubles_within_a_generation_and_resets_on_a_new_one() {
+    use super::core::{RetryClock, MAX_BACKOFF, MIN_BACKOFF};
+    let mut clock = RetryClock::new(7);
+    assert!(!clock.new_generation(7));
+    assert!(clock.new_generation(8));
+    assert_eq!(clock.backoff(), MIN_BACKOFF);
+    clock.retried(7);
+    assert_eq!(clock.backoff(), MIN_BACKOFF * 2);
+    for _ in 0..20 {
+        clock.retried(7);
+    }
+    assert_eq!(clock.backoff(), MAX_BACKOFF);
+    clock.retried(8);
+    assert_eq!(clock.backoff(), MIN_BACKOFF);
+    assert!(!clock.new_generation(8));
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::unix::AsyncFd;
 use uffd::{EventBuffer, Features, Pagefault};
 
-use super::core::{panic_message, Core, CoreConfig, MAX_BACKOFF, MIN_BACKOFF};
+use super::core::{panic_message, Core, CoreConfig, RetryClock};
 use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
 use crate::region::Region;
 
@@ -187,8 +187,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let mut buf = EventBuffer::new(64);
         let mut faults = Vec::with_capacity(64);
         let mut scratch = vec![0u8; core.region.page_size()];
-        let mut retried_at = core.generation();
-        let mut backoff = MIN_BACKOFF;
+        let mut clock = RetryClock::new(core.generation());
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Err(ServerError::HandlerPanicked {
@@ -197,7 +196,9 @@ impl<S: PageSource> AsyncFaultServer<S> {
             }
             let has_pending = !self.lock_pending().is_empty();
             let ready = if has_pending {
-                tokio::time::timeout(backoff, fd.readable()).await.ok()
+                tokio::time::timeout(clock.backoff(), fd.readable())
+                    .await
+                    .ok()
             } else {
                 Some(fd.readable().await)
             };
@@ -221,13 +222,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
                 if !pending.is_empty() {
                     // As a handler thread does: right away after a new event generation,
                     // else after a doubling back-off.
-                    let now = core.generation();
-                    backoff = if now == retried_at {
-                        (backoff * 2).min(MAX_BACKOFF)
-                    } else {
-                        MIN_BACKOFF
-                    };
-                    retried_at = now;
+                    clock.retried(core.generation());
                     core.retry(&mut pending, &mut scratch);
                 }
                 Ok(())
