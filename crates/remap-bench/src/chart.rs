@@ -15,14 +15,28 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::{FaultMeasurement, FaultMethod, Method, Report};
 
-/// Why the chart could not be written.
+/// Why the chart could not be written. Either way the run's figures stand; the chart is lost.
 #[derive(Debug, thiserror::Error)]
-#[error("writing the chart {path}: {message}")]
-pub struct ChartError {
-    /// The file asked for.
-    pub path: String,
-    /// What plotters or the file system said.
-    pub message: String,
+#[non_exhaustive]
+pub enum ChartError {
+    /// The directory for the chart could not be created.
+    #[error("writing the chart {path}: creating its directory")]
+    Directory {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// plotters failed to draw or to write the SVG file. plotters' error type is generic over
+    /// the backend, so its message is kept as text.
+    #[error("writing the chart {path}: {message}")]
+    Draw {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// What plotters said.
+        message: String,
+    },
 }
 
 /// The legend label of a bulk series: the method name, then `THP on`/`THP off`, then `+ spin`
@@ -55,12 +69,15 @@ pub fn series_label(method: Method, thp: bool, interference: bool) -> String {
 ///
 /// [`ChartError`] when the file cannot be written or the drawing fails.
 pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
-    let err = |e: &dyn std::fmt::Display| ChartError {
-        path: path.display().to_string(),
+    let err = |e: &dyn std::fmt::Display| ChartError::Draw {
+        path: path.to_owned(),
         message: e.to_string(),
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        std::fs::create_dir_all(dir).map_err(|source| ChartError::Directory {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     let root = SVGBackend::new(path, (WIDTH, BULK_HEIGHT + FAULT_HEIGHT + TITLE_HEIGHT))
         .into_drawing_area();
@@ -68,9 +85,9 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
     let m = &report.config.machine;
     let title = format!(
         "remap bench: Linux {}, {} cores, THP {}, {} per run",
-        m.kernel,
+        m.kernel_release,
         m.cores,
-        m.thp_mode,
+        m.thp,
         crate::report::human_bytes(report.config.size_bytes)
     );
     let (head, rest) = root.split_vertically(TITLE_HEIGHT);
@@ -751,7 +768,7 @@ mod tests {
         }
         Report {
             config: ConfigRecord {
-                machine: Machine::detect(),
+                machine: Machine::read(),
                 size_bytes: 1 << 23,
                 reps: 1,
                 fault_reps: 1,

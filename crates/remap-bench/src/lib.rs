@@ -30,7 +30,6 @@
 mod bulk;
 pub mod chart;
 mod fault;
-mod machine;
 mod raw;
 mod report;
 mod stats;
@@ -41,7 +40,8 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use remap::region::{Region, HUGE_PAGE_SIZE};
 
-pub use machine::Machine;
+/// The machine every report describes: the project's one reader of `uname`, `/proc` and `/sys`.
+pub use remap::system::Machine;
 pub use report::{
     ConfigRecord, FaultMeasurement, FaultMethod, Measurement, Method, Record, Report, Skipped,
     Summary,
@@ -183,18 +183,44 @@ impl BenchConfig {
     }
 }
 
-/// Why a run could not be done at all (exit status 2).
+/// Why a run could not be done at all. Every variant means the run could not do its job (the
+/// CLI's exit status 2); a failed verification is not an error but a figure marked failed
+/// ([`Report::all_verified`], exit status 1), so the two cannot be confused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BenchError {
-    /// userfaultfd or `UFFDIO_MOVE` is not available here.
-    #[error("cannot benchmark here: {0}")]
-    Unavailable(String),
-    /// The settings make no sense.
-    #[error("bad settings: {0}")]
-    BadConfig(String),
-    /// Setting up shared state (the template, the userfaultfd) failed.
-    #[error("setting up: {0}")]
-    Setup(String),
+    /// No userfaultfd can be created here (each path tried, with its errno and fix).
+    #[error("cannot benchmark here: no userfaultfd")]
+    NoUserfaultfd(#[source] uffd::CreateError),
+    /// The kernel does not offer `UFFDIO_MOVE`.
+    #[error("cannot benchmark here: the kernel does not offer UFFDIO_MOVE (UFFD_FEATURE_MOVE, Linux 6.8+)")]
+    NoMove,
+    /// `size` is not a positive multiple of 2 MiB.
+    #[error("bad settings: size {size} is not a positive multiple of 2 MiB")]
+    Size {
+        /// The size asked for, in bytes.
+        size: usize,
+    },
+    /// `fault_size` is not a positive multiple of the page size.
+    #[error(
+        "bad settings: fault size {size} is not a positive multiple of the page size ({page_size})"
+    )]
+    FaultSize {
+        /// The size asked for, in bytes.
+        size: usize,
+        /// The page size.
+        page_size: usize,
+    },
+    /// Zero repetitions were asked for.
+    #[error("bad settings: reps must be at least 1")]
+    NoReps,
+    /// Mapping the shared source template failed.
+    #[error("setting up: mapping the source template")]
+    Template(#[source] remap::region::RegionError),
+    /// Creating the peer crate's userfaultfd failed.
+    #[cfg(feature = "peer")]
+    #[error("setting up: the peer crate's userfaultfd")]
+    Peer(#[source] userfaultfd::Error),
 }
 
 /// Whether `method` can run in this build; `Err` says why not.
@@ -267,40 +293,35 @@ struct Job {
 ///
 /// # Errors
 ///
-/// [`BenchError::Unavailable`] when userfaultfd or `UFFDIO_MOVE` cannot be used,
-/// [`BenchError::BadConfig`] for a size that is not a positive multiple of 2 MiB or zero reps,
-/// [`BenchError::Setup`] when the shared set-up fails.
+/// [`BenchError::NoUserfaultfd`] or [`BenchError::NoMove`] when userfaultfd or `UFFDIO_MOVE`
+/// cannot be used; [`BenchError::Size`], [`BenchError::FaultSize`] or [`BenchError::NoReps`] for
+/// settings that make no sense; [`BenchError::Template`] when the shared set-up fails.
 pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, BenchError> {
     let started = Instant::now();
     if config.size == 0 || config.size % HUGE_PAGE_SIZE != 0 {
-        return Err(BenchError::BadConfig(format!(
-            "size {} is not a positive multiple of 2 MiB",
-            config.size
-        )));
+        return Err(BenchError::Size { size: config.size });
     }
     if config.reps == 0 || config.fault_reps == 0 {
-        return Err(BenchError::BadConfig("reps must be at least 1".into()));
+        return Err(BenchError::NoReps);
     }
-    let page = rustix::param::page_size();
-    if config.fault_size == 0 || config.fault_size % page != 0 {
-        return Err(BenchError::BadConfig(format!(
-            "fault size {} is not a positive multiple of the page size",
-            config.fault_size
-        )));
+    let page_size = rustix::param::page_size();
+    if config.fault_size == 0 || config.fault_size % page_size != 0 {
+        return Err(BenchError::FaultSize {
+            size: config.fault_size,
+            page_size,
+        });
     }
-    let caps = uffd::Capabilities::probe().map_err(|e| BenchError::Unavailable(e.to_string()))?;
+    let caps = uffd::Capabilities::probe().map_err(BenchError::NoUserfaultfd)?;
     if !caps.supports_move() {
-        return Err(BenchError::Unavailable(
-            "the kernel does not offer UFFDIO_MOVE (UFFD_FEATURE_MOVE, Linux 6.8+)".into(),
-        ));
+        return Err(BenchError::NoMove);
     }
-    let machine = Machine::detect();
-    let uffd = uffd::Uffd::new().map_err(|e| BenchError::Unavailable(e.to_string()))?;
-    let mover = bench_mover(uffd::Uffd::new().map_err(|e| BenchError::Unavailable(e.to_string()))?);
+    let machine = Machine::read();
+    let uffd = uffd::Uffd::new().map_err(BenchError::NoUserfaultfd)?;
+    let mover = bench_mover(uffd::Uffd::new().map_err(BenchError::NoUserfaultfd)?);
     let template = Region::builder(HUGE_PAGE_SIZE)
         .populate(true)
         .build()
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
+        .map_err(BenchError::Template)?;
     template.fill_pattern(config.seed);
     #[cfg(feature = "peer")]
     let peer = if config.methods.contains(&Method::PeerCopy) {
@@ -309,7 +330,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
                 .close_on_exec(true)
                 .user_mode_only(true)
                 .create()
-                .map_err(|e| BenchError::Setup(format!("peer userfaultfd: {e}")))?,
+                .map_err(BenchError::Peer)?,
         )
     } else {
         None
@@ -345,12 +366,12 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         }
     }
     let mut thp_modes = vec![false];
-    if config.thp && machine.thp_available() {
+    if config.thp && machine.thp.usable() {
         thp_modes.push(true);
     } else if config.thp {
         skipped.push(Skipped {
             method: "THP on".into(),
-            reason: format!("transparent huge pages are {}", machine.thp_mode),
+            reason: format!("transparent huge pages are {}", machine.thp),
         });
     }
     let interference = config.interference && machine.cores >= 2;

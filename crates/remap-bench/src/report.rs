@@ -5,8 +5,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::machine::Machine;
 use crate::stats::Spread;
+use crate::Machine;
 
 /// A way of moving N bytes from one region to another (the bulk table's rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -259,7 +259,7 @@ pub struct Summary {
 /// A worked example (abridged to one record of each kind):
 ///
 /// ```text
-/// {"type":"config","data":{"machine":{"kernel":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_on":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"quick":true,"peer_built":false,"seed":42}}
 /// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"ioctls":128,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
 /// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":1024,"faults":1024,"reps":3,"p50_ns":{"median":30000.0,"min":29000.0,"max":31000.0,"q1":29500.0,"q3":30500.0},"p99_ns":{"median":60000.0,"min":55000.0,"max":64000.0,"q1":57500.0,"q3":62000.0},"p999_ns":{"median":90000.0,"min":80000.0,"max":120000.0,"q1":85000.0,"q3":105000.0},"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
 /// {"type":"summary","data":{"measurements":40,"faults":4,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
@@ -346,13 +346,13 @@ impl Report {
         writeln!(
             w,
             "machine: Linux {} {}, {}, {} cores, {} B pages, THP {}, swap {}",
-            m.kernel,
+            m.kernel_release,
             m.arch,
             m.cpu_model,
             m.cores,
             m.page_size,
-            m.thp_mode,
-            if m.swap_on { "on" } else { "off" }
+            m.thp,
+            if m.swap_active { "on" } else { "off" }
         )?;
         writeln!(
             w,
@@ -407,6 +407,33 @@ impl Report {
             )?;
         }
         writeln!(w)?;
+        self.write_fault_table(w)?;
+        for s in &self.summary.skipped {
+            writeln!(w, "not measured: {}: {}", s.method, s.reason)?;
+        }
+        for r in self.measurements.iter().filter_map(|r| r.error.as_ref()) {
+            writeln!(w, "failure: {r}")?;
+        }
+        for r in self.faults.iter().filter_map(|r| r.error.as_ref()) {
+            writeln!(w, "failure: {r}")?;
+        }
+        writeln!(
+            w,
+            "{} bulk figures, {} fault figures, {} failures, {:.1} s",
+            self.summary.measurements,
+            self.summary.faults,
+            self.summary.failures,
+            self.summary.elapsed_total
+        )?;
+        w.flush()
+    }
+
+    /// The fault-service section of [`Report::write_table`]: a header and one row per figure, or
+    /// one line saying that no fault-service method was selected.
+    fn write_fault_table(&self, w: &mut impl Write) -> io::Result<()> {
+        if self.faults.is_empty() {
+            return writeln!(w, "fault service: no fault-service method selected");
+        }
         writeln!(
             w,
             "fault service: every page of a {} region ({} pages) touched once by the mutators; \
@@ -414,7 +441,7 @@ impl Report {
              faults taken / wall time from the first touch to the last completed touch across \
              all mutators; median of {} reps, with their (min..max)",
             human_bytes(self.config.fault_size_bytes),
-            self.faults.first().map_or(0, |f| f.pages),
+            self.config.fault_size_bytes / self.config.machine.page_size as u64,
             self.config.fault_reps
         )?;
         writeln!(
@@ -447,24 +474,7 @@ impl Report {
                 if f.verified { "ok" } else { "FAIL" }
             )?;
         }
-        for s in &self.summary.skipped {
-            writeln!(w, "not measured: {}: {}", s.method, s.reason)?;
-        }
-        for r in self.measurements.iter().filter_map(|r| r.error.as_ref()) {
-            writeln!(w, "failure: {r}")?;
-        }
-        for r in self.faults.iter().filter_map(|r| r.error.as_ref()) {
-            writeln!(w, "failure: {r}")?;
-        }
-        writeln!(
-            w,
-            "{} bulk figures, {} fault figures, {} failures, {:.1} s",
-            self.summary.measurements,
-            self.summary.faults,
-            self.summary.failures,
-            self.summary.elapsed_total
-        )?;
-        w.flush()
+        Ok(())
     }
 }
 

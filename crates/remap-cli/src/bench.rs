@@ -3,9 +3,11 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use remap_bench::{BenchConfig, BenchError, FaultMethod, Method};
+use clap::ValueEnum;
+use remap_bench::{BenchConfig, FaultMethod, Method};
+
+use crate::Outcome;
 
 /// Options of `remap bench`.
 #[derive(Debug, clap::Args)]
@@ -23,11 +25,9 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     reps: Option<u32>,
 
-    /// Only these methods, comma-separated: move-raw, move-mover, copy, memcpy-prefaulted,
-    /// memcpy-fresh, mremap, peer-copy (bulk) and raw-loop, server-zero, server-copy,
-    /// server-move, server-sigbus, peer-loop (fault service).
-    #[arg(long, value_delimiter = ',', value_parser = parse_method)]
-    only: Vec<AnyMethod>,
+    /// Only these methods, comma-separated (bulk and fault-service methods alike).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<MethodName>,
 
     /// Write the SVG chart here (default: remap-bench.svg in the workspace's target directory:
     /// CARGO_TARGET_DIR if set, else the target/ beside the nearest Cargo.lock above the current
@@ -37,36 +37,93 @@ pub(crate) struct BenchArgs {
 
     /// Testing the harness: flip a destination byte after every repetition of this bulk method,
     /// so that its verification fails (and the run exits 1).
-    #[arg(long, value_name = "METHOD", hide = true, value_parser = parse_bulk_method)]
-    inject_corruption: Option<Method>,
+    #[arg(long, value_name = "METHOD", hide = true, value_enum)]
+    inject_corruption: Option<BulkMethodName>,
 }
 
-/// A bulk or a fault-service method named on the command line.
-#[derive(Debug, Clone, Copy)]
+/// A method of `remap bench` as the command line names it. Every name is the one the report
+/// prints (`Method::name`, `FaultMethod::name`); a test holds the two lists together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MethodName {
+    /// Bulk: raw UFFDIO_MOVE ioctls.
+    MoveRaw,
+    /// Bulk: remap's Mover.
+    MoveMover,
+    /// Bulk: UFFDIO_COPY.
+    Copy,
+    /// Bulk: memcpy into prefaulted memory.
+    MemcpyPrefaulted,
+    /// Bulk: memcpy into fresh memory.
+    MemcpyFresh,
+    /// Bulk: mremap.
+    Mremap,
+    /// Bulk: the peer crate's COPY (needs the `peer` feature).
+    PeerCopy,
+    /// Faults: a raw handler loop.
+    RawLoop,
+    /// Faults: the FaultServer with zero pages.
+    ServerZero,
+    /// Faults: the FaultServer copying from a buffer.
+    ServerCopy,
+    /// Faults: the FaultServer moving from a pool.
+    ServerMove,
+    /// Faults: SIGBUS mode.
+    ServerSigbus,
+    /// Faults: the peer crate's loop (needs the `peer` feature).
+    PeerLoop,
+}
+
+/// A bulk method or a fault-service method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AnyMethod {
     Bulk(Method),
     Fault(FaultMethod),
 }
 
-fn parse_method(s: &str) -> Result<AnyMethod, String> {
-    if let Some(m) = Method::ALL.into_iter().find(|m| m.name() == s) {
-        return Ok(AnyMethod::Bulk(m));
+impl MethodName {
+    fn method(self) -> AnyMethod {
+        use AnyMethod::{Bulk, Fault};
+        match self {
+            MethodName::MoveRaw => Bulk(Method::MoveRaw),
+            MethodName::MoveMover => Bulk(Method::MoveMover),
+            MethodName::Copy => Bulk(Method::Copy),
+            MethodName::MemcpyPrefaulted => Bulk(Method::MemcpyPrefaulted),
+            MethodName::MemcpyFresh => Bulk(Method::MemcpyFresh),
+            MethodName::Mremap => Bulk(Method::Mremap),
+            MethodName::PeerCopy => Bulk(Method::PeerCopy),
+            MethodName::RawLoop => Fault(FaultMethod::RawLoop),
+            MethodName::ServerZero => Fault(FaultMethod::ServerZero),
+            MethodName::ServerCopy => Fault(FaultMethod::ServerCopy),
+            MethodName::ServerMove => Fault(FaultMethod::ServerMove),
+            MethodName::ServerSigbus => Fault(FaultMethod::ServerSigbus),
+            MethodName::PeerLoop => Fault(FaultMethod::PeerLoop),
+        }
     }
-    if let Some(m) = FaultMethod::ALL.into_iter().find(|m| m.name() == s) {
-        return Ok(AnyMethod::Fault(m));
-    }
-    let names: Vec<&str> = Method::ALL
-        .iter()
-        .map(|m| m.name())
-        .chain(FaultMethod::ALL.iter().map(|m| m.name()))
-        .collect();
-    Err(format!("unknown method {s:?}; known: {}", names.join(", ")))
 }
 
-fn parse_bulk_method(s: &str) -> Result<Method, String> {
-    match parse_method(s)? {
-        AnyMethod::Bulk(m) => Ok(m),
-        AnyMethod::Fault(m) => Err(format!("{m} is not a bulk method")),
+/// A bulk method, for the hidden corruption hook (which only bulk methods have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BulkMethodName {
+    MoveRaw,
+    MoveMover,
+    Copy,
+    MemcpyPrefaulted,
+    MemcpyFresh,
+    Mremap,
+    PeerCopy,
+}
+
+impl BulkMethodName {
+    fn method(self) -> Method {
+        match self {
+            BulkMethodName::MoveRaw => Method::MoveRaw,
+            BulkMethodName::MoveMover => Method::MoveMover,
+            BulkMethodName::Copy => Method::Copy,
+            BulkMethodName::MemcpyPrefaulted => Method::MemcpyPrefaulted,
+            BulkMethodName::MemcpyFresh => Method::MemcpyFresh,
+            BulkMethodName::Mremap => Method::Mremap,
+            BulkMethodName::PeerCopy => Method::PeerCopy,
+        }
     }
 }
 
@@ -120,22 +177,21 @@ fn config(args: &BenchArgs) -> BenchConfig {
     if let Some(size) = args.size {
         c.size = size;
     }
-    c.corrupt = args.inject_corruption;
+    c.corrupt = args.inject_corruption.map(BulkMethodName::method);
     if let Some(reps) = args.reps {
         c.reps = reps;
         c.fault_reps = reps;
     }
     if !args.only.is_empty() {
-        c.methods = args
-            .only
+        let chosen: Vec<AnyMethod> = args.only.iter().map(|m| m.method()).collect();
+        c.methods = chosen
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Bulk(m) => Some(*m),
                 AnyMethod::Fault(_) => None,
             })
             .collect();
-        c.fault_methods = args
-            .only
+        c.fault_methods = chosen
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Fault(m) => Some(*m),
@@ -147,16 +203,13 @@ fn config(args: &BenchArgs) -> BenchConfig {
 }
 
 /// Runs `remap bench`.
-pub(crate) fn run(args: &BenchArgs, out: crate::Output) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &BenchArgs, out: crate::Output) -> anyhow::Result<Outcome> {
     let config = config(args);
     let progress = remap_bench::progress_bar(out.progress);
     let report = match remap_bench::run(&config, &progress) {
         Ok(r) => r,
-        Err(e @ (BenchError::Unavailable(_) | BenchError::BadConfig(_))) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-        Err(e) => return Err(e.into()),
+        // Every BenchError stops the run before any figure: it could not do its job.
+        Err(e) => return Ok(Outcome::CannotRun(error_chain(&e))),
     };
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
@@ -168,11 +221,19 @@ pub(crate) fn run(args: &BenchArgs, out: crate::Output) -> anyhow::Result<ExitCo
     let chart = args.chart.clone().unwrap_or_else(default_chart);
     remap_bench::chart::write_chart(&report, &chart)?;
     print_chart_path(&chart, out.json, &mut stdout)?;
-    Ok(if report.all_verified() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(Outcome::found_unless(report.all_verified()))
+}
+
+/// An error and its sources on one line, the way `anyhow`'s `{:#}` prints them.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn print_chart_path(chart: &Path, json: bool, stdout: &mut impl Write) -> std::io::Result<()> {
@@ -188,7 +249,38 @@ fn print_chart_path(chart: &Path, json: bool, stdout: &mut impl Write) -> std::i
 mod tests {
     use std::path::Path;
 
-    use super::{parse_size, target_dir};
+    use clap::ValueEnum;
+    use remap_bench::{FaultMethod, Method};
+
+    use super::{parse_size, target_dir, AnyMethod, BulkMethodName, MethodName};
+
+    /// The command line's names are the report's names, for every method, both ways.
+    #[test]
+    fn method_names_are_the_report_s() {
+        for name in MethodName::value_variants() {
+            let spelled = name.to_possible_value().unwrap().get_name().to_owned();
+            let reported = match name.method() {
+                AnyMethod::Bulk(m) => m.name(),
+                AnyMethod::Fault(m) => m.name(),
+            };
+            assert_eq!(spelled, reported);
+        }
+        let listed: Vec<AnyMethod> = MethodName::value_variants()
+            .iter()
+            .map(|n| n.method())
+            .collect();
+        for m in Method::ALL {
+            assert!(listed.contains(&AnyMethod::Bulk(m)), "{m} has no name");
+        }
+        for m in FaultMethod::ALL {
+            assert!(listed.contains(&AnyMethod::Fault(m)), "{m} has no name");
+        }
+        for name in BulkMethodName::value_variants() {
+            let spelled = name.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(spelled, name.method().name());
+        }
+        assert_eq!(BulkMethodName::value_variants().len(), Method::ALL.len());
+    }
 
     #[test]
     fn the_target_dir_is_the_workspace_s() {

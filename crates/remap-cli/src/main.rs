@@ -14,7 +14,10 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod model;
+mod output;
 mod probe;
+
+use output::{Outcome, Output};
 
 /// Zero-copy page moving for Linux: userfaultfd and UFFDIO_MOVE, measured.
 #[derive(Debug, Parser)]
@@ -46,43 +49,39 @@ enum Command {
     Model(model::ModelArgs),
 }
 
-/// What every subcommand needs to know about where its output goes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Output {
-    /// Print JSON on stdout and nothing else.
-    pub(crate) json: bool,
-    /// Show progress bars (stderr is a terminal and `--json` is off).
-    pub(crate) progress: bool,
-}
-
-impl Output {
-    /// Progress bars only for a person watching: never with `--json` or `-q`, and only when
-    /// stderr is a terminal (style.md R15).
-    fn new(json: bool, quiet: bool, stderr_is_terminal: bool) -> Self {
-        Output {
-            json,
-            progress: !json && !quiet && stderr_is_terminal,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let out = Output::new(cli.json, cli.quiet, std::io::stderr().is_terminal());
+    let name = cli.command.name();
     match run(cli.command, out) {
-        Ok(code) => code,
-        Err(err) => {
-            if is_broken_pipe(&err) {
-                return ExitCode::SUCCESS;
+        Ok(outcome) => {
+            if let Outcome::CannotRun(reason) = &outcome {
+                eprintln!("remap {name}: cannot run: {reason}");
             }
-            eprintln!("error: {err:#}");
+            ExitCode::from(outcome.exit_status())
+        }
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("remap {name}: error: {err:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(command: Command, out: Output) -> anyhow::Result<ExitCode> {
+impl Command {
+    /// The subcommand's name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Probe(_) => "probe",
+            Command::Bench(_) => "bench",
+            Command::Model(_) => "model",
+        }
+    }
+}
+
+/// Runs one subcommand. Only `main` turns the result into an exit code.
+fn run(command: Command, out: Output) -> anyhow::Result<Outcome> {
     match command {
         Command::Probe(args) => probe::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
@@ -125,19 +124,6 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn progress_only_on_a_terminal_without_json_or_quiet() {
-        use super::Output;
-        assert!(Output::new(false, false, true).progress);
-        assert!(
-            !Output::new(false, false, false).progress,
-            "stderr not a terminal"
-        );
-        assert!(!Output::new(true, false, true).progress, "--json");
-        assert!(!Output::new(false, true, true).progress, "-q");
-        assert!(Output::new(true, false, false).json);
     }
 
     #[test]

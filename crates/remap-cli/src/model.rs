@@ -26,15 +26,15 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use remap_model::{
     expected_table, run_config, Bounds, Checker, Expect, Expected, Invariant, InvariantResult,
     Outcome, Report,
 };
 
+use crate::output::json_line;
 use crate::Output;
 
 /// Options of `remap model`.
@@ -86,15 +86,8 @@ struct ConfigRecord<'a> {
     bounds: Bounds,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Envelope<'a, T: serde::Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: T,
-}
-
 /// Runs `remap model`.
-pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<crate::Outcome> {
     let rows = select(&args.only)?;
     let bounds = Bounds {
         max_preemptions: args.max_preemptions,
@@ -111,7 +104,7 @@ pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<ExitCode> {
         } else {
             w.write_all(render_list(&rows).as_bytes())?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(crate::Outcome::Clean);
     }
     let start = Instant::now();
     let mut reports = Vec::with_capacity(rows.len());
@@ -145,7 +138,7 @@ pub(crate) fn run(args: &ModelArgs, out: Output) -> anyhow::Result<ExitCode> {
         w.write_all(render_human(&reports, &bounds, !args.no_trace, &summary).as_bytes())?;
     }
     w.flush()?;
-    Ok(exit_code(&summary))
+    Ok(outcome(&summary))
 }
 
 /// The expected-table rows selected by `--only` (all when empty).
@@ -169,10 +162,6 @@ fn select(only: &[String]) -> anyhow::Result<Vec<Expected>> {
         .collect())
 }
 
-fn json_line<T: serde::Serialize>(kind: &str, data: T) -> anyhow::Result<String> {
-    serde_json::to_string(&Envelope { kind, data }).with_context(|| format!("serializing {kind}"))
-}
-
 fn summarize(reports: &[Report], elapsed: f64) -> Summary {
     let matching = reports.iter().filter(|r| r.matches_expected).count();
     Summary {
@@ -194,13 +183,9 @@ fn summarize(reports: &[Report], elapsed: f64) -> Summary {
     }
 }
 
-/// 0 when every result matches the expected table, 1 otherwise.
-fn exit_code(summary: &Summary) -> ExitCode {
-    if summary.mismatching == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+/// Clean when every result matches the expected table, found otherwise.
+fn outcome(summary: &Summary) -> crate::Outcome {
+    crate::Outcome::found_unless(summary.mismatching == 0)
 }
 
 /// One table cell: `holds`, `broken` (SC explorer) or `broken(wm)` (only loom, under the weak
@@ -388,7 +373,7 @@ mod tests {
             "{}",
             render_human(&reports, &Bounds::default(), false, &summary)
         );
-        assert_eq!(exit_code(&summary), ExitCode::SUCCESS);
+        assert_eq!(outcome(&summary), crate::Outcome::Clean);
     }
 
     #[test]
@@ -398,7 +383,7 @@ mod tests {
         let report = run_config(&row, &Bounds::default());
         let summary = summarize(&[report], 0.0);
         assert_eq!(summary.mismatching, 1);
-        assert_eq!(exit_code(&summary), ExitCode::from(1));
+        assert_eq!(outcome(&summary), crate::Outcome::Found);
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `remap probe`: what this machine offers, and whether UFFDIO_MOVE works end to end.
+//!
+//! With `--json`, one record in the envelope: `{"type":"probe","data":{"machine":{...},
+//! "euid":0,...,"move_works":true,...}}`, where `machine` is [`remap::system::Machine`].
 
 use std::io::Write;
-use std::process::ExitCode;
 
-use anyhow::Context;
+use remap::system::Machine;
 use serde::Serialize;
 use uffd::{Capabilities, CreatePath, Features, Ioctls, FEATURE_NAMES, IOCTL_NAMES};
 
-use crate::Output;
+use crate::output::write_json_line;
+use crate::{Outcome, Output};
 
 /// Options of `remap probe`.
 #[derive(Debug, clap::Args)]
@@ -17,16 +20,10 @@ pub(crate) struct ProbeArgs {
     no_move: bool,
 }
 
-/// Everything `remap probe` reports; `--json` prints it as one object.
+/// Everything `remap probe` reports; `--json` prints it as one `probe` record.
 #[derive(Debug, Serialize)]
 struct Report {
-    kernel_release: String,
-    arch: String,
-    cpu_model: String,
-    cores: usize,
-    page_size: usize,
-    thp_mode: String,
-    swap_active: bool,
+    machine: Machine,
     euid: u32,
     /// `vm.unprivileged_userfaultfd`, when readable.
     unprivileged_userfaultfd: Option<u32>,
@@ -91,41 +88,32 @@ const PATHS: [CreatePath; 4] = [
 ];
 
 /// Runs `remap probe`.
-pub(crate) fn run(args: &ProbeArgs, out: Output) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ProbeArgs, out: Output) -> anyhow::Result<Outcome> {
     let caps = Capabilities::probe();
     let report = probe(args, caps);
     let mut stdout = std::io::stdout().lock();
     if out.json {
-        serde_json::to_writer(&mut stdout, &report).context("writing JSON")?;
-        writeln!(stdout)?;
+        write_json_line(&mut stdout, "probe", &report)?;
     } else {
         render(&mut stdout, &report)?;
     }
     stdout.flush()?;
-    if report.move_works {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "remap probe: UFFDIO_MOVE is not usable here: {}",
-            report.reason.as_deref().unwrap_or("unknown reason")
-        );
-        Ok(ExitCode::from(exit_code(&report)))
-    }
+    Ok(outcome(&report))
 }
 
-/// 0 when MOVE works, 2 when userfaultfd or MOVE is unavailable.
-fn exit_code(report: &Report) -> u8 {
-    if report.move_works {
-        0
-    } else {
-        2
+/// Clean when MOVE works; could not run (exit 2) with the reason when userfaultfd or MOVE is
+/// unavailable.
+fn outcome(report: &Report) -> Outcome {
+    match &report.reason {
+        None => Outcome::Clean,
+        Some(reason) => Outcome::CannotRun(format!("UFFDIO_MOVE is not usable here: {reason}")),
     }
 }
 
 /// Builds the report from `caps`, the capability probe (an argument so the unavailable case can
 /// be tested without breaking the machine).
 fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Report {
-    let machine = remap::system::Machine::read();
+    let machine = Machine::read();
     let paths = PATHS
         .iter()
         .map(|&path| match uffd::try_path(path) {
@@ -171,7 +159,7 @@ fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Rep
         }
         Ok(_) if args.no_move => {}
         Ok(_) => {
-            let check = crate::probe::check_move(machine.thp.usable());
+            let check = check_move(machine.thp.usable());
             if !check.page_moved {
                 reason = Some(format!(
                     "moving a page failed: {}",
@@ -183,13 +171,7 @@ fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Rep
     }
 
     Report {
-        kernel_release: machine.kernel_release,
-        arch: machine.arch,
-        cpu_model: machine.cpu_model,
-        cores: machine.cores,
-        page_size: machine.page_size,
-        thp_mode: machine.thp.to_string(),
-        swap_active: machine.swap_active,
+        machine,
         euid: rustix::process::geteuid().as_raw(),
         unprivileged_userfaultfd: std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
             .ok()
@@ -254,11 +236,12 @@ fn yes_no(yes: bool) -> &'static str {
 }
 
 fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
-    writeln!(w, "kernel        {} ({})", r.kernel_release, r.arch)?;
-    writeln!(w, "cpu           {} ({} cores)", r.cpu_model, r.cores)?;
-    writeln!(w, "page size     {} bytes", r.page_size)?;
-    writeln!(w, "THP mode      {}", r.thp_mode)?;
-    writeln!(w, "swap active   {}", yes_no(r.swap_active))?;
+    let m = &r.machine;
+    writeln!(w, "kernel        {} ({})", m.kernel_release, m.arch)?;
+    writeln!(w, "cpu           {} ({} cores)", m.cpu_model, m.cores)?;
+    writeln!(w, "page size     {} bytes", m.page_size)?;
+    writeln!(w, "THP mode      {}", m.thp)?;
+    writeln!(w, "swap active   {}", yes_no(m.swap_active))?;
     let sysctl = r
         .unprivileged_userfaultfd
         .map_or_else(|| "unreadable".to_owned(), |v| v.to_string());
@@ -337,7 +320,7 @@ mod tests {
         let report = probe(&ProbeArgs { no_move: false }, caps);
         assert!(!report.move_works);
         assert!(!report.move_checked);
-        assert_eq!(exit_code(&report), 2);
+        assert_eq!(outcome(&report).exit_status(), 2);
         let reason = report.reason.expect("a reason");
         assert!(reason.contains("no userfaultfd"), "{reason}");
         assert!(reason.contains("CONFIG_USERFAULTFD"), "{reason}");
@@ -352,7 +335,7 @@ mod tests {
         // A kernel without MOVE is emulated by reporting the real kernel's other features only.
         let caps = Ok(real.without(Features::MOVE));
         let report = probe(&ProbeArgs { no_move: false }, caps);
-        assert_eq!(exit_code(&report), 2);
+        assert_eq!(outcome(&report).exit_status(), 2);
         assert!(report
             .reason
             .is_some_and(|r| r.contains("UFFD_FEATURE_MOVE")));

@@ -16,7 +16,14 @@ use crate::inspect::{self, InspectError};
 use crate::region::{self, Region, RegionError, Thp, HUGE_PAGE_SIZE};
 
 /// The system-wide transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+///
+/// With the `serde` feature it serializes as the kernel spells it (`"madvise"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum ThpMode {
     /// Every eligible anonymous mapping gets THPs.
     Always,
@@ -72,7 +79,14 @@ impl fmt::Display for ThpMode {
 }
 
 /// A description of this machine, read from `uname(2)` and `/proc`.
+///
+/// This is the one description every report carries (probe, bench and the other subcommands).
+/// With the `serde` feature it serializes with these field names, except `thp` as `thp_mode`
+/// and `mem_total` as `mem_total_bytes`:
+/// `{"kernel_release":"6.18.44","arch":"x86_64","cpu_model":"...","cores":2,"page_size":4096,
+/// "thp_mode":"madvise","swap_active":true,"mem_total_bytes":25769803776}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Machine {
     /// `uname -r`.
     pub kernel_release: String,
@@ -85,10 +99,12 @@ pub struct Machine {
     /// The base page size in bytes.
     pub page_size: usize,
     /// The THP mode.
+    #[cfg_attr(feature = "serde", serde(rename = "thp_mode"))]
     pub thp: ThpMode,
     /// Whether any swap area is active.
     pub swap_active: bool,
     /// Total memory in bytes (from `/proc/meminfo`, 0 if unreadable).
+    #[cfg_attr(feature = "serde", serde(rename = "mem_total_bytes"))]
     pub mem_total: u64,
 }
 

@@ -152,13 +152,13 @@ const CONFIG: &[(&str, Ty)] = &[
 ];
 
 const MACHINE: &[(&str, Ty)] = &[
-    ("kernel", Ty::Str),
+    ("kernel_release", Ty::Str),
     ("arch", Ty::Str),
     ("cpu_model", Ty::Str),
     ("cores", Ty::Int),
     ("page_size", Ty::Int),
     ("thp_mode", Ty::Str),
-    ("swap_on", Ty::Bool),
+    ("swap_active", Ty::Bool),
     ("mem_total_bytes", Ty::Int),
 ];
 
@@ -558,4 +558,42 @@ fn bad_size_exits_2() {
         "nothing on stdout when the run cannot start"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 MiB"));
+}
+
+/// With no fault-service method selected, the table says so instead of a fault header over an
+/// empty table (it used to print "(0 pages)").
+#[test]
+fn only_bulk_methods_print_no_fault_header() {
+    require!(Need::Move);
+    let dir = std::env::temp_dir().join(format!("remap-bench-only-{}", std::process::id()));
+    let out = remap()
+        .args(["bench", "--quick", "--only", "move-raw", "--chart"])
+        .arg(dir.join("c.svg"))
+        .output()
+        .expect("running remap bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("fault service: no fault-service method selected"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("(0 pages)"), "{stdout}");
+    assert!(stdout.contains("move-raw"), "{stdout}");
+}
+
+/// An unknown method is refused by the argument parser with the list of known ones, exit 2.
+#[test]
+fn unknown_method_is_a_usage_error_listing_the_known_ones() {
+    let out = remap()
+        .args(["bench", "--only", "move-sideways"])
+        .output()
+        .expect("running remap bench");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("move-sideways"), "{stderr}");
+    assert!(
+        stderr.contains("move-raw") && stderr.contains("server-sigbus"),
+        "{stderr}"
+    );
 }

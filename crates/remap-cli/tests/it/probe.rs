@@ -7,6 +7,15 @@ use std::process::{Command, Output};
 
 use test_support::{require, Need};
 
+/// The `data` of the one `probe` record that `remap --json probe` prints.
+fn probe_record(stdout: &[u8]) -> serde_json::Value {
+    let text = std::str::from_utf8(stdout).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "one JSON Lines record: {text}");
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+    assert_eq!(v["type"], "probe", "the envelope's type: {text}");
+    v["data"].take()
+}
+
 fn remap(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_remap"))
         .args(args)
@@ -39,22 +48,30 @@ fn probe_reports_that_move_works() {
 }
 
 #[test]
-fn probe_json_is_one_object_with_every_field() {
+fn probe_json_is_one_record_with_every_field() {
     require!(Need::Move);
     let out = remap(&["--json", "probe"]);
     assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(
-        text.lines().count(),
-        1,
-        "one JSON object on one line: {text}"
-    );
-    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let v = probe_record(&out.stdout);
+    // The machine is serialized as every other subcommand serializes it.
     for field in [
         "kernel_release",
+        "arch",
+        "cpu_model",
+        "cores",
         "page_size",
         "thp_mode",
         "swap_active",
+        "mem_total_bytes",
+    ] {
+        assert!(
+            v["machine"].get(field).is_some(),
+            "missing machine.{field} in {v}"
+        );
+    }
+    for field in [
+        "machine",
+        "euid",
         "paths",
         "features",
         "api_ioctls",
@@ -91,7 +108,7 @@ fn probe_without_moves_still_reports_capabilities() {
     require!(Need::Move);
     let out = remap(&["--json", "probe", "--no-move"]);
     assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let v = probe_record(&out.stdout);
     assert!(v["move_check"].is_null());
     assert_eq!(v["move_checked"], false);
     assert_eq!(
@@ -130,7 +147,7 @@ fn probe_as_nobody_uses_the_user_mode_only_path() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let v = probe_record(&out.stdout);
     assert_eq!(v["euid"], 65534);
     assert_eq!(v["move_works"], true, "{v}");
     let paths = v["paths"].as_array().expect("paths");
