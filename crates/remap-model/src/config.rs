@@ -57,6 +57,24 @@ pub enum WalkerMode {
     FolioLocked,
 }
 
+/// What invariant 8 (completeness of `rmap_walk_anon`) promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Completeness {
+    /// Every PTE that maps the folio at the end of the walk was visited (V3: the folio lock
+    /// keeps every mover out of the walk).
+    Strict,
+    /// What the kernel promises a walker without the folio lock (V0–V2): no miss unless the walk
+    /// (`rmap_walk_anon`, from the `folio_pgoff` read to `anon_vma_unlock_read`) overlaps a
+    /// page-table-lock section of another thread that changes a PTE of the folio (a mover's
+    /// `double_pt_lock` .. `double_pt_unlock`, a zap, a fork's copy, a COW reuse).
+    PtlOverlap,
+    /// The model's earlier, narrower excuse: a miss only when the walker read `folio->index`
+    /// between a mover's mapping store and index store. It held only because the walk waited for
+    /// the PTL (`PVMW_SYNC`); with the real lockless `map_pte` V2 breaks it.
+    IndexWindow,
+}
+
 /// The protocol switches derived from a version and an optional mutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Protocol {
@@ -74,8 +92,8 @@ pub struct Protocol {
     pub index_first: bool,
     /// The walker reads the index before locking.
     pub cache_pgoff: bool,
-    /// Invariant 8 is checked strictly (no excuse for a mid-move index read).
-    pub strict_completeness: bool,
+    /// What invariant 8 checks.
+    pub completeness: Completeness,
     /// The mover locks the source PTL, clears, unlocks, then locks the destination PTL and sets
     /// (no `double_pt_lock`).
     pub split_ptl: bool,
@@ -94,7 +112,11 @@ impl Protocol {
             prefix_pin_order: false,
             index_first: false,
             cache_pgoff: false,
-            strict_completeness: version == Version::V3,
+            completeness: if version == Version::V3 {
+                Completeness::Strict
+            } else {
+                Completeness::PtlOverlap
+            },
             split_ptl: false,
             anon_lock_first: false,
         };
@@ -133,8 +155,13 @@ pub struct Config {
     pub reuse: bool,
     /// Run a GUP-fast thread that can pin the folio.
     pub gup: bool,
-    /// Check invariant 8 strictly even for V0–V2 (shows V2's benign window).
-    pub force_strict_completeness: bool,
+    /// Check invariant 8 with this promise instead of the version's (`Strict` for V3,
+    /// `PtlOverlap` for V0–V2).
+    pub completeness: Option<Completeness>,
+    /// The walker's `page_vma_mapped_walk` uses `PVMW_SYNC` (takes the PTL before looking at the
+    /// PTE) although its caller does not: the model's earlier walk, kept as a control. The
+    /// folio-locked walker (`try_to_unmap`/`try_to_migrate` with `TTU_SYNC`) always uses it.
+    pub pvmw_sync: bool,
     /// Also run the loom model ([`weak_memory`](crate::weak_memory)): `folio->mapping` and
     /// `folio->index` as `Relaxed` atomics, rwsem words Acquire/Release. Set where the order of
     /// the plain `WRITE_ONCE`/`READ_ONCE` accesses matters.
@@ -145,8 +172,16 @@ impl Config {
     /// The derived protocol switches.
     pub fn protocol(&self) -> Protocol {
         let mut p = Protocol::new(self.version, self.mutation);
-        p.strict_completeness |= self.force_strict_completeness;
+        if let Some(c) = self.completeness {
+            p.completeness = c;
+        }
         p
+    }
+
+    /// Whether the walker's `map_pte` takes the PTL before reading the PTE (`PVMW_SYNC`), rather
+    /// than reading it locklessly and returning at once when it is not present.
+    pub fn sync_walk(&self) -> bool {
+        self.pvmw_sync || self.walker == WalkerMode::FolioLocked
     }
 
     /// A configuration with the default thread set (walker, mover, munmap with reuse).
@@ -161,7 +196,8 @@ impl Config {
             munmap: true,
             reuse: true,
             gup: false,
-            force_strict_completeness: false,
+            completeness: None,
+            pvmw_sync: false,
             weak_memory: false,
         }
     }
@@ -320,13 +356,34 @@ pub fn expected_table() -> Vec<Expected> {
                 Config::new("v2-strict", V2, TryLock),
                 "6.8 with invariant 8 checked strictly: the benign window (index read before its store)",
                 |c| {
-                    c.force_strict_completeness = true;
+                    c.completeness = Some(Completeness::Strict);
                     c.aba = true;
                     c.munmap = false;
                     c.reuse = false;
                 },
             ),
             &[8],
+        ),
+        row(
+            with(
+                Config::new("v2-index-window", V2, TryLock),
+                "6.8 checked against the model's earlier invariant 8 (a miss excused only for an index \
+                 read between the two stores): the lockless map_pte breaks it",
+                |c| c.completeness = Some(Completeness::IndexWindow),
+            ),
+            &[8],
+        ),
+        row(
+            with(
+                Config::new("v2-pvmw-sync", V2, TryLock),
+                "control of v2-index-window: the same check with the earlier PVMW_SYNC-style walk \
+                 (rmap_one waits for the PTL) holds",
+                |c| {
+                    c.completeness = Some(Completeness::IndexWindow);
+                    c.pvmw_sync = true;
+                },
+            ),
+            &[],
         ),
         row(
             with(
@@ -379,7 +436,10 @@ pub fn expected_table() -> Vec<Expected> {
                  without a barrier a weakly ordered CPU still shows the old index",
                 |c| {
                     c.mutation = Some(Mutation::IndexBeforeMapping);
-                    c.force_strict_completeness = true;
+                    c.completeness = Some(Completeness::Strict);
+                    // Ask the index-order question alone: a walk that waits for the PTL
+                    // cannot miss D for any other reason.
+                    c.pvmw_sync = true;
                     c.weak_memory = true;
                     c.aba = true;
                     c.munmap = false;
@@ -417,7 +477,7 @@ pub fn expected_table() -> Vec<Expected> {
                  F is briefly mapped by no PTE",
                 |c| c.mutation = Some(Mutation::SplitPtl),
             ),
-            &[5, 8],
+            &[5],
         ),
         row(
             with(

@@ -94,7 +94,7 @@ pub mod step;
 pub mod weak_memory;
 
 pub use config::{
-    expected_table, Config, Expect, Expected, Mutation, Protocol, Version, WalkerMode,
+    expected_table, Completeness, Config, Expect, Expected, Mutation, Protocol, Version, WalkerMode,
 };
 pub use explore::{
     explore, replay, run_config, Bounds, Checker, Exploration, InvariantResult, Outcome, Report,

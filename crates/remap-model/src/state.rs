@@ -171,8 +171,12 @@ pub enum WalkerPc {
     S13,
     /// `rmap_walk_anon` reads `folio->index` after locking.
     WalkStart,
-    /// `rmap_walk_anon` visits VMA `n` of the tree (`rmap_one` under its PTL).
+    /// `rmap_walk_anon` visits VMA `n` of the tree: `rmap_one` -> `page_vma_mapped_walk` ->
+    /// `map_pte`. Non-sync: `ptep_get` without the PTL, not present -> not found at once;
+    /// `PVMW_SYNC`: `pte_offset_map_lock` (waits for the PTL), then `check_pte`.
     Walk(u8),
+    /// Non-sync `map_pte` saw a present PTE in VMA `n`: `spin_lock(ptl)`, then `check_pte`.
+    WalkLocked(u8),
     /// `anon_vma_unlock_read` at the end of the walk.
     WalkEnd,
     /// Return from `folio_referenced` (unlock the folio if locked).
@@ -325,6 +329,10 @@ pub struct Walker {
     pub pgoff: u8,
     /// Ghost: pgoff was read between a mover's two stores.
     pub pgoff_half: bool,
+    /// Ghost: [`State::ptl_epoch`] when the walk started (the `folio_pgoff` read).
+    pub walk_epoch: u8,
+    /// Ghost: another thread held a page-table lock of S or D when the walk started.
+    pub ptl_busy_at_start: bool,
     /// Ghost: VMAs whose PTE `rmap_one` found.
     pub visited: u8,
     /// Active `put_anon_vma` on a slot.
@@ -409,6 +417,9 @@ pub struct State {
     pub threads: Vec<Thread>,
     /// Roles of the threads (same order).
     pub roles: Vec<Role>,
+    /// Ghost: bumped by every step of a thread other than the walker that takes or drops a
+    /// page-table lock of S or D or changes a PTE (invariant 8's `PtlOverlap`).
+    pub ptl_epoch: u8,
     /// Scheduler: last thread run (`u8::MAX` initially).
     pub last: u8,
     /// Scheduler: preemptions used so far.

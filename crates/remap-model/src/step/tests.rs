@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{expected_table, Version};
+use crate::config::{expected_table, Completeness, Version};
 
 fn cfg(name: &str) -> Config {
     expected_table()
@@ -70,7 +70,7 @@ fn protocol_switches_follow_the_versions() {
     assert!(!p(Version::V1).recheck_fast && p(Version::V1).recheck_slow);
     assert!(p(Version::V2).recheck_fast && p(Version::V2).mover_anon_lock);
     let v3 = p(Version::V3);
-    assert!(v3.walker_folio_lock && !v3.mover_anon_lock && v3.strict_completeness);
+    assert!(v3.walker_folio_lock && !v3.mover_anon_lock && v3.completeness == Completeness::Strict);
 }
 
 #[test]

@@ -10,10 +10,10 @@ use remap_model::{expected_table, Expect, Expected, Invariant};
 
 /// Executions per scheduler (random, then PCT depth 3) for every configuration.
 const ITER: usize = 300;
-/// PCT depth-4 executions for an unsafe configuration the first budget missed. Only `v2-strict`
-/// needs it: its window is the walker's whole fast path (S1 to the index read, six steps) between
-/// two consecutive stores of the mover, which takes three priority changes.
-const DEEP_ITER: usize = 1000;
+/// PCT depth-4 executions for an unsafe configuration the first budget missed (v2-strict,
+/// v2-index-window): the walker's whole fast path (S1 to the lockless PTE read, seven steps) must
+/// fit between the mover's mapping store and its `set_pte_at`, which takes three priority changes.
+const DEEP_ITER: usize = 3000;
 const SEED: u64 = 0x5eed;
 
 fn shuttle_found(r: &Expected) -> BTreeSet<Invariant> {
