@@ -39,6 +39,11 @@ pub enum Mutation {
     /// against the mm/rmap.c order (folio lock before anon_vma lock); deadlocks against a walker
     /// that holds the folio lock and sleeps in `anon_vma_lock_read` (invariant 9).
     AnonLockBeforeFolioLock,
+    /// The walker holds no reference on the folio. Every real caller of `folio_referenced` and
+    /// `rmap_walk` does (`isolate_lru_folios`, page_idle's and DAMON's `folio_try_get`), and
+    /// `wp_can_reuse_anon_folio` refuses to reuse a folio with `folio_ref_count() != 1`: that
+    /// reference is what keeps COW reuse from moving the folio during the walk.
+    WalkerWithoutFolioRef,
 }
 
 /// How the walker calls `folio_lock_anon_vma_read`.
@@ -99,6 +104,8 @@ pub struct Protocol {
     pub split_ptl: bool,
     /// The mover takes the anon_vma reference and write lock before the folio lock.
     pub anon_lock_first: bool,
+    /// The walker's caller holds a folio reference for the whole walk.
+    pub walker_folio_ref: bool,
 }
 
 impl Protocol {
@@ -119,6 +126,7 @@ impl Protocol {
             },
             split_ptl: false,
             anon_lock_first: false,
+            walker_folio_ref: true,
         };
         match mutation {
             None => {}
@@ -129,6 +137,7 @@ impl Protocol {
             Some(Mutation::PreFixPinOrder) => p.prefix_pin_order = true,
             Some(Mutation::SplitPtl) => p.split_ptl = true,
             Some(Mutation::AnonLockBeforeFolioLock) => p.anon_lock_first = p.mover_anon_lock,
+            Some(Mutation::WalkerWithoutFolioRef) => p.walker_folio_ref = false,
         }
         p
     }
@@ -155,6 +164,9 @@ pub struct Config {
     pub reuse: bool,
     /// Run a GUP-fast thread that can pin the folio.
     pub gup: bool,
+    /// Run the fork thread (fork after the move, the parent drops D, the child's COW reuse
+    /// moves F into D''s anon_vma, which `anon_vma_fork` may allocate in X's freed slot).
+    pub fork: bool,
     /// Check invariant 8 with this promise instead of the version's (`Strict` for V3,
     /// `PtlOverlap` for V0–V2).
     pub completeness: Option<Completeness>,
@@ -196,6 +208,7 @@ impl Config {
             munmap: true,
             reuse: true,
             gup: false,
+            fork: false,
             completeness: None,
             pvmw_sync: false,
             weak_memory: false,
@@ -387,6 +400,19 @@ pub fn expected_table() -> Vec<Expected> {
         ),
         row(
             with(
+                Config::new("v2-fork-aba", V2, TryLock),
+                "6.8, ABA hunt for S6's pointer-only re-check: after the move X is freed by munmap(S), \
+                 fork's anon_vma_fork reuses the slot as a child of Y, COW reuse moves F into it; \
+                 closed: the walker's folio reference makes wp_can_reuse_anon_folio refuse",
+                |c| {
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
                 Config::new("v3", V3, TryLock),
                 "newest: walkers hold the folio lock, mover takes no anon_vma lock",
                 nop,
@@ -409,6 +435,19 @@ pub fn expected_table() -> Vec<Expected> {
                     c.aba = true;
                     c.munmap = false;
                     c.reuse = false;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v3-fork-aba", V3, TryLock),
+                "newest, the fork/COW-reuse ABA threads of v2-fork-aba (invariant 8 as for V2: fork's \
+                 copy_pte_range takes no folio lock, so a walk that overlaps it may miss the child's new PTE)",
+                |c| {
+                    c.fork = true;
+                    c.reuse = false;
+                    c.completeness = Some(Completeness::PtlOverlap);
                 },
             ),
             &[],
@@ -487,6 +526,20 @@ pub fn expected_table() -> Vec<Expected> {
                 |c| c.mutation = Some(Mutation::AnonLockBeforeFolioLock),
             ),
             &[9],
+        ),
+        row(
+            with(
+                Config::new("mut-walker-no-ref", V2, TryLock),
+                "mutation: v2-fork-aba with a walker that holds no folio reference: COW reuse moves F \
+                 into X's reused slot (root Y), S6's pointer compare passes, the walker holds X's \
+                 rwsem and walks and unlocks the wrong root",
+                |c| {
+                    c.mutation = Some(Mutation::WalkerWithoutFolioRef);
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[1, 2, 3],
         ),
     ]
 }

@@ -11,30 +11,35 @@ pub const SLOT_X: u8 = 0;
 pub const SLOT_Y: u8 = 1;
 /// anon_vma slot of an unrelated process's root anon_vma (R'); a reused X becomes its child.
 pub const SLOT_R: u8 = 2;
+/// A free anon_vma slot that `anon_vma_fork` allocates when X is not free (Z).
+pub const SLOT_Z: u8 = 3;
 /// Number of anon_vma slots.
-pub const NSLOT: usize = 3;
+pub const NSLOT: usize = 4;
 /// The source VMA (S).
 pub const VMA_S: u8 = 0;
 /// The destination VMA (D).
 pub const VMA_D: u8 = 1;
+/// The fork child's copy of D (D'), in the child's mm, with its own page table and PTL.
+pub const VMA_DC: u8 = 2;
 /// Number of VMAs (one PTE slot each).
-pub const NVMA: usize = 2;
+pub const NVMA: usize = 3;
 
 /// Name of an anon_vma slot as used in traces.
 pub fn slot_name(slot: u8) -> &'static str {
     match slot {
         SLOT_X => "X",
         SLOT_Y => "Y",
-        _ => "R'",
+        SLOT_R => "R'",
+        _ => "Z",
     }
 }
 
 /// Name of a VMA as used in traces.
 pub fn vma_name(vma: u8) -> &'static str {
-    if vma == VMA_S {
-        "S"
-    } else {
-        "D"
+    match vma {
+        VMA_S => "S",
+        VMA_D => "D",
+        _ => "D'",
     }
 }
 
@@ -46,6 +51,7 @@ pub fn thread_name(role: Role) -> &'static str {
         Role::Munmap => "C",
         Role::MoverBack => "E",
         Role::Gup => "G",
+        Role::Fork => "K",
     }
 }
 
@@ -63,6 +69,10 @@ pub enum Role {
     MoverBack,
     /// GUP-fast pinning the folio (`folio_maybe_dma_pinned` becomes true).
     Gup,
+    /// `fork()` of the process after the move (`dup_mmap` -> `anon_vma_fork` ->
+    /// `copy_pte_range`), the parent's `MADV_DONTNEED(D)`, then the child's write fault on D'
+    /// (`do_wp_page` -> `wp_can_reuse_anon_folio` -> `folio_move_anon_rmap`: a same-root move).
+    Fork,
 }
 
 /// A `rw_semaphore`: `count` > 0 readers, -1 writer; `readers`/`writer` are ghost holders.
@@ -132,6 +142,8 @@ pub struct Folio {
     pub refcount: i8,
     /// `folio_maybe_dma_pinned()`.
     pub pinned: bool,
+    /// `PageAnonExclusive` (cleared by fork's `folio_try_dup_anon_rmap_pte`, set by COW reuse).
+    pub exclusive: bool,
     /// Ghost: a mover has done the first of its two stores (mapping, index) but not the second.
     pub half_moved: bool,
 }
@@ -268,6 +280,41 @@ pub enum PutPc {
     Free,
 }
 
+/// Program counter of the fork thread (K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForkPc {
+    /// `dup_mmap`: `mmap_write_lock` of the parent.
+    MmapWriteLock,
+    /// `anon_vma_fork` -> `anon_vma_clone(D', D)`: link D' into Y's tree under root Y.
+    AnonVmaClone,
+    /// `anon_vma_fork`: `anon_vma_alloc` (slab reuse of a free slot), `root = D's root`,
+    /// `get_anon_vma(root)`, link D' into it under the root's rwsem.
+    AnonVmaAlloc,
+    /// `copy_pte_range`: copy D's PTE to D' (`folio_try_dup_anon_rmap_pte`).
+    CopyPte,
+    /// `mmap_write_unlock` of the parent.
+    MmapWriteUnlock,
+    /// The parent's `MADV_DONTNEED(D)`: `zap_pte_range` under D's PTL.
+    ParentZap,
+    /// The child's write fault on D': `do_wp_page` under D''s PTL, `wp_can_reuse_anon_folio`.
+    CowFault,
+    /// `folio_move_anon_rmap(F, D')` (same root), `SetPageAnonExclusive`.
+    CowMove,
+    /// `folio_unlock`; `pte_unmap_unlock(D')`.
+    CowUnlock,
+    /// Finished.
+    Done,
+}
+
+/// Locals of the fork thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fork {
+    /// Program counter.
+    pub pc: ForkPc,
+    /// `copy_pte_range` copied F into D'.
+    pub copied: bool,
+}
+
 /// Why a move failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MoveErr {
@@ -388,6 +435,8 @@ pub enum Thread {
     Munmap(Munmap),
     /// GUP-fast: `true` once done.
     Gup(bool),
+    /// The fork thread.
+    Fork(Fork),
 }
 
 impl Thread {
@@ -398,6 +447,7 @@ impl Thread {
             Thread::Mover(m) => m.pc == MoverPc::Done,
             Thread::Munmap(c) => c.pc == MunmapPc::Done,
             Thread::Gup(done) => *done,
+            Thread::Fork(k) => k.pc == ForkPc::Done,
         }
     }
 }
@@ -407,9 +457,9 @@ impl Thread {
 pub struct State {
     /// The folio F.
     pub folio: Folio,
-    /// anon_vma slots X, Y, R'.
+    /// anon_vma slots X, Y, R', Z.
     pub av: [AnonVma; NSLOT],
-    /// VMAs S and D.
+    /// VMAs S, D and the fork child's D'.
     pub vma: [Vma; NVMA],
     /// `mmap_lock`: > 0 readers, -1 writer.
     pub mm: i8,
@@ -448,6 +498,7 @@ impl State {
         out.push(("F.mapcount".into(), f.mapcount.to_string()));
         out.push(("F.refcount".into(), f.refcount.to_string()));
         out.push(("F.pinned".into(), f.pinned.to_string()));
+        out.push(("F.PageAnonExclusive".into(), f.exclusive.to_string()));
         for (i, a) in self.av.iter().enumerate() {
             let n = slot_name(u8::try_from(i).unwrap_or(u8::MAX));
             out.push((

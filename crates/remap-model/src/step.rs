@@ -115,20 +115,35 @@ pub fn initial_state(cfg: &Config) -> State {
         threads.push(Thread::Gup(false));
         roles.push(Role::Gup);
     }
+    if cfg.fork {
+        threads.push(Thread::Fork(Fork {
+            pc: ForkPc::MmapWriteLock,
+            copied: false,
+        }));
+        roles.push(Role::Fork);
+    }
     State {
         folio: Folio {
             lock: None,
             mapping: Some(SLOT_X),
             index: 0x10,
             mapcount: 1,
-            refcount: 2,
+            // The mapping's reference, plus the walker's (reclaim's isolate_lru_folios,
+            // page_idle's and DAMON's folio_try_get) unless a mutation drops it.
+            refcount: 1 + i8::from(p.walker_folio_ref),
             pinned: false,
+            exclusive: true,
             half_moved: false,
         },
         av: [
             av(SLOT_X, 1 << VMA_S),
             av(SLOT_Y, 1 << VMA_D),
             av(SLOT_R, 0),
+            AnonVma {
+                live: false,
+                refcount: 0,
+                ..av(SLOT_Z, 0)
+            },
         ],
         vma: [
             Vma {
@@ -142,6 +157,14 @@ pub fn initial_state(cfg: &Config) -> State {
             Vma {
                 present: true,
                 anon_vma: SLOT_Y,
+                start: 0x20,
+                pgoff: 0x20,
+                pte: false,
+                ptl: None,
+            },
+            Vma {
+                present: false,
+                anon_vma: SLOT_Z,
                 start: 0x20,
                 pgoff: 0x20,
                 pte: false,
@@ -166,6 +189,7 @@ pub fn step(st: &mut State, tid: usize, cfg: &Config, ctx: &mut Ctx) -> bool {
         Thread::Mover(m) => mover_step(st, tid, m, &p, ctx),
         Thread::Munmap(c) => munmap_step(st, tid, c, cfg.reuse, ctx),
         Thread::Gup(done) => !done && gup_step(st, tid, ctx),
+        Thread::Fork(k) => fork_step(st, tid, k, ctx),
     };
     if ran {
         if st.roles[tid] != Role::Walker && ptl_view(st) != ptes_before {
@@ -279,6 +303,13 @@ pub fn blocked_on(st: &State, tid: usize, cfg: &Config) -> Option<String> {
             pc => format!("{pc:?}"),
         }),
         Thread::Gup(_) => "nothing".to_string(),
+        Thread::Fork(k) => match k.pc {
+            ForkPc::MmapWriteLock => mmap(),
+            ForkPc::AnonVmaClone | ForkPc::AnonVmaAlloc => rwsem(SLOT_Y),
+            ForkPc::CopyPte | ForkPc::ParentZap => ptl(VMA_D),
+            ForkPc::CowFault => ptl(VMA_DC),
+            pc => format!("{pc:?}"),
+        },
     };
     Some(what)
 }
@@ -403,15 +434,15 @@ fn global_checks(st: &State, ctx: &mut Ctx) {
 }
 
 /// Invariant 5 (`move_present_pte`): in every state where no page-table lock of S or D is held
-/// (so any thread could lock them and look), the PTEs that map F match `folio_mapped`'s count,
-/// which is 0 or 1. The check reads the real PTL holders, not the mover's idea of its section.
+/// (so any thread could lock them and look), the PTEs that map F match `folio_mapped`'s count
+/// (0 or 1, 2 while a fork child shares F). The check reads the real PTL holders, not the mover's idea of its section.
 fn verify_move_present_pte_atomic(st: &State, ctx: &mut Ctx) {
     if st.vma.iter().any(|v| v.ptl.is_some()) {
         return;
     }
     let ptes = st.vma.iter().filter(|v| v.pte).count();
     let mc = st.folio.mapcount;
-    if !(0..=1).contains(&mc) || usize::try_from(mc).ok() != Some(ptes) {
+    if usize::try_from(mc).ok() != Some(ptes) {
         ctx.violate(Invariant::MovePresentPteAtomic, || {
             format!("{ptes} PTE(s) map F but folio mapcount is {mc}, and no PTL hides the PTEs")
         });
@@ -927,14 +958,19 @@ fn next_candidate(st: &State, w: &Walker, from: u8) -> WalkerPc {
     WalkerPc::WalkEnd
 }
 
-/// Invariant 3, first half (`folio_lock_anon_vma_read`): the returned anon_vma is
-/// `folio->mapping`.
+/// Invariant 3, first half (`folio_lock_anon_vma_read`), as the kernel needs it: the root whose
+/// rwsem the walker holds is the root of `folio->mapping`'s anon_vma. The anon_vma itself may
+/// already differ (a same-root move, e.g. COW reuse after fork, needs only the folio lock);
+/// the tree of an ancestor still covers every VMA that maps the folio.
 fn verify_folio_lock_anon_vma_read_current(st: &State, w: &Walker, ctx: &mut Ctx) {
-    if st.folio.mapping != Some(w.av) {
+    let mroot = st.folio.mapping.map(|m| st.av[ix(m)].root);
+    if mroot.is_none() || mroot != w.locked {
         let (a, m) = (w.av, st.folio.mapping);
+        let locked = w.locked.map_or("none", slot_name);
+        let mroot = mroot.map_or("none", slot_name);
         ctx.violate(Invariant::FolioLockAnonVmaReadCurrent, || {
             format!(
-                "folio_lock_anon_vma_read returns {} but folio->mapping is {}",
+                "folio_lock_anon_vma_read returns {} with root {locked} locked, but folio->mapping is {} (root {mroot})",
                 slot_name(a),
                 mapping_text(m)
             )
@@ -1087,7 +1123,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             m.snap = Some(Snap {
                 mapping: st.folio.mapping,
                 index: st.folio.index,
-                ptes: [st.vma[0].pte, st.vma[1].pte],
+                ptes: [st.vma[0].pte, st.vma[1].pte, st.vma[2].pte],
                 mapcount: st.folio.mapcount,
             });
             ctx.say(|| "folio_get(F); folio_lock(F)".into());
@@ -1180,6 +1216,9 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 fail(st, &mut m, MoveErr::Again, ctx);
             } else if st.folio.pinned {
                 ctx.say(|| "folio_maybe_dma_pinned(F) -> -EBUSY".into());
+                fail(st, &mut m, MoveErr::Busy, ctx);
+            } else if !st.folio.exclusive {
+                ctx.say(|| "!PageAnonExclusive(F) (shared by fork) -> -EBUSY".into());
                 fail(st, &mut m, MoveErr::Busy, ctx);
             } else {
                 ctx.say(|| "pte_same ok; not pinned; PageAnonExclusive".into());
@@ -1399,7 +1438,7 @@ fn verify_move_present_pte_failure_atomic(st: &State, m: &Mover, ctx: &mut Ctx) 
     let now = Snap {
         mapping: st.folio.mapping,
         index: st.folio.index,
-        ptes: [st.vma[0].pte, st.vma[1].pte],
+        ptes: [st.vma[0].pte, st.vma[1].pte, st.vma[2].pte],
         mapcount: st.folio.mapcount,
     };
     if now != s {
@@ -1480,6 +1519,7 @@ fn munmap_step(st: &mut State, tid: usize, mut c: Munmap, reuse: bool, ctx: &mut
             if had {
                 st.vma[ix(VMA_S)].pte = false;
                 st.folio.mapcount -= 1;
+                st.folio.refcount -= 1;
             }
             ctx.say(|| {
                 if had {
@@ -1583,6 +1623,204 @@ fn munmap_step(st: &mut State, tid: usize, mut c: Munmap, reuse: bool, ctx: &mut
     }
     let _ = me;
     st.threads[tid] = Thread::Munmap(c);
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork() after the move, the parent's MADV_DONTNEED(D), the child's COW reuse of F.
+
+fn fork_step(st: &mut State, tid: usize, mut k: Fork, ctx: &mut Ctx) -> bool {
+    let me = t8(tid);
+    let d = ix(VMA_D);
+    let dc = ix(VMA_DC);
+    match k.pc {
+        ForkPc::Done => return false,
+        ForkPc::MmapWriteLock => {
+            if st.mm != 0 {
+                return false;
+            }
+            st.mm = -1;
+            ctx.say(|| "fork: dup_mmap: mmap_write_lock(parent)".into());
+            k.pc = ForkPc::AnonVmaClone;
+        }
+        ForkPc::AnonVmaClone => {
+            let root = st.av[ix(st.vma[d].anon_vma)].root;
+            if st.av[ix(root)].rwsem.count != 0 {
+                return false;
+            }
+            verify_lock_order(
+                st,
+                tid,
+                CLASS_ANON,
+                "anon_vma_clone: anon_vma_lock_write",
+                ctx,
+            );
+            let parent = st.vma[d].anon_vma;
+            st.av[ix(parent)].tree |= 1 << VMA_DC;
+            ctx.say(|| {
+                format!(
+                    "anon_vma_fork(D', D) -> anon_vma_clone: anon_vma_lock_write(root {}); anon_vma_chain_link(D', {}); unlock",
+                    slot_name(root),
+                    slot_name(parent)
+                )
+            });
+            k.pc = ForkPc::AnonVmaAlloc;
+        }
+        ForkPc::AnonVmaAlloc => {
+            let parent = st.vma[d].anon_vma;
+            let root = st.av[ix(parent)].root;
+            if st.av[ix(root)].rwsem.count != 0 {
+                return false;
+            }
+            verify_lock_order(
+                st,
+                tid,
+                CLASS_ANON,
+                "anon_vma_fork: anon_vma_lock_write",
+                ctx,
+            );
+            // SLAB_TYPESAFE_BY_RCU: the slab hands out X's freed slot at once when it is free.
+            let slot = if st.av[ix(SLOT_X)].live {
+                SLOT_Z
+            } else {
+                SLOT_X
+            };
+            let a = &mut st.av[ix(slot)];
+            a.live = true;
+            a.gen = a.gen.wrapping_add(1);
+            a.refcount = 1;
+            a.root = root;
+            a.tree = 1 << VMA_DC;
+            let g = a.gen;
+            st.av[ix(root)].refcount += 1;
+            st.vma[dc].present = true;
+            st.vma[dc].anon_vma = slot;
+            ctx.say(|| {
+                format!(
+                    "anon_vma_fork: anon_vma_alloc reuses slot {} (gen {g}, refcount 1, rwsem NOT reset); root = parent = {} (get_anon_vma(root)); D'->anon_vma = {}; anon_vma_chain_link(D', {}) under root {}",
+                    slot_name(slot),
+                    slot_name(root),
+                    slot_name(slot),
+                    slot_name(slot),
+                    slot_name(root)
+                )
+            });
+            k.pc = ForkPc::CopyPte;
+        }
+        ForkPc::CopyPte => {
+            if st.vma[d].ptl.is_some() || st.vma[dc].ptl.is_some() {
+                return false;
+            }
+            k.copied = st.vma[d].pte;
+            if k.copied {
+                st.vma[dc].pte = true;
+                st.folio.mapcount += 1;
+                st.folio.refcount += 1;
+                st.folio.exclusive = false;
+                ctx.say(|| {
+                    "copy_pte_range(D -> D') under both PTLs: folio_try_dup_anon_rmap_pte: ClearPageAnonExclusive; both PTEs write-protected; folio_get".into()
+                });
+            } else {
+                ctx.say(|| {
+                    "copy_pte_range(D -> D'): D maps nothing (the move did not happen)".into()
+                });
+            }
+            k.pc = ForkPc::MmapWriteUnlock;
+        }
+        ForkPc::MmapWriteUnlock => {
+            st.mm = 0;
+            ctx.say(|| "dup_mmap: mmap_write_unlock(parent); the child runs".into());
+            k.pc = if k.copied {
+                ForkPc::ParentZap
+            } else {
+                ForkPc::Done
+            };
+        }
+        ForkPc::ParentZap => {
+            if st.mm < 0 || st.vma[d].ptl.is_some() {
+                return false;
+            }
+            let had = st.vma[d].pte;
+            if had {
+                st.vma[d].pte = false;
+                st.folio.mapcount -= 1;
+                st.folio.refcount -= 1;
+            }
+            ctx.say(|| {
+                if had {
+                    "parent: madvise(D, MADV_DONTNEED): zap_pte_range(D) under PTL; folio_remove_rmap_pte (mapcount -1); folio_put".into()
+                } else {
+                    "parent: madvise(D, MADV_DONTNEED): PTE none".into()
+                }
+            });
+            k.pc = ForkPc::CowFault;
+        }
+        ForkPc::CowFault => {
+            if st.vma[dc].ptl.is_some() {
+                return false;
+            }
+            let rc = st.folio.refcount;
+            if !st.vma[dc].pte {
+                ctx.say(|| "child: write fault on D': PTE none (nothing to reuse)".into());
+                k.pc = ForkPc::Done;
+            } else if rc != 1 {
+                // wp_page_copy: D' gets a private copy; F leaves D'.
+                st.vma[dc].pte = false;
+                st.folio.mapcount -= 1;
+                st.folio.refcount -= 1;
+                ctx.say(|| {
+                    format!(
+                        "child: write fault on D': do_wp_page -> wp_can_reuse_anon_folio: folio_ref_count(F) = {rc} != 1 -> no reuse; wp_page_copy (D' gets a copy; F unmapped from D')"
+                    )
+                });
+                k.pc = ForkPc::Done;
+            } else if st.folio.lock.is_some() {
+                st.vma[dc].pte = false;
+                st.folio.mapcount -= 1;
+                st.folio.refcount -= 1;
+                ctx.say(|| {
+                    "child: write fault on D': do_wp_page -> wp_can_reuse_anon_folio: folio_trylock(F) fails -> wp_page_copy (F unmapped from D')".into()
+                });
+                k.pc = ForkPc::Done;
+            } else {
+                st.vma[dc].ptl = Some(me);
+                st.folio.lock = Some(me);
+                ctx.say(|| {
+                    "child: write fault on D': do_wp_page under PTL of D': wp_can_reuse_anon_folio: folio_ref_count(F) == 1; folio_trylock(F) -> ok".into()
+                });
+                k.pc = ForkPc::CowMove;
+            }
+        }
+        ForkPc::CowMove => {
+            let new = st.vma[dc].anon_vma;
+            let old = st.folio.mapping;
+            let old_root = old.map(|o| st.av[ix(o)].root);
+            let new_root = st.av[ix(new)].root;
+            if st.folio.lock != Some(me) || old_root != Some(new_root) {
+                ctx.violate(Invariant::FolioMoveAnonRmapLocked, || {
+                    "folio_move_anon_rmap by COW reuse without the folio lock or across roots"
+                        .into()
+                });
+            }
+            st.folio.mapping = Some(new);
+            st.folio.exclusive = true;
+            ctx.say(|| {
+                format!(
+                    "folio_move_anon_rmap(F, D'): WRITE_ONCE(folio->mapping, {}|ANON) (same root {}: folio lock only); SetPageAnonExclusive",
+                    slot_name(new),
+                    slot_name(new_root)
+                )
+            });
+            k.pc = ForkPc::CowUnlock;
+        }
+        ForkPc::CowUnlock => {
+            st.folio.lock = None;
+            st.vma[dc].ptl = None;
+            ctx.say(|| "folio_unlock(F); wp_page_reuse; pte_unmap_unlock(D')".into());
+            k.pc = ForkPc::Done;
+        }
+    }
+    st.threads[tid] = Thread::Fork(k);
     true
 }
 

@@ -139,3 +139,58 @@ fn blocked_on_names_the_lock_and_its_holder() {
     );
     assert_eq!(blocked_on(&st, 2, &c), None);
 }
+
+#[test]
+fn invariant_3_is_root_equality_not_pointer_equality() {
+    // Change 2a: a same-root move (COW reuse after fork) may change folio->mapping after the
+    // walker's re-check; what the walk needs is that it holds the root of folio->mapping.
+    let c = cfg("v2-fork-aba");
+    let mut st = initial_state(&c);
+    let w = Walker {
+        av: SLOT_Y,
+        root: SLOT_Y,
+        locked: Some(SLOT_Y),
+        ..match st.threads[0] {
+            Thread::Walker(w) => w,
+            _ => unreachable!("thread 0 is the walker"),
+        }
+    };
+    // Z is a child of Y (anon_vma_fork) and F was moved into it: same root, no violation.
+    st.av[usize::from(SLOT_Z)].live = true;
+    st.av[usize::from(SLOT_Z)].root = SLOT_Y;
+    st.folio.mapping = Some(SLOT_Z);
+    let mut ctx = Ctx::default();
+    verify_folio_lock_anon_vma_read_current(&st, &w, &mut ctx);
+    assert!(ctx.violations.is_empty(), "{:?}", ctx.violations);
+    // X is its own root: a different root than the one the walker holds.
+    st.folio.mapping = Some(SLOT_X);
+    verify_folio_lock_anon_vma_read_current(&st, &w, &mut ctx);
+    assert_eq!(ctx.violations.len(), 1);
+    assert_eq!(
+        ctx.violations[0].invariant,
+        Invariant::FolioLockAnonVmaReadCurrent
+    );
+}
+
+#[test]
+fn cow_reuse_refuses_a_folio_with_another_reference() {
+    // wp_can_reuse_anon_folio: folio_ref_count() must be exactly 1 (the mapping's own).
+    for (name, reuses) in [("v2-fork-aba", false), ("mut-walker-no-ref", true)] {
+        let c = cfg(name);
+        let mut st = initial_state(&c);
+        let k = st
+            .roles
+            .iter()
+            .position(|&r| r == Role::Fork)
+            .expect("fork");
+        // Put F in D only (as after the move), then let K fork, drop D and fault on D'.
+        st.vma[usize::from(VMA_S)].pte = false;
+        st.vma[usize::from(VMA_D)].pte = true;
+        st.folio.mapping = Some(SLOT_Y);
+        while !st.threads[k].done() {
+            assert!(step(&mut st, k, &c, &mut Ctx::default()), "{name}");
+        }
+        assert_eq!(st.folio.mapping == Some(SLOT_Z), reuses, "{name}");
+        assert_eq!(st.vma[usize::from(VMA_DC)].pte, reuses, "{name}");
+    }
+}

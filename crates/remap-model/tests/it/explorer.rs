@@ -122,6 +122,7 @@ fn mutations_are_caught() {
     assert_eq!(broken(&check("mut-prefix-pin")), [6, 8]);
     assert_eq!(broken(&check("mut-split-ptl")), [5]);
     assert_eq!(broken(&check("mut-anon-before-folio")), [9]);
+    assert_eq!(broken(&check("mut-walker-no-ref")), [1, 2, 3]);
 }
 
 #[test]
@@ -150,6 +151,7 @@ fn every_invariant_and_every_mutation_is_shown_to_fire() {
         Mutation::PreFixPinOrder,
         Mutation::SplitPtl,
         Mutation::AnonLockBeforeFolioLock,
+        Mutation::WalkerWithoutFolioRef,
     ];
     // Fails to compile when a mutation is added without extending `all`.
     let _exhaustive = |m: Mutation| match m {
@@ -159,7 +161,8 @@ fn every_invariant_and_every_mutation_is_shown_to_fire() {
         | Mutation::WalkerCachesPgoff
         | Mutation::PreFixPinOrder
         | Mutation::SplitPtl
-        | Mutation::AnonLockBeforeFolioLock => (),
+        | Mutation::AnonLockBeforeFolioLock
+        | Mutation::WalkerWithoutFolioRef => (),
     };
     for m in all {
         let rows: Vec<_> = table
@@ -314,4 +317,38 @@ fn preemption_bound_is_monotone() {
         },
     );
     assert!(ex.broken().contains(&Invariant::RmapWalkAnonVmaAlive));
+}
+
+#[test]
+fn fork_aba_through_the_pointer_only_recheck_needs_a_walker_without_a_folio_ref() {
+    // Change 2b. The ABA path: X freed after move + munmap, its slot reused by anon_vma_fork as
+    // a child of Y, COW reuse moves F into it, S6's pointer compare passes while the walker
+    // holds X's rwsem. With the walker's folio reference (every real caller holds one) the
+    // checker proves it closed: wp_can_reuse_anon_folio sees folio_ref_count() != 1 and copies.
+    for name in ["v2-fork-aba", "v3-fork-aba"] {
+        assert!(broken(&check(name)).is_empty(), "{name}");
+    }
+    let r = check("mut-walker-no-ref");
+    assert_eq!(broken(&r), [1, 2, 3]);
+    let t = r.invariants[2].trace.as_ref().expect("trace");
+    let text = t.render();
+    let s4 = text.find("S4 anon_vma = X; root_anon_vma").expect(&text);
+    let reuse = text.find("anon_vma_alloc reuses slot X").expect(&text);
+    let cow = text
+        .find("folio_move_anon_rmap(F, D'): WRITE_ONCE(folio->mapping, X|ANON) (same root Y")
+        .expect(&text);
+    let s6 = text.find("S6 READ_ONCE(folio->mapping) == m").expect(&text);
+    assert!(s4 < reuse && reuse < cow && cow < s6, "{text}");
+    assert!(
+        t.violations[0].message.contains("root X locked")
+            && t.violations[0].message.contains("(root Y)"),
+        "{text}"
+    );
+    // The walk then reads X'->rb_root under the wrong rwsem and anon_vma_unlock_read releases
+    // root Y, which it never took.
+    let inv1 = r.invariants[0].trace.as_ref().expect("trace").render();
+    assert!(
+        inv1.contains("without holding its root Y rwsem") || inv1.contains("slot Y"),
+        "{inv1}"
+    );
 }
