@@ -29,7 +29,9 @@ pub enum Mutation {
     IndexBeforeMapping,
     /// The walker reads `folio->index` before taking any lock (V3).
     WalkerCachesPgoff,
-    /// Qi Zheng's pre-fix order: mapping and index stored before the pin re-check (V2, GUP on).
+    /// The order before Qi Zheng's fix ("mm: userfaultfd: fix unexpected change to src_folio when
+    /// UFFDIO_MOVE fails"): `folio_move_anon_rmap` and the index store right after the
+    /// `pte_same`/pin checks, before `ptep_clear_flush` and the pin re-check (V2, GUP on).
     PreFixPinOrder,
     /// The mover takes the two page-table locks one at a time instead of `double_pt_lock`:
     /// `ptep_clear_flush(src)` under the source PTL, unlock it, then `set_pte_at(dst)` under the
@@ -91,7 +93,8 @@ pub struct Protocol {
     pub walker_folio_lock: bool,
     /// The mover takes `folio_get_anon_vma` + `anon_vma_lock_write` (V0–V2).
     pub mover_anon_lock: bool,
-    /// Mapping and index stored before the pin re-check (Qi Zheng's pre-fix order).
+    /// Mapping and index stored before `ptep_clear_flush` and the pin re-check (the order before
+    /// Qi Zheng's fix).
     pub prefix_pin_order: bool,
     /// Index stored before mapping.
     pub index_first: bool,
@@ -499,7 +502,8 @@ pub fn expected_table() -> Vec<Expected> {
         row(
             with(
                 Config::new("mut-prefix-pin", V2, TryLock),
-                "mutation: Qi Zheng's pre-fix order, mapping/index stored before the pin re-check",
+                "mutation: the order before Qi Zheng's fix: folio_move_anon_rmap and the index store before \
+                 ptep_clear_flush and the pin re-check",
                 |c| {
                     c.mutation = Some(Mutation::PreFixPinOrder);
                     c.gup = true;

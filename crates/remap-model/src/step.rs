@@ -1222,17 +1222,19 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 fail(st, &mut m, MoveErr::Busy, ctx);
             } else {
                 ctx.say(|| "pte_same ok; not pinned; PageAnonExclusive".into());
-                m.pc = MoverPc::Clear;
+                // Before Qi Zheng's fix folio_move_anon_rmap and the index store came here,
+                // ahead of ptep_clear_flush and the pin re-check.
+                m.pc = if p.prefix_pin_order {
+                    first_store(p)
+                } else {
+                    MoverPc::Clear
+                };
             }
         }
         MoverPc::Clear => {
             st.vma[ix(src)].pte = false;
             ctx.say(|| format!("ptep_clear_flush({sn})"));
-            m.pc = if p.prefix_pin_order {
-                first_store(p)
-            } else {
-                MoverPc::PinRecheck
-            };
+            m.pc = MoverPc::PinRecheck;
         }
         MoverPc::PinRecheck => {
             if st.folio.pinned {
@@ -1382,7 +1384,7 @@ fn first_store(p: &Protocol) -> MoverPc {
 
 fn after_stores(p: &Protocol) -> MoverPc {
     if p.prefix_pin_order {
-        MoverPc::PinRecheck
+        MoverPc::Clear
     } else {
         set_dst(p)
     }

@@ -352,3 +352,25 @@ fn fork_aba_through_the_pointer_only_recheck_needs_a_walker_without_a_folio_ref(
         "{inv1}"
     );
 }
+
+#[test]
+fn pre_fix_order_stores_before_ptep_clear_flush() {
+    // Change 4: before Qi Zheng's fix, move_present_pte called folio_move_anon_rmap and stored
+    // the index right after the pte_same/pin checks, before ptep_clear_flush.
+    let r = check("mut-prefix-pin");
+    let t = r.invariants[5].trace.as_ref().expect("trace");
+    let text = t.render();
+    let checks = text.find("pte_same ok; not pinned").expect(&text);
+    let mapping = text.find("folio_move_anon_rmap(F, D)").expect(&text);
+    let index = text.find("WRITE_ONCE(folio->index").expect(&text);
+    let clear = text.find("ptep_clear_flush(S)").expect(&text);
+    let recheck = text
+        .find("after clear -> set_pte_at(S) back; -EBUSY")
+        .expect(&text);
+    assert!(
+        checks < mapping && mapping < index && index < clear && clear < recheck,
+        "{text}"
+    );
+    // The fixed order (v2-gup, same threads) stores only after the re-check.
+    assert!(broken(&check("v2-gup")).is_empty());
+}
