@@ -153,6 +153,10 @@ pub struct Folio {
 pub enum WalkerPc {
     /// Mutation: read `folio->index` before any lock.
     CachePgoff,
+    /// `folio_referenced`'s preamble (page_idle's and DAMON's likewise): `pra.mapcount =
+    /// folio_mapcount()`, return if 0; return if `!folio_raw_mapping()`; the anon/KSM test
+    /// decides whether the folio is trylocked (V0–V2: only file and KSM folios; V3: all).
+    Preamble,
     /// V3: `folio_trylock` in `folio_referenced`.
     FolioTrylock,
     /// Migration-style walker: `folio_lock` (sleeps) before `rmap_walk`.
@@ -382,6 +386,10 @@ pub struct Walker {
     pub ptl_busy_at_start: bool,
     /// Ghost: VMAs whose PTE `rmap_one` found.
     pub visited: u8,
+    /// `pra.mapcount` of `folio_referenced` (`folio_mapcount` at the preamble), decremented per
+    /// mapping found; the walk stops at 0 (`folio_referenced_one` returns false). `None`: the
+    /// caller does not count (page_idle, DAMON, migration).
+    pub budget: Option<i8>,
     /// Active `put_anon_vma` on a slot.
     pub put: Option<(u8, PutPc)>,
 }

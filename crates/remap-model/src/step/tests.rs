@@ -194,3 +194,84 @@ fn cow_reuse_refuses_a_folio_with_another_reference() {
         assert_eq!(st.vma[usize::from(VMA_DC)].pte, reuses, "{name}");
     }
 }
+
+#[test]
+fn put_of_the_last_child_frees_the_root_too() {
+    // __put_anon_vma: freeing a child drops its reference on the root with atomic_dec_and_test
+    // and frees the root when that was the last one.
+    let c = cfg("v2-fork-aba");
+    let mut st = initial_state(&c);
+    let (y, z) = (usize::from(SLOT_Y), usize::from(SLOT_Z));
+    st.av[z].live = true;
+    st.av[z].root = SLOT_Y;
+    st.av[z].refcount = 1;
+    st.av[y].refcount = 1; // only Z's reference is left (D is gone)
+    let mut ctx = Ctx {
+        record: true,
+        ..Ctx::default()
+    };
+    let mut put = Some((SLOT_Z, PutPc::Dec));
+    let mut labels = Vec::new();
+    while let Some(p) = put {
+        let (ran, next) = put_step(&mut st, 0, p, &mut ctx);
+        assert!(ran);
+        labels.push(ctx.label.clone());
+        put = next;
+    }
+    assert!(ctx.violations.is_empty(), "{:?}", ctx.violations);
+    assert!(!st.av[z].live && !st.av[y].live, "{labels:?}");
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.contains("atomic_dec_and_test(root Y->refcount) 1 -> 0")),
+        "{labels:?}"
+    );
+    // With another reference left on the root, only the child goes.
+    let mut st = initial_state(&c);
+    st.av[z].live = true;
+    st.av[z].root = SLOT_Y;
+    st.av[z].refcount = 1;
+    st.av[y].refcount = 2;
+    let mut put = Some((SLOT_Z, PutPc::Dec));
+    while let Some(p) = put {
+        put = put_step(&mut st, 0, p, &mut Ctx::default()).1;
+    }
+    assert!(!st.av[z].live && st.av[y].live && st.av[y].refcount == 1);
+}
+
+#[test]
+fn folio_referenced_preamble_skips_unmapped_folios_and_counts_mappings() {
+    let c = cfg("v2");
+    // folio_mapcount() == 0: return 0 without a walk.
+    let mut st = initial_state(&c);
+    st.folio.mapcount = 0;
+    st.vma[usize::from(VMA_S)].pte = false;
+    let mut ctx = Ctx {
+        record: true,
+        ..Ctx::default()
+    };
+    assert!(step(&mut st, 0, &c, &mut ctx));
+    assert!(st.threads[0].done(), "{}", ctx.label);
+    assert!(ctx.label.contains("folio_mapcount(F) = 0"), "{}", ctx.label);
+    // folio_raw_mapping() == NULL: likewise.
+    let mut st = initial_state(&c);
+    st.folio.mapping = None;
+    assert!(step(&mut st, 0, &c, &mut ctx));
+    assert!(st.threads[0].done(), "{}", ctx.label);
+    assert!(
+        ctx.label.contains("folio_raw_mapping(F) = NULL"),
+        "{}",
+        ctx.label
+    );
+    // An anon, non-KSM folio is walked without the folio lock in V2, trylocked in V3; the
+    // mapping count becomes the walk's budget.
+    for (name, next) in [("v2", WalkerPc::S1), ("v3", WalkerPc::FolioTrylock)] {
+        let c = cfg(name);
+        let mut st = initial_state(&c);
+        assert!(step(&mut st, 0, &c, &mut ctx));
+        let Thread::Walker(w) = st.threads[0] else {
+            unreachable!("thread 0 is the walker")
+        };
+        assert_eq!((w.pc, w.budget), (next, Some(1)), "{name}");
+    }
+}
