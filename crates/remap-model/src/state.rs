@@ -208,13 +208,25 @@ pub enum MoverPc {
     MmapLock,
     /// `validate_move_areas`: both VMAs still exist.
     Validate,
-    /// Read both PTEs under their PTLs.
+    /// `retry:` read both PTEs under their PTLs (and, with the folio held, `pte_same` against the
+    /// PTE it was taken from).
     ReadPtes,
-    /// `folio_lock` (+ `folio_get`).
+    /// Mutation `AnonLockBeforeFolioLock` only: a sleeping `folio_lock` (+ `folio_get`) after
+    /// the anon_vma lock.
     FolioLock,
+    /// Under the source PTL: `pte_same`, `vm_normal_folio`, `PageAnonExclusive`, `folio_get`,
+    /// `folio_trylock`; unlock the PTL.
+    SrcFolioTrylock,
+    /// `folio_trylock` failed: `pte_unmap` both, `folio_lock` (sleeps), `goto retry` (keeps it).
+    FolioLockSleep,
+    /// `anon_vma_trylock_write(src_anon_vma)`.
+    AnonTrylock,
+    /// `anon_vma_trylock_write` failed: `pte_unmap` both, `anon_vma_lock_write` (sleeps),
+    /// `goto retry` (keeps it).
+    AnonLockSleep,
     /// `folio_get_anon_vma`.
     GetAnonVma,
-    /// `anon_vma_lock_write`.
+    /// Mutation `AnonLockBeforeFolioLock` only: a sleeping `anon_vma_lock_write`.
     AnonLockWrite,
     /// `double_pt_lock`.
     DoublePtLock,

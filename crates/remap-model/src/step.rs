@@ -283,7 +283,11 @@ pub fn blocked_on(st: &State, tid: usize, cfg: &Config) -> Option<String> {
         Thread::Mover(m) => put(m.put).unwrap_or_else(|| match m.pc {
             MoverPc::MmapLock => mmap(),
             MoverPc::FolioLock => folio(),
-            MoverPc::AnonLockWrite => rwsem(st.av[ix(m.av.unwrap_or(0))].root),
+            MoverPc::AnonLockWrite | MoverPc::AnonLockSleep => {
+                rwsem(st.av[ix(m.av.unwrap_or(0))].root)
+            }
+            MoverPc::FolioLockSleep => folio(),
+            MoverPc::SrcFolioTrylock => ptl(m.src),
             MoverPc::ReadPtes | MoverPc::DoublePtLock => {
                 let busy = if st.vma[ix(m.src)].ptl.is_some() {
                     m.src
@@ -1151,27 +1155,124 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             if st.vma[ix(src)].ptl.is_some() || st.vma[ix(dst)].ptl.is_some() {
                 return false;
             }
+            // -EAGAIN from an earlier round is being retried.
+            m.err = None;
             let (sp, dp) = (st.vma[ix(src)].pte, st.vma[ix(dst)].pte);
-            if dp {
-                m.err = Some(MoveErr::Exist);
-                m.pc = MoverPc::MmapUnlock;
+            let retry = if m.folio_locked { "retry: " } else { "" };
+            let e = if dp {
+                Some(MoveErr::Exist)
             } else if !sp {
-                m.err = Some(MoveErr::NoEnt);
-                m.pc = MoverPc::MmapUnlock;
-            } else if p.anon_lock_first {
-                m.pc = MoverPc::GetAnonVma;
+                // With the folio held this is `!pte_same(src_folio_pte, orig_src_pte)`.
+                Some(if m.folio_locked {
+                    MoveErr::Again
+                } else {
+                    MoveErr::NoEnt
+                })
             } else {
-                m.pc = MoverPc::FolioLock;
-            }
-            let e = m.err;
+                None
+            };
             ctx.say(|| {
                 format!(
-                    "move_pages_pte: read dst PTE ({}) and src PTE ({}) under their PTLs{}",
+                    "move_pages_pte: {retry}read dst PTE ({}) and src PTE ({}) under their PTLs{}",
                     if dp { "present" } else { "none" },
                     if sp { "F" } else { "none" },
                     e.map_or(String::new(), |e| format!(" -> {}", e.name()))
                 )
             });
+            if let Some(e) = e {
+                fail(st, &mut m, e, ctx);
+            } else if p.anon_lock_first {
+                m.pc = MoverPc::GetAnonVma;
+            } else if !m.folio_locked {
+                m.pc = MoverPc::SrcFolioTrylock;
+            } else if p.mover_anon_lock && m.locked.is_none() {
+                m.pc = MoverPc::GetAnonVma;
+            } else {
+                m.pc = MoverPc::DoublePtLock;
+            }
+        }
+        MoverPc::SrcFolioTrylock => {
+            if st.vma[ix(src)].ptl.is_some() {
+                return false;
+            }
+            if !st.vma[ix(src)].pte {
+                ctx.say(|| format!("spin_lock(PTL of {sn}); !pte_same(orig_src_pte) -> -EAGAIN"));
+                fail(st, &mut m, MoveErr::Again, ctx);
+            } else if !st.folio.exclusive {
+                ctx.say(|| format!("spin_lock(PTL of {sn}); !PageAnonExclusive(F) -> -EBUSY"));
+                fail(st, &mut m, MoveErr::Busy, ctx);
+            } else {
+                st.folio.refcount += 1;
+                let locked = st.folio.lock.is_none();
+                if locked {
+                    st.folio.lock = Some(me);
+                    m.folio_locked = true;
+                    m.snap = Some(snap(st));
+                }
+                ctx.say(|| {
+                    format!(
+                        "spin_lock(PTL of {sn}); pte_same; PageAnonExclusive; folio_get(F); folio_trylock(F) -> {}; spin_unlock",
+                        if locked { "ok" } else { "busy" }
+                    )
+                });
+                m.pc = if !locked {
+                    MoverPc::FolioLockSleep
+                } else if p.mover_anon_lock {
+                    MoverPc::GetAnonVma
+                } else {
+                    MoverPc::DoublePtLock
+                };
+            }
+        }
+        MoverPc::FolioLockSleep => {
+            if st.folio.lock.is_some() {
+                return false;
+            }
+            verify_lock_order(st, tid, CLASS_FOLIO, "folio_lock", ctx);
+            st.folio.lock = Some(me);
+            m.folio_locked = true;
+            m.snap = Some(snap(st));
+            ctx.say(|| "pte_unmap both; folio_lock(F) (slept); goto retry".into());
+            m.pc = MoverPc::ReadPtes;
+        }
+        MoverPc::AnonTrylock => {
+            let a = m.av.unwrap_or(0);
+            let r = st.av[ix(a)].root;
+            let ok = try_write(st, r, tid);
+            if ok {
+                m.locked = Some(r);
+            }
+            ctx.say(|| {
+                format!(
+                    "anon_vma_trylock_write({}) = down_write_trylock(root {}) -> {}",
+                    slot_name(a),
+                    slot_name(r),
+                    if ok { "ok" } else { "busy" }
+                )
+            });
+            m.pc = if ok {
+                MoverPc::DoublePtLock
+            } else {
+                MoverPc::AnonLockSleep
+            };
+        }
+        MoverPc::AnonLockSleep => {
+            let a = m.av.unwrap_or(0);
+            let r = st.av[ix(a)].root;
+            if st.av[ix(r)].rwsem.count != 0 {
+                return false;
+            }
+            verify_lock_order(st, tid, CLASS_ANON, "anon_vma_lock_write", ctx);
+            try_write(st, r, tid);
+            m.locked = Some(r);
+            ctx.say(|| {
+                format!(
+                    "pte_unmap both; anon_vma_lock_write({}) = down_write(root {}) (slept); goto retry",
+                    slot_name(a),
+                    slot_name(r)
+                )
+            });
+            m.pc = MoverPc::ReadPtes;
         }
         MoverPc::FolioLock => {
             if st.folio.lock.is_some() {
@@ -1181,12 +1282,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             st.folio.lock = Some(me);
             st.folio.refcount += 1;
             m.folio_locked = true;
-            m.snap = Some(Snap {
-                mapping: st.folio.mapping,
-                index: st.folio.index,
-                ptes: [st.vma[0].pte, st.vma[1].pte, st.vma[2].pte],
-                mapcount: st.folio.mapcount,
-            });
+            m.snap = Some(snap(st));
             ctx.say(|| "folio_get(F); folio_lock(F)".into());
             m.pc = if p.mover_anon_lock && !p.anon_lock_first {
                 MoverPc::GetAnonVma
@@ -1221,7 +1317,11 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 fail(st, &mut m, MoveErr::Again, ctx);
             }
             if ok {
-                m.pc = MoverPc::AnonLockWrite;
+                m.pc = if p.anon_lock_first {
+                    MoverPc::AnonLockWrite
+                } else {
+                    MoverPc::AnonTrylock
+                };
             }
         }
         MoverPc::AnonLockWrite => {
@@ -1433,6 +1533,16 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
     }
     st.threads[tid] = Thread::Mover(m);
     true
+}
+
+/// What a failed move must leave unchanged, taken when the mover gets the folio lock.
+fn snap(st: &State) -> Snap {
+    Snap {
+        mapping: st.folio.mapping,
+        index: st.folio.index,
+        ptes: [st.vma[0].pte, st.vma[1].pte, st.vma[2].pte],
+        mapcount: st.folio.mapcount,
+    }
 }
 
 fn first_store(p: &Protocol) -> MoverPc {

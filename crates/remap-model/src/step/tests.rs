@@ -275,3 +275,64 @@ fn folio_referenced_preamble_skips_unmapped_folios_and_counts_mappings() {
         assert_eq!((w.pc, w.budget), (next, Some(1)), "{name}");
     }
 }
+
+/// Runs `tid` until its label contains `until` (inclusive); panics if it blocks first.
+fn run_until(st: &mut State, c: &Config, tid: usize, until: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    loop {
+        let mut ctx = Ctx {
+            record: true,
+            ..Ctx::default()
+        };
+        assert!(step(st, tid, c, &mut ctx), "blocked after {labels:?}");
+        assert!(ctx.violations.is_empty(), "{:?}", ctx.violations);
+        let done = ctx.label.contains(until);
+        labels.push(ctx.label);
+        if done {
+            return labels;
+        }
+    }
+}
+
+#[test]
+fn mover_trylocks_then_sleeps_and_retries_as_6_8_does() {
+    // Change 3: anon_vma_trylock_write fails while the walker holds root X for reading; the
+    // mover drops the PTE maps, sleeps in anon_vma_lock_write and re-reads the PTEs.
+    let c = cfg("v2");
+    let mut st = initial_state(&c);
+    run_until(&mut st, &c, 0, "S5 down_read_trylock(root X) -> ok");
+    let b = run_until(&mut st, &c, 1, "down_write_trylock(root X) -> busy");
+    assert!(
+        b.iter().any(|l| l.contains("folio_trylock(F) -> ok")),
+        "{b:?}"
+    );
+    assert!(!step(&mut st.clone(), 1, &c, &mut Ctx::default()), "sleeps");
+    run_until(&mut st, &c, 0, "rmap_walk_anon done");
+    let b = run_until(&mut st, &c, 1, "UFFDIO_MOVE returns");
+    assert!(b[0].contains("anon_vma_lock_write(X) = down_write(root X) (slept); goto retry"));
+    assert!(
+        b[1].starts_with("move_pages_pte: retry: read dst PTE"),
+        "{b:?}"
+    );
+    assert!(
+        b.last().is_some_and(|l| l.ends_with("returns 0 (moved)")),
+        "{b:?}"
+    );
+
+    // folio_trylock fails while a migration-style walker holds the folio: the mover keeps its
+    // folio reference, sleeps in folio_lock and retries from the PTE reads.
+    let c = cfg("v2-migration");
+    let mut st = initial_state(&c);
+    run_until(&mut st, &c, 0, "migration: folio_lock(F)");
+    let b = run_until(&mut st, &c, 1, "folio_trylock(F) -> busy");
+    assert_eq!(st.folio.refcount, 3, "{b:?}");
+    assert!(!step(&mut st.clone(), 1, &c, &mut Ctx::default()), "sleeps");
+    run_until(&mut st, &c, 0, "folio_unlock(F)");
+    let b = run_until(&mut st, &c, 1, "UFFDIO_MOVE returns");
+    assert!(b[0].contains("folio_lock(F) (slept); goto retry"), "{b:?}");
+    assert!(b[1].starts_with("move_pages_pte: retry:"), "{b:?}");
+    assert!(
+        b.last().is_some_and(|l| l.ends_with("returns 0 (moved)")),
+        "{b:?}"
+    );
+}
