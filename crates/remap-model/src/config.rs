@@ -167,6 +167,11 @@ pub struct Config {
     pub reuse: bool,
     /// Run a GUP-fast thread that can pin the folio.
     pub gup: bool,
+    /// Newest kernel (V3): F is the middle folio of a PTE batch: the mover moves a first folio
+    /// F0 (not modelled), `folio_unlock(F0)` and trylocks F under the held PTLs
+    /// (`check_ptes_for_batched_move`), moves it and unlocks it before the next folio is
+    /// checked, still under the PTLs and before the one `flush_tlb_range`.
+    pub batched: bool,
     /// Run the fork thread (fork after the move, the parent drops D, the child's COW reuse
     /// moves F into D''s anon_vma, which `anon_vma_fork` may allocate in X's freed slot).
     pub fork: bool,
@@ -212,6 +217,7 @@ impl Config {
             reuse: true,
             gup: false,
             fork: false,
+            batched: false,
             completeness: None,
             pvmw_sync: false,
             weak_memory: false,
@@ -439,6 +445,15 @@ pub fn expected_table() -> Vec<Expected> {
                     c.munmap = false;
                     c.reuse = false;
                 },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v3-batch", V3, TryLock),
+                "newest, F in the middle of a PTE batch: folio_trylock'd and folio_unlock'ed under the \
+                 held PTLs, before flush_tlb_range and double_pt_unlock",
+                |c| c.batched = true,
             ),
             &[],
         ),

@@ -242,6 +242,15 @@ pub enum MoverPc {
     StoreIndex,
     /// Mutation `SplitPtl`: unlock the source PTL after the clear and the stores.
     SrcUnlock,
+    /// Newest (batched): `check_ptes_for_batched_move` for F, the batch's next folio, with both
+    /// PTLs held: dst none, src present, `PageAnonExclusive`, not large, `folio_trylock(F)`.
+    BatchTrylock,
+    /// Newest (batched): `folio_unlock(F)` under the PTLs before the next folio is checked.
+    BatchUnlock,
+    /// Newest: one `flush_tlb_range` for the batch, with the PTLs held.
+    FlushTlbRange,
+    /// Newest: `folio_unlock` of the batch's last folio, still under the PTLs.
+    FolioUnlockInPtl,
     /// Mutation `SplitPtl`: lock the destination PTL (spins).
     DstLock,
     /// `set_pte_at(dst)`.
@@ -421,6 +430,11 @@ pub struct Mover {
     pub locked: Option<u8>,
     /// Holds the folio lock.
     pub folio_locked: bool,
+    /// Holds a folio reference (`folio_get` in `move_pages_pte`; the newest kernel drops it
+    /// under the PTLs, the page table holding one).
+    pub has_ref: bool,
+    /// Newest kernel, batched: F is not the first folio of its `move_present_ptes` batch.
+    pub batch: bool,
     /// Inside the PTL section (both PTLs; with `SplitPtl`, one of them at a time).
     pub in_ptl: bool,
     /// Snapshot for failure atomicity.

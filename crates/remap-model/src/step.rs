@@ -83,7 +83,7 @@ pub fn initial_state(cfg: &Config) -> State {
         put: None,
     }));
     roles.push(Role::Walker);
-    let mover = |src: u8, dst: u8| {
+    let mover = |src: u8, dst: u8, batch: bool| {
         Thread::Mover(Mover {
             pc: MoverPc::MmapLock,
             src,
@@ -91,6 +91,8 @@ pub fn initial_state(cfg: &Config) -> State {
             av: None,
             locked: None,
             folio_locked: false,
+            has_ref: false,
+            batch,
             in_ptl: false,
             snap: None,
             err: None,
@@ -98,7 +100,7 @@ pub fn initial_state(cfg: &Config) -> State {
             put: None,
         })
     };
-    threads.push(mover(VMA_S, VMA_D));
+    threads.push(mover(VMA_S, VMA_D, cfg.batched && !p.mover_anon_lock));
     roles.push(Role::Mover);
     if cfg.munmap {
         threads.push(Thread::Munmap(Munmap {
@@ -109,7 +111,7 @@ pub fn initial_state(cfg: &Config) -> State {
         roles.push(Role::Munmap);
     }
     if cfg.aba {
-        threads.push(mover(VMA_D, VMA_S));
+        threads.push(mover(VMA_D, VMA_S, false));
         roles.push(Role::MoverBack);
     }
     if cfg.gup {
@@ -1171,9 +1173,22 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             } else {
                 None
             };
+            let func = if p.mover_anon_lock {
+                "move_pages_pte"
+            } else {
+                "move_pages_ptes"
+            };
+            if m.batch {
+                ctx.say(|| {
+                    format!("{func}: F0, the batch's first folio (at the page before F): PTEs read, folio_trylock(F0) (F0 not modelled)")
+                });
+                m.pc = MoverPc::DoublePtLock;
+                st.threads[tid] = Thread::Mover(m);
+                return true;
+            }
             ctx.say(|| {
                 format!(
-                    "move_pages_pte: {retry}read dst PTE ({}) and src PTE ({}) under their PTLs{}",
+                    "{func}: {retry}read dst PTE ({}) and src PTE ({}) under their PTLs{}",
                     if dp { "present" } else { "none" },
                     if sp { "F" } else { "none" },
                     e.map_or(String::new(), |e| format!(" -> {}", e.name()))
@@ -1203,6 +1218,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 fail(st, &mut m, MoveErr::Busy, ctx);
             } else {
                 st.folio.refcount += 1;
+                m.has_ref = true;
                 let locked = st.folio.lock.is_none();
                 if locked {
                     st.folio.lock = Some(me);
@@ -1281,6 +1297,7 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             verify_lock_order(st, tid, CLASS_FOLIO, "folio_lock", ctx);
             st.folio.lock = Some(me);
             st.folio.refcount += 1;
+            m.has_ref = true;
             m.folio_locked = true;
             m.snap = Some(snap(st));
             ctx.say(|| "folio_get(F); folio_lock(F)".into());
@@ -1368,8 +1385,17 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             st.vma[ix(src)].ptl = Some(me);
             st.vma[ix(dst)].ptl = Some(me);
             m.in_ptl = true;
-            ctx.say(|| format!("move_present_pte: double_pt_lock({dn}, {sn})"));
-            m.pc = MoverPc::PteSame;
+            let func = if p.mover_anon_lock {
+                "move_present_pte"
+            } else {
+                "move_present_ptes"
+            };
+            ctx.say(|| format!("{func}: double_pt_lock({dn}, {sn})"));
+            m.pc = if m.batch {
+                MoverPc::BatchTrylock
+            } else {
+                MoverPc::PteSame
+            };
         }
         MoverPc::PteSame => {
             if !st.vma[ix(src)].pte || st.vma[ix(dst)].pte {
@@ -1382,7 +1408,16 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
                 ctx.say(|| "!PageAnonExclusive(F) (shared by fork) -> -EBUSY".into());
                 fail(st, &mut m, MoveErr::Busy, ctx);
             } else {
-                ctx.say(|| "pte_same ok; not pinned; PageAnonExclusive".into());
+                if p.mover_anon_lock {
+                    ctx.say(|| "pte_same ok; not pinned; PageAnonExclusive".into());
+                } else {
+                    // "It's safe to drop the reference now as the page-table is holding one."
+                    st.folio.refcount -= 1;
+                    m.has_ref = false;
+                    ctx.say(|| {
+                        "pte_same ok; not pinned; PageAnonExclusive; folio_put(F) (the page table holds one); arch_enter_lazy_mmu_mode".into()
+                    });
+                }
                 // Before Qi Zheng's fix folio_move_anon_rmap and the index store came here,
                 // ahead of ptep_clear_flush and the pin re-check.
                 m.pc = if p.prefix_pin_order {
@@ -1394,7 +1429,13 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
         }
         MoverPc::Clear => {
             st.vma[ix(src)].pte = false;
-            ctx.say(|| format!("ptep_clear_flush({sn})"));
+            if p.mover_anon_lock {
+                ctx.say(|| format!("ptep_clear_flush({sn})"));
+            } else {
+                ctx.say(|| {
+                    format!("ptep_get_and_clear({sn}) (no flush: one flush_tlb_range per batch)")
+                });
+            }
             m.pc = MoverPc::PinRecheck;
         }
         MoverPc::PinRecheck => {
@@ -1437,7 +1478,13 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
             let idx = st.vma[ix(dst)].pgoff;
             st.folio.index = idx;
             st.folio.half_moved = p.index_first;
-            ctx.say(|| format!("WRITE_ONCE(folio->index, linear_page_index({dn}) = {idx:#x})"));
+            if p.mover_anon_lock {
+                ctx.say(|| format!("WRITE_ONCE(folio->index, linear_page_index({dn}) = {idx:#x})"));
+            } else {
+                ctx.say(|| {
+                    format!("folio->index = linear_page_index({dn}) = {idx:#x} (plain store)")
+                });
+            }
             m.pc = if p.index_first {
                 MoverPc::StoreMapping
             } else {
@@ -1461,6 +1508,68 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
         MoverPc::SetDst => {
             st.vma[ix(dst)].pte = true;
             ctx.say(|| format!("set_pte_at({dn}, mk_pte(F))"));
+            m.pc = if p.mover_anon_lock || p.split_ptl {
+                MoverPc::DoublePtUnlock
+            } else if m.batch {
+                MoverPc::BatchUnlock
+            } else {
+                MoverPc::FlushTlbRange
+            };
+        }
+        MoverPc::BatchTrylock => {
+            let ok_ptes = st.vma[ix(src)].pte && !st.vma[ix(dst)].pte && st.folio.exclusive;
+            let locked = ok_ptes && st.folio.lock.is_none();
+            if locked {
+                st.folio.lock = Some(me);
+                m.folio_locked = true;
+                m.snap = Some(snap(st));
+            }
+            ctx.say(|| {
+                format!(
+                    "F0 moved; folio_unlock(F0); check_ptes_for_batched_move({sn}+1): dst none, src present, PageAnonExclusive, not large, folio_trylock(F) -> {}",
+                    if locked {
+                        "ok"
+                    } else if ok_ptes {
+                        "busy: the batch ends; flush_tlb_range(F0); double_pt_unlock; the next move_pages_ptes call takes F"
+                    } else {
+                        "PTEs changed: the batch ends; the next move_pages_ptes call takes F"
+                    }
+                )
+            });
+            if locked {
+                m.pc = MoverPc::Clear;
+            } else {
+                // The next move_pages_ptes call starts with F.
+                m.batch = false;
+                fail(st, &mut m, MoveErr::Again, ctx);
+            }
+        }
+        MoverPc::BatchUnlock => {
+            st.folio.lock = None;
+            m.folio_locked = false;
+            m.snap = None;
+            ctx.say(|| {
+                "folio_unlock(F) under the PTLs; check_ptes_for_batched_move(next) (not modelled): the batch ends".into()
+            });
+            m.pc = MoverPc::FlushTlbRange;
+        }
+        MoverPc::FlushTlbRange => {
+            ctx.say(|| {
+                format!(
+                    "arch_leave_lazy_mmu_mode; flush_tlb_range({sn}, batch) with both PTLs held"
+                )
+            });
+            m.pc = if m.folio_locked {
+                MoverPc::FolioUnlockInPtl
+            } else {
+                MoverPc::DoublePtUnlock
+            };
+        }
+        MoverPc::FolioUnlockInPtl => {
+            st.folio.lock = None;
+            m.folio_locked = false;
+            m.snap = None;
+            ctx.say(|| "folio_unlock(F) (the batch's last folio, under the PTLs)".into());
             m.pc = MoverPc::DoublePtUnlock;
         }
         MoverPc::DoublePtUnlock => {
@@ -1512,10 +1621,20 @@ fn mover_step(st: &mut State, tid: usize, mut m: Mover, p: &Protocol, ctx: &mut 
         }
         MoverPc::FolioUnlock => {
             st.folio.lock = None;
-            st.folio.refcount -= 1;
+            let put = m.has_ref;
+            if put {
+                st.folio.refcount -= 1;
+                m.has_ref = false;
+            }
             m.folio_locked = false;
             m.snap = None;
-            ctx.say(|| "folio_unlock(F); folio_put(F)".into());
+            ctx.say(|| {
+                if put {
+                    "folio_unlock(F); folio_put(F)".into()
+                } else {
+                    "folio_unlock(F)".into()
+                }
+            });
             if m.err == Some(MoveErr::Again) {
                 m.err = None;
                 m.pc = MoverPc::ReadPtes;

@@ -336,3 +336,53 @@ fn mover_trylocks_then_sleeps_and_retries_as_6_8_does() {
         "{b:?}"
     );
 }
+
+#[test]
+fn newest_mover_batches_under_the_held_ptls() {
+    // Change 5: V3's move_present_ptes: ptep_get_and_clear, a plain index store, one
+    // flush_tlb_range before double_pt_unlock, and F (a batch's middle folio) trylocked and
+    // unlocked with both PTLs held.
+    let c = cfg("v3-batch");
+    let mut st = initial_state(&c);
+    let b = run_until(&mut st, &c, 1, "folio_unlock(F) under the PTLs");
+    let text = b.join("\n");
+    for label in [
+        "move_pages_ptes: F0, the batch's first folio",
+        "move_present_ptes: double_pt_lock(D, S)",
+        "check_ptes_for_batched_move(S+1): dst none, src present, PageAnonExclusive, not large, folio_trylock(F) -> ok",
+        "ptep_get_and_clear(S)",
+        "folio->index = linear_page_index(D) = 0x20 (plain store)",
+        "set_pte_at(D, mk_pte(F))",
+    ] {
+        assert!(text.contains(label), "{label} not in\n{text}");
+    }
+    assert!(!text.contains("ptep_clear_flush") && !text.contains("WRITE_ONCE(folio->index"));
+    assert_eq!(st.folio.lock, None);
+    assert!(st.vma[usize::from(VMA_D)].ptl.is_some() && st.vma[usize::from(VMA_S)].ptl.is_some());
+    // The walker can lock F now; its lockless map_pte sees D present and waits for D's PTL.
+    run_until(&mut st, &c, 0, "map_pte: ptep_get (no PTL) -> present");
+    assert!(
+        !step(&mut st.clone(), 0, &c, &mut Ctx::default()),
+        "waits for the PTL"
+    );
+    let b = run_until(&mut st, &c, 1, "double_pt_unlock");
+    assert!(
+        b[0].contains("flush_tlb_range(S, batch) with both PTLs held"),
+        "{b:?}"
+    );
+    let a = run_until(&mut st, &c, 0, "rmap_walk_anon done");
+    assert!(a[0].contains("check_pte -> F found"), "{a:?}");
+
+    // A walker that holds F makes the batch's trylock fail: the batch ends without sleeping
+    // and the next move_pages_ptes call takes F with the trylock-then-sleep path.
+    let mut st = initial_state(&c);
+    run_until(&mut st, &c, 0, "folio_trylock(F) -> ok");
+    let b = run_until(&mut st, &c, 1, "folio_trylock(F) -> busy");
+    assert!(b.iter().any(|l| l.contains("the batch ends")), "{b:?}");
+    let b = run_until(&mut st, &c, 1, "folio_trylock(F) -> busy");
+    assert!(b[0].starts_with("double_pt_unlock"), "{b:?}");
+    assert!(
+        !step(&mut st.clone(), 1, &c, &mut Ctx::default()),
+        "sleeps in folio_lock"
+    );
+}
