@@ -461,6 +461,7 @@ mod tests {
             "v3-batch",
             "v3-fork-aba",
             "mut-walker-no-ref",
+            "fix-s6-root-recheck",
         ];
         let reports = run_rows(&names);
         let summary = summarize(&reports, 0.0);
@@ -480,7 +481,10 @@ mod tests {
         // Change 2: the fork/COW ABA is closed by the walker's folio reference, found without it.
         assert!(!line("v2-fork-aba").iter().any(|c| c.starts_with("broken")));
         let nr = line("mut-walker-no-ref");
-        assert_eq!(&nr[1..4], ["broken", "broken", "broken"]);
+        assert_eq!(&nr[1..4], ["broken", "holds", "broken"]);
+        assert!(!line("fix-s6-root-recheck")
+            .iter()
+            .any(|c| c.starts_with("broken")));
         assert!(
             text.contains("anon_vma_fork: anon_vma_alloc reuses slot X"),
             "{text}"

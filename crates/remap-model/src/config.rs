@@ -109,6 +109,9 @@ pub struct Protocol {
     pub anon_lock_first: bool,
     /// The walker's caller holds a folio reference for the whole walk.
     pub walker_folio_ref: bool,
+    /// S6 also re-checks `READ_ONCE(anon_vma->root) == root_anon_vma` (a proposed hardening, not
+    /// in any kernel).
+    pub recheck_root: bool,
 }
 
 impl Protocol {
@@ -130,6 +133,7 @@ impl Protocol {
             split_ptl: false,
             anon_lock_first: false,
             walker_folio_ref: true,
+            recheck_root: false,
         };
         match mutation {
             None => {}
@@ -172,6 +176,8 @@ pub struct Config {
     /// (`check_ptes_for_batched_move`), moves it and unlocks it before the next folio is
     /// checked, still under the PTLs and before the one `flush_tlb_range`.
     pub batched: bool,
+    /// Proposed hardening: S6 re-checks the anon_vma's root as well as the pointer.
+    pub s6_recheck_root: bool,
     /// Run the fork thread (fork after the move, the parent drops D, the child's COW reuse
     /// moves F into D''s anon_vma, which `anon_vma_fork` may allocate in X's freed slot).
     pub fork: bool,
@@ -195,6 +201,7 @@ impl Config {
         if let Some(c) = self.completeness {
             p.completeness = c;
         }
+        p.recheck_root = self.s6_recheck_root && p.recheck_fast;
         p
     }
 
@@ -217,6 +224,7 @@ impl Config {
             reuse: true,
             gup: false,
             fork: false,
+            s6_recheck_root: false,
             batched: false,
             completeness: None,
             pvmw_sync: false,
@@ -376,7 +384,7 @@ pub fn expected_table() -> Vec<Expected> {
         row(
             with(
                 Config::new("v2-strict", V2, TryLock),
-                "6.8 with invariant 8 checked strictly: the benign window (index read before its store)",
+                "6.8 with invariant 8 checked strictly: a walk that overlaps the mover's PTL section misses D",
                 |c| {
                     c.completeness = Some(Completeness::Strict);
                     c.aba = true;
@@ -558,7 +566,21 @@ pub fn expected_table() -> Vec<Expected> {
                     c.reuse = false;
                 },
             ),
-            &[1, 2, 3],
+            &[1, 3],
+        ),
+        row(
+            with(
+                Config::new("fix-s6-root-recheck", V2, TryLock),
+                "control of mut-walker-no-ref: the same threads with S6 also re-checking \
+                 anon_vma->root against the saved root (a proposed hardening) hold",
+                |c| {
+                    c.mutation = Some(Mutation::WalkerWithoutFolioRef);
+                    c.s6_recheck_root = true;
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[],
         ),
     ]
 }

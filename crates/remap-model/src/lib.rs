@@ -55,7 +55,7 @@
 //!   [`Config::weak_memory`] (v0, v2, mut-index-first). `folio->mapping`/`folio->index` are
 //!   `Relaxed` (`WRITE_ONCE`/`READ_ONCE`), the rwsem words Acquire/Release, so loom answers what
 //!   the SC model cannot: storing the index before the mapping (`mut-index-first`) does *not*
-//!   close V2's benign window without a barrier (the cell shows `broken(wm)` with a log of the
+//!   close V2's index window without a barrier (the cell shows `broken(wm)` with a log of the
 //!   values each thread read), and V2's re-check is ordered by the rwsem, not by `READ_ONCE`.
 //!   loom cannot produce every `Relaxed` behaviour (load buffering), so its passes are weaker than
 //!   proofs; its failures are real C11 executions. loom needs unwinding: in a `panic = "abort"`
@@ -85,7 +85,8 @@
 //!   `folio_referenced_one` does.
 //! - **The fork ABA.** S6's pointer-only re-check would pass for a reused anon_vma slot that
 //!   COW reuse moved the folio into; the walker's folio reference is what closes that path
-//!   (`v2-fork-aba` holds, `mut-walker-no-ref` breaks 1, 2 and 3).
+//!   (`v2-fork-aba` holds, `mut-walker-no-ref` breaks 1 and 3; `fix-s6-root-recheck` shows that
+//!   re-checking the root in S6 would close it without the reference).
 //! - **Walks that never start.** A walker that gets `NULL` from `folio_lock_anon_vma_read` (S2,
 //!   S3, S7, S9, S10, S13, or a contended trylock) is not a walk: invariant 8 only checks walks
 //!   that obtained an anon_vma, as in the kernel, where such a `folio_referenced` simply reports

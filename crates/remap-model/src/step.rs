@@ -722,8 +722,27 @@ fn walker_step(
                     )
                 });
                 w.pc = WalkerPc::S1;
+            } else if p.recheck_root && st.av[ix(w.av)].root != w.root {
+                // Proposed hardening: the slot was reused under another root.
+                let (r, now_root) = (w.root, st.av[ix(w.av)].root);
+                up_read(st, r, tid, ctx, "S6");
+                w.locked = None;
+                ctx.say(|| {
+                    format!(
+                        "S6 READ_ONCE(folio->mapping) == m but READ_ONCE(anon_vma->root) = {} != saved root {} (proposed re-check) -> up_read(saved root); goto retry",
+                        slot_name(now_root),
+                        slot_name(r)
+                    )
+                });
+                w.pc = WalkerPc::S1;
             } else {
-                ctx.say(|| "S6 READ_ONCE(folio->mapping) == m".into());
+                ctx.say(|| {
+                    if p.recheck_root {
+                        "S6 READ_ONCE(folio->mapping) == m && READ_ONCE(anon_vma->root) == root_anon_vma (proposed re-check)".into()
+                    } else {
+                        "S6 READ_ONCE(folio->mapping) == m".into()
+                    }
+                });
                 w.pc = WalkerPc::S7;
             }
         }
@@ -1049,7 +1068,9 @@ fn verify_walk(st: &State, tid: usize, w: &Walker, ctx: &mut Ctx) {
         ctx.violate(Invariant::RmapWalkAnonVmaAlive, || {
             format!("rmap_walk_anon walks {name}, which anon_vma_free has freed")
         });
-    } else if a.gen != w.gen {
+    } else if a.gen != w.gen && st.folio.mapping != Some(w.av) {
+        // A reused slot is a legitimate walk only when the folio itself now belongs to it
+        // (moved there after the reuse); then the lock is invariant 1's and 3's business.
         let (g0, g1) = (w.gen, a.gen);
         ctx.violate(Invariant::RmapWalkAnonVmaAlive, || {
             format!("rmap_walk_anon walks {name} (gen {g0} at S1), but the slot was freed and reused (gen {g1})")

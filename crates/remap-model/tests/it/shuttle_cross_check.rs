@@ -19,12 +19,23 @@ const DEEP_ITER: usize = 1500;
 const DEEP_SEEDS: u64 = 6;
 const SEED: u64 = 0x5eed;
 
+/// The per-scheduler budget: the five-thread fork configurations run longer executions (the
+/// explorer covers them exhaustively; shuttle only cross-checks), so they get a third.
+fn iterations(r: &Expected) -> usize {
+    if r.config.fork {
+        ITER / 3
+    } else {
+        ITER
+    }
+}
+
 fn shuttle_found(r: &Expected) -> BTreeSet<Invariant> {
+    let iterations = iterations(r);
     let mut found = shuttle_check(
         &r.config,
         ShuttleScheduler::Random {
             seed: SEED,
-            iterations: ITER,
+            iterations,
         },
     );
     found.extend(shuttle_check(
@@ -32,7 +43,7 @@ fn shuttle_found(r: &Expected) -> BTreeSet<Invariant> {
         ShuttleScheduler::Pct {
             seed: SEED,
             depth: 3,
-            iterations: ITER,
+            iterations,
         },
     ));
     found
