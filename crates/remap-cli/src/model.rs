@@ -21,7 +21,7 @@
 //! ```text
 //! {"type":"config","data":{"name":"v2","version":"V2",...}}
 //! {"type":"result","data":{"config":{...},"states":1097,"invariants":[...],"matches_expected":true}}
-//! {"type":"summary","data":{"configs":26,"matching":26,"mismatching":0,"incomplete":0,"broken_cells":30,"broken_cells_wm":1,"elapsed_total":0.3}}
+//! {"type":"summary","data":{"configs":27,"matching":27,"mismatching":0,"incomplete":0,"broken_cells":29,"broken_cells_wm":1,"elapsed_total":0.4}}
 //! ```
 
 use std::fmt::Write as _;

@@ -69,9 +69,9 @@
 //!
 //! | Check | Bound | States | Time |
 //! |---|---|---|---|
-//! | explorer, all 26 configurations | unbounded preemptions, 4 M state cap | 603–7 651 per configuration | ~0.2 s in total |
+//! | explorer, all 27 configurations | unbounded preemptions, 4 M state cap | 603–7 651 per configuration | 0.2–0.4 s in total |
 //! | loom in [`run_config`], 3 configurations | preemption bound 8 (saturated from 6: the whole space) | 132, 132, 75 executions | 20–40 ms each |
-//! | shuttle, all 26 configurations | 300 random + 300 PCT (depth 3) executions each; up to 6 seeds x 1 500 PCT (depth 4) more for an unsafe one the first budget misses | n/a | ~20–35 s |
+//! | shuttle, all 27 configurations | 300 random + 300 PCT (depth 3) executions each (a third for the fork ones); up to 6 seeds x 1 500 PCT (depth 4) more for an unsafe one the first budget misses | n/a | ~20–50 s |
 //! | loom tests, 3 litmus models + 1 self-test | 3 preemptions | n/a | ~0.1 s |
 //! | `cargo test -p remap-model` (all of it, after build) | | | ~42 s |
 //!
