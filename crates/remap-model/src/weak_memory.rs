@@ -10,8 +10,10 @@
 //!
 //! - **A, walker** (`folio_referenced`, `try_lock`): S1 reads the mapping, S5 trylocks that
 //!   slot's root rwsem, S6 re-checks the mapping (V2), returns; `rmap_walk_anon` reads the index
-//!   and visits the tree VMAs covering it under the PTL; at the end it checks invariant 8 under
-//!   the PTL, then `up_read`.
+//!   (`folio_pgoff`, a plain load: `Relaxed`) and visits the tree VMA covering it the way the
+//!   non-sync `map_pte` does (a `Relaxed` load of the PTE word, the PTL only when it is present;
+//!   `PVMW_SYNC` takes the PTL first); at the end it checks invariant 8 under the PTL (in its
+//!   happens-before form for `PtlOverlap`), then `up_read`.
 //! - **B, mover** (`move_pages_pte` with the anon_vma write lock of V0–V2): `down_write(root
 //!   X)`, `double_pt_lock`, clears S, stores mapping and index in the protocol's order, sets D,
 //!   unlocks.
