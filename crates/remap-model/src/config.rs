@@ -29,7 +29,9 @@ pub enum Mutation {
     IndexBeforeMapping,
     /// The walker reads `folio->index` before taking any lock (V3).
     WalkerCachesPgoff,
-    /// Qi Zheng's pre-fix order: mapping and index stored before the pin re-check (V2, GUP on).
+    /// The order before Qi Zheng's fix ("mm: userfaultfd: fix unexpected change to src_folio when
+    /// UFFDIO_MOVE fails"): `folio_move_anon_rmap` and the index store right after the
+    /// `pte_same`/pin checks, before `ptep_clear_flush` and the pin re-check (V2, GUP on).
     PreFixPinOrder,
     /// The mover takes the two page-table locks one at a time instead of `double_pt_lock`:
     /// `ptep_clear_flush(src)` under the source PTL, unlock it, then `set_pte_at(dst)` under the
@@ -39,6 +41,11 @@ pub enum Mutation {
     /// against the mm/rmap.c order (folio lock before anon_vma lock); deadlocks against a walker
     /// that holds the folio lock and sleeps in `anon_vma_lock_read` (invariant 9).
     AnonLockBeforeFolioLock,
+    /// The walker holds no reference on the folio. Every real caller of `folio_referenced` and
+    /// `rmap_walk` does (`isolate_lru_folios`, page_idle's and DAMON's `folio_try_get`), and
+    /// `wp_can_reuse_anon_folio` refuses to reuse a folio with `folio_ref_count() != 1`: that
+    /// reference is what keeps COW reuse from moving the folio during the walk.
+    WalkerWithoutFolioRef,
 }
 
 /// How the walker calls `folio_lock_anon_vma_read`.
@@ -57,6 +64,24 @@ pub enum WalkerMode {
     FolioLocked,
 }
 
+/// What invariant 8 (completeness of `rmap_walk_anon`) promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Completeness {
+    /// Every PTE that maps the folio at the end of the walk was visited (V3: the folio lock
+    /// keeps every mover out of the walk).
+    Strict,
+    /// What the kernel promises a walker without the folio lock (V0–V2): no miss unless the walk
+    /// (`rmap_walk_anon`, from the `folio_pgoff` read to `anon_vma_unlock_read`) overlaps a
+    /// page-table-lock section of another thread that changes a PTE of the folio (a mover's
+    /// `double_pt_lock` .. `double_pt_unlock`, a zap, a fork's copy, a COW reuse).
+    PtlOverlap,
+    /// The model's earlier, narrower excuse: a miss only when the walker read `folio->index`
+    /// between a mover's mapping store and index store. It held only because the walk waited for
+    /// the PTL (`PVMW_SYNC`); with the real lockless `map_pte` V2 breaks it.
+    IndexWindow,
+}
+
 /// The protocol switches derived from a version and an optional mutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Protocol {
@@ -68,19 +93,25 @@ pub struct Protocol {
     pub walker_folio_lock: bool,
     /// The mover takes `folio_get_anon_vma` + `anon_vma_lock_write` (V0–V2).
     pub mover_anon_lock: bool,
-    /// Mapping and index stored before the pin re-check (Qi Zheng's pre-fix order).
+    /// Mapping and index stored before `ptep_clear_flush` and the pin re-check (the order before
+    /// Qi Zheng's fix).
     pub prefix_pin_order: bool,
     /// Index stored before mapping.
     pub index_first: bool,
     /// The walker reads the index before locking.
     pub cache_pgoff: bool,
-    /// Invariant 8 is checked strictly (no excuse for a mid-move index read).
-    pub strict_completeness: bool,
+    /// What invariant 8 checks.
+    pub completeness: Completeness,
     /// The mover locks the source PTL, clears, unlocks, then locks the destination PTL and sets
     /// (no `double_pt_lock`).
     pub split_ptl: bool,
     /// The mover takes the anon_vma reference and write lock before the folio lock.
     pub anon_lock_first: bool,
+    /// The walker's caller holds a folio reference for the whole walk.
+    pub walker_folio_ref: bool,
+    /// S6 also re-checks `READ_ONCE(anon_vma->root) == root_anon_vma` (a proposed hardening, not
+    /// in any kernel).
+    pub recheck_root: bool,
 }
 
 impl Protocol {
@@ -94,9 +125,15 @@ impl Protocol {
             prefix_pin_order: false,
             index_first: false,
             cache_pgoff: false,
-            strict_completeness: version == Version::V3,
+            completeness: if version == Version::V3 {
+                Completeness::Strict
+            } else {
+                Completeness::PtlOverlap
+            },
             split_ptl: false,
             anon_lock_first: false,
+            walker_folio_ref: true,
+            recheck_root: false,
         };
         match mutation {
             None => {}
@@ -107,6 +144,7 @@ impl Protocol {
             Some(Mutation::PreFixPinOrder) => p.prefix_pin_order = true,
             Some(Mutation::SplitPtl) => p.split_ptl = true,
             Some(Mutation::AnonLockBeforeFolioLock) => p.anon_lock_first = p.mover_anon_lock,
+            Some(Mutation::WalkerWithoutFolioRef) => p.walker_folio_ref = false,
         }
         p
     }
@@ -133,8 +171,23 @@ pub struct Config {
     pub reuse: bool,
     /// Run a GUP-fast thread that can pin the folio.
     pub gup: bool,
-    /// Check invariant 8 strictly even for V0–V2 (shows V2's benign window).
-    pub force_strict_completeness: bool,
+    /// Newest kernel (V3): F is the middle folio of a PTE batch: the mover moves a first folio
+    /// F0 (not modelled), `folio_unlock(F0)` and trylocks F under the held PTLs
+    /// (`check_ptes_for_batched_move`), moves it and unlocks it before the next folio is
+    /// checked, still under the PTLs and before the one `flush_tlb_range`.
+    pub batched: bool,
+    /// Proposed hardening: S6 re-checks the anon_vma's root as well as the pointer.
+    pub s6_recheck_root: bool,
+    /// Run the fork thread (fork after the move, the parent drops D, the child's COW reuse
+    /// moves F into D''s anon_vma, which `anon_vma_fork` may allocate in X's freed slot).
+    pub fork: bool,
+    /// Check invariant 8 with this promise instead of the version's (`Strict` for V3,
+    /// `PtlOverlap` for V0–V2).
+    pub completeness: Option<Completeness>,
+    /// The walker's `page_vma_mapped_walk` uses `PVMW_SYNC` (takes the PTL before looking at the
+    /// PTE) although its caller does not: the model's earlier walk, kept as a control. The
+    /// folio-locked walker (`try_to_unmap`/`try_to_migrate` with `TTU_SYNC`) always uses it.
+    pub pvmw_sync: bool,
     /// Also run the loom model ([`weak_memory`](crate::weak_memory)): `folio->mapping` and
     /// `folio->index` as `Relaxed` atomics, rwsem words Acquire/Release. Set where the order of
     /// the plain `WRITE_ONCE`/`READ_ONCE` accesses matters.
@@ -145,8 +198,17 @@ impl Config {
     /// The derived protocol switches.
     pub fn protocol(&self) -> Protocol {
         let mut p = Protocol::new(self.version, self.mutation);
-        p.strict_completeness |= self.force_strict_completeness;
+        if let Some(c) = self.completeness {
+            p.completeness = c;
+        }
+        p.recheck_root = self.s6_recheck_root && p.recheck_fast;
         p
+    }
+
+    /// Whether the walker's `map_pte` takes the PTL before reading the PTE (`PVMW_SYNC`), rather
+    /// than reading it locklessly and returning at once when it is not present.
+    pub fn sync_walk(&self) -> bool {
+        self.pvmw_sync || self.walker == WalkerMode::FolioLocked
     }
 
     /// A configuration with the default thread set (walker, mover, munmap with reuse).
@@ -161,7 +223,11 @@ impl Config {
             munmap: true,
             reuse: true,
             gup: false,
-            force_strict_completeness: false,
+            fork: false,
+            s6_recheck_root: false,
+            batched: false,
+            completeness: None,
+            pvmw_sync: false,
             weak_memory: false,
         }
     }
@@ -318,15 +384,49 @@ pub fn expected_table() -> Vec<Expected> {
         row(
             with(
                 Config::new("v2-strict", V2, TryLock),
-                "6.8 with invariant 8 checked strictly: the benign window (index read before its store)",
+                "6.8 with invariant 8 checked strictly: a walk that overlaps the mover's PTL section misses D",
                 |c| {
-                    c.force_strict_completeness = true;
+                    c.completeness = Some(Completeness::Strict);
                     c.aba = true;
                     c.munmap = false;
                     c.reuse = false;
                 },
             ),
             &[8],
+        ),
+        row(
+            with(
+                Config::new("v2-index-window", V2, TryLock),
+                "6.8 checked against the model's earlier invariant 8 (a miss excused only for an index \
+                 read between the two stores): the lockless map_pte breaks it",
+                |c| c.completeness = Some(Completeness::IndexWindow),
+            ),
+            &[8],
+        ),
+        row(
+            with(
+                Config::new("v2-pvmw-sync", V2, TryLock),
+                "control of v2-index-window: the same check with the earlier PVMW_SYNC-style walk \
+                 (rmap_one waits for the PTL) holds",
+                |c| {
+                    c.completeness = Some(Completeness::IndexWindow);
+                    c.pvmw_sync = true;
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v2-fork-aba", V2, TryLock),
+                "6.8, ABA hunt for S6's pointer-only re-check: after the move X is freed by munmap(S), \
+                 fork's anon_vma_fork reuses the slot as a child of Y, COW reuse moves F into it; \
+                 closed: the walker's folio reference makes wp_can_reuse_anon_folio refuse",
+                |c| {
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[],
         ),
         row(
             with(
@@ -358,6 +458,28 @@ pub fn expected_table() -> Vec<Expected> {
         ),
         row(
             with(
+                Config::new("v3-batch", V3, TryLock),
+                "newest, F in the middle of a PTE batch: folio_trylock'd and folio_unlock'ed under the \
+                 held PTLs, before flush_tlb_range and double_pt_unlock",
+                |c| c.batched = true,
+            ),
+            &[],
+        ),
+        row(
+            with(
+                Config::new("v3-fork-aba", V3, TryLock),
+                "newest, the fork/COW-reuse ABA threads of v2-fork-aba (invariant 8 as for V2: fork's \
+                 copy_pte_range takes no folio lock, so a walk that overlaps it may miss the child's new PTE)",
+                |c| {
+                    c.fork = true;
+                    c.reuse = false;
+                    c.completeness = Some(Completeness::PtlOverlap);
+                },
+            ),
+            &[],
+        ),
+        row(
+            with(
                 Config::new("mut-v3-mover-only", V2, TryLock),
                 "mutation: mover drops the anon_vma lock but walkers stay V2 (no folio lock)",
                 |c| c.mutation = Some(Mutation::V3MoverOnly),
@@ -379,7 +501,10 @@ pub fn expected_table() -> Vec<Expected> {
                  without a barrier a weakly ordered CPU still shows the old index",
                 |c| {
                     c.mutation = Some(Mutation::IndexBeforeMapping);
-                    c.force_strict_completeness = true;
+                    c.completeness = Some(Completeness::Strict);
+                    // Ask the index-order question alone: a walk that waits for the PTL
+                    // cannot miss D for any other reason.
+                    c.pvmw_sync = true;
                     c.weak_memory = true;
                     c.aba = true;
                     c.munmap = false;
@@ -400,7 +525,8 @@ pub fn expected_table() -> Vec<Expected> {
         row(
             with(
                 Config::new("mut-prefix-pin", V2, TryLock),
-                "mutation: Qi Zheng's pre-fix order, mapping/index stored before the pin re-check",
+                "mutation: the order before Qi Zheng's fix: folio_move_anon_rmap and the index store before \
+                 ptep_clear_flush and the pin re-check",
                 |c| {
                     c.mutation = Some(Mutation::PreFixPinOrder);
                     c.gup = true;
@@ -417,7 +543,7 @@ pub fn expected_table() -> Vec<Expected> {
                  F is briefly mapped by no PTE",
                 |c| c.mutation = Some(Mutation::SplitPtl),
             ),
-            &[5, 8],
+            &[5],
         ),
         row(
             with(
@@ -427,6 +553,34 @@ pub fn expected_table() -> Vec<Expected> {
                 |c| c.mutation = Some(Mutation::AnonLockBeforeFolioLock),
             ),
             &[9],
+        ),
+        row(
+            with(
+                Config::new("mut-walker-no-ref", V2, TryLock),
+                "mutation: v2-fork-aba with a walker that holds no folio reference: COW reuse moves F \
+                 into X's reused slot (root Y), S6's pointer compare passes, the walker holds X's \
+                 rwsem and walks and unlocks the wrong root",
+                |c| {
+                    c.mutation = Some(Mutation::WalkerWithoutFolioRef);
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[1, 3],
+        ),
+        row(
+            with(
+                Config::new("fix-s6-root-recheck", V2, TryLock),
+                "control of mut-walker-no-ref: the same threads with S6 also re-checking \
+                 anon_vma->root against the saved root (a proposed hardening) hold",
+                |c| {
+                    c.mutation = Some(Mutation::WalkerWithoutFolioRef);
+                    c.s6_recheck_root = true;
+                    c.fork = true;
+                    c.reuse = false;
+                },
+            ),
+            &[],
         ),
     ]
 }

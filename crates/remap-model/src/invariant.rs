@@ -17,7 +17,9 @@ pub enum Invariant {
     /// root instead. `rmap_walk_anon` walks `anon_vma->rb_root` under `anon_vma_lock_read`.
     AnonVmaUnlockMatchesLock,
     /// Invariant 2, No freed walk: while walking or unlocking an anon_vma, its slot is live and has the
-    /// generation seen at S1.
+    /// generation seen at S1, unless the slot was reused and the folio has since moved into it
+    /// (then it is the folio's current anon_vma, and whether the walker holds its root is
+    /// invariant 1's and 3's question).
     ///
     /// Kernel rule: `anon_vma_free` pairs its `rwsem_is_locked` check with the walker's
     /// "trylock, then `folio_mapped`" in `folio_lock_anon_vma_read`, so `rmap_walk_anon` never walks a

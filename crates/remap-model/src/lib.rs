@@ -6,8 +6,11 @@
 //! folio to an anon_vma with a *different root*. This crate models the folio, the anon_vma slab
 //! slots (freed and reused at once, rwsem surviving reuse), two VMAs with one PTE each, the PTLs and
 //! the mmap lock, and runs a walker (`folio_referenced` -> `folio_lock_anon_vma_read` S1–S13 ->
-//! `rmap_walk_anon`), a mover (`move_pages_pte` / `move_present_pte`), a munmap-and-reuse thread
-//! and optionally a second mover (ABA) and a GUP-fast pinner, for every kernel version
+//! `rmap_walk_anon` with the lockless `map_pte` of `page_vma_mapped_walk`), a mover
+//! (`move_pages_pte` / `move_present_pte` of 6.8 with its trylock-then-sleep retries, or the
+//! newest `move_pages_ptes` / `move_present_ptes` with PTE batching), a munmap-and-reuse thread
+//! and optionally a second mover (ABA), a GUP-fast pinner and a fork thread (`anon_vma_fork`
+//! reusing a freed slot, COW reuse as a same-root move), for every kernel version
 //! ([`Version`]) and planted bug ([`Mutation`]). The nine invariants of `rmap-protocol.md`
 //! section 4 are [`Invariant`] variants named after the kernel rule they check. It depends on no
 //! other workspace crate and makes no syscalls. `DESIGN.md` next to `Cargo.toml` lists what is
@@ -52,7 +55,7 @@
 //!   [`Config::weak_memory`] (v0, v2, mut-index-first). `folio->mapping`/`folio->index` are
 //!   `Relaxed` (`WRITE_ONCE`/`READ_ONCE`), the rwsem words Acquire/Release, so loom answers what
 //!   the SC model cannot: storing the index before the mapping (`mut-index-first`) does *not*
-//!   close V2's benign window without a barrier (the cell shows `broken(wm)` with a log of the
+//!   close V2's index window without a barrier (the cell shows `broken(wm)` with a log of the
 //!   values each thread read), and V2's re-check is ordered by the rwsem, not by `READ_ONCE`.
 //!   loom cannot produce every `Relaxed` behaviour (load buffering), so its passes are weaker than
 //!   proofs; its failures are real C11 executions. loom needs unwinding: in a `panic = "abort"`
@@ -66,17 +69,24 @@
 //!
 //! | Check | Bound | States | Time |
 //! |---|---|---|---|
-//! | explorer, all 20 configurations | unbounded preemptions, 4 M state cap | 465–2 267 per configuration | 0.03 s in total |
-//! | loom in [`run_config`], 3 configurations | preemption bound 8 (saturated from 6: the whole space) | 96, 96, 75 executions | 2–5 ms each |
-//! | shuttle, all 20 configurations | 300 random + 300 PCT (depth 3) executions each; 1 000 PCT (depth 4) more for an unsafe one the first budget misses (only v2-strict) | n/a | ~2 s |
-//! | loom tests, 4 litmus models | 3 preemptions | n/a | ~0.1 s |
-//! | `cargo test -p remap-model` (all of it, after build) | | | ~3 s |
+//! | explorer, all 27 configurations | unbounded preemptions, 4 M state cap | 603–7 651 per configuration | 0.2–0.4 s in total |
+//! | loom in [`run_config`], 3 configurations | preemption bound 8 (saturated from 6: the whole space) | 132, 132, 75 executions | 20–40 ms each |
+//! | shuttle, all 27 configurations | 300 random + 300 PCT (depth 3) executions each (a third for the fork ones); up to 6 seeds x 1 500 PCT (depth 4) more for an unsafe one the first budget misses | n/a | ~20–50 s |
+//! | loom tests, 3 litmus models + 1 self-test | 3 preemptions | n/a | ~0.1 s |
+//! | `cargo test -p remap-model` (all of it, after build) | | | ~42 s |
 //!
 //! # Caveats
 //!
-//! - **Invariant 8 in V2.** V2 only satisfies the weak form (a miss is excused when the walker
-//!   read `folio->index` between the mover's mapping and index stores); configuration
-//!   `v2-strict` shows the window with a shortest trace.
+//! - **Invariant 8 in V2.** V2 satisfies what the kernel promises a walker without the folio
+//!   lock ([`Completeness::PtlOverlap`]: no miss unless the walk overlaps another thread's PTL
+//!   section), not more: `v2-strict` shows a miss with a shortest trace, and `v2-index-window`
+//!   that the model's earlier, narrower form (a miss only for an index read between the two
+//!   stores) fails once the walk's `map_pte` reads the PTE without the lock, as
+//!   `folio_referenced_one` does.
+//! - **The fork ABA.** S6's pointer-only re-check would pass for a reused anon_vma slot that
+//!   COW reuse moved the folio into; the walker's folio reference is what closes that path
+//!   (`v2-fork-aba` holds, `mut-walker-no-ref` breaks 1 and 3; `fix-s6-root-recheck` shows that
+//!   re-checking the root in S6 would close it without the reference).
 //! - **Walks that never start.** A walker that gets `NULL` from `folio_lock_anon_vma_read` (S2,
 //!   S3, S7, S9, S10, S13, or a contended trylock) is not a walk: invariant 8 only checks walks
 //!   that obtained an anon_vma, as in the kernel, where such a `folio_referenced` simply reports
@@ -94,7 +104,7 @@ pub mod step;
 pub mod weak_memory;
 
 pub use config::{
-    expected_table, Config, Expect, Expected, Mutation, Protocol, Version, WalkerMode,
+    expected_table, Completeness, Config, Expect, Expected, Mutation, Protocol, Version, WalkerMode,
 };
 pub use explore::{
     explore, replay, run_config, Bounds, Checker, Exploration, InvariantResult, Outcome, Report,

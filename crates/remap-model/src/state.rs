@@ -11,30 +11,35 @@ pub const SLOT_X: u8 = 0;
 pub const SLOT_Y: u8 = 1;
 /// anon_vma slot of an unrelated process's root anon_vma (R'); a reused X becomes its child.
 pub const SLOT_R: u8 = 2;
+/// A free anon_vma slot that `anon_vma_fork` allocates when X is not free (Z).
+pub const SLOT_Z: u8 = 3;
 /// Number of anon_vma slots.
-pub const NSLOT: usize = 3;
+pub const NSLOT: usize = 4;
 /// The source VMA (S).
 pub const VMA_S: u8 = 0;
 /// The destination VMA (D).
 pub const VMA_D: u8 = 1;
+/// The fork child's copy of D (D'), in the child's mm, with its own page table and PTL.
+pub const VMA_DC: u8 = 2;
 /// Number of VMAs (one PTE slot each).
-pub const NVMA: usize = 2;
+pub const NVMA: usize = 3;
 
 /// Name of an anon_vma slot as used in traces.
 pub fn slot_name(slot: u8) -> &'static str {
     match slot {
         SLOT_X => "X",
         SLOT_Y => "Y",
-        _ => "R'",
+        SLOT_R => "R'",
+        _ => "Z",
     }
 }
 
 /// Name of a VMA as used in traces.
 pub fn vma_name(vma: u8) -> &'static str {
-    if vma == VMA_S {
-        "S"
-    } else {
-        "D"
+    match vma {
+        VMA_S => "S",
+        VMA_D => "D",
+        _ => "D'",
     }
 }
 
@@ -46,6 +51,7 @@ pub fn thread_name(role: Role) -> &'static str {
         Role::Munmap => "C",
         Role::MoverBack => "E",
         Role::Gup => "G",
+        Role::Fork => "K",
     }
 }
 
@@ -63,6 +69,10 @@ pub enum Role {
     MoverBack,
     /// GUP-fast pinning the folio (`folio_maybe_dma_pinned` becomes true).
     Gup,
+    /// `fork()` of the process after the move (`dup_mmap` -> `anon_vma_fork` ->
+    /// `copy_pte_range`), the parent's `MADV_DONTNEED(D)`, then the child's write fault on D'
+    /// (`do_wp_page` -> `wp_can_reuse_anon_folio` -> `folio_move_anon_rmap`: a same-root move).
+    Fork,
 }
 
 /// A `rw_semaphore`: `count` > 0 readers, -1 writer; `readers`/`writer` are ghost holders.
@@ -132,6 +142,8 @@ pub struct Folio {
     pub refcount: i8,
     /// `folio_maybe_dma_pinned()`.
     pub pinned: bool,
+    /// `PageAnonExclusive` (cleared by fork's `folio_try_dup_anon_rmap_pte`, set by COW reuse).
+    pub exclusive: bool,
     /// Ghost: a mover has done the first of its two stores (mapping, index) but not the second.
     pub half_moved: bool,
 }
@@ -141,6 +153,10 @@ pub struct Folio {
 pub enum WalkerPc {
     /// Mutation: read `folio->index` before any lock.
     CachePgoff,
+    /// `folio_referenced`'s preamble (page_idle's and DAMON's likewise): `pra.mapcount =
+    /// folio_mapcount()`, return if 0; return if `!folio_raw_mapping()`; the anon/KSM test
+    /// decides whether the folio is trylocked (V0–V2: only file and KSM folios; V3: all).
+    Preamble,
     /// V3: `folio_trylock` in `folio_referenced`.
     FolioTrylock,
     /// Migration-style walker: `folio_lock` (sleeps) before `rmap_walk`.
@@ -171,8 +187,12 @@ pub enum WalkerPc {
     S13,
     /// `rmap_walk_anon` reads `folio->index` after locking.
     WalkStart,
-    /// `rmap_walk_anon` visits VMA `n` of the tree (`rmap_one` under its PTL).
+    /// `rmap_walk_anon` visits VMA `n` of the tree: `rmap_one` -> `page_vma_mapped_walk` ->
+    /// `map_pte`. Non-sync: `ptep_get` without the PTL, not present -> not found at once;
+    /// `PVMW_SYNC`: `pte_offset_map_lock` (waits for the PTL), then `check_pte`.
     Walk(u8),
+    /// Non-sync `map_pte` saw a present PTE in VMA `n`: `spin_lock(ptl)`, then `check_pte`.
+    WalkLocked(u8),
     /// `anon_vma_unlock_read` at the end of the walk.
     WalkEnd,
     /// Return from `folio_referenced` (unlock the folio if locked).
@@ -188,13 +208,25 @@ pub enum MoverPc {
     MmapLock,
     /// `validate_move_areas`: both VMAs still exist.
     Validate,
-    /// Read both PTEs under their PTLs.
+    /// `retry:` read both PTEs under their PTLs (and, with the folio held, `pte_same` against the
+    /// PTE it was taken from).
     ReadPtes,
-    /// `folio_lock` (+ `folio_get`).
+    /// Mutation `AnonLockBeforeFolioLock` only: a sleeping `folio_lock` (+ `folio_get`) after
+    /// the anon_vma lock.
     FolioLock,
+    /// Under the source PTL: `pte_same`, `vm_normal_folio`, `PageAnonExclusive`, `folio_get`,
+    /// `folio_trylock`; unlock the PTL.
+    SrcFolioTrylock,
+    /// `folio_trylock` failed: `pte_unmap` both, `folio_lock` (sleeps), `goto retry` (keeps it).
+    FolioLockSleep,
+    /// `anon_vma_trylock_write(src_anon_vma)`.
+    AnonTrylock,
+    /// `anon_vma_trylock_write` failed: `pte_unmap` both, `anon_vma_lock_write` (sleeps),
+    /// `goto retry` (keeps it).
+    AnonLockSleep,
     /// `folio_get_anon_vma`.
     GetAnonVma,
-    /// `anon_vma_lock_write`.
+    /// Mutation `AnonLockBeforeFolioLock` only: a sleeping `anon_vma_lock_write`.
     AnonLockWrite,
     /// `double_pt_lock`.
     DoublePtLock,
@@ -210,6 +242,15 @@ pub enum MoverPc {
     StoreIndex,
     /// Mutation `SplitPtl`: unlock the source PTL after the clear and the stores.
     SrcUnlock,
+    /// Newest (batched): `check_ptes_for_batched_move` for F, the batch's next folio, with both
+    /// PTLs held: dst none, src present, `PageAnonExclusive`, not large, `folio_trylock(F)`.
+    BatchTrylock,
+    /// Newest (batched): `folio_unlock(F)` under the PTLs before the next folio is checked.
+    BatchUnlock,
+    /// Newest: one `flush_tlb_range` for the batch, with the PTLs held.
+    FlushTlbRange,
+    /// Newest: `folio_unlock` of the batch's last folio, still under the PTLs.
+    FolioUnlockInPtl,
     /// Mutation `SplitPtl`: lock the destination PTL (spins).
     DstLock,
     /// `set_pte_at(dst)`.
@@ -262,6 +303,41 @@ pub enum PutPc {
     Handshake,
     /// `kmem_cache_free` (slot becomes Free) and drop of the root's reference.
     Free,
+}
+
+/// Program counter of the fork thread (K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForkPc {
+    /// `dup_mmap`: `mmap_write_lock` of the parent.
+    MmapWriteLock,
+    /// `anon_vma_fork` -> `anon_vma_clone(D', D)`: link D' into Y's tree under root Y.
+    AnonVmaClone,
+    /// `anon_vma_fork`: `anon_vma_alloc` (slab reuse of a free slot), `root = D's root`,
+    /// `get_anon_vma(root)`, link D' into it under the root's rwsem.
+    AnonVmaAlloc,
+    /// `copy_pte_range`: copy D's PTE to D' (`folio_try_dup_anon_rmap_pte`).
+    CopyPte,
+    /// `mmap_write_unlock` of the parent.
+    MmapWriteUnlock,
+    /// The parent's `MADV_DONTNEED(D)`: `zap_pte_range` under D's PTL.
+    ParentZap,
+    /// The child's write fault on D': `do_wp_page` under D''s PTL, `wp_can_reuse_anon_folio`.
+    CowFault,
+    /// `folio_move_anon_rmap(F, D')` (same root), `SetPageAnonExclusive`.
+    CowMove,
+    /// `folio_unlock`; `pte_unmap_unlock(D')`.
+    CowUnlock,
+    /// Finished.
+    Done,
+}
+
+/// Locals of the fork thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fork {
+    /// Program counter.
+    pub pc: ForkPc,
+    /// `copy_pte_range` copied F into D'.
+    pub copied: bool,
 }
 
 /// Why a move failed.
@@ -325,8 +401,16 @@ pub struct Walker {
     pub pgoff: u8,
     /// Ghost: pgoff was read between a mover's two stores.
     pub pgoff_half: bool,
+    /// Ghost: [`State::ptl_epoch`] when the walk started (the `folio_pgoff` read).
+    pub walk_epoch: u8,
+    /// Ghost: another thread held a page-table lock of S or D when the walk started.
+    pub ptl_busy_at_start: bool,
     /// Ghost: VMAs whose PTE `rmap_one` found.
     pub visited: u8,
+    /// `pra.mapcount` of `folio_referenced` (`folio_mapcount` at the preamble), decremented per
+    /// mapping found; the walk stops at 0 (`folio_referenced_one` returns false). `None`: the
+    /// caller does not count (page_idle, DAMON, migration).
+    pub budget: Option<i8>,
     /// Active `put_anon_vma` on a slot.
     pub put: Option<(u8, PutPc)>,
 }
@@ -346,6 +430,11 @@ pub struct Mover {
     pub locked: Option<u8>,
     /// Holds the folio lock.
     pub folio_locked: bool,
+    /// Holds a folio reference (`folio_get` in `move_pages_pte`; the newest kernel drops it
+    /// under the PTLs, the page table holding one).
+    pub has_ref: bool,
+    /// Newest kernel, batched: F is not the first folio of its `move_present_ptes` batch.
+    pub batch: bool,
     /// Inside the PTL section (both PTLs; with `SplitPtl`, one of them at a time).
     pub in_ptl: bool,
     /// Snapshot for failure atomicity.
@@ -380,6 +469,8 @@ pub enum Thread {
     Munmap(Munmap),
     /// GUP-fast: `true` once done.
     Gup(bool),
+    /// The fork thread.
+    Fork(Fork),
 }
 
 impl Thread {
@@ -390,6 +481,7 @@ impl Thread {
             Thread::Mover(m) => m.pc == MoverPc::Done,
             Thread::Munmap(c) => c.pc == MunmapPc::Done,
             Thread::Gup(done) => *done,
+            Thread::Fork(k) => k.pc == ForkPc::Done,
         }
     }
 }
@@ -399,9 +491,9 @@ impl Thread {
 pub struct State {
     /// The folio F.
     pub folio: Folio,
-    /// anon_vma slots X, Y, R'.
+    /// anon_vma slots X, Y, R', Z.
     pub av: [AnonVma; NSLOT],
-    /// VMAs S and D.
+    /// VMAs S, D and the fork child's D'.
     pub vma: [Vma; NVMA],
     /// `mmap_lock`: > 0 readers, -1 writer.
     pub mm: i8,
@@ -409,6 +501,9 @@ pub struct State {
     pub threads: Vec<Thread>,
     /// Roles of the threads (same order).
     pub roles: Vec<Role>,
+    /// Ghost: bumped by every step of a thread other than the walker that takes or drops a
+    /// page-table lock of S or D or changes a PTE (invariant 8's `PtlOverlap`).
+    pub ptl_epoch: u8,
     /// Scheduler: last thread run (`u8::MAX` initially).
     pub last: u8,
     /// Scheduler: preemptions used so far.
@@ -437,6 +532,7 @@ impl State {
         out.push(("F.mapcount".into(), f.mapcount.to_string()));
         out.push(("F.refcount".into(), f.refcount.to_string()));
         out.push(("F.pinned".into(), f.pinned.to_string()));
+        out.push(("F.PageAnonExclusive".into(), f.exclusive.to_string()));
         for (i, a) in self.av.iter().enumerate() {
             let n = slot_name(u8::try_from(i).unwrap_or(u8::MAX));
             out.push((

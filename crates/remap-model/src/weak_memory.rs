@@ -10,8 +10,10 @@
 //!
 //! - **A, walker** (`folio_referenced`, `try_lock`): S1 reads the mapping, S5 trylocks that
 //!   slot's root rwsem, S6 re-checks the mapping (V2), returns; `rmap_walk_anon` reads the index
-//!   and visits the tree VMAs covering it under the PTL; at the end it checks invariant 8 under
-//!   the PTL, then `up_read`.
+//!   (`folio_pgoff`, a plain load: `Relaxed`) and visits the tree VMA covering it the way the
+//!   non-sync `map_pte` does (a `Relaxed` load of the PTE word, the PTL only when it is present;
+//!   `PVMW_SYNC` takes the PTL first); at the end it checks invariant 8 under the PTL (in its
+//!   happens-before form for `PtlOverlap`), then `up_read`.
 //! - **B, mover** (`move_pages_pte` with the anon_vma write lock of V0–V2): `down_write(root
 //!   X)`, `double_pt_lock`, clears S, stores mapping and index in the protocol's order, sets D,
 //!   unlocks.
@@ -29,10 +31,10 @@ use std::sync::atomic::{AtomicBool as GhostBool, AtomicUsize as GhostUsize, Orde
 use std::sync::{Arc as StdArc, Mutex as StdMutex};
 use std::time::Instant;
 
-use loom::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 
-use crate::config::{Config, Protocol, WalkerMode};
+use crate::config::{Completeness, Config, Protocol, WalkerMode};
 use crate::explore::{Checker, Trace, TraceStep};
 use crate::invariant::{Invariant, Violation};
 use crate::state::Role;
@@ -136,13 +138,14 @@ pub fn weak_memory_check(cfg: &Config, preemption_bound: usize) -> WeakMemoryRep
         return report;
     }
     let p = cfg.protocol();
+    let sync = cfg.sync_walk();
     let executions = StdArc::new(GhostUsize::new(0));
     let found: StdArc<StdMutex<Vec<(Invariant, Trace)>>> = StdArc::default();
     let body = {
         let (executions, found) = (StdArc::clone(&executions), StdArc::clone(&found));
         move || {
             let n = executions.fetch_add(1, G::Relaxed) + 1;
-            one_execution(&p, n, preemption_bound, &found);
+            one_execution(&p, sync, n, preemption_bound, &found);
         }
     };
     let mut b = loom::model::Builder::new();
@@ -184,6 +187,13 @@ struct Ghost {
     mapping: GhostUsize,
     mapping_stored: GhostBool,
     index_stored: GhostBool,
+    /// B holds the PTLs (`double_pt_lock` .. `double_pt_unlock`).
+    in_ptl: GhostBool,
+    /// Number of PTL sections B has entered.
+    ptl_sections: GhostUsize,
+    /// B is about to `up_write(root X)` (or has): a later successful trylock of X reads that
+    /// Release, so all of B's move happens-before the walk.
+    x_released: GhostBool,
 }
 
 impl Ghost {
@@ -217,6 +227,9 @@ struct Shared {
     rwsem: [AtomicIsize; 2],
     /// `double_pt_lock` takes both PTLs; one loom mutex stands for the pair.
     ptl: Mutex<Ptes>,
+    /// The PTE words as a lockless `ptep_get` sees them (`Relaxed`; written under the PTL).
+    pte_s: AtomicBool,
+    pte_d: AtomicBool,
 }
 
 fn slot(m: usize) -> &'static str {
@@ -227,24 +240,35 @@ fn slot(m: usize) -> &'static str {
     }
 }
 
-fn one_execution(p: &Protocol, n: usize, bound: usize, found: &StdMutex<Vec<(Invariant, Trace)>>) {
+fn one_execution(
+    p: &Protocol,
+    sync: bool,
+    n: usize,
+    bound: usize,
+    found: &StdMutex<Vec<(Invariant, Trace)>>,
+) {
     let sh = Arc::new(Shared {
         mapping: AtomicUsize::new(X),
         index: AtomicUsize::new(IDX_S),
         rwsem: [AtomicIsize::new(0), AtomicIsize::new(0)],
         ptl: Mutex::new(Ptes { s: true, d: false }),
+        pte_s: AtomicBool::new(true),
+        pte_d: AtomicBool::new(false),
     });
     let gh = StdArc::new(Ghost {
         log: StdMutex::new(Vec::new()),
         mapping: GhostUsize::new(X),
         mapping_stored: GhostBool::new(false),
         index_stored: GhostBool::new(false),
+        in_ptl: GhostBool::new(false),
+        ptl_sections: GhostUsize::new(0),
+        x_released: GhostBool::new(false),
     });
     let mover = {
         let (sh, gh, p) = (Arc::clone(&sh), StdArc::clone(&gh), *p);
         loom::thread::spawn(move || mover(&sh, &gh, &p))
     };
-    let violations = walker(&sh, &gh, p);
+    let violations = walker(&sh, &gh, p, sync);
     let _ = mover.join();
     if violations.is_empty() {
         return;
@@ -284,8 +308,11 @@ fn mover(sh: &Shared, gh: &Ghost, p: &Protocol) {
         vec![],
     );
     let Ok(mut ptes) = sh.ptl.lock() else { return };
+    gh.in_ptl.store(true, G::SeqCst);
+    gh.ptl_sections.fetch_add(1, G::SeqCst);
     gh.say(b, "double_pt_lock(S, D)".into(), vec![]);
     ptes.s = false;
+    sh.pte_s.store(false, Ordering::Relaxed);
     gh.say(
         b,
         "ptep_clear_flush(S)".into(),
@@ -320,13 +347,17 @@ fn mover(sh: &Shared, gh: &Ghost, p: &Protocol) {
         store_index();
     }
     ptes.d = true;
+    sh.pte_d.store(true, Ordering::Relaxed);
     gh.say(
         b,
         "set_pte_at(D, mk_pte(F))".into(),
         vec!["D.pte: none -> F".into()],
     );
+    gh.in_ptl.store(false, G::SeqCst);
     drop(ptes);
     gh.say(b, "double_pt_unlock [Release]".into(), vec![]);
+    // Ghost first: a walker whose trylock then succeeds on X read this release.
+    gh.x_released.store(true, G::SeqCst);
     sh.rwsem[X].store(0, Ordering::Release);
     gh.say(
         b,
@@ -336,7 +367,7 @@ fn mover(sh: &Shared, gh: &Ghost, p: &Protocol) {
 }
 
 /// The walker; returns each violation with the log length at the point it was found.
-fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
+fn walker(sh: &Shared, gh: &Ghost, p: &Protocol, sync: bool) -> Vec<(Violation, usize)> {
     let a = Role::Walker;
     let mut out = Vec::new();
     let m = sh.mapping.load(Ordering::Relaxed);
@@ -357,10 +388,14 @@ fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
     );
     let rw = &sh.rwsem[m];
     let cur = rw.load(Ordering::Relaxed);
+    let released_before = gh.x_released.load(G::SeqCst);
     let locked = cur >= 0
         && rw
             .compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
+    // The walk is ordered after B's whole move only through B's up_write(root X): the walker's
+    // other accesses (mapping, index, ptep_get) are plain and pair with nothing.
+    let synced_with_mover = locked && m == X && released_before;
     if !locked {
         gh.say(
             a,
@@ -432,6 +467,8 @@ fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
     };
     current(&mut out, "folio_lock_anon_vma_read returns");
     let pgoff = sh.index.load(Ordering::Relaxed);
+    let sections_at_start = gh.ptl_sections.load(G::SeqCst);
+    let busy_at_start = gh.in_ptl.load(G::SeqCst);
     let stale = pgoff == IDX_S && gh.index_stored.load(G::SeqCst);
     // "A read folio->index from before B's store" while acting on an already-moved mapping.
     let half = pgoff == IDX_S && gh.mapping_stored.load(G::SeqCst);
@@ -452,7 +489,7 @@ fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
     gh.say(
         a,
         format!(
-            "rmap_walk_anon: pgoff = READ_ONCE(folio->index) = {pgoff:#x} ({how}); anon_vma_interval_tree_foreach over {}",
+            "rmap_walk_anon: pgoff = folio_pgoff(folio) = {pgoff:#x} (plain load; {how}); anon_vma_interval_tree_foreach over {}",
             slot(m)
         ),
         vec![],
@@ -461,15 +498,40 @@ fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
     let (vma, vpg) = if m == X { ("S", IDX_S) } else { ("D", IDX_D) };
     let mut visited = false;
     if vpg == pgoff {
-        let Ok(ptes) = sh.ptl.lock() else { return out };
-        let here = if m == X { ptes.s } else { ptes.d };
-        drop(ptes);
+        // map_pte without PVMW_SYNC: ptep_get without the PTL; the PTL only for a present PTE.
+        let seen = sync
+            || if m == X {
+                sh.pte_s.load(Ordering::Relaxed)
+            } else {
+                sh.pte_d.load(Ordering::Relaxed)
+            };
+        let here = if seen {
+            let Ok(ptes) = sh.ptl.lock() else { return out };
+            let here = if m == X { ptes.s } else { ptes.d };
+            drop(ptes);
+            here
+        } else {
+            false
+        };
         visited = here;
         gh.say(
             a,
             format!(
-                "rmap_one({vma}): vma_address; page_vma_mapped_walk under PTL -> {}",
-                if here { "F found (young)" } else { "pte none" }
+                "rmap_one({vma}): {}{}",
+                if sync {
+                    "page_vma_mapped_walk (PVMW_SYNC): pte_offset_map_lock; check_pte -> "
+                } else if seen {
+                    "map_pte: ptep_get (no PTL) -> present; spin_lock(ptl); check_pte -> "
+                } else {
+                    "map_pte: ptep_get (no PTL) -> none, PTL not taken"
+                },
+                if !seen {
+                    ""
+                } else if here {
+                    "F found (young)"
+                } else {
+                    "pte none"
+                }
             ),
             vec![],
         );
@@ -497,8 +559,18 @@ fn walker(sh: &Shared, gh: &Ghost, p: &Protocol) -> Vec<(Violation, usize)> {
         vec![],
     );
     current(&mut out, "at the end of rmap_walk_anon");
+    // In happens-before terms: the walk overlaps B's PTL section unless the section ended
+    // before the walk began in schedule order *and* the walker synchronized with it.
+    let overlapped = busy_at_start
+        || gh.ptl_sections.load(G::SeqCst) != sections_at_start
+        || (gh.ptl_sections.load(G::SeqCst) > 0 && !synced_with_mover);
+    let excused = match p.completeness {
+        Completeness::Strict => false,
+        Completeness::PtlOverlap => overlapped,
+        Completeness::IndexWindow => half,
+    };
     for (mapped, name, vm_pgoff, mine) in [(s, "S", IDX_S, m == X), (d, "D", IDX_D, m == Y)] {
-        if mapped && !(mine && visited) && (p.strict_completeness || !half) {
+        if mapped && !(mine && visited) && !excused {
             out.push((
                 Violation {
                     invariant: Invariant::RmapWalkAnonComplete,

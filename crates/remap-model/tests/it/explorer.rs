@@ -3,7 +3,7 @@
 use remap_model::state::thread_name;
 use remap_model::step::{any_enabled, initial_state, step, Ctx};
 use remap_model::{
-    expected_table, explore, run_config, Bounds, Expect, Invariant, Mutation, Outcome,
+    expected_table, explore, run_config, Bounds, Completeness, Expect, Invariant, Mutation, Outcome,
 };
 
 use crate::row;
@@ -67,23 +67,51 @@ fn v2_holds_every_invariant() {
 fn v3_holds_every_invariant_strictly() {
     for name in ["v3", "v3-blocking", "v3-aba"] {
         let r = check(name);
-        assert!(r.config.protocol().strict_completeness);
+        assert_eq!(r.config.protocol().completeness, Completeness::Strict);
         assert!(broken(&r).is_empty(), "{name}");
     }
 }
 
 #[test]
-fn v2_strict_completeness_shows_the_benign_window() {
-    // Section 3, "benign window left in V2": with invariant 8 strict, V2 misses the PTE when the
-    // walker reads folio->index between folio_move_anon_rmap and the index store.
+fn v2_strict_completeness_misses_d_during_the_ptl_section() {
+    // With invariant 8 strict, V2 misses the PTE when the walk overlaps the mover's PTL section.
     let r = check("v2-strict");
     assert_eq!(broken(&r), [8]);
-    let inv = &r.invariants[7];
-    let text = inv.trace.as_ref().expect("trace").render();
+    let text = r.invariants[7].trace.as_ref().expect("trace").render();
     let store = text.find("folio_move_anon_rmap").expect(&text);
     let read = text.find("rmap_walk_anon: pgoff").expect(&text);
+    let set = text.find("set_pte_at(D").expect(&text);
+    assert!(store < read && read < set, "{text}");
+}
+
+#[test]
+fn lockless_map_pte_misses_d_and_the_sync_walk_does_not() {
+    // Change 1: folio_referenced_one's page_vma_mapped_walk is not PVMW_SYNC. A V2 walker reads
+    // the new mapping, locks the new root Y (the mover holds X), reads the *new* index and finds
+    // D's PTE still empty without taking the PTL: a miss the model's earlier invariant 8 (which
+    // excused only an index read between the two stores) does not allow.
+    let r = check("v2-index-window");
+    assert_eq!(broken(&r), [8]);
+    let t = r.invariants[7].trace.as_ref().expect("trace");
+    let text = t.render();
     let index = text.find("WRITE_ONCE(folio->index").expect(&text);
-    assert!(store < read && read < index, "{text}");
+    let pgoff = text.find("pgoff = folio_pgoff(folio)").expect(&text);
+    let peek = text
+        .find("map_pte: ptep_get (no PTL) -> none")
+        .expect(&text);
+    let set = text.find("set_pte_at(D").expect(&text);
+    assert!(index < pgoff && pgoff < peek && peek < set, "{text}");
+    assert!(
+        text.contains("S5 down_read_trylock(root Y) -> ok"),
+        "{text}"
+    );
+    assert!(text.contains("pgoff = folio_pgoff(folio) = folio->index (plain load) = 0x20"));
+    // The control: the same check with the earlier PVMW_SYNC-style walk holds, and the kernel's
+    // promise (no miss unless the walk overlaps a PTL section) holds for the real walk.
+    assert!(broken(&check("v2-pvmw-sync")).is_empty());
+    let v2 = check("v2");
+    assert_eq!(v2.config.protocol().completeness, Completeness::PtlOverlap);
+    assert!(broken(&v2).is_empty());
 }
 
 #[test]
@@ -92,8 +120,9 @@ fn mutations_are_caught() {
     assert_eq!(broken(&check("mut-v3-walker-unlocked")), [1, 2, 3, 4, 8]);
     assert_eq!(broken(&check("mut-cached-pgoff")), [8]);
     assert_eq!(broken(&check("mut-prefix-pin")), [6, 8]);
-    assert_eq!(broken(&check("mut-split-ptl")), [5, 8]);
+    assert_eq!(broken(&check("mut-split-ptl")), [5]);
     assert_eq!(broken(&check("mut-anon-before-folio")), [9]);
+    assert_eq!(broken(&check("mut-walker-no-ref")), [1, 3]);
 }
 
 #[test]
@@ -122,6 +151,7 @@ fn every_invariant_and_every_mutation_is_shown_to_fire() {
         Mutation::PreFixPinOrder,
         Mutation::SplitPtl,
         Mutation::AnonLockBeforeFolioLock,
+        Mutation::WalkerWithoutFolioRef,
     ];
     // Fails to compile when a mutation is added without extending `all`.
     let _exhaustive = |m: Mutation| match m {
@@ -131,12 +161,14 @@ fn every_invariant_and_every_mutation_is_shown_to_fire() {
         | Mutation::WalkerCachesPgoff
         | Mutation::PreFixPinOrder
         | Mutation::SplitPtl
-        | Mutation::AnonLockBeforeFolioLock => (),
+        | Mutation::AnonLockBeforeFolioLock
+        | Mutation::WalkerWithoutFolioRef => (),
     };
     for m in all {
         let rows: Vec<_> = table
             .iter()
-            .filter(|e| e.config.mutation == Some(m))
+            // A `fix-` row applies a proposed hardening on top of the mutation: a control.
+            .filter(|e| e.config.mutation == Some(m) && !e.config.s6_recheck_root)
             .collect();
         assert!(!rows.is_empty(), "{m:?} has no configuration");
         for e in rows {
@@ -177,6 +209,14 @@ fn split_ptl_leaves_f_mapped_by_no_pte_between_the_two_ptl_sections() {
     );
     // The control: with double_pt_lock the same threads keep invariant 5.
     assert!(broken(&check("v2")).is_empty());
+    // Its earlier invariant-8 break rested on the walk waiting for D's PTL: with the lockless
+    // map_pte, v2 misses D the same way, and every such miss overlaps a PTL section of the
+    // mover, which is what the kernel allows. Strictly checked, both miss.
+    let mut strict = row("mut-split-ptl");
+    strict.config.completeness = Some(Completeness::Strict);
+    assert!(explore(&strict.config, &Bounds::default())
+        .broken()
+        .contains(&Invariant::RmapWalkAnonComplete));
 }
 
 #[test]
@@ -278,4 +318,60 @@ fn preemption_bound_is_monotone() {
         },
     );
     assert!(ex.broken().contains(&Invariant::RmapWalkAnonVmaAlive));
+}
+
+#[test]
+fn fork_aba_through_the_pointer_only_recheck_needs_a_walker_without_a_folio_ref() {
+    // Change 2b. The ABA path: X freed after move + munmap, its slot reused by anon_vma_fork as
+    // a child of Y, COW reuse moves F into it, S6's pointer compare passes while the walker
+    // holds X's rwsem. With the walker's folio reference (every real caller holds one) the
+    // checker proves it closed: wp_can_reuse_anon_folio sees folio_ref_count() != 1 and copies.
+    for name in ["v2-fork-aba", "v3-fork-aba", "fix-s6-root-recheck"] {
+        assert!(broken(&check(name)).is_empty(), "{name}");
+    }
+    let r = check("mut-walker-no-ref");
+    assert_eq!(broken(&r), [1, 3]);
+    let t = r.invariants[2].trace.as_ref().expect("trace");
+    let text = t.render();
+    let s4 = text.find("S4 anon_vma = X; root_anon_vma").expect(&text);
+    let reuse = text.find("anon_vma_alloc reuses slot X").expect(&text);
+    let cow = text
+        .find("folio_move_anon_rmap(F, D'): WRITE_ONCE(folio->mapping, X|ANON) (same root Y")
+        .expect(&text);
+    let s6 = text.find("S6 READ_ONCE(folio->mapping) == m").expect(&text);
+    assert!(s4 < reuse && reuse < cow && cow < s6, "{text}");
+    assert!(
+        t.violations[0].message.contains("root X locked")
+            && t.violations[0].message.contains("(root Y)"),
+        "{text}"
+    );
+    // The walk then reads X'->rb_root under the wrong rwsem and anon_vma_unlock_read releases
+    // root Y, which it never took.
+    let inv1 = r.invariants[0].trace.as_ref().expect("trace").render();
+    assert!(
+        inv1.contains("without holding its root Y rwsem") || inv1.contains("slot Y"),
+        "{inv1}"
+    );
+}
+
+#[test]
+fn pre_fix_order_stores_before_ptep_clear_flush() {
+    // Change 4: before Qi Zheng's fix, move_present_pte called folio_move_anon_rmap and stored
+    // the index right after the pte_same/pin checks, before ptep_clear_flush.
+    let r = check("mut-prefix-pin");
+    let t = r.invariants[5].trace.as_ref().expect("trace");
+    let text = t.render();
+    let checks = text.find("pte_same ok; not pinned").expect(&text);
+    let mapping = text.find("folio_move_anon_rmap(F, D)").expect(&text);
+    let index = text.find("WRITE_ONCE(folio->index").expect(&text);
+    let clear = text.find("ptep_clear_flush(S)").expect(&text);
+    let recheck = text
+        .find("after clear -> set_pte_at(S) back; -EBUSY")
+        .expect(&text);
+    assert!(
+        checks < mapping && mapping < index && index < clear && clear < recheck,
+        "{text}"
+    );
+    // The fixed order (v2-gup, same threads) stores only after the re-check.
+    assert!(broken(&check("v2-gup")).is_empty());
 }

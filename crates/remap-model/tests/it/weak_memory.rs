@@ -29,7 +29,7 @@ fn index_first_is_caught_under_weak_memory_through_run_config() {
         .find("S1 READ_ONCE(folio->mapping) = Y|ANON (new")
         .expect(&text);
     let index = text
-        .find("READ_ONCE(folio->index) = 0x10 (old: B's store of 0x20 is not yet visible")
+        .find("folio_pgoff(folio) = 0x10 (plain load; old: B's store of 0x20 is not yet visible")
         .expect(&text);
     let stored = text.find("WRITE_ONCE(folio->index").expect(&text);
     // B stored the index before A read the (new) mapping, and A still read the old index.
