@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 
 use crate::error::{ControlError, ControlOp, CreatePath, RangeError, ReadError};
-use crate::event::EventBuffer;
+use crate::event::{EventBuffer, ForkedUffd};
 use crate::{
     sys, ContinueFlags, CopyFlags, Features, Ioctls, MoveFlags, PoisonFlags, RegisterMode,
     UffdBuilder, WriteProtectFlags, ZeropageFlags,
@@ -98,9 +98,20 @@ impl Uffd {
 
     /// Wraps the fd of a `UFFD_EVENT_FORK` event: the child's userfaultfd, which inherits this
     /// one's features.
-    pub fn from_fork(fd: OwnedFd, parent: &Uffd) -> Self {
+    ///
+    /// Only a fork event read from the kernel carries such an fd: any other fd (a pipe, a file)
+    /// is refused at compile time, since reading events from it would let forged fork messages
+    /// claim fd numbers this process does not own.
+    ///
+    /// ```compile_fail,E0308
+    /// let parent = uffd::Uffd::new()?;
+    /// let not_a_uffd = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null")?);
+    /// let forged = uffd::Uffd::from_fork(not_a_uffd, &parent);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fork(forked: ForkedUffd, parent: &Uffd) -> Self {
         Self {
-            fd,
+            fd: OwnedFd::from(forked),
             enabled: parent.enabled,
             supported: parent.supported,
             ioctls: parent.ioctls,
