@@ -9,6 +9,7 @@
 //! the binding's `unsafe fn`s. Tests that fork run in a child process of their own (the test
 //! binary re-run on that one test), so a fork never shares another test's pages.
 
+mod control;
 mod create;
 mod errno;
 mod events;
