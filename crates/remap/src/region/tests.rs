@@ -5,46 +5,13 @@
 //! timeout): the test frees address ranges and then checks what is mapped there, which another
 //! test thread's `mmap(2)` could otherwise change in between.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 
-const CHILD_ENV: &str = "REMAP_REGION_UNIT_CHILD";
-
-/// Runs the calling test (named `name`) in a child process and asserts that it passed there.
-/// Returns `true` in the parent, which should then return, and `false` in the child.
-fn run_in_child(name: &str) -> bool {
-    if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
-        return false;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("child run of {name} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        status.success() && stdout.contains("1 passed"),
-        "child run of {name} failed ({status}):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
+/// Re-runs the calling test alone in a child process (see the module docs).
+fn run_in_child() -> bool {
+    test_support::child::run_in_child(Duration::from_secs(60))
 }
 
 fn page() -> usize {
@@ -112,9 +79,7 @@ fn injected() -> RegionError {
 
 #[test]
 fn failed_trim_never_unmaps_what_another_thread_mapped_into_the_freed_part() {
-    if run_in_child(
-        "region::tests::failed_trim_never_unmaps_what_another_thread_mapped_into_the_freed_part",
-    ) {
+    if run_in_child() {
         return;
     }
     let len = page();
@@ -159,7 +124,7 @@ fn failed_trim_never_unmaps_what_another_thread_mapped_into_the_freed_part() {
 
 #[test]
 fn first_trim_failing_unmaps_the_whole_padded_range() {
-    if run_in_child("region::tests::first_trim_failing_unmaps_the_whole_padded_range") {
+    if run_in_child() {
         return;
     }
     let len = page();
@@ -180,7 +145,7 @@ fn first_trim_failing_unmaps_the_whole_padded_range() {
 
 #[test]
 fn trimming_keeps_exactly_the_aligned_range() {
-    if run_in_child("region::tests::trimming_keeps_exactly_the_aligned_range") {
+    if run_in_child() {
         return;
     }
     let len = 2 * page();

@@ -370,6 +370,10 @@ impl Drop for Child {
 #[test]
 fn busy_pages_after_fork_error_by_default_and_copy_with_fallback() {
     require!(Need::Move);
+    // It forks: alone in a child process, so the fork shares no other test's pages.
+    if test_support::child::run_in_child(std::time::Duration::from_secs(60)) {
+        return;
+    }
     let n = 8;
     let seed = 17;
     let src = Region::builder(n * page())
