@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so\|libclang-[0-9.]*\.so'; then
+# Asked for by package name, as .ci/run does: a library search (`ldconfig -p | grep libclang`) can
+# be satisfied by libclang-cpp or a bare libclang1, neither of which gives bindgen libclang.so
+# and clang's headers.
+if [ "$(dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null)" != 'install ok installed' ]; then
     if command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq

@@ -122,6 +122,12 @@
 //! [`MoveOptions::count_holes`] the mover reads the source's pagemap once per run before moving
 //! (one `pread`, off by default) and reports them in [`MoveReport::hole_bytes`] instead.
 //!
+//! The count follows the kernel's walk, which re-reads each source page when it gets there. A run
+//! whose destination overlaps its source from above (one region, `dst_off` inside
+//! `(src_off, src_off + len)`) meets the pages it has just moved again as source pages and moves
+//! them on: moving pages [0, 3) to [1, 4) with only page 0 populated moves that page three times,
+//! to page 3, and skips no hole; the report says 3 pages moved, 0 holes.
+//!
 //! # Threads
 //!
 //! A `Mover` is `Send + Sync`: every method takes `&self`, the cumulative [`MoverStats`] are
@@ -229,8 +235,9 @@ pub struct MoveOptions {
     pub wake: Wake,
     /// With [`HolePolicy::Skip`]: read the source's pagemap once per run before moving it and
     /// report holes in [`MoveReport::hole_bytes`] (rather than as moved). Off by default: it costs
-    /// a `pread` of 8 bytes per page and an allocation per run. Counts are exact unless another
-    /// thread populates or drops source pages concurrently.
+    /// a `pread` of 8 bytes per page and an allocation per run. Counts are exact, for runs whose
+    /// destination overlaps their source too (see the [module docs](self#refused-pages-ebusy-and-holes)),
+    /// unless another thread populates or drops source pages concurrently.
     pub count_holes: bool,
     /// Verify whole-PMD moves: read `/proc` around every ioctl and report the aligned 2 MiB
     /// chunks that were PMD-mapped THPs at the source before it and are at the destination after
@@ -833,12 +840,33 @@ fn is_hole(entry: u64) -> bool {
     entry & (PM_PRESENT | PM_SWAPPED) == 0
 }
 
-/// Hole bytes among the pages `[off, off + n)` of a run, given pagemap `entries` read from offset
-/// `from`: `(inside the aligned span, outside it)`.
+/// Which steps of the kernel's walk over a run meet a hole, given the source's pagemap `entries`
+/// read right before the walk (one per page, in order), when the destination starts `shift` pages
+/// above the source (`None`: it does not overlap the source from above).
+///
+/// The kernel moves page by page in address order, and re-reads each source page when it gets
+/// there. Where the destination overlaps the source from above, step `i` writes source page
+/// `i + shift`, so that page is present at its own step when it was populated before the walk or
+/// when step `i` moved a page into it (it never was both: that step would have failed with
+/// EEXIST). A page can so cascade to the end of the run; below the source nothing is read twice.
+fn walk_holes(entries: &[u64], shift: Option<usize>) -> Vec<bool> {
+    let mut holes: Vec<bool> = entries.iter().map(|&e| is_hole(e)).collect();
+    if let Some(shift) = shift.filter(|&s| s > 0) {
+        for i in shift..holes.len() {
+            if !holes[i - shift] {
+                holes[i] = false;
+            }
+        }
+    }
+    holes
+}
+
+/// Hole bytes among the pages `[off, off + n)` of a run, given the walk's `holes` (see
+/// [`walk_holes`]) from offset `from`: `(inside the aligned span, outside it)`.
 #[cold]
 #[inline(never)]
 fn count_holes(
-    entries: &[u64],
+    holes: &[bool],
     from: usize,
     off: usize,
     n: usize,
@@ -847,7 +875,7 @@ fn count_holes(
 ) -> (usize, usize) {
     let (mut inside, mut outside) = (0, 0);
     for p in (off..off + n).step_by(page) {
-        if is_hole(entries[(p - from) / page]) {
+        if holes[(p - from) / page] {
             if in_span(p) {
                 inside += page;
             } else {
@@ -862,7 +890,7 @@ fn count_holes(
 /// the run offset they start at), and, for PMD verification, which aligned 2 MiB source chunks of
 /// the next ioctl were PMD-mapped THPs right before it.
 struct Inspect {
-    holes: Option<(Vec<u64>, usize)>,
+    holes: Option<(Vec<bool>, usize)>,
     verify: bool,
     source_thp: Vec<bool>,
     /// Run offset of the first chunk in `source_thp`.
@@ -901,8 +929,8 @@ impl Inspect {
     ) -> (usize, usize) {
         let (a, b) = span;
         let holes = match &self.holes {
-            Some((entries, from)) => {
-                count_holes(entries, *from, off, moved, page, |p| (a..b).contains(&p))
+            Some((holes, from)) => {
+                count_holes(holes, *from, off, moved, page, |p| (a..b).contains(&p))
             }
             None => (0, 0),
         };
@@ -1308,14 +1336,24 @@ impl Mover {
         Ok(())
     }
 
-    /// The source's pagemap entries of `run` from `from` on (for hole counting).
+    /// Which pages of `run` from `from` on the kernel's walk will find to be holes, from the
+    /// source's pagemap now (for hole counting; see [`walk_holes`]).
     #[cold]
     #[inline(never)]
-    fn read_holes(&self, run: &Run<'_>, from: usize) -> Result<Vec<u64>, MoveError> {
-        let pages = (run.len - from) / run.src.page_size();
-        self.pagemap()
-            .and_then(|p| p.entries(run.src.addr() + run.src_off + from, pages))
-            .map_err(|source| MoveError::Inspect { done: from, source })
+    fn read_holes(&self, run: &Run<'_>, from: usize) -> Result<Vec<bool>, MoveError> {
+        let page = run.src.page_size();
+        let pages = (run.len - from) / page;
+        let (src, dst) = (
+            run.src.addr() + run.src_off + from,
+            run.dst.addr() + run.dst_off + from,
+        );
+        let entries = self
+            .pagemap()
+            .and_then(|p| p.entries(src, pages))
+            .map_err(|source| MoveError::Inspect { done: from, source })?;
+        // The destination overlaps the rest of the run's source from above.
+        let shift = (dst > src && dst < src + (run.len - from)).then(|| (dst - src) / page);
+        Ok(walk_holes(&entries, shift))
     }
 
     /// Handles a failed move at `*progress` of `run`: a refused page under

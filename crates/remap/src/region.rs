@@ -315,6 +315,9 @@ impl RegionBuilder {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)`.
 fn map(len: usize) -> Result<NonNull<u8>, RegionError> {
     // SAFETY: `mmap_anonymous` requires a non-null `ptr` to be page-aligned and valid to mutate;
@@ -451,24 +454,41 @@ fn map_huge_aligned(len: usize) -> Result<NonNull<u8>, RegionError> {
         .checked_add(HUGE_PAGE_SIZE)
         .ok_or(RegionError::TooLarge { len })?;
     let base = map(padded)?.as_ptr();
+    trim_to_huge_aligned(base, padded, len, unmap)
+}
+
+/// Trims the fresh mapping `[base, base + padded)` (`padded >= len + HUGE_PAGE_SIZE - page`) to
+/// the `len` bytes from its first [`HUGE_PAGE_SIZE`]-aligned address, unmapping the head and the
+/// tail with `unmap` (the seam for fault injection in tests); on error nothing of it stays mapped.
+///
+/// Once a part is unmapped it is no longer ours: another thread's `mmap` may take it at once. So
+/// the cleanup after a failed trim unmaps only what is still ours, never the whole padded range:
+/// the tail goes first, and if that fails everything is still ours; if the head then fails, the
+/// head and the aligned range are, and the freed tail is left alone.
+fn trim_to_huge_aligned(
+    base: *mut u8,
+    padded: usize,
+    len: usize,
+    mut unmap: impl FnMut(*mut u8, usize) -> Result<(), RegionError>,
+) -> Result<NonNull<u8>, RegionError> {
     let base_addr = base as usize;
     let head = base_addr.next_multiple_of(HUGE_PAGE_SIZE) - base_addr;
     let tail = padded - head - len;
     // Derive the pointers from `base` so they keep the mapping's provenance.
     let aligned = base.wrapping_add(head);
-    let trimmed = (|| {
-        if head > 0 {
-            unmap(base, head)?;
+    if tail > 0 {
+        if let Err(e) = unmap(aligned.wrapping_add(len), tail) {
+            // Nothing was freed: all of the padded range is still ours.
+            let _ = unmap(base, padded);
+            return Err(e);
         }
-        if tail > 0 {
-            unmap(aligned.wrapping_add(len), tail)?;
+    }
+    if head > 0 {
+        if let Err(e) = unmap(base, head) {
+            // The tail is freed (maybe someone else's now); the head and `len` are still ours.
+            let _ = unmap(base, head + len);
+            return Err(e);
         }
-        Ok(())
-    })();
-    if let Err(e) = trimmed {
-        // Best effort: unmapping an already unmapped part is not an error.
-        let _ = unmap(base, padded);
-        return Err(e);
     }
     NonNull::new(aligned).ok_or(RegionError::TooLarge { len })
 }

@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+pub mod child;
 pub mod mem;
 pub mod swap;
 

@@ -140,9 +140,10 @@ pub struct ControlError {
     pub start: usize,
     /// Length of the range.
     pub len: usize,
-    /// The kernel's errno: EINVAL for a bad range or mode (or MINOR on anonymous memory), ENOMEM
-    /// for a range with no VMA, EBUSY for a range registered with another fd, EAGAIN (WRITEPROTECT
-    /// only) while non-cooperative events are pending.
+    /// The kernel's errno: EINVAL for a bad range or mode (or MINOR on anonymous memory), and
+    /// for REGISTER and UNREGISTER also for a range with no VMA at all (a partly mapped range
+    /// succeeds); EBUSY for a range registered with another fd; EAGAIN (WRITEPROTECT only) while
+    /// non-cooperative events are pending.
     pub errno: Errno,
 }
 

@@ -1,6 +1,6 @@
 //! Events read from a userfaultfd, decoded.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::{sys, PagefaultFlags};
 
@@ -25,7 +25,7 @@ pub enum Event {
     /// [`Uffd::from_fork`](crate::Uffd::from_fork)).
     Fork {
         /// The child's userfaultfd, now owned by the reader.
-        uffd: OwnedFd,
+        uffd: ForkedUffd,
     },
     /// `mremap` moved part of a registered range.
     Remap {
@@ -70,7 +70,9 @@ impl Event {
                 thread_id: thread_id.then(|| ptid(&arg)),
             }),
             sys::UFFD_EVENT_FORK => match fork_fd {
-                Some(uffd) => Event::Fork { uffd },
+                Some(fd) => Event::Fork {
+                    uffd: ForkedUffd { fd },
+                },
                 None => Event::Unknown { msg: *msg },
             },
             sys::UFFD_EVENT_REMAP => Event::Remap {
@@ -88,6 +90,34 @@ impl Event {
             },
             _ => Event::Unknown { msg: *msg },
         }
+    }
+}
+
+/// The child's userfaultfd, as delivered by a `UFFD_EVENT_FORK` event.
+///
+/// Only [`Uffd::read_events`](crate::Uffd::read_events) makes one, from a fork message the kernel
+/// wrote to a real userfaultfd and whose fd it installed in this process's table. That is what
+/// lets [`Uffd::from_fork`](crate::Uffd::from_fork) be safe: no other fd can become a [`Uffd`]
+/// that way, so no forged fork message can make this process own an fd number it does not.
+/// Messages loaded with [`EventBuffer::load`] never make one.
+///
+/// It owns the fd (closed on drop) and gives it up with `OwnedFd::from`.
+///
+/// [`Uffd`]: crate::Uffd
+#[derive(Debug)]
+pub struct ForkedUffd {
+    fd: OwnedFd,
+}
+
+impl AsFd for ForkedUffd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<ForkedUffd> for OwnedFd {
+    fn from(forked: ForkedUffd) -> OwnedFd {
+        forked.fd
     }
 }
 

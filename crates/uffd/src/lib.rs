@@ -89,7 +89,7 @@ pub mod sys;
 
 pub use create::{try_path, Capabilities, CreateOrder, UffdBuilder};
 pub use error::{Attempt, ControlError, ControlOp, CreateError, CreatePath, RangeError, ReadError};
-pub use event::{Drain, Event, EventBuffer, Pagefault};
+pub use event::{Drain, Event, EventBuffer, ForkedUffd, Pagefault};
 pub use flags::{
     ContinueFlags, CopyFlags, Features, Ioctls, MoveFlags, PagefaultFlags, PoisonFlags,
     RegisterMode, WriteProtectFlags, ZeropageFlags, FEATURE_NAMES, IOCTL_NAMES,

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 
 use crate::error::{ControlError, ControlOp, CreatePath, RangeError, ReadError};
-use crate::event::EventBuffer;
+use crate::event::{EventBuffer, ForkedUffd};
 use crate::{
     sys, ContinueFlags, CopyFlags, Features, Ioctls, MoveFlags, PoisonFlags, RegisterMode,
     UffdBuilder, WriteProtectFlags, ZeropageFlags,
@@ -98,9 +98,20 @@ impl Uffd {
 
     /// Wraps the fd of a `UFFD_EVENT_FORK` event: the child's userfaultfd, which inherits this
     /// one's features.
-    pub fn from_fork(fd: OwnedFd, parent: &Uffd) -> Self {
+    ///
+    /// Only a fork event read from the kernel carries such an fd: any other fd (a pipe, a file)
+    /// is refused at compile time, since reading events from it would let forged fork messages
+    /// claim fd numbers this process does not own.
+    ///
+    /// ```compile_fail,E0308
+    /// let parent = uffd::Uffd::new()?;
+    /// let not_a_uffd = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null")?);
+    /// let forged = uffd::Uffd::from_fork(not_a_uffd, &parent);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fork(forked: ForkedUffd, parent: &Uffd) -> Self {
         Self {
-            fd,
+            fd: OwnedFd::from(forked),
             enabled: parent.enabled,
             supported: parent.supported,
             ioctls: parent.ioctls,
@@ -141,9 +152,12 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// EINVAL for an unaligned range or a mode the memory does not support (MINOR on anonymous
-    /// memory), ENOMEM when part of the range is not mapped, EBUSY when it is registered with
-    /// another userfaultfd.
+    /// EINVAL for an unaligned or empty range, a range with no VMA at all, or a mode the memory
+    /// does not support (MINOR on anonymous memory); EBUSY when it is registered with another
+    /// userfaultfd.
+    ///
+    /// A range that is only partly mapped is not an error: the VMAs inside it are registered and
+    /// the holes are skipped (a mapping made in a hole later is not registered).
     ///
     /// # References
     ///
@@ -170,7 +184,8 @@ impl Uffd {
     ///
     /// # Errors
     ///
-    /// EINVAL for an unaligned range, ENOMEM when part of it is not mapped.
+    /// EINVAL for an unaligned or empty range, or a range with no VMA at all. A partly mapped
+    /// range is not an error: the VMAs inside it are unregistered.
     ///
     /// # References
     ///
@@ -279,6 +294,10 @@ impl Uffd {
     ///
     /// The error's [`done`](RangeError::done) counts the bytes moved before it, across all calls.
     ///
+    /// It always issues at least one ioctl, so it answers every argument as
+    /// [`Uffd::move_pages`] does: an empty range (`len == 0`) is `Invalid` (EINVAL), as the
+    /// kernel says, not a successful move of nothing.
+    ///
     /// # Safety
     ///
     /// As [`Uffd::move_pages`].
@@ -286,7 +305,7 @@ impl Uffd {
     /// # Errors
     ///
     /// The variants of [`Uffd::move_pages`] except `Partial`, each with the bytes moved before it
-    /// across all calls.
+    /// across all calls; `Invalid { done: 0 }` for `len == 0`.
     ///
     /// # References
     ///
@@ -299,7 +318,8 @@ impl Uffd {
         flags: MoveFlags,
     ) -> Result<usize, RangeError> {
         let mut done = 0;
-        while done < len {
+        // A do-while: the first ioctl is issued even for `len == 0`, so the kernel judges it.
+        loop {
             // SAFETY: the sub-ranges lie within the ranges the caller vouched for.
             let step = unsafe {
                 self.move_pages(
@@ -314,8 +334,10 @@ impl Uffd {
                 Err(RangeError::Partial { done: moved }) => done += moved,
                 Err(err) => return Err(err.after(done)),
             }
+            if done >= len {
+                return Ok(done);
+            }
         }
-        Ok(done)
     }
 
     /// `UFFDIO_COPY`: allocate pages at `[dst, dst + len)` and copy `[src, src + len)` into them.

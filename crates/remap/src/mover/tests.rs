@@ -55,6 +55,28 @@ fn holes_are_entries_neither_present_nor_swapped() {
 }
 
 #[test]
+fn walk_holes_follows_pages_moved_on_through_an_overlapping_run() {
+    let (x, o) = (PM_PRESENT, 0);
+    // No overlap from above: the pagemap as read.
+    assert_eq!(walk_holes(&[x, o, o], None), [false, true, true]);
+    // One page above: page 0 cascades through every later step.
+    assert_eq!(walk_holes(&[x, o, o], Some(1)), [false, false, false]);
+    // Two pages above: each populated page is met again every second step.
+    assert_eq!(
+        walk_holes(&[x, o, o, o], Some(2)),
+        [false, true, false, true]
+    );
+    assert_eq!(walk_holes(&[x, x, o, o], Some(2)), [false; 4]);
+    // A swapped page moves like a present one.
+    assert_eq!(
+        walk_holes(&[o, PM_SWAPPED, o], Some(1)),
+        [true, false, false]
+    );
+    // Shift 0 (same addresses) is no overlap from above.
+    assert_eq!(walk_holes(&[x, o], Some(0)), [false, true]);
+}
+
+#[test]
 fn reports_add_up() {
     let mut a = MoveReport {
         aligned_bytes: 1,

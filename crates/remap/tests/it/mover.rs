@@ -370,6 +370,10 @@ impl Drop for Child {
 #[test]
 fn busy_pages_after_fork_error_by_default_and_copy_with_fallback() {
     require!(Need::Move);
+    // It forks: alone in a child process, so the fork shares no other test's pages.
+    if test_support::child::run_in_child(std::time::Duration::from_secs(60)) {
+        return;
+    }
     let n = 8;
     let seed = 17;
     let src = Region::builder(n * page())
@@ -636,4 +640,65 @@ fn verify_pmd_counts_an_aligned_thp_source() {
     assert_eq!(report.whole_pmd_bytes, len as u64, "{report:?}");
     assert_eq!(dst.verify_pattern(25), Ok(()));
     assert_eq!(mover.stats().totals.whole_pmd_bytes, len as u64);
+}
+
+/// A move within one region: (dst page, src page, pages, populated src pages) and what the
+/// kernel does with it: (page moves, holes, the page each populated page ends at).
+type OverlapCase = (
+    usize,
+    usize,
+    usize,
+    &'static [usize],
+    usize,
+    usize,
+    &'static [usize],
+);
+
+#[test]
+fn holes_are_counted_as_the_kernel_walks_a_self_overlapping_run() {
+    require!(Need::Move);
+    // The kernel walks a run page by page in address order. When the destination overlaps the
+    // source above it, a page moved early is met again as a source page and moved on: src pages
+    // [0, 3) to dst [1, 4) with only page 0 present moves that page three times (it ends at 3)
+    // and skips no hole.
+    let cases: [OverlapCase; 4] = [
+        (1, 0, 3, &[0], 3, 0, &[3]),
+        (2, 0, 4, &[0, 1], 4, 0, &[4, 5]),
+        (2, 0, 4, &[0], 2, 2, &[4]),
+        (0, 1, 3, &[1], 1, 2, &[0]), // overlapping downwards: no page is met twice
+    ];
+    let seed = 19;
+    for (d, s, n, populated, moves, holes, ends) in cases {
+        let what = format!(
+            "src [{s}, {}) to dst [{d}, {}), populated {populated:?}",
+            s + n,
+            d + n
+        );
+        let region = Region::new(6 * page()).unwrap();
+        for &p in populated {
+            region.fill_page(p, seed, p as u64);
+        }
+        let mover = mover().with_options(
+            MoveOptions::default()
+                .holes(HolePolicy::Skip)
+                .count_holes(true),
+        );
+        mover.register(&region).unwrap();
+        let report = mover
+            .move_range(&region, d * page(), &region, s * page(), n * page())
+            .unwrap();
+        assert_eq!(
+            (report.pte_bytes, report.hole_bytes),
+            ((moves * page()) as u64, (holes * page()) as u64),
+            "{what}: {report:?}"
+        );
+        for i in 0..6 {
+            match populated.iter().zip(ends).find(|&(_, &end)| end == i) {
+                Some((&p, _)) => {
+                    assert_eq!(region.verify_page(i, seed, p as u64), Ok(()), "{what}")
+                }
+                None => assert_eq!(state(&region, i), PageState::Absent, "{what}: page {i}"),
+            }
+        }
+    }
 }

@@ -71,3 +71,15 @@ fn thread_id_only_when_negotiated() {
         }))
     ));
 }
+
+#[test]
+fn loaded_fork_message_owns_no_fd() {
+    // A fork message that did not come from the kernel names an fd this process may not own (here
+    // 0, stdin): decoding it must not claim that fd, or dropping the event would close it.
+    let mut buf = EventBuffer::new(1);
+    buf.load(&[msg(sys::UFFD_EVENT_FORK, [0, 0, 0])], false);
+    match buf.next_event() {
+        Some(Event::Unknown { msg }) => assert_eq!(msg.event, sys::UFFD_EVENT_FORK),
+        other => panic!("a loaded fork message decoded as {other:?}"),
+    }
+}

@@ -137,6 +137,9 @@ fn bad_arguments_are_invalid_and_leave_move_untouched() {
         let flags = MoveFlags::from_bits_retain(mode);
         let err = move_pages(&uffd, d, s, len, flags).unwrap_err();
         assert_eq!(err, RangeError::Invalid { done: 0 }, "{what}");
+        // The retrying move answers as the ioctl does, an empty range included.
+        let err = move_all(&uffd, d, s, len, flags).unwrap_err();
+        assert_eq!(err, RangeError::Invalid { done: 0 }, "move_all, {what}");
         assert_nothing_lost(&src, &dst, 2, 40, 0);
     }
 }

@@ -3,7 +3,7 @@
 //! only makes async-signal-safe calls (`read`, `close`, the MOVE ioctl, `_exit`): the test
 //! process has other threads, whose locks may be held at the fork.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use test_support::mem::Advice;
 use test_support::{require, Need};
@@ -173,7 +173,8 @@ fn event_fork_delivers_the_childs_uffd() {
             let mut buf = EventBuffer::new(4);
             ready.wait();
             match next_event(&uffd, &mut buf) {
-                Event::Fork { uffd: fd } => Uffd::from_fork(fd, &uffd),
+                // Only a fork event read from the kernel yields a `ForkedUffd`.
+                Event::Fork { uffd: forked } => Uffd::from_fork(forked, &uffd),
                 other => panic!("expected a fork event, got {other:?}"),
             }
         });
@@ -181,9 +182,12 @@ fn event_fork_delivers_the_childs_uffd() {
         let pid = fork_child(None);
         let child_uffd = reader.join().unwrap();
         assert_eq!(child_uffd.features(), uffd.features());
-        // A live fd, installed with the parent's O_CLOEXEC.
+        // A live userfaultfd (not just any fd), installed with the parent's O_CLOEXEC.
         let flags = rustix::io::fcntl_getfd(&child_uffd).unwrap();
         assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        let link = format!("/proc/self/fd/{}", child_uffd.as_fd().as_raw_fd());
+        let target = std::fs::read_link(link).unwrap();
+        assert_eq!(target.to_str(), Some("anon_inode:[userfaultfd]"));
         assert_eq!(wait(pid), 0);
     });
 }

@@ -9,6 +9,7 @@
 //! the binding's `unsafe fn`s. Tests that fork run in a child process of their own (the test
 //! binary re-run on that one test), so a fork never shares another test's pages.
 
+mod control;
 mod create;
 mod errno;
 mod events;
@@ -17,7 +18,6 @@ mod selftest;
 mod thp;
 
 use std::os::fd::AsFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -262,23 +262,13 @@ fn is_child() -> bool {
 }
 
 /// Runs the current test in a child process of its own (this binary, `--exact <test>`), and
-/// asserts that it passed there. Returns `true` in the parent (which should then return) and
+/// asserts that it passed there within two minutes. Returns `true` in the parent (which should then return) and
 /// `false` in the child (which should run the test body).
 ///
 /// Tests that fork do so in such a child: a fork in the shared test process would make the
 /// pages of every concurrently running test shared for a moment.
 fn run_in_child() -> bool {
-    if is_child() {
-        return false;
-    }
-    let name = test_support::test_name("?");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &name)
-        .output()
-        .unwrap();
-    check_child_output(&name, &out);
-    true
+    test_support::child::run_in_child(Duration::from_secs(120))
 }
 
 /// Asserts that a child run of test `name` passed and really ran that one test.

@@ -1,0 +1,97 @@
+//! Running one test in a child process of its own, with a timeout.
+//!
+//! A test that forks, frees address ranges and then checks them, or may hang, must not run in the
+//! shared multi-threaded test process: a `fork()` there shares every concurrently running test's
+//! pages with the child for a moment, another test's `mmap` can land in a range just freed, and a
+//! hang stalls the whole suite. [`run_in_child`] re-runs the test binary on that one test
+//! (`--exact <name> --test-threads=1`), kills it after a timeout, and fails the test unless the
+//! child ran it and it passed.
+//!
+//! ```no_run
+//! #[test]
+//! fn forks() {
+//!     if test_support::child::run_in_child(std::time::Duration::from_secs(60)) {
+//!         return; // the parent: the child passed
+//!     }
+//!     // The child: the test body, alone in its process.
+//! }
+//! ```
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment variable naming the test a child process was started for.
+pub const CHILD_ENV: &str = "TEST_SUPPORT_CHILD";
+
+/// Whether this process is the child started for the running test.
+pub fn is_child() -> bool {
+    std::env::var(CHILD_ENV).is_ok_and(|v| v == crate::test_name("?"))
+}
+
+/// Runs the current test in a child process of its own and asserts that it passed there within
+/// `timeout`. Returns `true` in the parent (which should then return) and `false` in the child
+/// (which should run the test body).
+///
+/// # Panics
+///
+/// In the parent, when the child fails, does not run exactly this test, or outlives `timeout`
+/// (it is killed then).
+#[track_caller]
+pub fn run_in_child(timeout: Duration) -> bool {
+    if is_child() {
+        return false;
+    }
+    let name = crate::test_name("?");
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the test binary as a child");
+    // Drain both pipes on threads, so a chatty child never blocks on a full pipe. A grandchild
+    // (a test that forks) may keep a pipe open after the child is gone: the output is then
+    // waited for only a little while.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = tx.send(text);
+        });
+        rx
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let grace = Duration::from_secs(5);
+    let stdout = stdout.recv_timeout(grace).unwrap_or_default();
+    let stderr = stderr.recv_timeout(grace).unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "child run of {name} did not finish within {timeout:?} (killed):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+    };
+    assert!(
+        status.success() && stdout.contains("1 passed"),
+        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // Forward a skip notice from the child, so it is visible in the parent's output.
+    for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
+        eprintln!("{line}");
+    }
+    true
+}
