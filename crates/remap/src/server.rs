@@ -374,6 +374,15 @@ pub enum ServerError {
         /// The panic message.
         message: String,
     },
+    /// The chosen configuration needs a userfaultfd feature the kernel lacks (for example
+    /// [`FailurePolicy::Poison`] without `UFFDIO_POISON`, before Linux 6.6).
+    #[error("{what} needs the userfaultfd feature {missing:?}, which the kernel lacks")]
+    Unsupported {
+        /// What needs it.
+        what: &'static str,
+        /// The missing features.
+        missing: uffd::Features,
+    },
     /// A handler thread stopped on an error reading or polling the userfaultfd.
     #[error("a fault handler thread failed: {errno}")]
     Handler {

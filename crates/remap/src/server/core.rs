@@ -581,6 +581,7 @@ pub struct FaultServerBuilder<S> {
     failure: FailurePolicy,
     kernel_faults: bool,
     events_per_read: usize,
+    capabilities: Option<uffd::Capabilities>,
 }
 
 impl<S: PageSource> FaultServerBuilder<S> {
@@ -627,6 +628,24 @@ impl<S: PageSource> FaultServerBuilder<S> {
         self
     }
 
+    /// Decide the configuration from these capabilities instead of probing the kernel: the
+    /// default features and the checks of [`start`](Self::start) follow them. For exercising,
+    /// on a new kernel, what a server does on an older one ([`uffd::Capabilities::without`]).
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let caps = uffd::Capabilities::probe()?.without(uffd::Features::EVENT_REMAP);
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource).capabilities(caps).start()?;
+    /// assert!(!server.features().contains(uffd::Features::EVENT_REMAP));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capabilities(mut self, capabilities: uffd::Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
     /// Creates the userfaultfd, registers the region and starts the handler threads.
     ///
     /// # Errors
@@ -634,7 +653,11 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// [`ServerError::Create`] (no userfaultfd, a missing feature, `EVENT_FORK` without the
     /// privilege), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
     pub fn start(self) -> Result<FaultServer<S>, ServerError> {
-        let supported = uffd::Capabilities::probe()?.features();
+        let supported = match self.capabilities {
+            Some(caps) => caps,
+            None => uffd::Capabilities::probe()?,
+        }
+        .features();
         let wanted = self.features.unwrap_or(
             (Features::EVENT_REMOVE | Features::EVENT_UNMAP | Features::EVENT_REMAP) & supported,
         ) | (Features::THREAD_ID & supported);
@@ -814,6 +837,7 @@ impl<S: PageSource> FaultServer<S> {
             failure: FailurePolicy::Zero,
             kernel_faults: false,
             events_per_read: 64,
+            capabilities: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum PoolError {
     /// Registering the pool's region failed.
     #[error("registering the pool")]
     Register(#[from] uffd::ControlError),
+    /// A pool of no pages was asked for.
+    #[error("a pool needs at least one page")]
+    NoPages,
     /// Every slot of the pool holds a page: there is nowhere to give one back to.
     #[error("the pool is full")]
     Full,

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use test_support::Need;
 
 /// Set in a re-run of this test binary to run one child scenario.
-pub const CHILD_ENV: &str = "REMAP_SERVER_CHILD";
+pub(crate) const CHILD_ENV: &str = "REMAP_SERVER_CHILD";
 
 /// How long a child may run before it counts as hung.
-pub const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a child scenario must end with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Exit 0 after running its one test.
     Pass,
     /// Death by this signal.
@@ -31,23 +31,23 @@ pub enum Outcome {
 
 /// One scenario of a dispatcher's table.
 #[derive(Debug, Clone, Copy)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// The name the dispatcher matches.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// What the child must end with.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// What the machine must offer for the scenario to run.
-    pub needs: &'static [Need],
+    pub(crate) needs: &'static [Need],
 }
 
 /// The scenario this process runs as a child, if it is one.
-pub fn scenario() -> Option<String> {
+pub(crate) fn scenario() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
 /// Re-runs this test binary for `scenario` through the dispatcher test `dispatcher` (its full
 /// path, e.g. `server::child_scenarios`), killed after [`CHILD_TIMEOUT`]: a hang panics.
-pub fn run(dispatcher: &str, scenario: &str) -> (ExitStatus, String) {
+pub(crate) fn run(dispatcher: &str, scenario: &str) -> (ExitStatus, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             dispatcher,
@@ -93,7 +93,7 @@ pub fn run(dispatcher: &str, scenario: &str) -> (ExitStatus, String) {
 /// Runs `scenario` and checks it ended with `outcome` (for [`Outcome::Pass`]: that it really
 /// ran, since a mistyped test name exits 0 after "0 passed").
 #[track_caller]
-pub fn expect(dispatcher: &str, scenario: &str, outcome: Outcome) {
+pub(crate) fn expect(dispatcher: &str, scenario: &str, outcome: Outcome) {
     let (status, out) = run(dispatcher, scenario);
     match outcome {
         Outcome::Pass => assert!(
@@ -111,7 +111,7 @@ pub fn expect(dispatcher: &str, scenario: &str, outcome: Outcome) {
 /// The dispatcher run by hand (not as a child): every scenario of `table` whose needs are met,
 /// as a child, with its outcome checked.
 #[track_caller]
-pub fn run_table(dispatcher: &str, table: &[Scenario]) {
+pub(crate) fn run_table(dispatcher: &str, table: &[Scenario]) {
     for s in table {
         if let Some(why) = s.needs.iter().find_map(|&n| test_support::met(n).err()) {
             test_support::skip(&format!("{dispatcher} {}", s.name), &why);
@@ -124,7 +124,12 @@ pub fn run_table(dispatcher: &str, table: &[Scenario]) {
 /// Runs `scenario` through `dispatcher` after checking it is in `table` with `outcome`: the
 /// table that a hand run of the dispatcher replays is then the one the tests use.
 #[track_caller]
-pub fn expect_listed(dispatcher: &str, table: &[Scenario], scenario: &str, outcome: Outcome) {
+pub(crate) fn expect_listed(
+    dispatcher: &str,
+    table: &[Scenario],
+    scenario: &str,
+    outcome: Outcome,
+) {
     assert!(
         table
             .iter()

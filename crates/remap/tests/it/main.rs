@@ -2,6 +2,8 @@
 
 mod child;
 mod inspect;
+mod move_thp_eexist;
 mod mover;
 mod region;
 mod server;
+mod server_hardening;
