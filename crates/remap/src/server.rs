@@ -72,6 +72,12 @@
 //!   (and re-reserved likewise), and the server unregisters the new range: threads faulting
 //!   there are woken and get ordinary anonymous memory. The region is not resized or moved; the
 //!   source learns of it through `on_remap`.
+//! - A fault outside the region can still reach the server: the REMAP event of an `mremap` that
+//!   moves *and grows* part of the region carries the old length, so the rest of the new mapping
+//!   is still registered, and an `mremap` that grows the region in place sends no event at all.
+//!   None of that memory is ours. The server unregisters the faulting page and then wakes the
+//!   thread, which gets ordinary anonymous memory ([`ServerStats::dropped`]); every fault the
+//!   server drops ends that way, never by a bare wake into the same fault.
 //! - A FORK (only with `EVENT_FORK`, which needs CAP_SYS_PTRACE, opt-in through
 //!   [`FaultServerBuilder::features`]) hands the child's userfaultfd to [`PageSource::on_fork`].
 //!   The default drops it, which unregisters the child's ranges: the child then sees ordinary

@@ -296,12 +296,47 @@ impl<S: PageSource> Core<S> {
         }
     }
 
-    /// A fault whose range is gone: counted as dropped, and its thread woken (it retries the
-    /// access and finds no mapping, or a remapped one).
+    /// `UFFDIO_UNREGISTER` of `start..end` (addresses), which need not be inside the region:
+    /// no memory is touched, and a range we never registered is refused or skipped by the
+    /// kernel. Errors are logged at debug level and otherwise ignored.
+    fn unregister_addresses(&self, start: usize, end: usize) {
+        // As for `wake`: the pointer only names the range for the kernel.
+        let ptr = self
+            .region
+            .as_ptr()
+            .wrapping_add(start.wrapping_sub(self.region.addr()));
+        if let Err(err) = self.uffd.unregister(ptr, end - start) {
+            tracing::debug!(%err, start, end, "unregistering a range the server cannot serve");
+        }
+    }
+
+    /// A fault the server cannot serve (its range is gone, or it is not in the region): counted
+    /// as dropped, the page unregistered, then its thread woken. Unregistering first is what
+    /// makes the fault end: woken into a page still registered with us, the thread would only
+    /// fault again at once, for ever. It retries the access and finds what is mapped there now
+    /// (nothing: SIGSEGV; our `PROT_NONE` re-reservation: SIGSEGV; anything else: that).
     fn drop_fault(&self, address: usize) -> Step {
         bump(&self.counters.dropped);
-        self.wake(address, self.page_size());
+        let page = self.page_size();
+        self.unregister_addresses(address, address + page);
+        self.wake(address, page);
         Step::Done
+    }
+
+    /// A fault outside the region, in memory still registered with our userfaultfd: a mapping
+    /// that grew out of the region, by an `mremap` that grows it in place (no event at all) or
+    /// that moves and grows part of it (the REMAP event carries the old length, so only that
+    /// much of the new mapping was unregistered). None of it is ours: the faulting page is
+    /// unregistered, then its thread woken, as in [`drop_fault`](Self::drop_fault).
+    ///
+    /// Only that page: it is certainly registered with us (its fault came to us), while a wider
+    /// `UFFDIO_UNREGISTER` could clear another userfaultfd's registration (the kernel does not
+    /// check whose it is), and finding the mapping's bounds would mean reading
+    /// `/proc/self/maps`, an allocation on the fault path (see the fork notes on
+    /// [`PageSource`]). Each further page of such a mapping ends the same way on its first
+    /// fault; the unregistered pages merge back into one mapping.
+    fn foreign_fault(&self, address: usize) -> Step {
+        self.drop_fault(address)
     }
 
     /// Resolves one fault.
@@ -309,8 +344,9 @@ impl<S: PageSource> Core<S> {
         let page = self.page_size();
         let address = usize::try_from(pf.address).unwrap_or(usize::MAX) & !(page - 1);
         let Some(offset) = self.region.offset_of(address) else {
-            // Outside the region: a range remapped away before we unregistered it.
-            return self.drop_fault(address);
+            // Outside the region: a range remapped away before we unregistered it, or one
+            // that grew out of the region.
+            return self.foreign_fault(address);
         };
         if self.is_gone(offset) {
             return self.drop_fault(address);
