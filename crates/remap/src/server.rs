@@ -335,7 +335,9 @@ pub enum FailurePolicy {
     #[default]
     Zero,
     /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS
-    /// (`BUS_MCEERR_AR`), which kills the process unless it handles that signal.
+    /// (`BUS_MCEERR_AR`), which kills the process unless it handles that signal. Needs
+    /// `UFFD_FEATURE_POISON` (Linux 6.6); a server asked for it on an older kernel does not
+    /// start ([`ServerError::Unsupported`]).
     Poison,
 }
 

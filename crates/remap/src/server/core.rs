@@ -643,7 +643,8 @@ impl<S: PageSource> FaultServerBuilder<S> {
     }
 
     /// What to do when resolving a fault fails (default [`FailurePolicy::Zero`]); see the
-    /// [module docs](super#failed-resolves).
+    /// [module docs](super#failed-resolves). [`FailurePolicy::Poison`] needs `UFFDIO_POISON`
+    /// (Linux 6.6): without it [`start`](Self::start) fails with [`ServerError::Unsupported`].
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
         self.failure = policy;
         self
@@ -687,13 +688,23 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// # Errors
     ///
     /// [`ServerError::Create`] (no userfaultfd, a missing feature, `EVENT_FORK` without the
-    /// privilege), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
+    /// privilege), [`ServerError::Unsupported`] ([`FailurePolicy::Poison`] on a kernel without
+    /// `UFFDIO_POISON`), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
     pub fn start(self) -> Result<FaultServer<S>, ServerError> {
         let supported = match self.capabilities {
             Some(caps) => caps,
             None => uffd::Capabilities::probe()?,
         }
         .features();
+        // Checked here, where the policy takes effect: without `UFFDIO_POISON` (before Linux
+        // 6.6) the fallback would fail with EINVAL, taken for "destination gone", and the
+        // fault would never end.
+        if self.failure == FailurePolicy::Poison && !supported.contains(Features::POISON) {
+            return Err(ServerError::Unsupported {
+                what: "FailurePolicy::Poison",
+                missing: Features::POISON,
+            });
+        }
         let wanted = self.features.unwrap_or(
             (Features::EVENT_REMOVE | Features::EVENT_UNMAP | Features::EVENT_REMAP) & supported,
         ) | (Features::THREAD_ID & supported);
