@@ -527,21 +527,30 @@ fn async_no_time_driver_child() {
         let addr = server.region().addr();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_millis(1500);
-            while Instant::now() < deadline {
-                for i in 0..pages {
-                    // SAFETY: the region stays mapped until this thread has answered.
-                    let _ = unsafe { ((addr + i * page()) as *const u64).read_volatile() };
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        // SAFETY: zaps pages of the served region, which stays mapped until
+                        // this thread has answered.
+                        unsafe {
+                            libc::madvise(
+                                addr as *mut libc::c_void,
+                                pages * page(),
+                                libc::MADV_DONTNEED,
+                            )
+                        };
+                    }
+                });
+                let deadline = Instant::now() + Duration::from_millis(1500);
+                while Instant::now() < deadline {
+                    for i in 0..pages {
+                        // SAFETY: the region stays mapped until this thread has answered.
+                        let _ = unsafe { ((addr + i * page()) as *const u64).read_volatile() };
+                    }
                 }
-                // SAFETY: zaps pages of the served region, which only these threads touch.
-                unsafe {
-                    libc::madvise(
-                        addr as *mut libc::c_void,
-                        pages * page(),
-                        libc::MADV_DONTNEED,
-                    )
-                };
-            }
+                stop.store(true, Ordering::Relaxed);
+            });
             let _ = tx.send(());
         });
         tokio::select! {
