@@ -7,7 +7,8 @@
 //! MISSING faults and starts N threads. Each polls the userfaultfd together with an eventfd used
 //! for shutdown, reads events in batches into its own [`uffd::EventBuffer`], and resolves each
 //! fault with the [`Resolution`] the source picks: `UFFDIO_ZEROPAGE`, `UFFDIO_COPY` from the
-//! source's own buffer, `UFFDIO_MOVE` from a pool of pages ([`MovePool`]), or `UFFDIO_POISON`.
+//! source's own buffer, `UFFDIO_MOVE` from a pool of pages ([`MovePool`], which leases a page to
+//! each fault: [`PoolLease`]), or `UFFDIO_POISON`.
 //!
 //! ```
 //! use remap::region::Region;
@@ -154,7 +155,7 @@ mod tokio_server;
 mod tests;
 
 pub use self::core::{FaultServer, FaultServerBuilder};
-pub use self::pool::{MovePool, PoolEmpty, PoolError};
+pub use self::pool::{MovePool, PoolEmpty, PoolError, PoolLease};
 pub use self::sigbus::{SigbusServer, SignalSafeSource};
 pub use self::sources::{CopySource, FnSource, ZeroSource};
 #[cfg(feature = "tokio")]
@@ -176,7 +177,9 @@ pub struct Fault {
 }
 
 /// How to resolve a fault: what [`PageSource::resolve`] returns.
-#[derive(Debug, Clone, Copy)]
+///
+/// Not `Clone`: a [`Resolution::Lease`] owns a pool slot until it settles.
+#[derive(Debug)]
 pub enum Resolution<'a> {
     /// Map the shared zero page (`UFFDIO_ZEROPAGE`); a later write allocates a private page.
     Zero,
@@ -192,6 +195,11 @@ pub enum Resolution<'a> {
         /// Page-aligned offset of the page in `from`.
         offset: usize,
     },
+    /// Move a page leased from a [`MovePool`] into place (`UFFDIO_MOVE`), as
+    /// [`Move`](Self::Move) does, then settle the lease: what a `MovePool` answers. A lease
+    /// dropped unused settles by itself (the page stays in the pool), so a source that wraps a
+    /// pool can pass the lease on or drop it. [`PageSource::move_done`] is not called for it.
+    Lease(PoolLease<'a>),
     /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS.
     Poison,
     /// Leave the fault unresolved: the faulting thread keeps waiting until something else
@@ -204,7 +212,7 @@ impl Resolution<'_> {
         match self {
             Resolution::Zero => "zero",
             Resolution::Copy(_) => "copy",
-            Resolution::Move { .. } => "move",
+            Resolution::Move { .. } | Resolution::Lease(_) => "move",
             Resolution::Poison => "poison",
             Resolution::Leave => "leave",
         }
@@ -502,24 +510,14 @@ impl Counters {
         }
     }
 
-    fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
+    pub(crate) fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
         match resolution {
             Resolution::Zero => &self.served_zero,
             Resolution::Copy(_) => &self.served_copy,
-            Resolution::Move { .. } => &self.served_move,
+            Resolution::Move { .. } | Resolution::Lease(_) => &self.served_move,
             Resolution::Poison => &self.poisoned,
             Resolution::Leave => &self.left,
         }
-    }
-
-    pub(crate) fn served(&self, resolution: &Resolution<'_>) {
-        bump(self.counter(resolution));
-    }
-
-    /// Takes back a [`served`](Self::served) counted before an ioctl that then failed. (Counting
-    /// first means a thread woken by the ioctl already sees its fault in the stats.)
-    pub(crate) fn unserved(&self, resolution: &Resolution<'_>) {
-        self.counter(resolution).fetch_sub(1, Ordering::Relaxed);
     }
 }
 

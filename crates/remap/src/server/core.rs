@@ -105,7 +105,9 @@ pub(crate) fn apply<S: PageSource + ?Sized>(
     resolution: Resolution<'_>,
 ) -> Result<(), Failure> {
     let page = region.page_size();
-    counters.served(&resolution);
+    // Counted first, so a thread woken by the ioctl already sees its fault counted.
+    let counter = counters.counter(&resolution);
+    counter.fetch_add(1, Ordering::Relaxed);
     let result = match resolution {
         Resolution::Leave => return Ok(()),
         Resolution::Zero => {
@@ -127,12 +129,32 @@ pub(crate) fn apply<S: PageSource + ?Sized>(
             source.move_done(src, result.is_ok());
             result
         }
+        Resolution::Lease(lease) => {
+            let outcome = region::move_between(
+                uffd,
+                region,
+                offset,
+                lease.region(),
+                lease.offset(),
+                page,
+                MoveFlags::empty(),
+            );
+            if lease.settle(&outcome) && outcome.is_err() {
+                // The MOVE failed, yet the page left the pool: it is in place (EEXIST from a
+                // MOVE that moved, docs/findings/move-thp-eexist.md). A failed MOVE wakes
+                // nobody, so wake the faulting thread; the fault was served.
+                let _ = region::wake_in(uffd, region, offset, page);
+                Ok(page)
+            } else {
+                outcome.map_err(Failure::Kernel)
+            }
+        }
         Resolution::Poison => {
             region::resolve_poison(uffd, region, offset, page).map_err(Failure::Kernel)
         }
     };
     if result.is_err() {
-        counters.unserved(&resolution);
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
     result.map(drop)
 }

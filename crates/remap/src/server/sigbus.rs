@@ -104,10 +104,12 @@ unsafe impl SignalSafeSource for ZeroSource {}
 // SAFETY: `CopySource::resolve` only slices its own image, padded to whole pages when it was
 // built (`<[u8]>::get`, no allocation, no panic); `move_done` is the no-op default.
 unsafe impl SignalSafeSource for CopySource {}
-// SAFETY: `MovePool::resolve` and `move_done` only compare-exchange, load and store atomics of the
-// pool's own slot table, read its fields, and (when `give_back` waits) make one `futex(2)` wake, a
-// system call: no allocation, no lock, no panic (indices come from the table's own bounds, and
-// `move_done` only ever gets offsets the pool's own `resolve` handed out).
+// SAFETY: `MovePool::resolve` and the settling of its `PoolLease` (by the server after its MOVE,
+// or by dropping the lease) only compare-exchange, load and store atomics of the pool's own slot
+// table, read its fields, read the clock (`clock_gettime`), and make system calls: `futex(2)`
+// waits (bounded) and wakes, and one `pread(2)` of pagemap into a stack buffer. No allocation, no
+// lock, no panic (indices come from the table's own bounds, and a lease only ever holds a slot
+// the pool's own `resolve` handed out). `move_done` is the no-op default.
 unsafe impl SignalSafeSource for MovePool {}
 
 /// What the handler calls for an address inside a registered range.

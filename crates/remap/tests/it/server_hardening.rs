@@ -369,7 +369,7 @@ fn pool_give_back_ends_when_a_resolution_was_dropped() {
 fn pool_dropped_resolution_child() {
     let pool = MovePool::new(2).unwrap();
     let dropped = pool.resolve(&fault_at(0), &mut []);
-    assert!(matches!(dropped, Resolution::Move { .. }));
+    assert!(matches!(dropped, Resolution::Lease(_)));
     drop(dropped);
     assert_eq!(pool.available(), 2, "the dropped page is free again");
     let from = Region::new(page()).unwrap();
@@ -385,6 +385,54 @@ fn pool_dropped_resolution_child() {
             "give_back waits for ever on a dropped resolution's slot"
         );
     });
+    // A lease still held keeps its slot in flight: give_back waits for it a bounded time only.
+    let held = pool.resolve(&fault_at(0), &mut []);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = tx.send(matches!(pool.give_back(&from, 0), Err(PoolError::Full)));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "give_back waits for ever on a slot in flight"
+        );
+    });
+    drop(held);
+    assert_eq!(pool.available(), 2);
+}
+
+#[test]
+fn pool_give_back_of_a_bad_offset_is_an_error_not_a_panic() {
+    require!(Need::Move);
+    let pool = MovePool::new(1).unwrap();
+    let from = Region::new(2 * page()).unwrap();
+    from.write_u64(0, 1);
+    let page0 = pool.resolve(&fault_at(0), &mut []);
+    // Give the pool room, then hand it offsets that are no page of `from`.
+    let Resolution::Lease(lease) = page0 else {
+        panic!("the pool has a page")
+    };
+    pool_region_page_out(&lease);
+    drop(lease);
+    assert_eq!(pool.available(), 0, "the page left: the slot is empty");
+    for offset in [3, 2 * page(), usize::MAX & !(page() - 1)] {
+        match pool.give_back(&from, offset) {
+            Err(PoolError::Move(uffd::RangeError::Invalid { done: 0 })) => {}
+            other => panic!("offset {offset:#x}: expected Invalid, got {other:?}"),
+        }
+    }
+    pool.give_back(&from, 0).unwrap();
+    assert_eq!(pool.available(), 1);
+}
+
+/// Takes the leased page out of the pool's region (as a MOVE out would), through a server: a
+/// fault moves it in, which is what leases are for.
+fn pool_region_page_out(lease: &remap::server::PoolLease<'_>) {
+    lease
+        .region()
+        .madvise_dontneed(lease.offset()..lease.offset() + page())
+        .unwrap();
 }
 
 #[test]
@@ -394,13 +442,21 @@ fn pool_resolve_waits_for_a_page_held_by_a_fault_that_loses_its_race() {
     // A fault holds the only page and is about to lose its race (its MOVE will find the
     // destination resolved, and the page will stay in the pool).
     let held = pool.resolve(&fault_at(0), &mut []);
+    let asking = AtomicBool::new(false);
     std::thread::scope(|s| {
         let pool = &pool;
-        let other = s.spawn(move || match pool.resolve(&fault_at(page()), &mut []) {
-            Resolution::Zero | Resolution::Poison => "pool empty",
-            _ => "a page",
+        let asking = &asking;
+        let other = s.spawn(move || {
+            asking.store(true, Ordering::SeqCst);
+            match pool.resolve(&fault_at(page()), &mut []) {
+                Resolution::Zero | Resolution::Poison => "pool empty",
+                _ => "a page",
+            }
         });
-        std::thread::sleep(Duration::from_millis(50));
+        while !asking.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
         drop(held); // the race is lost: the page stays in the pool
         assert_eq!(
             other.join().unwrap(),
