@@ -81,6 +81,9 @@
 //!   server drops ends that way, never by a bare wake into the same fault.
 //! - A FORK (only with `EVENT_FORK`, which needs CAP_SYS_PTRACE, opt-in through
 //!   [`FaultServerBuilder::features`]) hands the child's userfaultfd to [`PageSource::on_fork`].
+//!   The forking thread waits (holding the allocator's locks) until a handler thread reads the
+//!   event, so nothing on the handler threads may allocate meanwhile: see
+//!   [Forks](PageSource#forks-event_fork) for what the server does and what a source may do.
 //!   The default drops it, which unregisters the child's ranges: the child then sees ordinary
 //!   anonymous memory. Without `EVENT_FORK` a child does not inherit the registration at all.
 //!   Regions are `MADV_DONTFORK` by default, and then the child gets no mapping and there is no
@@ -145,6 +148,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::region::Region;
 
 mod core;
+mod page_bits;
 mod pool;
 pub(crate) mod sigbus;
 mod sources;
@@ -250,6 +254,33 @@ impl Resolution<'_> {
 /// assert_eq!(server.region().read_u8(page), 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Forks (`EVENT_FORK`)
+///
+/// glibc's `fork()` takes the allocator's locks (and stdio's) before it enters the kernel and
+/// holds them until the system call returns, and with `EVENT_FORK` the kernel holds the forking
+/// thread until a handler thread has *read* the FORK event. So while another thread forks, any
+/// allocation, free or stdio lock on a handler thread may wait for that fork, which waits for
+/// the handler: a deadlock. The server's own work between reads allocates nothing (its buffers,
+/// the list of faults parked on EAGAIN and the record of unmapped ranges are allocated when it
+/// starts, and `start` returns only once every handler thread has made its allocations); only
+/// logging a failed resolve with `tracing` may allocate, if a subscriber records it. With
+/// `EVENT_FORK` enabled, the source must do the same:
+///
+/// - the event callbacks ([`on_remove`](Self::on_remove), [`on_unmap`](Self::on_unmap),
+///   [`on_remap`](Self::on_remap), [`on_fork`](Self::on_fork)) run under the lock that
+///   serialises event reading, so another fork's event cannot be read until they return,
+///   however many handler threads there are: they must not allocate, free, print or take a lock
+///   that a forking thread may hold. [`on_fork`](Self::on_fork) may keep the child's `Uffd` in
+///   storage made beforehand (a slot, a preallocated array, a bounded channel with room:
+///   `std::sync::mpsc::sync_channel` and `try_send`), hand it to another thread that way, or
+///   drop it (a `close(2)`);
+/// - [`resolve`](Self::resolve) and [`move_done`](Self::move_done) run outside that lock: with
+///   one handler thread they must obey the same rule (no other thread could read the event); with
+///   more, an allocating `resolve` only idles its own thread until the fork completes.
+///
+/// Stopping the server while another thread forks can deadlock the same way (an exiting
+/// handler thread frees its buffers): stop it first, or make sure no fork is under way.
 pub trait PageSource: Send + Sync + 'static {
     /// How to resolve `fault`. `page` is a scratch buffer of [`Fault::len`] bytes that the calling
     /// handler thread owns (empty in SIGBUS mode), for sources that build the page on demand and
@@ -282,7 +313,8 @@ pub trait PageSource: Send + Sync + 'static {
 
     /// The process forked (only with `EVENT_FORK`): the child's userfaultfd, registered for the
     /// child's copies of the served ranges. Dropping it (the default) unregisters them, so the
-    /// child sees ordinary anonymous memory.
+    /// child sees ordinary anonymous memory. Must not allocate: see
+    /// [Forks](Self#forks-event_fork).
     fn on_fork(&self, child: uffd::Uffd) {
         drop(child);
     }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use uffd::{EventBuffer, Features, Pagefault};
 
-use super::core::{panic_message, Core, CoreConfig, RetryClock};
+use super::core::{panic_message, Core, CoreConfig, RetryClock, PARKED_FAULTS};
 use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
 use crate::region::Region;
 
@@ -186,7 +186,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         Ok(Self {
             fd: Some(fd),
             timer,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::with_capacity(PARKED_FAULTS)),
             policy: PanicPolicy::Abort,
             stopped: AtomicBool::new(false),
         })
