@@ -443,7 +443,8 @@ pub enum ServerError {
 ///
 /// Every fault read counts once in `faults`; then it is served (one of `served_*`), lost a race
 /// (`races`: already resolved, answered with a wake), left unresolved by the source (`left`),
-/// dropped (`dropped`: its range was unmapped or remapped away), or failed (`errors`). A fault
+/// dropped (`dropped`: its range was unmapped or remapped away, or it was outside the region),
+/// or failed (`errors`). A fault
 /// retried after EAGAIN counts once in `faults` and once per EAGAIN in `retries`.
 ///
 /// A serve is counted just before the ioctl that resolves it (and taken back if the ioctl fails),
@@ -472,7 +473,8 @@ pub struct ServerStats {
     pub retries: u64,
     /// Faults the source chose to leave unresolved.
     pub left: u64,
-    /// Faults dropped because their range was unmapped or remapped away.
+    /// Faults dropped because their range was unmapped or remapped away, or was outside the
+    /// region (a mapping grown out of it): each page unregistered, then its thread woken.
     pub dropped: u64,
     /// Resolves that failed with another error (logged, rate-limited): each is followed by one
     /// fallback resolve per the [`FailurePolicy`].

@@ -425,8 +425,14 @@ fn sigbus_swapped_race_child() {
     assert_eq!(ENTRANTS.load(Ordering::SeqCst), 2, "both threads faulted");
     let pagemap = remap::inspect::Pagemap::open().unwrap();
     let swapped = (0..100).any(|_| {
+        // Swap is shared with every other process: make sure it is (still) on.
+        test_support::met(Need::Swap).unwrap();
         server.region().pageout(0..page()).unwrap();
-        pagemap.state(addr).unwrap() == remap::inspect::PageState::Swapped
+        let out = pagemap.state(addr).unwrap() == remap::inspect::PageState::Swapped;
+        if !out {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        out
     });
     assert!(swapped, "the page would not swap out");
     RELEASE_SECOND.store(true, Ordering::SeqCst);
