@@ -288,8 +288,12 @@ pub trait PageSource: Send + Sync + 'static {
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a>;
 
     /// The server tried the [`Resolution::Move`] of the page at `from_offset`: `used` is true when
-    /// the page moved into the served region, false when it is still where it was (the fault was
-    /// resolved by someone else, or must be retried after EAGAIN).
+    /// the MOVE succeeded, false when it failed (the fault was resolved by someone else, or must
+    /// be retried after EAGAIN). A failed MOVE does not always leave the page where it was:
+    /// Linux 6.18 can answer EEXIST for a MOVE that did move it (two threads moving pages out of
+    /// one THP; `docs/findings/move-thp-eexist.md`), so check where the page is (for example
+    /// with [`Pagemap::entry`](crate::inspect::Pagemap::entry)) before counting it as still
+    /// there, as [`MovePool`] does.
     fn move_done(&self, from_offset: usize, used: bool) {
         let _ = (from_offset, used);
     }

@@ -315,6 +315,12 @@ impl MovePool {
                 self.release(slot, FREE);
                 Ok(())
             }
+            // Never taken at its word (see the type's docs on EEXIST): the page may have
+            // arrived anyway.
+            Err(_) if self.slot_filled(slot) == Some(true) => {
+                self.release(slot, FREE);
+                Ok(())
+            }
             Err(err) => {
                 self.release(slot, EMPTY);
                 Err(PoolError::Move(err))
@@ -360,14 +366,20 @@ impl MovePool {
         }
     }
 
-    /// Whether the page of `slot` is in the pool (present or swapped out), from pagemap; `true`
-    /// when pagemap cannot be read. Async-signal-safe: one `pread(2)`.
-    fn page_there(&self, slot: usize) -> bool {
+    /// Whether slot `slot` holds a page (present or swapped out), from pagemap; `None` when
+    /// pagemap cannot be read. Async-signal-safe: one `pread(2)`.
+    fn slot_filled(&self, slot: usize) -> Option<bool> {
         let addr = self.region.addr() + slot * self.region.page_size();
         self.pagemap
             .as_ref()
             .and_then(|pagemap| pagemap.entry(addr))
-            .is_none_or(|entry| entry & (PM_PRESENT | PM_SWAPPED) != 0)
+            .map(|entry| entry & (PM_PRESENT | PM_SWAPPED) != 0)
+    }
+
+    /// Whether the page of a leased `slot` is still in the pool after a failed MOVE out (or a
+    /// lease dropped unused): from pagemap, else the kernel's failure is believed (still there).
+    fn page_there(&self, slot: usize) -> bool {
+        self.slot_filled(slot).unwrap_or(true)
     }
 
     /// Settles a claimed slot in `state`. Async-signal-safe: atomics, and a `futex(2)` wake only
