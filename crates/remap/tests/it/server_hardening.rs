@@ -530,8 +530,8 @@ fn pool_give_back_of_a_bad_offset_is_an_error_not_a_panic() {
     assert_eq!(pool.available(), 1);
 }
 
-/// Takes the leased page out of the pool's region (as a MOVE out would), through a server: a
-/// fault moves it in, which is what leases are for.
+/// Takes the leased page out of the pool's region, as a MOVE out would (`MADV_DONTNEED` on the
+/// slot): the lease, dropped, must then settle the slot as empty.
 fn pool_region_page_out(lease: &remap::server::PoolLease<'_>) {
     lease
         .region()
