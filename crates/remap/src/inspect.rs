@@ -221,6 +221,27 @@ impl Pagemap {
             .collect())
     }
 
+    /// The raw entry of the page containing `addr`, read with one `pread(2)` into a stack
+    /// buffer: no allocation, no lock, so it may run in a signal handler (the fault server's
+    /// SIGBUS mode does). `None` if the read fails or comes up short.
+    ///
+    /// ```
+    /// use remap::inspect::{PageState, Pagemap};
+    ///
+    /// let region = remap::region::Region::new(4096)?;
+    /// region.write_u8(0, 1);
+    /// let entry = Pagemap::open()?.entry(region.addr()).expect("a pagemap entry");
+    /// assert!(PageState::from_entry(entry).is_present());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn entry(&self, addr: usize) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        match rustix::io::pread(&self.file, &mut buf, (addr / self.page_size) as u64 * 8) {
+            Ok(8) => Some(u64::from_ne_bytes(buf)),
+            _ => None,
+        }
+    }
+
     /// The state of the page containing `addr`.
     ///
     /// # Errors

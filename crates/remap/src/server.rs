@@ -7,7 +7,8 @@
 //! MISSING faults and starts N threads. Each polls the userfaultfd together with an eventfd used
 //! for shutdown, reads events in batches into its own [`uffd::EventBuffer`], and resolves each
 //! fault with the [`Resolution`] the source picks: `UFFDIO_ZEROPAGE`, `UFFDIO_COPY` from the
-//! source's own buffer, `UFFDIO_MOVE` from a pool of pages ([`MovePool`]), or `UFFDIO_POISON`.
+//! source's own buffer, `UFFDIO_MOVE` from a pool of pages ([`MovePool`], which leases a page to
+//! each fault: [`PoolLease`]), or `UFFDIO_POISON`.
 //!
 //! ```
 //! use remap::region::Region;
@@ -72,8 +73,17 @@
 //!   (and re-reserved likewise), and the server unregisters the new range: threads faulting
 //!   there are woken and get ordinary anonymous memory. The region is not resized or moved; the
 //!   source learns of it through `on_remap`.
+//! - A fault outside the region can still reach the server: the REMAP event of an `mremap` that
+//!   moves *and grows* part of the region carries the old length, so the rest of the new mapping
+//!   is still registered, and an `mremap` that grows the region in place sends no event at all.
+//!   None of that memory is ours. The server unregisters the faulting page and then wakes the
+//!   thread, which gets ordinary anonymous memory ([`ServerStats::dropped`]); every fault the
+//!   server drops ends that way, never by a bare wake into the same fault.
 //! - A FORK (only with `EVENT_FORK`, which needs CAP_SYS_PTRACE, opt-in through
 //!   [`FaultServerBuilder::features`]) hands the child's userfaultfd to [`PageSource::on_fork`].
+//!   The forking thread waits (holding the allocator's locks) until a handler thread reads the
+//!   event, so nothing on the handler threads may allocate meanwhile: see
+//!   [Forks](PageSource#forks-event_fork) for what the server does and what a source may do.
 //!   The default drops it, which unregisters the child's ranges: the child then sees ordinary
 //!   anonymous memory. Without `EVENT_FORK` a child does not inherit the registration at all.
 //!   Regions are `MADV_DONTFORK` by default, and then the child gets no mapping and there is no
@@ -138,6 +148,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::region::Region;
 
 mod core;
+mod page_bits;
 mod pool;
 pub(crate) mod sigbus;
 mod sources;
@@ -148,7 +159,7 @@ mod tokio_server;
 mod tests;
 
 pub use self::core::{FaultServer, FaultServerBuilder};
-pub use self::pool::{MovePool, PoolEmpty, PoolError};
+pub use self::pool::{MovePool, PoolEmpty, PoolError, PoolLease};
 pub use self::sigbus::{SigbusServer, SignalSafeSource};
 pub use self::sources::{CopySource, FnSource, ZeroSource};
 #[cfg(feature = "tokio")]
@@ -170,7 +181,9 @@ pub struct Fault {
 }
 
 /// How to resolve a fault: what [`PageSource::resolve`] returns.
-#[derive(Debug, Clone, Copy)]
+///
+/// Not `Clone`: a [`Resolution::Lease`] owns a pool slot until it settles.
+#[derive(Debug)]
 pub enum Resolution<'a> {
     /// Map the shared zero page (`UFFDIO_ZEROPAGE`); a later write allocates a private page.
     Zero,
@@ -186,6 +199,11 @@ pub enum Resolution<'a> {
         /// Page-aligned offset of the page in `from`.
         offset: usize,
     },
+    /// Move a page leased from a [`MovePool`] into place (`UFFDIO_MOVE`), as
+    /// [`Move`](Self::Move) does, then settle the lease: what a `MovePool` answers. A lease
+    /// dropped unused settles by itself (the page stays in the pool), so a source that wraps a
+    /// pool can pass the lease on or drop it. [`PageSource::move_done`] is not called for it.
+    Lease(PoolLease<'a>),
     /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS.
     Poison,
     /// Leave the fault unresolved: the faulting thread keeps waiting until something else
@@ -198,7 +216,7 @@ impl Resolution<'_> {
         match self {
             Resolution::Zero => "zero",
             Resolution::Copy(_) => "copy",
-            Resolution::Move { .. } => "move",
+            Resolution::Move { .. } | Resolution::Lease(_) => "move",
             Resolution::Poison => "poison",
             Resolution::Leave => "leave",
         }
@@ -236,6 +254,33 @@ impl Resolution<'_> {
 /// assert_eq!(server.region().read_u8(page), 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Forks (`EVENT_FORK`)
+///
+/// glibc's `fork()` takes the allocator's locks (and stdio's) before it enters the kernel and
+/// holds them until the system call returns, and with `EVENT_FORK` the kernel holds the forking
+/// thread until a handler thread has *read* the FORK event. So while another thread forks, any
+/// allocation, free or stdio lock on a handler thread may wait for that fork, which waits for
+/// the handler: a deadlock. The server's own work between reads allocates nothing (its buffers,
+/// the list of faults parked on EAGAIN and the record of unmapped ranges are allocated when it
+/// starts, and `start` returns only once every handler thread has made its allocations); only
+/// logging a failed resolve with `tracing` may allocate, if a subscriber records it. With
+/// `EVENT_FORK` enabled, the source must do the same:
+///
+/// - the event callbacks ([`on_remove`](Self::on_remove), [`on_unmap`](Self::on_unmap),
+///   [`on_remap`](Self::on_remap), [`on_fork`](Self::on_fork)) run under the lock that
+///   serialises event reading, so another fork's event cannot be read until they return,
+///   however many handler threads there are: they must not allocate, free, print or take a lock
+///   that a forking thread may hold. [`on_fork`](Self::on_fork) may keep the child's `Uffd` in
+///   storage made beforehand (a slot, a preallocated array, a bounded channel with room:
+///   `std::sync::mpsc::sync_channel` and `try_send`), hand it to another thread that way, or
+///   drop it (a `close(2)`);
+/// - [`resolve`](Self::resolve) and [`move_done`](Self::move_done) run outside that lock: with
+///   one handler thread they must obey the same rule (no other thread could read the event); with
+///   more, an allocating `resolve` only idles its own thread until the fork completes.
+///
+/// Stopping the server while another thread forks can deadlock the same way (an exiting
+/// handler thread frees its buffers): stop it first, or make sure no fork is under way.
 pub trait PageSource: Send + Sync + 'static {
     /// How to resolve `fault`. `page` is a scratch buffer of [`Fault::len`] bytes that the calling
     /// handler thread owns (empty in SIGBUS mode), for sources that build the page on demand and
@@ -243,8 +288,12 @@ pub trait PageSource: Send + Sync + 'static {
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a>;
 
     /// The server tried the [`Resolution::Move`] of the page at `from_offset`: `used` is true when
-    /// the page moved into the served region, false when it is still where it was (the fault was
-    /// resolved by someone else, or must be retried after EAGAIN).
+    /// the MOVE succeeded, false when it failed (the fault was resolved by someone else, or must
+    /// be retried after EAGAIN). A failed MOVE does not always leave the page where it was:
+    /// Linux 6.18 can answer EEXIST for a MOVE that did move it (two threads moving pages out of
+    /// one THP; `docs/findings/move-thp-eexist.md`), so check where the page is (for example
+    /// with [`Pagemap::entry`](crate::inspect::Pagemap::entry)) before counting it as still
+    /// there, as [`MovePool`] does.
     fn move_done(&self, from_offset: usize, used: bool) {
         let _ = (from_offset, used);
     }
@@ -268,7 +317,8 @@ pub trait PageSource: Send + Sync + 'static {
 
     /// The process forked (only with `EVENT_FORK`): the child's userfaultfd, registered for the
     /// child's copies of the served ranges. Dropping it (the default) unregisters them, so the
-    /// child sees ordinary anonymous memory.
+    /// child sees ordinary anonymous memory. Must not allocate: see
+    /// [Forks](Self#forks-event_fork).
     fn on_fork(&self, child: uffd::Uffd) {
         drop(child);
     }
@@ -329,7 +379,9 @@ pub enum FailurePolicy {
     #[default]
     Zero,
     /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS
-    /// (`BUS_MCEERR_AR`), which kills the process unless it handles that signal.
+    /// (`BUS_MCEERR_AR`), which kills the process unless it handles that signal. Needs
+    /// `UFFD_FEATURE_POISON` (Linux 6.6); a server asked for it on an older kernel does not
+    /// start ([`ServerError::Unsupported`]).
     Poison,
 }
 
@@ -374,6 +426,15 @@ pub enum ServerError {
         /// The panic message.
         message: String,
     },
+    /// The chosen configuration needs a userfaultfd feature the kernel lacks (for example
+    /// [`FailurePolicy::Poison`] without `UFFDIO_POISON`, before Linux 6.6).
+    #[error("{what} needs the userfaultfd feature {missing:?}, which the kernel lacks")]
+    Unsupported {
+        /// What needs it.
+        what: &'static str,
+        /// The missing features.
+        missing: uffd::Features,
+    },
     /// A handler thread stopped on an error reading or polling the userfaultfd.
     #[error("a fault handler thread failed: {errno}")]
     Handler {
@@ -386,7 +447,8 @@ pub enum ServerError {
 ///
 /// Every fault read counts once in `faults`; then it is served (one of `served_*`), lost a race
 /// (`races`: already resolved, answered with a wake), left unresolved by the source (`left`),
-/// dropped (`dropped`: its range was unmapped or remapped away), or failed (`errors`). A fault
+/// dropped (`dropped`: its range was unmapped or remapped away, or it was outside the region),
+/// or failed (`errors`). A fault
 /// retried after EAGAIN counts once in `faults` and once per EAGAIN in `retries`.
 ///
 /// A serve is counted just before the ioctl that resolves it (and taken back if the ioctl fails),
@@ -415,7 +477,8 @@ pub struct ServerStats {
     pub retries: u64,
     /// Faults the source chose to leave unresolved.
     pub left: u64,
-    /// Faults dropped because their range was unmapped or remapped away.
+    /// Faults dropped because their range was unmapped or remapped away, or was outside the
+    /// region (a mapping grown out of it): each page unregistered, then its thread woken.
     pub dropped: u64,
     /// Resolves that failed with another error (logged, rate-limited): each is followed by one
     /// fallback resolve per the [`FailurePolicy`].
@@ -485,24 +548,14 @@ impl Counters {
         }
     }
 
-    fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
+    pub(crate) fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
         match resolution {
             Resolution::Zero => &self.served_zero,
             Resolution::Copy(_) => &self.served_copy,
-            Resolution::Move { .. } => &self.served_move,
+            Resolution::Move { .. } | Resolution::Lease(_) => &self.served_move,
             Resolution::Poison => &self.poisoned,
             Resolution::Leave => &self.left,
         }
-    }
-
-    pub(crate) fn served(&self, resolution: &Resolution<'_>) {
-        bump(self.counter(resolution));
-    }
-
-    /// Takes back a [`served`](Self::served) counted before an ioctl that then failed. (Counting
-    /// first means a thread woken by the ioctl already sees its fault in the stats.)
-    pub(crate) fn unserved(&self, resolution: &Resolution<'_>) {
-        self.counter(resolution).fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,7 @@ use uffd::{
     Uffd, ZeropageFlags,
 };
 
+use super::page_bits::PageBits;
 use super::{
     bump, Counters, FailurePolicy, Fault, PageSource, PanicPolicy, Resolution, ServerError,
     ServerStats,
@@ -66,6 +67,10 @@ impl RetryClock {
     }
 }
 
+/// Room for faults parked on EAGAIN per handler, allocated up front: beyond it a fault's thread
+/// is woken to fault again instead (see [`Core::park`]).
+pub(crate) const PARKED_FAULTS: usize = 256;
+
 /// A failed resolve is logged once, then once per this many failures (all are counted).
 const WARN_EVERY: u64 = 1024;
 
@@ -105,7 +110,9 @@ pub(crate) fn apply<S: PageSource + ?Sized>(
     resolution: Resolution<'_>,
 ) -> Result<(), Failure> {
     let page = region.page_size();
-    counters.served(&resolution);
+    // Counted first, so a thread woken by the ioctl already sees its fault counted.
+    let counter = counters.counter(&resolution);
+    counter.fetch_add(1, Ordering::Relaxed);
     let result = match resolution {
         Resolution::Leave => return Ok(()),
         Resolution::Zero => {
@@ -127,12 +134,32 @@ pub(crate) fn apply<S: PageSource + ?Sized>(
             source.move_done(src, result.is_ok());
             result
         }
+        Resolution::Lease(lease) => {
+            let outcome = region::move_between(
+                uffd,
+                region,
+                offset,
+                lease.region(),
+                lease.offset(),
+                page,
+                MoveFlags::empty(),
+            );
+            if lease.settle(&outcome) && outcome.is_err() {
+                // The MOVE failed, yet the page left the pool: it is in place (EEXIST from a
+                // MOVE that moved, docs/findings/move-thp-eexist.md). A failed MOVE wakes
+                // nobody, so wake the faulting thread; the fault was served.
+                let _ = region::wake_in(uffd, region, offset, page);
+                Ok(page)
+            } else {
+                outcome.map_err(Failure::Kernel)
+            }
+        }
         Resolution::Poison => {
             region::resolve_poison(uffd, region, offset, page).map_err(Failure::Kernel)
         }
     };
     if result.is_err() {
-        counters.unserved(&resolution);
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
     result.map(drop)
 }
@@ -178,11 +205,17 @@ pub(crate) struct Core<S> {
     /// One eventfd per handler thread, written after each generation bump so parked threads
     /// wake up (none for the tokio server, whose single reader retries its own parked faults).
     wakers: Vec<OwnedFd>,
-    /// Offsets of the region unmapped or remapped away: faults there are dropped.
-    gone: Mutex<Vec<Range<usize>>>,
+    /// Pages of the region unmapped or remapped away: faults there are dropped. A bitmap
+    /// allocated up front, like `lost`: applying an event never allocates (see the fork notes
+    /// on [`PageSource`]).
+    gone: PageBits,
     any_gone: AtomicBool,
-    /// Gone offsets that could not be re-reserved (someone mapped there first).
-    lost: Mutex<Vec<Range<usize>>>,
+    /// Gone pages that could not be re-reserved (someone mapped there first).
+    lost: PageBits,
+    /// Failures on the handler threads' own path that are not logged there, since logging may
+    /// allocate (a re-reservation, an unregistration or a wake that failed, an unknown event):
+    /// counted, and logged once when the region is unregistered.
+    quiet_failures: AtomicU64,
 }
 
 /// What [`Core::new`] needs besides the region and the source.
@@ -216,6 +249,7 @@ impl<S: PageSource> Core<S> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         region::register_range(&uffd, &region, 0, region.len(), true)?;
+        let pages = region.pages();
         Ok(Self {
             uffd,
             region,
@@ -225,9 +259,10 @@ impl<S: PageSource> Core<S> {
             events: Mutex::new(()),
             generation: AtomicU64::new(0),
             wakers,
-            gone: Mutex::new(Vec::new()),
+            gone: PageBits::new(pages),
             any_gone: AtomicBool::new(false),
-            lost: Mutex::new(Vec::new()),
+            lost: PageBits::new(pages),
+            quiet_failures: AtomicU64::new(0),
         })
     }
 
@@ -241,14 +276,16 @@ impl<S: PageSource> Core<S> {
     }
 
     fn is_gone(&self, off: usize) -> bool {
-        if !self.any_gone.load(Ordering::Acquire) {
-            return false;
-        }
-        lock(&self.gone).iter().any(|r| r.contains(&off))
+        self.any_gone.load(Ordering::Acquire) && self.gone.get(off / self.page_size())
+    }
+
+    /// Counts a failure that the handler path does not log (see `quiet_failures`).
+    fn quiet_failure(&self) {
+        bump(&self.quiet_failures);
     }
 
     /// Marks the part of `start..end` (addresses) inside the region as gone, and re-reserves it
-    /// so the region's drop never unmaps memory mapped there by someone else.
+    /// so the region's drop never unmaps memory mapped there by someone else. Allocation-free.
     fn mark_gone(&self, start: usize, end: usize) {
         let page = self.page_size();
         let (lo, hi) = (
@@ -259,27 +296,38 @@ impl<S: PageSource> Core<S> {
             return;
         }
         let base = self.region.addr();
-        let r = (lo - base) / page * page..(hi - base).div_ceil(page) * page;
-        // Only the part not gone already: an `mremap` reports its old range twice (UNMAP and
-        // REMAP), and the second report must not mistake our own reservation for a foreign one.
-        let mut gone = lock(&self.gone);
-        let mut fresh: Vec<Range<usize>> = Vec::new();
-        for off in r.clone().step_by(page) {
-            if gone.iter().any(|g| g.contains(&off)) {
+        self.any_gone.store(true, Ordering::Release);
+        // Re-reserve only the pages not gone already: an `mremap` reports its old range twice
+        // (UNMAP and REMAP), and the second report must not mistake our own reservation for a
+        // foreign one. Each page is marked before its run is re-reserved.
+        let mut run: Option<Range<usize>> = None;
+        for p in (lo - base) / page..(hi - base).div_ceil(page) {
+            if self.gone.set(p) {
                 continue;
             }
-            match fresh.last_mut() {
-                Some(last) if last.end == off => last.end = off + page,
-                _ => fresh.push(off..off + page),
+            match &mut run {
+                Some(r) if r.end == p => r.end = p + 1,
+                _ => {
+                    if let Some(done) = run.replace(p..p + 1) {
+                        self.rereserve_pages(done);
+                    }
+                }
             }
         }
-        gone.push(r);
-        drop(gone);
-        self.any_gone.store(true, Ordering::Release);
-        for piece in fresh {
-            if let Err(errno) = region::rereserve(&self.region, piece.start, piece.len()) {
-                tracing::debug!(%errno, ?piece, "cannot re-reserve an unmapped range");
-                lock(&self.lost).push(piece);
+        if let Some(done) = run {
+            self.rereserve_pages(done);
+        }
+    }
+
+    /// Re-reserves the gone pages `pages` (indices); marks them lost when someone else mapped
+    /// memory there first.
+    fn rereserve_pages(&self, pages: Range<usize>) {
+        let page = self.page_size();
+        let (off, len) = (pages.start * page, pages.len() * page);
+        if region::rereserve(&self.region, off, len).is_err() {
+            self.quiet_failure();
+            for p in pages {
+                self.lost.set(p);
             }
         }
     }
@@ -291,17 +339,52 @@ impl<S: PageSource> Core<S> {
             .region
             .as_ptr()
             .wrapping_add(address.wrapping_sub(self.region.addr()));
-        if let Err(err) = self.uffd.wake(start, len) {
-            tracing::trace!(%err, "wake failed");
+        if self.uffd.wake(start, len).is_err() {
+            self.quiet_failure();
         }
     }
 
-    /// A fault whose range is gone: counted as dropped, and its thread woken (it retries the
-    /// access and finds no mapping, or a remapped one).
+    /// `UFFDIO_UNREGISTER` of `start..end` (addresses), which need not be inside the region:
+    /// no memory is touched, and a range we never registered is refused or skipped by the
+    /// kernel. Errors are only counted (`quiet_failures`).
+    fn unregister_addresses(&self, start: usize, end: usize) {
+        // As for `wake`: the pointer only names the range for the kernel.
+        let ptr = self
+            .region
+            .as_ptr()
+            .wrapping_add(start.wrapping_sub(self.region.addr()));
+        if self.uffd.unregister(ptr, end - start).is_err() {
+            self.quiet_failure();
+        }
+    }
+
+    /// A fault the server cannot serve (its range is gone, or it is not in the region): counted
+    /// as dropped, the page unregistered, then its thread woken. Unregistering first is what
+    /// makes the fault end: woken into a page still registered with us, the thread would only
+    /// fault again at once, for ever. It retries the access and finds what is mapped there now
+    /// (nothing: SIGSEGV; our `PROT_NONE` re-reservation: SIGSEGV; anything else: that).
     fn drop_fault(&self, address: usize) -> Step {
         bump(&self.counters.dropped);
-        self.wake(address, self.page_size());
+        let page = self.page_size();
+        self.unregister_addresses(address, address + page);
+        self.wake(address, page);
         Step::Done
+    }
+
+    /// A fault outside the region, in memory still registered with our userfaultfd: a mapping
+    /// that grew out of the region, by an `mremap` that grows it in place (no event at all) or
+    /// that moves and grows part of it (the REMAP event carries the old length, so only that
+    /// much of the new mapping was unregistered). None of it is ours: the faulting page is
+    /// unregistered, then its thread woken, as in [`drop_fault`](Self::drop_fault).
+    ///
+    /// Only that page: it is certainly registered with us (its fault came to us), while a wider
+    /// `UFFDIO_UNREGISTER` could clear another userfaultfd's registration (the kernel does not
+    /// check whose it is), and finding the mapping's bounds would mean reading
+    /// `/proc/self/maps`, an allocation on the fault path (see the fork notes on
+    /// [`PageSource`]). Each further page of such a mapping ends the same way on its first
+    /// fault; the unregistered pages merge back into one mapping.
+    fn foreign_fault(&self, address: usize) -> Step {
+        self.drop_fault(address)
     }
 
     /// Resolves one fault.
@@ -309,8 +392,9 @@ impl<S: PageSource> Core<S> {
         let page = self.page_size();
         let address = usize::try_from(pf.address).unwrap_or(usize::MAX) & !(page - 1);
         let Some(offset) = self.region.offset_of(address) else {
-            // Outside the region: a range remapped away before we unregistered it.
-            return self.drop_fault(address);
+            // Outside the region: a range remapped away before we unregistered it, or one
+            // that grew out of the region.
+            return self.foreign_fault(address);
         };
         if self.is_gone(offset) {
             return self.drop_fault(address);
@@ -420,8 +504,8 @@ impl<S: PageSource> Core<S> {
                     .region
                     .as_ptr()
                     .wrapping_add(to.wrapping_sub(self.region.addr()));
-                if let Err(err) = self.uffd.unregister(start, len) {
-                    tracing::debug!(%err, "unregistering a remapped range");
+                if self.uffd.unregister(start, len).is_err() {
+                    self.quiet_failure();
                 }
                 self.source.on_remap(from, to, len);
             }
@@ -429,7 +513,8 @@ impl<S: PageSource> Core<S> {
                 bump(&self.counters.forks);
                 self.source.on_fork(Uffd::from_fork(uffd, &self.uffd));
             }
-            other => tracing::debug!(?other, "ignoring an unknown userfaultfd event"),
+            // An event this server did not enable (or a newer kernel's): ignored.
+            _ => self.quiet_failure(),
         }
     }
 
@@ -472,43 +557,54 @@ impl<S: PageSource> Core<S> {
         };
         if applied {
             for waker in &self.wakers {
-                if let Err(errno) = rustix::io::write(waker, &1u64.to_ne_bytes()) {
-                    tracing::debug!(%errno, "signalling a new event generation");
+                if rustix::io::write(waker, &1u64.to_ne_bytes()).is_err() {
+                    self.quiet_failure();
                 }
             }
         }
         for pf in faults.drain(..) {
             bump(&self.counters.faults);
             if self.fault(&pf, scratch) == Step::Pending {
-                pending.push(pf);
+                self.park(pending, pf);
             }
         }
         Ok(n)
     }
 
+    /// Parks a fault that got EAGAIN in `pending` (made with [`PARKED_FAULTS`] of room), or, when
+    /// that is full, wakes its thread to fault again later: never grows the list, since an
+    /// allocation here can deadlock with a `fork()` in progress (see the fork notes on
+    /// [`PageSource`]).
+    fn park(&self, pending: &mut Vec<Pagefault>, pf: Pagefault) {
+        if pending.len() < pending.capacity() {
+            pending.push(pf);
+        } else {
+            let page = self.page_size();
+            self.wake(addr(pf.address) & !(page - 1), page);
+        }
+    }
+
     /// Unregisters whatever is left of the region, waking every thread blocked on it.
     pub(crate) fn unregister(&self) {
         let page = self.page_size();
-        let mut gone = lock(&self.gone).clone();
-        gone.sort_by_key(|r| r.start);
-        let mut at = 0;
-        let mut pieces = Vec::new();
-        for r in gone {
-            if r.start > at {
-                pieces.push(at..r.start);
-            }
-            at = at.max(r.end);
-        }
-        if at < self.region.len() {
-            pieces.push(at..self.region.len());
-        }
-        for piece in pieces {
-            let (start, end) = (piece.start / page * page, piece.end.div_ceil(page) * page);
-            if let Err(err) =
-                region::register_range(&self.uffd, &self.region, start, end - start, false)
-            {
+        self.gone.for_each_run(false, |pages| {
+            if let Err(err) = region::register_range(
+                &self.uffd,
+                &self.region,
+                pages.start * page,
+                pages.len() * page,
+                false,
+            ) {
                 tracing::warn!(%err, "unregistering the served region");
             }
+        });
+        let quiet = self.quiet_failures.swap(0, Ordering::Relaxed);
+        if quiet > 0 {
+            tracing::debug!(
+                quiet,
+                "failed wakes, unregistrations or re-reservations, or unknown events, while \
+                 serving (not logged as they happened: logging may allocate)"
+            );
         }
     }
 
@@ -516,14 +612,15 @@ impl<S: PageSource> Core<S> {
     /// unmapped and someone else mapped memory there that we could not re-reserve, cut short
     /// before that hole (the rest is leaked, never unmapped).
     pub(crate) fn into_region(self) -> Result<Region, ServerError> {
-        let lost = std::mem::take(&mut *lock(&self.lost));
+        let page = self.page_size();
         let mut keep = self.region.len();
-        for hole in lost {
+        self.lost.for_each_run(true, |pages| {
             // The foreign mapping may be gone by now: try once more.
-            if region::rereserve(&self.region, hole.start, hole.end - hole.start).is_err() {
-                keep = keep.min(hole.start);
+            let (off, len) = (pages.start * page, pages.len() * page);
+            if region::rereserve(&self.region, off, len).is_err() {
+                keep = keep.min(off);
             }
-        }
+        });
         if keep == self.region.len() {
             return Ok(self.region);
         }
@@ -581,6 +678,7 @@ pub struct FaultServerBuilder<S> {
     failure: FailurePolicy,
     kernel_faults: bool,
     events_per_read: usize,
+    capabilities: Option<uffd::Capabilities>,
 }
 
 impl<S: PageSource> FaultServerBuilder<S> {
@@ -606,7 +704,8 @@ impl<S: PageSource> FaultServerBuilder<S> {
     }
 
     /// What to do when resolving a fault fails (default [`FailurePolicy::Zero`]); see the
-    /// [module docs](super#failed-resolves).
+    /// [module docs](super#failed-resolves). [`FailurePolicy::Poison`] needs `UFFDIO_POISON`
+    /// (Linux 6.6): without it [`start`](Self::start) fails with [`ServerError::Unsupported`].
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
         self.failure = policy;
         self
@@ -627,14 +726,46 @@ impl<S: PageSource> FaultServerBuilder<S> {
         self
     }
 
+    /// Decide the configuration from these capabilities instead of probing the kernel: the
+    /// default features and the checks of [`start`](Self::start) follow them. For exercising,
+    /// on a new kernel, what a server does on an older one ([`uffd::Capabilities::without`]).
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let caps = uffd::Capabilities::probe()?.without(uffd::Features::EVENT_REMAP);
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource).capabilities(caps).start()?;
+    /// assert!(!server.features().contains(uffd::Features::EVENT_REMAP));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capabilities(mut self, capabilities: uffd::Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
     /// Creates the userfaultfd, registers the region and starts the handler threads.
     ///
     /// # Errors
     ///
     /// [`ServerError::Create`] (no userfaultfd, a missing feature, `EVENT_FORK` without the
-    /// privilege), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
+    /// privilege), [`ServerError::Unsupported`] ([`FailurePolicy::Poison`] on a kernel without
+    /// `UFFDIO_POISON`), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
     pub fn start(self) -> Result<FaultServer<S>, ServerError> {
-        let supported = uffd::Capabilities::probe()?.features();
+        let supported = match self.capabilities {
+            Some(caps) => caps,
+            None => uffd::Capabilities::probe()?,
+        }
+        .features();
+        // Checked here, where the policy takes effect: without `UFFDIO_POISON` (before Linux
+        // 6.6) the fallback would fail with EINVAL, taken for "destination gone", and the
+        // fault would never end.
+        if self.failure == FailurePolicy::Poison && !supported.contains(Features::POISON) {
+            return Err(ServerError::Unsupported {
+                what: "FailurePolicy::Poison",
+                missing: Features::POISON,
+            });
+        }
         let wanted = self.features.unwrap_or(
             (Features::EVENT_REMOVE | Features::EVENT_UNMAP | Features::EVENT_REMAP) & supported,
         ) | (Features::THREAD_ID & supported);
@@ -660,15 +791,28 @@ impl<S: PageSource> FaultServerBuilder<S> {
             control,
             threads: Vec::new(),
         };
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..self.threads {
             let core = Arc::clone(&server.core);
             let control = Arc::clone(&server.control);
             let cap = self.events_per_read;
+            let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("remap-fault-{i}"))
-                .spawn(move || handler_thread(&core, &control, i, cap))
+                .spawn(move || handler_thread(&core, &control, i, cap, ready))
                 .map_err(ServerError::Spawn)?;
             server.threads.push(handle);
+        }
+        drop(ready_tx);
+        // Return only once every handler thread has started and allocated all it needs: a
+        // thread's first allocations (the standard library's own, at thread start, included)
+        // must not wait for a `fork()` that the caller starts right after this returns, since
+        // that fork waits for a handler to read its event (see the fork notes on `PageSource`).
+        // A thread that died first just ends the wait early.
+        for _ in 0..self.threads {
+            if ready.recv().is_err() {
+                break;
+            }
         }
         tracing::debug!(
             addr = server.core.region.addr(),
@@ -688,13 +832,23 @@ fn timespec(d: Duration) -> Timespec {
     }
 }
 
-fn handler_thread<S: PageSource>(core: &Core<S>, control: &Control, me: usize, cap: usize) {
+fn handler_thread<S: PageSource>(
+    core: &Core<S>,
+    control: &Control,
+    me: usize,
+    cap: usize,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    // Everything the loop needs is allocated here, once, before `start` returns: see the fork
+    // notes on `PageSource`.
     let mut buf = EventBuffer::new(cap);
     let mut scratch = vec![0u8; core.page_size()];
     let mut faults = Vec::with_capacity(cap);
-    let mut pending = Vec::new();
+    let mut pending = Vec::with_capacity(PARKED_FAULTS.max(cap));
     let mut clock = RetryClock::new(core.generation());
     let waker = &core.wakers[me];
+    let _ = ready.send(());
+    drop(ready);
     loop {
         // Consume our wake-up first, then look at the generation: a bump after this load
         // writes the eventfd again, so the poll below cannot miss it.
@@ -814,6 +968,7 @@ impl<S: PageSource> FaultServer<S> {
             failure: FailurePolicy::Zero,
             kernel_faults: false,
             events_per_read: 64,
+            capabilities: None,
         }
     }
 

@@ -1,13 +1,28 @@
 //! [`MovePool`]: a page source that moves recycled pages in with `UFFDIO_MOVE`.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::thread::futex;
 
 use uffd::{CopyFlags, MoveFlags, RangeError, Uffd};
 
 use super::{Fault, PageSource, Resolution};
+use crate::inspect::{Pagemap, PM_PRESENT, PM_SWAPPED};
 use crate::region::{self, Region, RegionError, Thp};
+
+/// How long [`MovePool::resolve`] waits, at most, for a slot in flight to settle before it
+/// answers "empty" (a slot is in flight for one ioctl when a server holds it; only a lease kept
+/// by a source for longer makes the wait this long).
+const RESOLVE_WAIT: Duration = Duration::from_millis(100);
+/// How long [`MovePool::give_back`] waits, at most, for a slot in flight to settle before it
+/// answers [`PoolError::Full`].
+const GIVE_BACK_WAIT: Duration = Duration::from_millis(100);
+/// One futex wait while a slot is in flight: short, so the deadlines above hold.
+const SETTLE_POLL: rustix::event::Timespec = rustix::event::Timespec {
+    tv_sec: 0,
+    tv_nsec: 200_000,
+};
 
 const EMPTY: u8 = 0;
 const FREE: u8 = 1;
@@ -36,6 +51,9 @@ pub enum PoolError {
     /// Registering the pool's region failed.
     #[error("registering the pool")]
     Register(#[from] uffd::ControlError),
+    /// A pool of no pages was asked for.
+    #[error("a pool needs at least one page")]
+    NoPages,
     /// Every slot of the pool holds a page: there is nowhere to give one back to.
     #[error("the pool is full")]
     Full,
@@ -47,7 +65,11 @@ pub enum PoolError {
 /// A pool of pages that resolves faults by moving one in (`UFFDIO_MOVE`: no copy, no allocation).
 ///
 /// The pool is a [`Region`] of N page slots plus a lock-free free list (one atomic state per slot:
-/// empty, free or in flight). A page moved into the served region is gone from the pool; pages
+/// empty, free or in flight). [`resolve`](PageSource::resolve) hands a free page out as a
+/// [`PoolLease`] ([`Resolution::Lease`]): the slot is in flight until the lease settles, which
+/// the server does right after its MOVE, and which dropping the lease does too (a source that
+/// changes its mind, a panic), so no slot can stay in flight for good. A page moved into the
+/// served region is gone from the pool; pages
 /// come back with [`give_back`](Self::give_back) (a MOVE from the served region into an empty
 /// slot: the served page then reads as missing and faults again) or [`refill`](Self::refill)
 /// (fresh zeroed pages). When no page is left the pool answers as [`PoolEmpty`] says.
@@ -56,7 +78,15 @@ pub enum PoolError {
 /// pool's region is registered with the pool's own userfaultfd (a MOVE destination must be
 /// registered with the fd that moves), and nothing but the pool touches it.
 ///
-/// The pool's operations only touch atomics and issue ioctls, so it is a
+/// A failed MOVE out of the pool is never taken at its word: whether the page is still in its
+/// slot is read from `/proc/self/pagemap` before the slot counts as free again. Linux 6.18 can
+/// answer EEXIST for a MOVE that did move the page, when two threads move single pages out of
+/// one PMD-mapped THP at once (see `docs/findings/move-thp-eexist.md`); the pool then counts
+/// the page as served (and the server wakes the faulting thread), instead of keeping a phantom
+/// free slot that would later answer a fault with a hole.
+///
+/// The pool's operations only touch atomics, issue system calls (ioctls, `pread(2)` of
+/// pagemap, `futex(2)`) and read the clock, so it is a
 /// [`SignalSafeSource`](super::SignalSafeSource).
 ///
 /// ```
@@ -87,6 +117,9 @@ pub struct MovePool {
     settled: AtomicU32,
     /// Threads waiting on `settled`: a settling slot wakes them only when there are some.
     waiters: AtomicU32,
+    /// `/proc/self/pagemap`, to see where a page is after a failed MOVE (`None` if it could not
+    /// be opened: the kernel's answer is then trusted).
+    pagemap: Option<Pagemap>,
 }
 
 impl MovePool {
@@ -100,14 +133,21 @@ impl MovePool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Region`], [`PoolError::Create`], [`PoolError::Register`], or
-    /// [`PoolError::Move`] if filling a slot fails.
+    /// [`PoolError::NoPages`] for `pages == 0`, [`PoolError::Region`], [`PoolError::Create`],
+    /// [`PoolError::Register`], or [`PoolError::Move`] if filling a slot fails.
+    ///
+    /// ```
+    /// use remap::server::{MovePool, PoolError};
+    /// assert!(matches!(MovePool::new(0), Err(PoolError::NoPages)));
+    /// ```
     pub fn new(pages: usize) -> Result<Self, PoolError> {
+        if pages == 0 {
+            return Err(PoolError::NoPages);
+        }
         let page = rustix::param::page_size();
-        let region = Region::builder(pages.max(1) * page)
-            .thp(Thp::NoHuge)
-            .build()?;
-        let pool = Self::with_state(region, EMPTY)?;
+        let region = Region::builder(pages * page).thp(Thp::NoHuge).build()?;
+        let uffd = Uffd::builder().non_blocking(true).create()?;
+        let pool = Self::with_state(uffd, region, EMPTY)?;
         pool.refill(pool.capacity())?;
         Ok(pool)
     }
@@ -127,14 +167,20 @@ impl MovePool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Create`], [`PoolError::Register`].
+    /// [`PoolError::Create`], [`PoolError::Register`] (EBUSY when the region is registered with
+    /// another userfaultfd: its missing pages could not be touched without blocking for ever).
     pub fn from_region(region: Region) -> Result<Self, PoolError> {
+        let uffd = Uffd::builder().non_blocking(true).create()?;
+        // Register before touching: a region registered elsewhere fails here (EBUSY) instead
+        // of blocking in the first touch of a missing page. Touching needs it unregistered
+        // again (a missing page would fault into our own fd, which nobody reads).
+        region::register_range(&uffd, &region, 0, region.len(), true)?;
+        region::register_range(&uffd, &region, 0, region.len(), false)?;
         region.touch(0..region.len())?;
-        Self::with_state(region, FREE)
+        Self::with_state(uffd, region, FREE)
     }
 
-    fn with_state(region: Region, state: u8) -> Result<Self, PoolError> {
-        let uffd = Uffd::builder().non_blocking(true).create()?;
+    fn with_state(uffd: Uffd, region: Region, state: u8) -> Result<Self, PoolError> {
         region::register_range(&uffd, &region, 0, region.len(), true)?;
         let n = region.pages();
         Ok(Self {
@@ -145,6 +191,7 @@ impl MovePool {
             zero: vec![0u8; region.page_size()].into_boxed_slice(),
             settled: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            pagemap: Pagemap::open().ok(),
             uffd,
             region,
         })
@@ -234,15 +281,24 @@ impl MovePool {
     /// must be present and mapped only there; `from` at `offset` then reads as missing, so in a
     /// served region its next access faults and is served again.
     ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{MovePool, PoolError};
+    ///
+    /// let pool = MovePool::new(1)?;
+    /// let from = Region::new(4096)?;
+    /// from.write_u8(0, 7);
+    /// assert!(matches!(pool.give_back(&from, 0), Err(PoolError::Full)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`PoolError::Full`] when no slot is empty (after waiting for slots whose page is being
-    /// moved out right now to settle), [`PoolError::Move`] when the MOVE fails
-    /// (`Missing` for a page not present, `Busy` for a shared one).
-    ///
-    /// # Panics
-    ///
-    /// If `offset` is not a page-aligned offset inside `from`.
+    /// [`PoolError::Full`] when no slot is empty (after waiting, at most 100 ms, for slots in
+    /// flight to settle: a page leased to a fault right now may be about to come back empty),
+    /// [`PoolError::Move`] when the MOVE fails (`Missing` for a page not present, `Busy` for a
+    /// shared one, `Invalid` with `done: 0` for an `offset` that is not a page-aligned offset
+    /// inside `from`, refused without an ioctl).
     pub fn give_back(&self, from: &Region, offset: usize) -> Result<(), PoolError> {
         let page = self.region.page_size();
         let slot = self.claim_empty().ok_or(PoolError::Full)?;
@@ -259,6 +315,12 @@ impl MovePool {
                 self.release(slot, FREE);
                 Ok(())
             }
+            // Never taken at its word (see the type's docs on EEXIST): the page may have
+            // arrived anyway.
+            Err(_) if self.slot_filled(slot) == Some(true) => {
+                self.release(slot, FREE);
+                Ok(())
+            }
             Err(err) => {
                 self.release(slot, EMPTY);
                 Err(PoolError::Move(err))
@@ -266,29 +328,58 @@ impl MovePool {
         }
     }
 
-    /// Claims an empty slot. A slot whose page a handler is moving out right now is in flight
-    /// until the handler hears back from the kernel, which can be just after the faulting thread
-    /// was woken: while such slots exist, block (on a futex, woken by the slot settling) rather
-    /// than call the pool full.
+    /// Claims an empty slot. A slot whose page is leased to a fault right now is in flight
+    /// until the lease settles, which can be just after the faulting thread was woken: while
+    /// such slots exist, wait for them (on a futex, woken by a slot settling) rather than call
+    /// the pool full, but at most [`GIVE_BACK_WAIT`]: a lease held for longer (by a source
+    /// that keeps it) must not hang the caller.
     fn claim_empty(&self) -> Option<usize> {
+        self.claim_waiting(EMPTY, GIVE_BACK_WAIT)
+    }
+
+    /// Claims a slot in state `from`; while none is but some slot is in flight, waits for
+    /// slots to settle, at most `wait` in all. Async-signal-safe: atomics, `futex(2)` and
+    /// `clock_gettime(2)`.
+    fn claim_waiting(&self, from: u8, wait: Duration) -> Option<usize> {
+        let mut deadline = None;
         loop {
             let seen = self.settled.load(Ordering::SeqCst);
-            if let Some(slot) = self.claim(EMPTY) {
+            if let Some(slot) = self.claim(from) {
                 return Some(slot);
             }
             if !self.slots.iter().any(|s| s.load(Ordering::SeqCst) == BUSY) {
                 return None;
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + wait);
+            if Instant::now() >= deadline {
+                return None;
+            }
             self.waiters.fetch_add(1, Ordering::SeqCst);
-            // Sleeps only if no slot settled since `seen` (else returns EAGAIN at once). The
-            // timeout only guards against a handler that died between claim and settle.
-            let timeout = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 10_000_000,
-            };
-            let _ = futex::wait(&self.settled, futex::Flags::PRIVATE, seen, Some(&timeout));
+            // Sleeps only if no slot settled since `seen` (else returns EAGAIN at once).
+            let _ = futex::wait(
+                &self.settled,
+                futex::Flags::PRIVATE,
+                seen,
+                Some(&SETTLE_POLL),
+            );
             self.waiters.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Whether slot `slot` holds a page (present or swapped out), from pagemap; `None` when
+    /// pagemap cannot be read. Async-signal-safe: one `pread(2)`.
+    fn slot_filled(&self, slot: usize) -> Option<bool> {
+        let addr = self.region.addr() + slot * self.region.page_size();
+        self.pagemap
+            .as_ref()
+            .and_then(|pagemap| pagemap.entry(addr))
+            .map(|entry| entry & (PM_PRESENT | PM_SWAPPED) != 0)
+    }
+
+    /// Whether the page of a leased `slot` is still in the pool after a failed MOVE out (or a
+    /// lease dropped unused): from pagemap, else the kernel's failure is believed (still there).
+    fn page_there(&self, slot: usize) -> bool {
+        self.slot_filled(slot).unwrap_or(true)
     }
 
     /// Settles a claimed slot in `state`. Async-signal-safe: atomics, and a `futex(2)` wake only
@@ -305,26 +396,82 @@ impl MovePool {
     }
 }
 
+/// A page of a [`MovePool`] handed to one fault: what the pool's
+/// [`resolve`](PageSource::resolve) answers, as [`Resolution::Lease`]. The page's slot is in
+/// flight until the lease settles: the server settles it right after its MOVE (the slot is then
+/// empty, or free again if the page is still there); dropping an unsettled lease settles it
+/// from where the page is (still in the pool: free again). So a source that drops the
+/// resolution, or panics holding it, cannot leave the slot in flight.
+///
+/// ```
+/// use remap::server::{Fault, MovePool, PageSource, Resolution};
+///
+/// let pool = MovePool::new(1)?;
+/// let fault = Fault { offset: 0, address: 0, len: 4096, write: false, thread_id: None };
+/// let resolution = pool.resolve(&fault, &mut []);
+/// assert!(matches!(resolution, Resolution::Lease(_)));
+/// assert_eq!(pool.available(), 0);
+/// drop(resolution); // not used after all: the page is free again
+/// assert_eq!(pool.available(), 1);
+/// # Ok::<(), remap::server::PoolError>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping a lease hands the page back to the pool"]
+pub struct PoolLease<'a> {
+    pool: &'a MovePool,
+    slot: usize,
+}
+
+impl<'a> PoolLease<'a> {
+    /// The region holding the page (the pool's own).
+    pub fn region(&self) -> &'a Region {
+        &self.pool.region
+    }
+
+    /// The page's offset in [`region`](Self::region).
+    pub fn offset(&self) -> usize {
+        self.slot * self.pool.region.page_size()
+    }
+
+    /// Settles the lease after the MOVE of its page had `outcome`; returns whether the page
+    /// left the pool. A failed MOVE is not taken at its word: the page counts as still there
+    /// only if pagemap says so (see the [`MovePool`] docs on EEXIST). Async-signal-safe.
+    pub(crate) fn settle(self, outcome: &Result<usize, RangeError>) -> bool {
+        let moved = outcome.is_ok() || !self.pool.page_there(self.slot);
+        self.pool
+            .release(self.slot, if moved { EMPTY } else { FREE });
+        std::mem::forget(self);
+        moved
+    }
+}
+
+impl Drop for PoolLease<'_> {
+    fn drop(&mut self) {
+        // Not settled by a server: whoever held it may have moved the page themselves.
+        let state = if self.pool.page_there(self.slot) {
+            FREE
+        } else {
+            EMPTY
+        };
+        self.pool.release(self.slot, state);
+    }
+}
+
 impl PageSource for MovePool {
+    /// Leases a free page ([`Resolution::Lease`]). With none free but some in flight (leased
+    /// to a fault that may be about to lose its race, or being given back), waits for them to
+    /// settle, at most 100 ms, before answering as [`PoolEmpty`] says.
     fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
-        match self.claim(FREE) {
+        match self.claim_waiting(FREE, RESOLVE_WAIT) {
             Some(slot) => {
                 self.available.fetch_sub(1, Ordering::Relaxed);
                 self.cursor.store(slot + 1, Ordering::Relaxed);
-                Resolution::Move {
-                    from: &self.region,
-                    offset: slot * self.region.page_size(),
-                }
+                Resolution::Lease(PoolLease { pool: self, slot })
             }
             None => match self.empty {
                 PoolEmpty::Zero => Resolution::Zero,
                 PoolEmpty::Poison => Resolution::Poison,
             },
         }
-    }
-
-    fn move_done(&self, from_offset: usize, used: bool) {
-        let slot = from_offset / self.region.page_size();
-        self.release(slot, if used { EMPTY } else { FREE });
     }
 }

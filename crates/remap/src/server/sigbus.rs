@@ -27,8 +27,18 @@
 //! is what the kernel sends for a missing page under `UFFD_FEATURE_SIGBUS` (`VM_FAULT_SIGBUS`).
 //! Everything else, including `BUS_MCEERR_AR` from touching a page poisoned with `UFFDIO_POISON`,
 //! goes to the handler that was installed before ours (Rust's own stack-overflow handler,
-//! typically), or, if that was the default action, the default action is restored and the signal
-//! re-raised, so a stray SIGBUS still kills the process.
+//! typically, which resets SIGBUS to the default action), or, if that was the default action,
+//! the default action is restored and the signal re-raised, so a stray SIGBUS still kills the
+//! process.
+//!
+//! A SIGBUS that is ours is never passed on because its resolve failed: a resolve that lost its
+//! race (EEXIST: another thread resolved the page first) may find the page gone again by the time
+//! it looks (zapped by `MADV_DONTNEED`, which the region allows, or swapped out), and that is
+//! benign. The handler returns and the access is retried: it faults again and is served, swaps
+//! the page in, or (a page poisoned meanwhile) raises `BUS_MCEERR_AR`, which is passed on. Only
+//! when one thread takes 64 such unresolved SIGBUSes in a row at one address, none finding the
+//! page present (a page state that no resolve fixes and that every access reports as missing),
+//! is the signal passed on, rather than retried for ever.
 //!
 //! # Bounds of the work done in the handler
 //!
@@ -37,7 +47,7 @@
 //! condition inside `UFFDIO_MOVE`), the handler retries at most 64 times (`EAGAIN_RETRIES`) with a
 //! `sched_yield` between tries, then treats the fault as failed. A failed resolve falls back once
 //! to the zero page ([`FailurePolicy::Zero`](super::FailurePolicy::Zero)), counted in
-//! `errors` and `fallbacks`; only if that fails too does the signal go to the previous handler.
+//! `errors` and `fallbacks`; if that fails too, the access is retried like a lost race (above).
 //!
 //! # Events
 //!
@@ -75,6 +85,12 @@ use super::{
 };
 use crate::region::{self, Region};
 
+/// How many SIGBUSes in a row at one address a thread may take without the server resolving
+/// one before the handler stops retrying the access and passes the signal on: a bound for a
+/// page state that no resolve fixes yet every access raises `BUS_ADRERR` for (see the module
+/// docs).
+pub(crate) const UNRESOLVED_RETRIES: usize = 64;
+
 /// How many times the SIGBUS handler retries a resolve that got EAGAIN before treating it as
 /// failed (see the module docs).
 pub(crate) const EAGAIN_RETRIES: usize = 64;
@@ -104,10 +120,12 @@ unsafe impl SignalSafeSource for ZeroSource {}
 // SAFETY: `CopySource::resolve` only slices its own image, padded to whole pages when it was
 // built (`<[u8]>::get`, no allocation, no panic); `move_done` is the no-op default.
 unsafe impl SignalSafeSource for CopySource {}
-// SAFETY: `MovePool::resolve` and `move_done` only compare-exchange, load and store atomics of the
-// pool's own slot table, read its fields, and (when `give_back` waits) make one `futex(2)` wake, a
-// system call: no allocation, no lock, no panic (indices come from the table's own bounds, and
-// `move_done` only ever gets offsets the pool's own `resolve` handed out).
+// SAFETY: `MovePool::resolve` and the settling of its `PoolLease` (by the server after its MOVE,
+// or by dropping the lease) only compare-exchange, load and store atomics of the pool's own slot
+// table, read its fields, read the clock (`clock_gettime`), and make system calls: `futex(2)`
+// waits (bounded) and wakes, and one `pread(2)` of pagemap into a stack buffer. No allocation, no
+// lock, no panic (indices come from the table's own bounds, and a lease only ever holds a slot
+// the pool's own `resolve` handed out). `move_done` is the no-op default.
 unsafe impl SignalSafeSource for MovePool {}
 
 /// What the handler calls for an address inside a registered range.
@@ -153,6 +171,9 @@ thread_local! {
     /// of a `usize` with a const initialiser: no lazy set-up, no destructor, so reading it in a
     /// signal handler is a plain thread-local access.
     static RETIRED_HIT: Cell<usize> = const { Cell::new(0) };
+    /// This thread's streak of SIGBUSes at one address that the server could not resolve
+    /// (address, count); reset by any resolved fault. Same kind of thread-local as above.
+    static UNRESOLVED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 /// The SIGBUS action installed before ours.
@@ -309,8 +330,9 @@ impl<S> SigCore<S> {
     }
 
     /// Whether the page at `address` is present (pagemap bit 63), with one `pread(2)`:
-    /// async-signal-safe. A page poisoned by `UFFDIO_POISON` is not present, yet a resolve there
-    /// fails with EEXIST: claiming success for it would retry the access for ever.
+    /// async-signal-safe; `true` when pagemap cannot be read. Not present after a lost race
+    /// means zapped, swapped out or poisoned meanwhile, or a page state no resolve fixes (see
+    /// [`unresolved`](Self::unresolved)).
     fn present(&self, address: usize) -> bool {
         let Some(pagemap) = &self.pagemap else {
             return true;
@@ -321,6 +343,37 @@ impl<S> SigCore<S> {
             Ok(8) => u64::from_ne_bytes(entry) & (1 << 63) != 0,
             _ => true,
         }
+    }
+}
+
+impl<S> SigCore<S> {
+    /// The outcome of a SIGBUS whose fault this server resolved.
+    fn resolved(&self) -> bool {
+        UNRESOLVED.set((0, 0));
+        true
+    }
+
+    /// The outcome of a SIGBUS at `address` that the server did not resolve: another thread
+    /// resolved it first (EEXIST), or the resolve and its fallback failed. The address is ours
+    /// and the signal said "missing page" (`BUS_ADRERR`), so it is never somebody else's
+    /// signal: retry the access. After a lost race the page may well be gone again (zapped by
+    /// `MADV_DONTNEED`, swapped out: pagemap says "not present" then), which the retried
+    /// access sorts out (it faults again, is served again, or swaps in); a page poisoned
+    /// meanwhile raises `BUS_MCEERR_AR`, which is passed on. Only a streak of
+    /// [`UNRESOLVED_RETRIES`] unresolved SIGBUSes in a row at one address, none present, is
+    /// passed on: something no resolve fixes.
+    fn unresolved(&self, address: usize) -> bool {
+        if self.stopping() || self.present(address) {
+            return self.resolved();
+        }
+        let (last, count) = UNRESOLVED.get();
+        let count = if last == address { count + 1 } else { 1 };
+        if count >= UNRESOLVED_RETRIES {
+            UNRESOLVED.set((0, 0));
+            return false;
+        }
+        UNRESOLVED.set((address, count));
+        true
     }
 }
 
@@ -351,10 +404,10 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
                 offset,
                 resolution,
             ) {
-                Ok(()) => return true,
+                Ok(()) => return self.resolved(),
                 Err(Failure::Kernel(RangeError::Exists { .. })) => {
                     bump(&self.counters.races);
-                    return self.present(address) || self.stopping();
+                    return self.unresolved(address);
                 }
                 Err(Failure::Kernel(RangeError::EventsPending { .. })) => {
                     bump(&self.counters.retries);
@@ -366,7 +419,7 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
         if self.stopping() {
             // Unregistered under us (ENOENT/EINVAL), or about to be: once it is, the retried
             // access is an ordinary one.
-            return true;
+            return self.resolved();
         }
         bump(&self.counters.errors);
         match fall_back(
@@ -376,9 +429,8 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
             offset,
             FailurePolicy::Zero,
         ) {
-            Ok(()) => true,
-            Err(RangeError::Exists { .. }) => self.present(address),
-            Err(_) => self.stopping(),
+            Ok(()) => self.resolved(),
+            Err(_) => self.unresolved(address),
         }
     }
 }
@@ -393,9 +445,11 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
 /// process, and only async-signal-safe sources (see the module docs of this mode in
 /// [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error, or an unusable
 /// [`Resolution`] such as a move from outside its region) gets the zero page instead, counted in
-/// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; only if that fails too is the signal
-/// passed on to the previous SIGBUS handler, which normally kills the process. Touching a page
-/// the source poisoned raises a SIGBUS this server does not handle (`BUS_MCEERR_AR`).
+/// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; if that fails too, or the resolve
+/// lost its race to another thread, the access is retried (a page zapped or swapped out
+/// meanwhile is benign), and only a long streak of unresolved faults at one address is passed on
+/// to the previous SIGBUS handler, which normally kills the process. Touching a page the source
+/// poisoned raises a SIGBUS this server does not handle (`BUS_MCEERR_AR`).
 ///
 /// Stopping (or dropping) marks the server as stopping, unregisters the region, then removes the
 /// server from the handler's registry, waiting for handlers still using it; a thread faulting

@@ -18,9 +18,9 @@ fn stats_served_sums_page_kinds() {
 #[test]
 fn counters_count_by_resolution_kind() {
     let counters = Counters::default();
-    counters.served(&Resolution::Zero);
-    counters.served(&Resolution::Copy(&[]));
-    counters.served(&Resolution::Leave);
+    for resolution in [Resolution::Zero, Resolution::Copy(&[]), Resolution::Leave] {
+        bump(counters.counter(&resolution));
+    }
     let stats = counters.snapshot();
     assert_eq!(
         (stats.served_zero, stats.served_copy, stats.left),
@@ -62,7 +62,9 @@ fn copy_source_pads_a_partial_last_page() {
         write: false,
         thread_id: None,
     };
-    match source.resolve(&fault, &mut []) {
+    let mut scratch = [];
+    let resolution = source.resolve(&fault, &mut scratch);
+    match resolution {
         Resolution::Copy(bytes) => {
             assert_eq!(bytes.len(), page);
             assert!(bytes[..100].iter().all(|&b| b == 7));
@@ -77,10 +79,10 @@ fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
     use test_support::{require, Need};
     require!(Need::Move);
     let page = rustix::param::page_size();
-    let pool = std::sync::Arc::new(MovePool::new(1).unwrap());
+    let pool = MovePool::new(1).unwrap();
     // A handler is moving the only page out: its slot is in flight (as between `resolve` and
     // `move_done`).
-    let Resolution::Move { offset, .. } = pool.resolve(
+    let lease = match pool.resolve(
         &Fault {
             offset: 0,
             address: 0,
@@ -89,24 +91,24 @@ fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
             thread_id: None,
         },
         &mut [],
-    ) else {
-        panic!("the pool has a page")
+    ) {
+        Resolution::Lease(lease) => lease,
+        other => panic!("the pool has a page, got {other:?}"),
     };
+    let offset = lease.offset();
     let from = crate::region::Region::new(page).unwrap();
     from.write_u64(0, 42);
-    let settler = {
-        let pool = std::sync::Arc::clone(&pool);
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            // The page leaves (as a MOVE out would take it), and the slot settles empty.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // The page leaves (as a MOVE out would take it), and the lease settles: empty.
             pool.region.madvise_dontneed(offset..offset + page).unwrap();
-            pool.move_done(offset, true);
-        })
-    };
-    // Blocks until the slot settles, then moves our page in.
-    pool.give_back(&from, 0).unwrap();
+            drop(lease);
+        });
+        // Blocks until the slot settles, then moves our page in.
+        pool.give_back(&from, 0).unwrap();
+    });
     assert_eq!(pool.available(), 1);
-    settler.join().unwrap();
 }
 
 #[test]

@@ -4,20 +4,31 @@
 //!
 //! Registering a raw fd with tokio's reactor is `AsyncFd::register_with_interest`, an `unsafe fn`
 //! since tokio 1.5x (its safe predecessor is deprecated as unsound: nothing stops the caller from
-//! closing the fd while it is registered). The one `unsafe` block below upholds that contract:
-//! the fd belongs to the server's core, which the `AsyncFd` itself owns through an `Arc`.
+//! closing the fd while it is registered). The two `unsafe` blocks below uphold that contract:
+//! the userfaultfd belongs to the server's core, which the `AsyncFd` itself owns through an
+//! `Arc`, and the back-off timer's fd is an `OwnedFd` the `AsyncFd` owns.
+//!
+//! # Only the IO driver
+//!
+//! The server needs a runtime with IO enabled and nothing else: the back-off between EAGAIN
+//! retries is a `timerfd` registered with the reactor like the userfaultfd, not tokio's timer
+//! (which panics on a runtime built without `enable_time`). tokio gives no way to ask whether IO
+//! is enabled; registering on a runtime without it panics, so [`AsyncFaultServer::start`]
+//! registers the timer first, catches that panic and answers [`ServerError::Reactor`] before it
+//! has touched the region.
 
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use uffd::{EventBuffer, Features, Pagefault};
 
-use super::core::{panic_message, Core, CoreConfig, RetryClock};
+use super::core::{panic_message, Core, CoreConfig, RetryClock, PARKED_FAULTS};
 use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
 use crate::region::Region;
 
@@ -28,6 +39,63 @@ struct UffdHandle<S>(Arc<Core<S>>);
 impl<S: PageSource> AsRawFd for UffdHandle<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.0.uffd.as_fd().as_raw_fd()
+    }
+}
+
+/// The back-off timer: a non-blocking monotonic `timerfd`, armed once per wait.
+#[derive(Debug)]
+struct Timer(OwnedFd);
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Timer {
+    /// Creates the timer and registers it with the current runtime's reactor: the first
+    /// registration, so a runtime without IO (tokio panics then) is caught here.
+    fn register() -> Result<AsyncFd<Timer>, ServerError> {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )
+        .map_err(|errno| ServerError::Reactor(errno.into()))?;
+        let registered = panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid,
+            // open fd for the whole life of the `AsyncFd`: `Timer` owns its `OwnedFd`, never
+            // replaces it, and the `AsyncFd` owns the `Timer`.
+            unsafe { AsyncFd::register_with_interest(Timer(fd), tokio::io::Interest::READABLE) }
+        }));
+        match registered {
+            Ok(Ok(timer)) => Ok(timer),
+            Ok(Err(err)) => Err(ServerError::Reactor(err.into())),
+            Err(payload) => Err(ServerError::Reactor(std::io::Error::other(panic_message(
+                &*payload,
+            )))),
+        }
+    }
+
+    /// Arms the timer to fire once after `after`.
+    fn arm(&self, after: Duration) -> Result<(), ServerError> {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags};
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let value = rustix::time::Timespec {
+            tv_sec: i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+            // At least 1 ns: an all-zero value disarms the timer instead.
+            tv_nsec: i64::from(after.subsec_nanos().max(1)),
+        };
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: value,
+        };
+        timerfd_settime(&self.0, TimerfdTimerFlags::empty(), &spec)
+            .map(drop)
+            .map_err(|errno| ServerError::Handler { errno })
     }
 }
 
@@ -67,6 +135,7 @@ impl<S: PageSource> AsRawFd for UffdHandle<S> {
 #[derive(Debug)]
 pub struct AsyncFaultServer<S: PageSource> {
     fd: Option<AsyncFd<UffdHandle<S>>>,
+    timer: AsyncFd<Timer>,
     pending: Mutex<Vec<Pagefault>>,
     policy: PanicPolicy,
     /// Set when a panic stopped the server (under [`PanicPolicy::UnregisterAndStop`]).
@@ -76,12 +145,15 @@ pub struct AsyncFaultServer<S: PageSource> {
 impl<S: PageSource> AsyncFaultServer<S> {
     /// Creates the userfaultfd (non-blocking, with `EVENT_REMOVE | EVENT_UNMAP | EVENT_REMAP`
     /// where supported), registers `region` and registers the fd with the current runtime's
-    /// reactor. Call it from within a tokio runtime with IO enabled.
+    /// reactor. Call it from within a tokio runtime with IO enabled (the time driver is not
+    /// needed).
     ///
     /// # Errors
     ///
     /// [`ServerError::Create`], [`ServerError::Register`], [`ServerError::Eventfd`], and
-    /// [`ServerError::Reactor`] when the fd cannot be registered with the reactor (no runtime).
+    /// [`ServerError::Reactor`] when the fd cannot be registered with the reactor: no runtime,
+    /// or a runtime without IO (tokio panics then; the panic is caught, but the process's panic
+    /// hook still reports it, on stderr by default).
     pub fn start(region: Region, source: S) -> Result<Self, ServerError> {
         let supported = uffd::Capabilities::probe()?.features();
         let features = (Features::EVENT_REMOVE
@@ -95,10 +167,12 @@ impl<S: PageSource> AsyncFaultServer<S> {
             policy: FailurePolicy::Zero,
             wakers: 0,
         };
-        // Without a runtime, tokio panics on registration: check first.
+        // Without a runtime, or on one without IO, tokio panics on registration: check first
+        // (the timer's registration catches the second case).
         if let Err(err) = tokio::runtime::Handle::try_current() {
             return Err(ServerError::Reactor(std::io::Error::other(err)));
         }
+        let timer = Timer::register()?;
         let core = Arc::new(Core::new(region, source, config)?);
         // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid, open
         // fd for the whole life of the `AsyncFd`. `UffdHandle` returns the fd of the `Uffd` inside
@@ -111,7 +185,8 @@ impl<S: PageSource> AsyncFaultServer<S> {
         .map_err(|err| ServerError::Reactor(err.into()))?;
         Ok(Self {
             fd: Some(fd),
-            pending: Mutex::new(Vec::new()),
+            timer,
+            pending: Mutex::new(Vec::with_capacity(PARKED_FAULTS)),
             policy: PanicPolicy::Abort,
             stopped: AtomicBool::new(false),
         })
@@ -196,9 +271,20 @@ impl<S: PageSource> AsyncFaultServer<S> {
             }
             let has_pending = !self.lock_pending().is_empty();
             let ready = if has_pending {
-                tokio::time::timeout(clock.backoff(), fd.readable())
-                    .await
-                    .ok()
+                // The back-off: the userfaultfd becoming readable, or the timer firing first.
+                self.timer.get_ref().arm(clock.backoff())?;
+                tokio::select! {
+                    biased;
+                    ready = fd.readable() => Some(ready),
+                    fired = self.timer.readable() => {
+                        if let Ok(mut fired) = fired {
+                            // Drain the expiry count; a stale readiness just retries early.
+                            let _ = rustix::io::read(&fired.get_inner().0, &mut [0u8; 8]);
+                            fired.clear_ready();
+                        }
+                        None
+                    }
+                }
             } else {
                 Some(fd.readable().await)
             };

@@ -1,6 +1,9 @@
 //! Integration tests for `remap`, against the real kernel.
 
+mod child;
 mod inspect;
+mod move_thp_eexist;
 mod mover;
 mod region;
 mod server;
+mod server_hardening;

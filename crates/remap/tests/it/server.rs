@@ -12,11 +12,11 @@ use remap::server::{
     ServerError, SigbusServer, SignalSafeSource, ZeroSource,
 };
 use test_support::{require, Need};
+
+use crate::child::{self, Outcome, Scenario};
 use uffd::Features;
 
 const SEED: u64 = 0x5eed;
-/// Set in a re-run of this test binary to run one child scenario.
-const CHILD_ENV: &str = "REMAP_SERVER_CHILD";
 
 fn page() -> usize {
     rustix::param::page_size()
@@ -488,71 +488,90 @@ fn panic_with_unregister_and_stop_is_reported_and_wakes_faulting_threads() {
     }
 }
 
-/// Re-runs this test binary for one child scenario (killed after 20 s: a hang is a failure).
-fn run_child(scenario: &str) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "server::child_scenarios",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, scenario)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child scenario {scenario} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, format!("{out}\n--- stderr\n{err}"))
-}
+/// The dispatcher of this file's child scenarios.
+const DISPATCHER: &str = "server::child_scenarios";
 
-/// Runs a child scenario that must pass, and checks it really ran (a mistyped test name would
-/// exit 0 after "0 passed").
+/// Every child scenario of this file, with its outcome and needs (replayed by a hand run of
+/// [`child_scenarios`]).
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "abort",
+        outcome: Outcome::Killed(libc::SIGABRT),
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "fork-plain",
+        outcome: Outcome::Pass,
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "fork-event",
+        outcome: Outcome::Pass,
+        needs: &[Need::Root, Need::Feature(Features::EVENT_FORK)],
+    },
+    Scenario {
+        name: "fork-shared-move",
+        outcome: Outcome::Pass,
+        needs: &[Need::Move],
+    },
+    Scenario {
+        name: "events",
+        outcome: Outcome::Pass,
+        needs: &[Need::Feature(EVENTS)],
+    },
+    Scenario {
+        name: "poison-policy",
+        outcome: Outcome::Killed(libc::SIGBUS),
+        needs: &[Need::Move],
+    },
+    Scenario {
+        name: "ordering",
+        outcome: Outcome::Pass,
+        needs: &[Need::Feature(EVENTS)],
+    },
+    Scenario {
+        name: "foreign-hole",
+        outcome: Outcome::Pass,
+        needs: &[Need::Feature(EVENTS)],
+    },
+    Scenario {
+        name: "unmap-race",
+        outcome: Outcome::Pass,
+        needs: &[Need::Root, Need::Feature(EVENTS)],
+    },
+    Scenario {
+        name: "sigbus-poison",
+        outcome: Outcome::Killed(libc::SIGBUS),
+        needs: &[Need::Feature(Features::SIGBUS.union(Features::POISON))],
+    },
+    Scenario {
+        name: "sigbus-stop",
+        outcome: Outcome::Pass,
+        needs: &[Need::Feature(Features::SIGBUS)],
+    },
+    Scenario {
+        name: "sigbus-bad-move",
+        outcome: Outcome::Pass,
+        needs: &[Need::Feature(Features::SIGBUS)],
+    },
+    #[cfg(feature = "tokio")]
+    Scenario {
+        name: "async-abort",
+        outcome: Outcome::Killed(libc::SIGABRT),
+        needs: &[Need::Uffd],
+    },
+];
+
+/// Runs a child scenario that must pass.
 #[track_caller]
 fn run_child_ok(scenario: &str) {
-    let (status, out) = run_child(scenario);
-    assert!(
-        status.success() && out.contains("1 passed"),
-        "child scenario {scenario} failed ({status}):\n{out}"
-    );
+    child::expect_listed(DISPATCHER, SCENARIOS, scenario, Outcome::Pass);
 }
 
 /// Runs a child scenario that must die of `signal`.
 #[track_caller]
 fn run_child_killed_by(scenario: &str, signal: i32) {
-    use std::os::unix::process::ExitStatusExt;
-    let (status, out) = run_child(scenario);
-    assert_eq!(status.signal(), Some(signal), "{status:?}:\n{out}");
-}
-
-fn child_scenario() -> Option<String> {
-    std::env::var(CHILD_ENV).ok()
+    child::expect_listed(DISPATCHER, SCENARIOS, scenario, Outcome::Killed(signal));
 }
 
 #[test]
@@ -573,10 +592,14 @@ fn fork_event_hands_the_child_uffd_to_the_source() {
     run_child_ok("fork-event");
 }
 
-/// Not a test on its own: the body of the child processes above (does nothing otherwise).
+/// The body of the child processes above. Ignored in a normal run (it is no test of its own);
+/// run by hand (`--ignored`, not as a child) it replays every scenario as a child and checks
+/// each outcome.
 #[test]
+#[ignore = "the body of child processes: run by the tests that spawn them"]
 fn child_scenarios() {
-    let Some(scenario) = child_scenario() else {
+    let Some(scenario) = child::scenario() else {
+        child::run_table(DISPATCHER, SCENARIOS);
         return;
     };
     match scenario.as_str() {
@@ -589,6 +612,7 @@ fn child_scenarios() {
             unreachable!("the process should have aborted");
         }
         "fork-plain" | "fork-event" => fork_child(scenario == "fork-event"),
+        "fork-shared-move" => fork_shared_move_child(),
         "events" => events_child(),
         "poison-policy" => poison_policy_child(),
         "ordering" => ordering_child(),
@@ -797,6 +821,13 @@ fn move_from_a_hole_falls_back_to_the_zero_page() {
 #[test]
 fn move_of_a_page_shared_after_fork_falls_back_once_instead_of_livelocking() {
     require!(Need::Move);
+    // fork() only in a child process of its own: a fork elsewhere in the shared test process
+    // could re-share (or un-share) the pages under test.
+    run_child_ok("fork-shared-move");
+}
+
+/// Child: MOVE of a page shared with a forked child fails with EBUSY; the fault falls back once.
+fn fork_shared_move_child() {
     let from = Region::builder(page()).dontfork(false).build().unwrap();
     from.write_u64(0, 1);
     // SAFETY: the child only calls `_exit`, which is async-signal-safe.
