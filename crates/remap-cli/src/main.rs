@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod model;
 mod probe;
+mod torture;
 
 /// Zero-copy page moving for Linux: userfaultfd and UFFDIO_MOVE, measured.
 #[derive(Debug, Parser)]
@@ -44,6 +45,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
     Model(model::ModelArgs),
+    /// Race UFFDIO_MOVE against the kernel's reverse-map walkers and check that nothing is lost.
+    Torture(torture::TortureArgs),
 }
 
 /// What every subcommand needs to know about where its output goes.
@@ -87,6 +90,7 @@ fn run(command: Command, out: Output) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => probe::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
         Command::Model(args) => model::run(&args, out),
+        Command::Torture(args) => torture::run(&args, out),
     }
 }
 
