@@ -6,7 +6,8 @@
 //! EEXIST; a source hole with ENOENT unless `ALLOW_SRC_HOLES` (then it counts as moved and the
 //! destination stays empty); a page that may be shared (a fork since it was last written, a KSM
 //! twin or zero page while KSM runs, a swapped page of a THP region whose large folio may sit in
-//! the swap cache) may stop it with EBUSY; anything else moves. A stop after progress is reported
+//! the swap cache, a page of a large folio whose split failed) may stop it with EBUSY; anything
+//! else moves. A stop after progress is reported
 //! as EAGAIN with the bytes done; EAGAIN with nothing done is allowed only while non-cooperative
 //! events can be pending, ENOMEM only under the run's memory limit. Nothing else is allowed:
 //! in particular an errno when pages moved, or bytes reported that did not move, is a kernel

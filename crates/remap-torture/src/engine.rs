@@ -382,7 +382,7 @@ pub(crate) fn move_checked(
         outcome = Outcome::Failed(rustix::io::Errno::EXIST);
     }
     sh.stats.count_result(outcome.bucket());
-    let cases: Vec<PageCase> = (0..n)
+    let mut cases: Vec<PageCase> = (0..n)
         .map(|i| {
             let s = win.slot(src, k + i);
             PageCase {
@@ -412,12 +412,14 @@ pub(crate) fn move_checked(
             Err(e) => -i64::from(e.errno().raw_os_error()),
         },
     );
-    let describe = || {
+    let describe = |cases: &[PageCase]| {
         let occ = |e: &[u64]| {
             e.iter()
                 .map(|&x| {
-                    if x & PM_PRESENT != 0 {
+                    if x & PM_PRESENT != 0 && x & remap::inspect::PM_EXCLUSIVE != 0 {
                         'P'
+                    } else if x & PM_PRESENT != 0 {
+                        'p'
                     } else if swapped(x) {
                         'S'
                     } else {
@@ -437,7 +439,13 @@ pub(crate) fn move_checked(
             cases.iter().map(|c| if c.may_busy { 'b' } else { '-' }).collect::<String>(),
         )
     };
-    let judged = allowed::judge(&cases, ctx, outcome);
+    let mut judged = allowed::judge(&cases, ctx, outcome);
+    if judged.is_err() && moved < n && !cases[moved].may_busy && large_folio(pre_src[moved]) {
+        // The page was part of a large folio (a THP, PTE- or PMD-mapped): MOVE splits it first,
+        // and a split error propagates (spec 2.3), EBUSY included.
+        cases[moved].may_busy = true;
+        judged = allowed::judge(&cases, ctx, outcome);
+    }
     let seen: Vec<Seen> = (0..n)
         .map(|i| Seen {
             src_before: occupied(pre_src[i]),
@@ -462,7 +470,7 @@ pub(crate) fn move_checked(
                 name,
                 format!(
                     "kernel result disagrees with the page tables: {why}{known}{also}: {}; {}",
-                    describe(),
+                    describe(&cases),
                     page_kinds(sh, dmap, k, n)
                 ),
                 vec![src_addr, dst_addr],
@@ -471,7 +479,7 @@ pub(crate) fn move_checked(
         (Ok(()), Err(why)) => sh.violation(
             ViolationKind::DisallowedResult,
             name,
-            format!("{why}: {}", describe()),
+            format!("{why}: {}", describe(&cases)),
             vec![src_addr, dst_addr],
         ),
         (Ok(()), Ok(())) => {}
@@ -514,6 +522,14 @@ pub(crate) fn move_checked(
     outcome
 }
 
+/// Whether the page of a pagemap entry is part of a large folio (kpageflags: THP or compound).
+fn large_folio(entry: u64) -> bool {
+    use remap::inspect::{kpageflags, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_THP};
+    entry & PM_PRESENT != 0
+        && kpageflags(entry & remap::inspect::PM_PFN_MASK)
+            .is_ok_and(|f| f & (KPF_THP | KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0)
+}
+
 /// What kind of pages `[k, k + n)` of `map` are now (kpageflags of the first few): THP, compound.
 fn page_kinds(sh: &Shared, map: &Mapping, k: usize, n: usize) -> String {
     use remap::inspect::{kpageflags, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_THP};
@@ -525,6 +541,7 @@ fn page_kinds(sh: &Shared, map: &Mapping, k: usize, n: usize) -> String {
                 return if swapped(e) { "swapped" } else { "hole" };
             }
             match kpageflags(e & remap::inspect::PM_PFN_MASK) {
+                Ok(f) if f & (1 << 21) != 0 => "ksm",
                 Ok(f) if f & KPF_THP != 0 => "thp",
                 Ok(f) if f & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0 => "large",
                 Ok(_) => "small",
@@ -532,7 +549,10 @@ fn page_kinds(sh: &Shared, map: &Mapping, k: usize, n: usize) -> String {
             }
         })
         .collect();
-    format!("destination pages now: {}", kinds.join(" "))
+    format!(
+        "destination pages now: {}; legend: P exclusive, p shared, S swapped, . hole",
+        kinds.join(" ")
+    )
 }
 
 /// Rewrites the tag of the page at `page` of side `side` (same contents): the write fault makes a
