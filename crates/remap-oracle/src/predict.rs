@@ -310,7 +310,7 @@ impl Space {
                         steps.push(Step::Stop(next.clone(), Errno::Busy));
                     }
                     if flags.iter().any(|e| *e) {
-                        next.split_folio(id);
+                        next.split_folio(id, b);
                         steps.push(Step::Retry(next));
                     }
                     return Ok(steps);
@@ -354,13 +354,19 @@ impl Space {
         flags
     }
 
-    /// `split_folio()`: every page of large folio `id` becomes a small folio (same frames).
-    fn split_folio(&mut self, id: u64) {
+    /// `split_folio()`: every page of large folio `id` becomes a small folio (same frames); where
+    /// the row says so, zero-filled pages become the shared zero page.
+    fn split_folio(&mut self, id: u64, b: &Behaviour) {
         for v in &mut self.vmas {
+            let to_zero = b.split_zero_subpages_to_zero_page && !v.mlocked;
             for p in &mut v.pages {
                 if let Page::Present(pr) = p {
                     if matches!(pr.folio, Folio::Large { id: fid, .. } if fid == id) {
-                        pr.folio = Folio::Small;
+                        if to_zero && pr.tag == 0 {
+                            *p = Page::Zero;
+                        } else {
+                            pr.folio = Folio::Small;
+                        }
                     }
                 }
             }

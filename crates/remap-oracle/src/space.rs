@@ -39,7 +39,7 @@ pub enum VmaKind {
 }
 
 /// The VMA's `madvise` THP setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ThpAdvice {
     /// Neither `MADV_HUGEPAGE` nor `MADV_NOHUGEPAGE`.
     Default,

@@ -226,7 +226,7 @@ fn missing_vma_is_einval_on_6_8_and_enoent_later() {
             vec![Outcome::failed(Errno::Inval)],
             "{name}"
         );
-        for later in ["6.9", "6.14", "6.15", "6.18", "6.19"] {
+        for later in ["6.9", "6.12", "6.14", "6.15", "6.18", "6.19"] {
             assert_eq!(
                 outcomes(&s, &op, row(later)),
                 vec![Outcome::failed(Errno::NoEnt)],
@@ -365,7 +365,28 @@ fn thp_to_unaligned_dst_or_half_length_splits() {
     let a = p.unique().unwrap();
     assert_eq!(a.outcome, Outcome::done(PMD_SIZE / 2));
     assert_eq!(a.after.vma(SRC).unwrap().anon_huge_bytes(), 0);
-    assert!(matches!(a.after.get(SRC + PMD_SIZE / 2), Page::Present(q) if q.folio == Folio::Small));
+    assert_eq!(
+        a.after.get(SRC + PMD_SIZE / 2),
+        Page::Zero,
+        "zero-filled, split"
+    );
+}
+
+#[test]
+fn split_maps_zero_filled_subpages_to_the_zero_page_since_6_12() {
+    let s = thp_pair(2 * PMD_SIZE, true);
+    let op = mv(DST + P, SRC, PMD_SIZE, 0);
+    let old = s.predict(&op, row("6.9")).unwrap();
+    let old = &old.unique().unwrap().after;
+    assert!(matches!(old.get(DST + 2 * P), Page::Present(q) if q.tag == 0));
+    let new = s.predict(&op, row("6.12")).unwrap();
+    let new = &new.unique().unwrap().after;
+    assert_eq!(new.get(DST + 2 * P), Page::Zero);
+    assert_eq!(
+        new.get(DST + P).tag(),
+        Some(1),
+        "the written page stays a page"
+    );
 }
 
 #[test]
@@ -628,7 +649,7 @@ fn markers_wp_at_dst_eexist_guard_at_src_efault() {
 fn pending_events_field_untouched_before_6_15_written_after() {
     let s = apply(&pair(1), Op::QueueEvent { uffd: 1 });
     let op = mv(DST, SRC, P, 0);
-    for old in ["6.8", "6.9", "6.14"] {
+    for old in ["6.8", "6.9", "6.12", "6.14"] {
         assert_eq!(
             outcomes(&s, &op, row(old)),
             vec![Outcome::rejected(Errno::Again)],
@@ -763,11 +784,12 @@ fn behaviour_rows_are_ordered_and_cover_each_change() {
             .name
     };
     assert_eq!(v("6.8.0"), "6.8");
-    assert_eq!(v("6.13.2"), "6.9");
+    assert_eq!(v("6.11.2"), "6.9");
+    assert_eq!(v("6.13.2"), "6.12");
     assert_eq!(v("6.14.1"), "6.14");
     assert_eq!(v("6.17.3"), "6.15");
     assert_eq!(v("6.18.44-fc-v1045"), "6.18");
     assert_eq!(v("7.1.0"), "6.19");
     assert_eq!(Behaviour::newest().name, "6.19");
-    assert_eq!(row("6.15").index(), 3);
+    assert_eq!(row("6.15").index(), 4);
 }

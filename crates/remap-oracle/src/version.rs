@@ -85,6 +85,10 @@ pub struct Behaviour {
     /// The destination PTE is dirty only if the source was (6.15); before, always dirty. Not
     /// observable through pagemap, recorded for completeness.
     pub dirty_follows_src: bool,
+    /// Splitting a large anonymous folio maps its zero-filled subpages to the shared zero page
+    /// (6.12, "mm: remap unused subpages to shared zeropage when splitting isolated thp"),
+    /// except in `VM_LOCKED` VMAs; before, they stay zero-filled private pages.
+    pub split_zero_subpages_to_zero_page: bool,
     /// `MADV_DONTNEED` may free an emptied PTE table (PT_RECLAIM, ~6.14, config-dependent), which
     /// lets a later aligned THP move take the whole-PMD path again.
     pub pt_reclaim: bool,
@@ -102,6 +106,7 @@ const V6_8: Behaviour = Behaviour {
     missing_vma: Errno::Inval,
     early_eagain_writes_field: false,
     swapcache_moves: false,
+    split_zero_subpages_to_zero_page: false,
     dirty_follows_src: false,
     pt_reclaim: false,
     pte_batching: false,
@@ -117,13 +122,21 @@ const V6_9: Behaviour = Behaviour {
     ..V6_8
 };
 
+const V6_12: Behaviour = Behaviour {
+    name: "6.12",
+    since: KernelVersion::new(6, 12),
+    change: "a split large folio maps its zero-filled subpages to the shared zero page",
+    split_zero_subpages_to_zero_page: true,
+    ..V6_9
+};
+
 const V6_14: Behaviour = Behaviour {
     name: "6.14",
     since: KernelVersion::new(6, 14),
     change: "swapcache folios move (large ones EBUSY); PT_RECLAIM may free emptied PTE tables",
     swapcache_moves: true,
     pt_reclaim: true,
-    ..V6_9
+    ..V6_12
 };
 
 const V6_15: Behaviour = Behaviour {
@@ -152,7 +165,7 @@ const V6_19: Behaviour = Behaviour {
 };
 
 /// Every row, oldest first. Releases between two rows behave as the earlier one.
-pub const BEHAVIOUR_TABLE: &[Behaviour] = &[V6_8, V6_9, V6_14, V6_15, V6_18, V6_19];
+pub const BEHAVIOUR_TABLE: &[Behaviour] = &[V6_8, V6_9, V6_12, V6_14, V6_15, V6_18, V6_19];
 
 impl Behaviour {
     /// The row for `version`: the last row whose `since` is not after it. `None` before 6.8 (no
@@ -160,7 +173,7 @@ impl Behaviour {
     ///
     /// ```
     /// use remap_oracle::{Behaviour, Errno, KernelVersion};
-    /// let b = Behaviour::for_version(KernelVersion::new(6, 12)).unwrap();
+    /// let b = Behaviour::for_version(KernelVersion::new(6, 11)).unwrap();
     /// assert_eq!(b.name, "6.9");
     /// assert_eq!(b.missing_vma, Errno::NoEnt);
     /// assert!(Behaviour::for_version(KernelVersion::new(6, 7)).is_none());
