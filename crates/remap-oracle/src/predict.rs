@@ -437,7 +437,9 @@ impl Space {
                 break;
             }
             next.tables.insert(pmd_base(d));
-            if !matches!(next.get(d), Page::None | Page::WpMarker) {
+            // `pte_none_mostly()`: COPY and ZEROPAGE install over any PTE marker, a guard region
+            // included (observed on 6.18); MOVE is stricter.
+            if !matches!(next.get(d), Page::None | Page::WpMarker | Page::Guard) {
                 err = Some(Errno::Exist);
                 break;
             }
