@@ -142,6 +142,9 @@ impl ConformReport {
 }
 
 const P: u64 = PAGE_SIZE;
+/// The page size as a `usize` (4096 fits every target).
+#[allow(clippy::cast_possible_truncation)]
+const PAGE: usize = PAGE_SIZE as usize;
 const HUGE: u64 = PAGES_PER_PMD;
 
 /// A private read-write VMA of `pages` pages in slot `slot`, `start` pages past a PMD boundary,
@@ -1010,7 +1013,7 @@ fn raw_outcome(rc: Result<(), rustix::io::Errno>, field: i64) -> Outcome {
 /// A window with a 1-page source at slot 0 (written with `tag`) and a 2·`pages`-page destination
 /// at slot 1; returns the window, src and dst addresses.
 fn small_pair(pages: usize) -> Result<(Window, usize, usize), ConformError> {
-    let page = PAGE_SIZE as usize;
+    let page = PAGE;
     let w = Window::reserve(8 << 20).map_err(ConformError::Setup)?;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     w.map(1 << 20, pages * page, rw, false)
@@ -1065,7 +1068,7 @@ fn run_special(
     s: Special,
     result: &mut CaseResult,
 ) -> Result<(), ConformError> {
-    let page = PAGE_SIZE as usize;
+    let page = PAGE;
     match s {
         Special::PendingEvents => {
             let uffd = Uffd::builder()

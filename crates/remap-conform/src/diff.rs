@@ -116,7 +116,7 @@ pub fn shrink(
     while best.steps.len() >= 2 {
         let len = best.steps.len();
         let chunk = len.div_ceil(n);
-        let mut reduced = false;
+        let mut smaller = None;
         for i in 0..n {
             let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(len));
             if lo >= hi {
@@ -126,17 +126,17 @@ pub fn shrink(
             trial.steps.drain(lo..hi);
             if let Some(at) = fails(&trial)? {
                 trial.steps.truncate(at + 1);
-                best = trial;
-                n = (n - 1).max(2);
-                reduced = true;
+                smaller = Some(trial);
                 break;
             }
         }
-        if !reduced {
-            if n >= len {
-                break;
+        match smaller {
+            Some(trial) => {
+                best = trial;
+                n = (n - 1).max(2);
             }
-            n = (n * 2).min(len);
+            None if n >= len => break,
+            None => n = (n * 2).min(len),
         }
     }
     // Drop VMAs no step names, then plain-ify the flags of the rest, one at a time.

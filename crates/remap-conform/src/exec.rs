@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use remap::inspect::{Pagemap, PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED};
-use remap_oracle::{Errno, Field, Outcome, PAGE_SIZE, PMD_SIZE};
+use remap_oracle::{Errno, Field, Outcome, PAGE_SIZE};
 use uffd::{Features, RegisterMode, Uffd};
 
 use crate::program::{Program, Reg, Step, VmaSpec, OTHER, OURS};
@@ -31,7 +31,11 @@ const KPF_THP: u64 = 1 << 22;
 const KPF_COMPOUND: u64 = (1 << 15) | (1 << 16);
 const PM_UFFD_WP: u64 = 1 << 57;
 const PM_GUARD_REGION: u64 = 1 << 58;
-const LAST_WORD: u64 = PAGE_SIZE - 8;
+/// The page size as a `usize` (4096 fits every target).
+#[allow(clippy::cast_possible_truncation)]
+const PAGE: usize = PAGE_SIZE as usize;
+/// The offset of a page's last word.
+const LAST_WORD: usize = PAGE - 8;
 
 /// What the contents of a present page say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -322,10 +326,10 @@ impl Run<'_> {
             Step::Copy { dst, pages, tag } => {
                 let len = bytes(pages);
                 let mut buf = vec![0u8; len];
-                for (i, page) in buf.chunks_exact_mut(PAGE_SIZE as usize).enumerate() {
+                for (i, page) in buf.chunks_exact_mut(PAGE).enumerate() {
                     let t = tag + i as u64;
                     page[..8].copy_from_slice(&t.to_ne_bytes());
-                    page[LAST_WORD as usize..].copy_from_slice(&(!t).to_ne_bytes());
+                    page[LAST_WORD..].copy_from_slice(&(!t).to_ne_bytes());
                 }
                 // SAFETY: `dst` is in our window or unmapped; `buf` is ours and readable.
                 let (rc, f) = unsafe { sys::raw_copy(ours, self.addr(dst), buf.as_ptr(), len, 0) };
@@ -345,7 +349,7 @@ impl Run<'_> {
                 // and it is in our window.
                 unsafe {
                     sys::write_u64(a, tag);
-                    sys::write_u64(a + LAST_WORD as usize, !tag);
+                    sys::write_u64(a + LAST_WORD, !tag);
                 }
                 Outcome::OK
             }
@@ -369,22 +373,18 @@ impl Run<'_> {
                 }
                 Outcome::OK
             }
-            Step::SwapOut { at } => call(sys::madvise(
-                self.addr(at),
-                PAGE_SIZE as usize,
-                MADV_PAGEOUT,
-            )),
+            Step::SwapOut { at } => call(sys::madvise(self.addr(at), PAGE, MADV_PAGEOUT)),
             Step::Collapse { vma, pmd } => {
                 let a = self.prog.pmd_addr(self.base(), vma, pmd);
                 call(sys::madvise(
                     usize::try_from(a).expect("usize"),
-                    PMD_SIZE as usize,
+                    PAGE * 512,
                     MADV_COLLAPSE,
                 ))
             }
             Step::SplitPmd { vma, pmd } => {
                 let a = usize::try_from(self.prog.pmd_addr(self.base(), vma, pmd)).expect("usize");
-                let page = PAGE_SIZE as usize;
+                let page = PAGE;
                 let prot = i32::from(self.prog.vmas[vma].prot);
                 let r = sys::mprotect(a + page, page, libc::PROT_NONE)
                     .and_then(|()| sys::mprotect(a + page, page, prot));
@@ -439,7 +439,7 @@ impl Run<'_> {
                 .entries(start, usize::try_from(v.pages).expect("usize"))?;
             let mut pages = Vec::with_capacity(entries.len());
             for (i, e) in entries.iter().enumerate() {
-                pages.push(self.seen(*e, start + i * PAGE_SIZE as usize, v));
+                pages.push(self.seen(*e, start + i * PAGE, v));
             }
             let block = blocks.iter().find(|b| b.0 == start);
             vmas.push(SeenVma {
@@ -467,12 +467,7 @@ impl Run<'_> {
         let content = if v.prot & remap_oracle::PROT_READ != 0 {
             // SAFETY: the page is present (pagemap) and readable, in our window: the load
             // neither faults nor changes its state.
-            let (first, last) = unsafe {
-                (
-                    sys::read_u64(addr),
-                    sys::read_u64(addr + LAST_WORD as usize),
-                )
-            };
+            let (first, last) = unsafe { (sys::read_u64(addr), sys::read_u64(addr + LAST_WORD)) };
             match (first, last) {
                 (0, 0) => Content::Zero,
                 (f, l) if l == !f => Content::Tag(f),

@@ -213,9 +213,14 @@ pub fn mprotect(addr: usize, len: usize, prot: i32) -> Result<(), Errno> {
 ///
 /// The errno.
 pub fn mlock_onfault(addr: usize, len: usize) -> Result<(), Errno> {
-    // SAFETY: mlock2 only changes VMA flags of a Window range.
-    let rc = unsafe { libc::syscall(libc::SYS_mlock2, addr, len, 1 as libc::c_int) };
-    errno_of(i32::from(rc != 0))
+    // SAFETY: mlock2 only changes the VMA flags of a Window range; ONFAULT populates nothing.
+    unsafe {
+        rustix::mm::mlock_with(
+            addr as *mut libc::c_void,
+            len,
+            rustix::mm::MlockFlags::ONFAULT,
+        )
+    }
 }
 
 /// A volatile load of the `u64` at `addr`.
@@ -442,11 +447,18 @@ pub unsafe fn move_in_child(
         // a write to an inherited pipe, then _exit; no allocation, no lock.
         unsafe {
             libc::close(rr);
-            let rc = libc::ioctl(fd, uffd::sys::request::UFFDIO_MOVE as _, &raw mut arg);
-            let errno = if rc == 0 {
-                0
-            } else {
-                *libc::__errno_location()
+            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+            let rc =
+                rustix::ioctl::ioctl(
+                    fd,
+                    rustix::ioctl::Updater::<
+                        { uffd::sys::request::UFFDIO_MOVE },
+                        uffd::sys::uffdio_move,
+                    >::new(&mut arg),
+                );
+            let errno = match rc {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error(),
             };
             let mut msg = [0u8; 12];
             msg[..4].copy_from_slice(&errno.to_ne_bytes());
