@@ -3,7 +3,7 @@
 //! `/proc/kpageflags` (zero page, large folio; root only) and `/proc/self/smaps`
 //! (`AnonHugePages`, and that every VMA is still one VMA).
 //!
-//! Set-up and steps run in this process; `Fork` forks it, so call [`Harness::run`] only from a
+//! Set-up and steps run in this process; `Fork` forks it, so call [`Run::exec`] only from a
 //! single-threaded process (the `remap conform` binary, or a test re-run as a child).
 
 #![allow(unsafe_code)]
