@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod conform;
 mod model;
 mod probe;
 mod torture;
@@ -45,6 +46,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
     Model(model::ModelArgs),
+    /// Check this kernel's UFFDIO_MOVE against the oracle: case by case, or on random programs.
+    Conform(conform::ConformArgs),
     /// Race UFFDIO_MOVE against the kernel's reverse-map walkers and check that nothing is lost.
     Torture(torture::TortureArgs),
 }
@@ -90,6 +93,7 @@ fn run(command: Command, out: Output) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => probe::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
         Command::Model(args) => model::run(&args, out),
+        Command::Conform(args) => conform::run(&args, out),
         Command::Torture(args) => torture::run(&args, out),
     }
 }
