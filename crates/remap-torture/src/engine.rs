@@ -46,6 +46,11 @@ pub(crate) struct Stats {
     pub(crate) dropped: AtomicU64,
     pub(crate) contention: AtomicU64,
     pub(crate) events: AtomicU64,
+    /// MOVE results judged by the oracle, by the torture rules alone, and how often the two
+    /// disagreed.
+    pub(crate) oracle_judged: AtomicU64,
+    pub(crate) rules_judged: AtomicU64,
+    pub(crate) disagreements: AtomicU64,
     pub(crate) results: [AtomicU64; BUCKETS.len()],
 }
 
@@ -93,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) violation_count: AtomicU64,
     pub(crate) oplog: OpLog,
     pub(crate) injected: AtomicBool,
+    /// The oracle's behaviour row for this kernel (None: judge by the torture rules alone).
+    pub(crate) oracle: Option<&'static remap_oracle::Behaviour>,
 }
 
 /// Whether a pagemap entry is populated (present or swapped).
@@ -445,6 +452,47 @@ pub(crate) fn move_checked(
         // and a split error propagates (spec 2.3), EBUSY included.
         cases[moved].may_busy = true;
         judged = allowed::judge(&cases, ctx, outcome);
+    }
+    // The oracle judges what it models; ENOMEM under the memory limit (and anything it reports
+    // as unmodelled) stays with the rules of `allowed`.
+    let by_oracle = match (sh.oracle, outcome) {
+        (_, Outcome::Failed(e)) if e == rustix::io::Errno::NOMEM => None,
+        (Some(b), _) if !misreport => {
+            let known: Vec<crate::oracle::Known> = (0..n)
+                .map(|i| crate::oracle::Known {
+                    src_zero: win.slot(src, k + i).content == Content::Zero,
+                    src_swapped: swapped(pre_src[i]),
+                })
+                .collect();
+            crate::oracle::judge(
+                b,
+                dst_addr as u64,
+                src_addr as u64,
+                flags.bits(),
+                &cases,
+                &known,
+                ctx.events_possible,
+                &result,
+            )
+        }
+        _ => None,
+    };
+    match by_oracle {
+        Some(verdict) => {
+            sh.stats.oracle_judged.fetch_add(1, Ordering::Relaxed);
+            if verdict.is_ok() != judged.is_ok() {
+                sh.stats.disagreements.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    ?verdict,
+                    ?judged,
+                    "the oracle and the torture rules disagree"
+                );
+            }
+            judged = verdict;
+        }
+        None => {
+            sh.stats.rules_judged.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let seen: Vec<Seen> = (0..n)
         .map(|i| Seen {

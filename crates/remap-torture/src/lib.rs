@@ -48,6 +48,7 @@ mod engine;
 mod machine;
 mod model;
 mod oplog;
+mod oracle;
 pub mod report;
 mod rng;
 mod run;

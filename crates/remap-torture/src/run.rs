@@ -336,6 +336,7 @@ fn run_threads(
         violation_count: AtomicU64::new(0),
         oplog: OpLog::new(threads_total),
         injected: AtomicBool::new(false),
+        oracle: crate::oracle::behaviour(),
     });
     let events = {
         let sh = Arc::clone(&sh);
@@ -499,6 +500,14 @@ fn run_threads(
             i64::from(sh.forks_done.load(Ordering::SeqCst)),
         );
     }
+    let mut notes = Vec::new();
+    notes.push(format!(
+        "MOVE results judged by the oracle ({}): {}, by the torture rules alone: {}, disagreements: {}",
+        sh.oracle.map_or("no row for this kernel", |b| b.name),
+        st.oracle_judged.load(Ordering::Relaxed),
+        st.rules_judged.load(Ordering::Relaxed),
+        st.disagreements.load(Ordering::Relaxed)
+    ));
     let report = Report {
         seed: cfg.seed,
         elapsed_secs: elapsed,
@@ -529,7 +538,7 @@ fn run_threads(
         violations,
         interrupted: false,
         restore_errors: Vec::new(),
-        notes: Vec::new(),
+        notes,
         log_path,
     };
     if !hung.is_empty() {
