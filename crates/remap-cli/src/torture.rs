@@ -148,14 +148,17 @@ fn parse_seed(s: &str) -> Result<u64, String> {
 }
 
 fn config(args: &TortureArgs) -> anyhow::Result<Config> {
-    let mut cfg = Config::default();
-    cfg.duration = args.duration;
-    cfg.seed = args.seed.unwrap_or_else(|| {
+    let seed = args.seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+            .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs() << 30);
         t ^ u64::from(std::process::id()) << 40
     });
+    let mut cfg = Config {
+        duration: args.duration,
+        seed,
+        ..Config::default()
+    };
     if let Some(t) = args.threads {
         anyhow::ensure!(t >= 2, "--threads needs at least 2 (a mover and a mutator)");
         cfg.movers = t.div_ceil(2);
@@ -247,7 +250,7 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<ExitCode> {
     w.flush()?;
     let bar = progress_bar(out.progress, cfg.duration);
     let result = remap_torture::run(&cfg, &mut |p| {
-        bar.set_position((p.elapsed_secs * 10.0) as u64);
+        bar.set_position(tenths(p.elapsed_secs));
         bar.set_message(format!(
             "{} pages moved, {} moves, {} violations",
             p.pages_moved, p.moves, p.violations
@@ -324,12 +327,18 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Tenths of a second, for the progress bar's position (negative and NaN clamp to 0).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn tenths(secs: f64) -> u64 {
+    (secs.max(0.0) * 10.0) as u64
+}
+
 fn progress_bar(show: bool, duration: Duration) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::with_draw_target(
-        Some((duration.as_secs_f64() * 10.0) as u64),
+        Some(tenths(duration.as_secs_f64())),
         indicatif::ProgressDrawTarget::stderr(),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}") {

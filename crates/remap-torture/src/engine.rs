@@ -252,11 +252,17 @@ pub(crate) fn mover(sh: &Shared, tid: usize, mut rng: Rng) {
     while !sh.stopping() {
         let pair = &sh.pairs[rng.below(sh.pairs.len())];
         let pages = pair.pages();
-        let (k, w) = if rng.one_in(8) {
-            (rng.below(pages / 512) * 512, 512)
-        } else {
-            let w = rng.batch_len(512);
-            (rng.below(pages - w + 1), w)
+        // Batches of every size 1-512 (log-uniform), PMD-aligned whole PMDs, and long runs.
+        let (k, w) = match rng.below(8) {
+            0 | 1 => (rng.below(pages / 512) * 512, 512),
+            2..=4 => {
+                let w = rng.batch_len(512);
+                (rng.below(pages - w + 1), w)
+            }
+            _ => {
+                let w = rng.range(128, 512);
+                (rng.below(pages - w + 1), w)
+            }
         };
         let Some(mut win) = Window::try_lock(pair, &[0, 1], k, w) else {
             sh.stats.contention.fetch_add(1, Ordering::Relaxed);
@@ -839,7 +845,7 @@ pub(crate) fn event_reader(sh: &Shared) {
                             "a thread faulted on {:#x} ({:?}), a page the run believed present",
                             pf.address, pf.flags
                         ),
-                        vec![pf.address as usize],
+                        vec![usize::try_from(pf.address).unwrap_or(usize::MAX)],
                     );
                     let _ = sys::zero_page_at(&sh.uffd, pf.address);
                 }

@@ -211,7 +211,10 @@ impl Config {
             cmd.push_str(&format!(" --pairs {}", self.pairs));
         }
         if self.region_pages != default.region_pages {
-            cmd.push_str(&format!(" --region-mib {}", self.region_pages * 4096 >> 20));
+            cmd.push_str(&format!(
+                " --region-mib {}",
+                (self.region_pages * rustix::param::page_size()) >> 20
+            ));
         }
         if self.idle_walkers_ok {
             cmd.push_str(" --idle-walkers-ok");

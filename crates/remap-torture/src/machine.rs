@@ -70,12 +70,12 @@ fn own_memcg() -> Result<PathBuf, String> {
 }
 
 impl MachineGuard {
-    /// Makes the changes `wanted` asks for. On an error, what was already changed is undone
-    /// when the returned error's guard... is dropped: the partial guard is returned with it.
-    pub(crate) fn apply(wanted: &Wanted) -> Result<MachineGuard, (MachineGuard, String)> {
+    /// Makes the changes `wanted` asks for. On an error the guard of what was already changed
+    /// comes back with the message, so the caller can restore it (dropping it does too).
+    pub(crate) fn apply(wanted: &Wanted) -> Result<MachineGuard, Box<(MachineGuard, String)>> {
         let mut guard = MachineGuard::default();
         if let Err(e) = guard.apply_inner(wanted) {
-            return Err((guard, e));
+            return Err(Box::new((guard, e)));
         }
         Ok(guard)
     }

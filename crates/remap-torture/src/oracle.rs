@@ -127,8 +127,8 @@ pub(crate) fn judge(
         mode,
         caller: Caller::Owner,
     };
-    let seen = observed(result, cases.len() * PAGE_SIZE as usize);
-    let done = (seen.bytes_done() / PAGE_SIZE) as usize;
+    let seen = observed(result, cases.len() * crate::sys::page_size());
+    let done = usize::try_from(seen.bytes_done() / PAGE_SIZE).unwrap_or(usize::MAX);
     let mut variants = vec![(None, false)];
     if done < cases.len() && cases[done].may_busy {
         variants.push((Some(done), false));

@@ -130,12 +130,12 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     let has = |w: Walker| cfg.walkers.contains(&w);
     let working_set = (cfg.pairs * cfg.region_pages * page) as u64;
     let wanted = Wanted {
-        cgroup_limit: has(Walker::Reclaim)
-            .then(|| (working_set as f64 * cfg.limit_fraction) as u64),
+        cgroup_limit: has(Walker::Reclaim).then_some(fraction_of(working_set, cfg.limit_fraction)),
         ksm: has(Walker::Ksm),
         swap: has(Walker::Reclaim) || has(Walker::Pageout),
     };
-    let mut guard = MachineGuard::apply(&wanted).map_err(|(mut g, e)| {
+    let mut guard = MachineGuard::apply(&wanted).map_err(|failed| {
+        let (mut g, e) = *failed;
         let undo = g.restore();
         TortureError::Setup(if undo.is_empty() {
             e
@@ -266,6 +266,13 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     report.interrupted = sys::interrupted();
     drop(signals);
     Ok(report)
+}
+
+/// `fraction` (clamped to 0..=1) of `bytes`, rounded down.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn fraction_of(bytes: u64, fraction: f64) -> u64 {
+    // In range by the clamp: the product lies in 0..=bytes.
+    (bytes as f64 * fraction.clamp(0.0, 1.0)) as u64
 }
 
 /// Waits (up to 3 s) for the cgroup's usage to fall back near `baseline`: freed memory is
@@ -521,11 +528,11 @@ fn run_threads(
         pages_checked: st.checked.load(Ordering::Relaxed),
         pages_written: st.written.load(Ordering::Relaxed),
         logical_pages: u64::from(pair_ids)
-            + cfg
-                .walkers
-                .contains(&Walker::Flip)
-                .then_some(cfg.flip_pages as u64)
-                .unwrap_or(0),
+            + if cfg.walkers.contains(&Walker::Flip) {
+                cfg.flip_pages as u64
+            } else {
+                0
+            },
         pages_dropped: st.dropped.load(Ordering::Relaxed),
         walkers: walkers_vec,
         vmstat: BTreeMap::new(),

@@ -250,7 +250,7 @@ pub(crate) fn copy_page(
 /// `UFFDIO_ZEROPAGE` of the page at `addr`: resolves a fault nobody expected, so the faulting
 /// thread does not hang (the caller records it as a violation).
 pub(crate) fn zero_page_at(uffd: &Uffd, addr: u64) -> Result<usize, RangeError> {
-    let page = (addr as usize) & !(page_size() - 1);
+    let page = usize::try_from(addr).unwrap_or(usize::MAX) & !(page_size() - 1);
     // SAFETY: the address came from a fault in a range registered with this uffd (ours); the
     // faulting thread waits, and no reference points into the page.
     unsafe { uffd.zeropage(page as *mut u8, page_size(), ZeropageFlags::empty()) }

@@ -216,7 +216,7 @@ fn fork(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
             Ok(pid) => {
                 sh.oplog.record(tid, "fork", 0, 0, 0, 0, i64::from(pid));
                 match sys::wait_child(pid) {
-                    Ok(status) if status == 0 => st.result(Ok(()), "fork"),
+                    Ok(0) => st.result(Ok(()), "fork"),
                     Ok(status) => {
                         st.result(Ok(()), "fork");
                         sh.violation(
@@ -633,10 +633,10 @@ fn flip_move_back(
             );
         }
         let moved = outcome.moved(len);
-        for i in at..at + moved {
-            if model[i].occupied() {
+        for (i, &c) in model.iter().enumerate().skip(at).take(moved) {
+            if c.occupied() {
                 sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
-                if let Err(why) = sh.check_page(f, i, model[i]) {
+                if let Err(why) = sh.check_page(f, i, c) {
                     sh.violation(
                         ViolationKind::WrongContent,
                         "flip",
