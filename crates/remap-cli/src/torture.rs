@@ -405,6 +405,11 @@ fn render(r: &Report, cfg: &Config) -> String {
             c.baseline_usage_bytes >> 10,
             c.final_usage_bytes >> 10
         );
+        if let Some(w) = r.walkers.iter().find(|w| w.walker == Walker::Reclaim) {
+            if let Some(n) = w.detail.get("oom_rescues") {
+                let _ = writeln!(s, "  {:<32} {n:>12}", "limit lifted for a moment (OOM)");
+            }
+        }
         for key in [
             "swap",
             "rss",

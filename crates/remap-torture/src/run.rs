@@ -171,7 +171,8 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     let cgroup_stat = cgroup.as_deref().map(machine::cgroup_stat);
     let cgroup_values = cgroup.as_deref().map(|d| {
         (
-            machine::cgroup_value(d, "memory.limit_in_bytes").unwrap_or(0),
+            // The configured limit (the OOM guard may be lifting the file's value right now).
+            wanted.cgroup_limit.unwrap_or(0),
             machine::cgroup_value(d, "memory.failcnt").unwrap_or(0),
             machine::cgroup_value(d, "memory.max_usage_in_bytes").unwrap_or(0),
         )
