@@ -624,6 +624,49 @@ fn flip_move_back(
             events_possible: sh.ctx_events,
             nomem_possible: sh.ctx_nomem,
         };
+        // What the page tables show: the reported count must be what moved (as for movers).
+        let f_after = sh.entries(f, at, len);
+        let g_after = sh.entries(g, at, len);
+        let seen: Vec<crate::allowed::Seen> = (0..len)
+            .map(|i| crate::allowed::Seen {
+                src_before: model[at + i].occupied(),
+                dst_before: false,
+                src_after: occupied(g_after[i]),
+                dst_after: occupied(f_after[i]),
+            })
+            .collect();
+        let reported = outcome.moved(len);
+        if let Err(why) = allowed::consistent(&seen, reported) {
+            sh.violation(
+                ViolationKind::KernelMisreport,
+                "flip",
+                format!("MOVE back of {len} pages at flip page {at} gave {r:?}: kernel result disagrees with the page tables: {why}"),
+                vec![f.addr() + at * sh.page, g.addr() + at * sh.page],
+            );
+            // Go by the page tables: the pages that went, went.
+            let went = (0..len)
+                .find(|&i| {
+                    if seen[i].src_before {
+                        !seen[i].moved()
+                    } else {
+                        i >= reported
+                    }
+                })
+                .unwrap_or(len);
+            for &c in model.iter().skip(at).take(went) {
+                if c.occupied() {
+                    sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if went == 0 {
+                retries += 1;
+                if retries > 10_000 {
+                    return;
+                }
+            }
+            done += went;
+            continue;
+        }
         if let Err(why) = allowed::judge(&cases, ctx, outcome) {
             sh.violation(
                 ViolationKind::DisallowedResult,
