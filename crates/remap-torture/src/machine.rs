@@ -410,6 +410,19 @@ pub(crate) fn cgroup_stat(dir: &Path) -> BTreeMap<String, i64> {
     parse_counters(&read(dir.join("memory.stat")).unwrap_or_default())
 }
 
+/// This process's resident anonymous memory (`RssAnon` of `/proc/self/status`), in bytes: the
+/// heap and stacks it grew during the run are charged to its cgroup and are not a leak.
+pub(crate) fn rss_anon() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Open file descriptors of this process.
 pub(crate) fn fd_count() -> usize {
     fs::read_dir("/proc/self/fd")

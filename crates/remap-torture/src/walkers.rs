@@ -240,16 +240,17 @@ fn fork(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
 /// the movers' partial-PMD moves.
 fn thp(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
     let mut st = DriverStats::default();
-    let zero_src = if std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
-        .is_ok_and(|s| s.trim() == "1")
-    {
-        Mapping::new(sys::PMD_BYTES)
-            .ok()
-            .filter(|m| m.madvise(0, m.pages(), Advice::HugePage).is_ok())
-    } else {
-        st.bump("huge_zero_page_unavailable");
-        None
-    };
+    let mut zero_src =
+        if std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
+            .is_ok_and(|s| s.trim() == "1")
+        {
+            Mapping::new(sys::PMD_BYTES)
+                .ok()
+                .filter(|m| m.madvise(0, m.pages(), Advice::HugePage).is_ok())
+        } else {
+            st.bump("huge_zero_page_unavailable");
+            None
+        };
     while !sh.stopping() {
         nap(sh, &mut rng, 10, 60);
         let pair = &sh.pairs[rng.below(sh.pairs.len())];
@@ -310,6 +311,10 @@ fn thp(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
         }
         if let (Some(z), true) = (&zero_src, empty_other && rng.one_in(2)) {
             huge_zero(sh, tid, &mut st, z, pair, &mut win, 1 - side, pmd);
+            // A fresh PMD for the next round: the old one keeps the page table a split left.
+            zero_src = Mapping::new(sys::PMD_BYTES)
+                .ok()
+                .filter(|m| m.madvise(0, m.pages(), Advice::HugePage).is_ok());
         }
     }
     st
