@@ -13,9 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod conform;
 mod model;
 mod output;
 mod probe;
+mod torture;
 
 use output::{Outcome, Output};
 
@@ -47,6 +49,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
     Model(model::ModelArgs),
+    /// Check this kernel's UFFDIO_MOVE against the oracle: case by case, or on random programs.
+    Conform(conform::ConformArgs),
+    /// Race UFFDIO_MOVE against the kernel's reverse-map walkers and check that nothing is lost.
+    Torture(torture::TortureArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +92,8 @@ fn run(command: Command, out: Output) -> anyhow::Result<Outcome> {
         Command::Probe(args) => probe::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
         Command::Model(args) => model::run(&args, out),
+        Command::Conform(args) => conform::run(&args, out),
+        Command::Torture(args) => torture::run(&args, out),
     }
 }
 

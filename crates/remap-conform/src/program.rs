@@ -1,0 +1,686 @@
+//! Differential programs: a few VMAs, then a sequence of steps, generated from a seed and
+//! printable as JSON for replay.
+//!
+//! Steps name pages relative to a VMA ([`Loc`]), so a program means the same wherever its window
+//! lands, and dropping steps (shrinking) never invalidates the others.
+
+use remap_oracle::{
+    Caller, Environment, Op, Outcome, Signal, Space, ThpAdvice, Vma, VmaKind, PAGES_PER_PMD,
+    PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE,
+};
+use serde::{Deserialize, Serialize};
+
+/// The userfaultfd every MOVE, COPY and ZEROPAGE goes through.
+pub const OURS: u32 = 0;
+/// A second userfaultfd, for "registered with another uffd".
+pub const OTHER: u32 = 1;
+
+/// A VMA's userfaultfd registration in a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reg {
+    /// [`OURS`] or [`OTHER`].
+    pub uffd: u32,
+    /// `MODE_MISSING`.
+    pub missing: bool,
+    /// `MODE_WP`.
+    pub wp: bool,
+}
+
+/// One VMA of a program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmaSpec {
+    /// Start, in pages from the window's base (which is 2 MiB aligned).
+    pub offset: u64,
+    /// Length in pages.
+    pub pages: u64,
+    /// `PROT_*` bits.
+    pub prot: u8,
+    /// `MAP_SHARED | MAP_ANONYMOUS` instead of private.
+    pub shared: bool,
+    /// `mlock2(MLOCK_ONFAULT)`.
+    pub mlocked: bool,
+    /// THP advice.
+    pub thp: ThpAdvice,
+    /// `MADV_DONTFORK`.
+    pub dontfork: bool,
+    /// Registration at set-up.
+    pub register: Option<Reg>,
+}
+
+/// A page relative to a VMA: `page` may lie outside it (negative, or past its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loc {
+    /// The VMA's index.
+    pub vma: usize,
+    /// The page index within it.
+    pub page: i64,
+}
+
+/// One step of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// `UFFDIO_MOVE` of `pages` pages with `mode`.
+    Move {
+        /// Destination.
+        dst: Loc,
+        /// Source.
+        src: Loc,
+        /// Length in pages.
+        pages: u64,
+        /// `mode` bits.
+        mode: u64,
+    },
+    /// `UFFDIO_MOVE` with byte-level adjustments (for the argument checks): `dst`/`src` plus the
+    /// deltas, `len` bytes. Not generated; used by the conformance cases.
+    MoveBytes {
+        /// Destination page.
+        dst: Loc,
+        /// Bytes added to the destination address.
+        dst_delta: i64,
+        /// Source page.
+        src: Loc,
+        /// Bytes added to the source address.
+        src_delta: i64,
+        /// Length in bytes.
+        len: u64,
+        /// `mode` bits.
+        mode: u64,
+    },
+    /// `UFFDIO_WRITEPROTECT` of unpopulated pages (installs WP markers). Not generated.
+    WriteProtect {
+        /// Start.
+        at: Loc,
+        /// Length in pages.
+        pages: u64,
+    },
+    /// `UFFDIO_COPY` of `pages` pages holding tags `tag..`.
+    Copy {
+        /// Destination.
+        dst: Loc,
+        /// Length in pages.
+        pages: u64,
+        /// The first page's tag.
+        tag: u64,
+    },
+    /// `UFFDIO_ZEROPAGE`.
+    ZeroPage {
+        /// Destination.
+        dst: Loc,
+        /// Length in pages.
+        pages: u64,
+    },
+    /// `MADV_DONTNEED`.
+    DontNeed {
+        /// Start.
+        at: Loc,
+        /// Length in pages.
+        pages: u64,
+    },
+    /// A write of `tag` over one page.
+    Write {
+        /// The page.
+        at: Loc,
+        /// The contents.
+        tag: u64,
+    },
+    /// A read of one page.
+    Read {
+        /// The page.
+        at: Loc,
+    },
+    /// `fork()`; the child lives until [`Step::ChildExit`].
+    Fork,
+    /// The child exits.
+    ChildExit,
+    /// `MADV_PAGEOUT` of one page.
+    SwapOut {
+        /// The page.
+        at: Loc,
+    },
+    /// `MADV_COLLAPSE` of the `pmd`-th PMD of a VMA.
+    Collapse {
+        /// The VMA.
+        vma: usize,
+        /// The PMD index within it (its start must be PMD aligned).
+        pmd: u64,
+    },
+    /// Split the PMD mapping of the `pmd`-th PMD (an `mprotect` round trip of its second page).
+    SplitPmd {
+        /// The VMA.
+        vma: usize,
+        /// The PMD index within it.
+        pmd: u64,
+    },
+    /// `UFFDIO_REGISTER` of a whole VMA.
+    Register {
+        /// The VMA.
+        vma: usize,
+        /// Registration.
+        reg: Reg,
+    },
+    /// `UFFDIO_UNREGISTER` of a whole VMA.
+    Unregister {
+        /// The VMA.
+        vma: usize,
+        /// [`OURS`] or [`OTHER`].
+        uffd: u32,
+    },
+    /// `MADV_GUARD_INSTALL`.
+    Guard {
+        /// Start.
+        at: Loc,
+        /// Length in pages.
+        pages: u64,
+    },
+}
+
+impl Step {
+    /// The step's kind, for reports and for the shrinker ("the same kind of mismatch").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Move { .. } | Step::MoveBytes { .. } => "move",
+            Step::WriteProtect { .. } => "writeprotect",
+            Step::Copy { .. } => "copy",
+            Step::ZeroPage { .. } => "zeropage",
+            Step::DontNeed { .. } => "dontneed",
+            Step::Write { .. } => "write",
+            Step::Read { .. } => "read",
+            Step::Fork => "fork",
+            Step::ChildExit => "child_exit",
+            Step::SwapOut { .. } => "swap_out",
+            Step::Collapse { .. } => "collapse",
+            Step::SplitPmd { .. } => "split_pmd",
+            Step::Register { .. } => "register",
+            Step::Unregister { .. } => "unregister",
+            Step::Guard { .. } => "guard",
+        }
+    }
+}
+
+/// A differential program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// The VMAs, with gaps between them (adjacent VMAs would merge).
+    pub vmas: Vec<VmaSpec>,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+impl Program {
+    /// The window a program needs: past its last VMA, rounded up to 2 MiB, plus 2 MiB of slack.
+    pub fn window_len(&self) -> usize {
+        let end = self
+            .vmas
+            .iter()
+            .map(|v| (v.offset + v.pages) * PAGE_SIZE)
+            .max()
+            .unwrap_or(0);
+        let pmd = remap_oracle::PMD_SIZE;
+        usize::try_from(end.next_multiple_of(pmd) + pmd).expect("usize")
+    }
+
+    /// The address of `loc` for a window at `base`.
+    pub fn addr(&self, base: u64, loc: Loc) -> u64 {
+        let v = &self.vmas[loc.vma];
+        let page = i64::try_from(v.offset).expect("i64") + loc.page;
+        base.wrapping_add_signed(page * i64::try_from(PAGE_SIZE).expect("i64"))
+    }
+
+    /// The address of the `pmd`-th PMD of VMA `vma`.
+    pub fn pmd_addr(&self, base: u64, vma: usize, pmd: u64) -> u64 {
+        base + (self.vmas[vma].offset + pmd * PAGES_PER_PMD) * PAGE_SIZE
+    }
+
+    /// The oracle's state right after set-up.
+    pub fn initial_space(&self, base: u64, env: Environment) -> Space {
+        let vmas = self
+            .vmas
+            .iter()
+            .map(|v| {
+                let mut o = Vma::anon(base + v.offset * PAGE_SIZE, v.pages * PAGE_SIZE)
+                    .prot(v.prot)
+                    .thp(v.thp)
+                    .dontfork(v.dontfork)
+                    .mlocked(v.mlocked);
+                if v.shared {
+                    o = o.kind(VmaKind::SharedAnon);
+                }
+                if let Some(r) = v.register {
+                    o = o.registered(r.uffd, r.missing, r.wp);
+                }
+                o
+            })
+            .collect();
+        Space::new(env, vmas)
+    }
+
+    /// The oracle's operation for `step`, with the window at `base`.
+    pub fn op(&self, base: u64, step: &Step) -> Op {
+        let a = |l: Loc| self.addr(base, l);
+        let bytes = |pages: u64| pages * PAGE_SIZE;
+        match *step {
+            Step::Move {
+                dst,
+                src,
+                pages,
+                mode,
+            } => Op::Move {
+                uffd: OURS,
+                dst: a(dst),
+                src: a(src),
+                len: bytes(pages),
+                mode,
+                caller: Caller::Owner,
+            },
+            Step::MoveBytes {
+                dst,
+                dst_delta,
+                src,
+                src_delta,
+                len,
+                mode,
+            } => Op::Move {
+                uffd: OURS,
+                dst: a(dst).wrapping_add_signed(dst_delta),
+                src: a(src).wrapping_add_signed(src_delta),
+                len,
+                mode,
+                caller: Caller::Owner,
+            },
+            Step::WriteProtect { at, pages } => Op::WriteProtect {
+                uffd: OURS,
+                addr: a(at),
+                len: bytes(pages),
+            },
+            Step::Copy { dst, pages, tag } => Op::Copy {
+                uffd: OURS,
+                dst: a(dst),
+                len: bytes(pages),
+                mode: 0,
+                first_tag: tag,
+            },
+            Step::ZeroPage { dst, pages } => Op::ZeroPage {
+                uffd: OURS,
+                dst: a(dst),
+                len: bytes(pages),
+                mode: 0,
+            },
+            Step::DontNeed { at, pages } => Op::DontNeed {
+                addr: a(at),
+                len: bytes(pages),
+            },
+            Step::Write { at, tag } => Op::WriteTouch { addr: a(at), tag },
+            Step::Read { at } => Op::ReadTouch { addr: a(at) },
+            Step::Fork => Op::Fork,
+            Step::ChildExit => Op::ChildExit,
+            Step::SwapOut { at } => Op::SwapOut { addr: a(at) },
+            Step::Collapse { vma, pmd } => Op::Collapse {
+                addr: self.pmd_addr(base, vma, pmd),
+            },
+            Step::SplitPmd { vma, pmd } => Op::SplitPmd {
+                addr: self.pmd_addr(base, vma, pmd),
+            },
+            Step::Register { vma, reg } => Op::Register {
+                uffd: reg.uffd,
+                vma: base + self.vmas[vma].offset * PAGE_SIZE,
+                missing: reg.missing,
+                wp: reg.wp,
+            },
+            Step::Unregister { vma, uffd } => Op::Unregister {
+                uffd,
+                vma: base + self.vmas[vma].offset * PAGE_SIZE,
+            },
+            Step::Guard { at, pages } => Op::GuardInstall {
+                addr: a(at),
+                len: bytes(pages),
+            },
+        }
+    }
+
+    /// Parses a program printed by [`Program::to_json`].
+    ///
+    /// # Errors
+    ///
+    /// The JSON error.
+    pub fn from_json(text: &str) -> Result<Program, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The program as one line of JSON (the replay format).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a program serializes")
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether there are no steps.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// A small deterministic generator (SplitMix64): programs must be reproducible from a seed on
+/// any build.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the generator may use on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenConfig {
+    /// Swap is active: emit `SwapOut`.
+    pub swap: bool,
+    /// `MADV_GUARD_INSTALL` works: emit `Guard`.
+    pub guard: bool,
+    /// THP is usable: emit THP-sized VMAs, `Collapse` and `SplitPmd`.
+    pub thp: bool,
+}
+
+/// Pages per slot: each VMA gets its own 8 MiB slot, so VMAs never touch.
+const SLOT_PAGES: u64 = 4 * PAGES_PER_PMD;
+
+fn gen_vma(r: &mut Rng, slot: u64, cfg: &GenConfig) -> VmaSpec {
+    let huge_sized = cfg.thp && r.chance(30);
+    let (start, pages) = if huge_sized {
+        let pmds = 1 + r.below(2);
+        let start = if r.chance(85) { 0 } else { 1 + r.below(8) };
+        (start, pmds * PAGES_PER_PMD)
+    } else {
+        let start = match r.below(4) {
+            0 => PAGES_PER_PMD - 1 - r.below(4),
+            1 => 0,
+            _ => r.below(PAGES_PER_PMD),
+        };
+        (start, 1 + r.below(12))
+    };
+    let prot = match r.below(100) {
+        0..=5 => PROT_READ,
+        6..=8 => PROT_READ | PROT_WRITE | PROT_EXEC,
+        _ => PROT_READ | PROT_WRITE,
+    };
+    let thp = match r.below(10) {
+        0..=5 if huge_sized => ThpAdvice::Huge,
+        0..=1 => ThpAdvice::Huge,
+        2 => ThpAdvice::NoHuge,
+        _ => ThpAdvice::Default,
+    };
+    let register = r.chance(45).then(|| Reg {
+        uffd: if r.chance(90) { OURS } else { OTHER },
+        missing: r.chance(85),
+        wp: r.chance(15),
+    });
+    let register = register.map(|mut g| {
+        if !g.missing && !g.wp {
+            g.missing = true;
+        }
+        g
+    });
+    VmaSpec {
+        offset: slot * SLOT_PAGES + PAGES_PER_PMD + start,
+        pages,
+        prot,
+        shared: r.chance(5),
+        mlocked: r.chance(5),
+        thp,
+        dontfork: r.chance(40),
+        register,
+    }
+}
+
+fn gen_loc(r: &mut Rng, prog: &Program, vma: usize) -> Loc {
+    let pages = i64::try_from(prog.vmas[vma].pages).expect("i64");
+    let page = match r.below(20) {
+        0 => -1,
+        1 => pages,
+        _ => i64::try_from(r.below(prog.vmas[vma].pages)).expect("i64"),
+    };
+    Loc { vma, page }
+}
+
+fn pick_vma(r: &mut Rng, prog: &Program, pred: impl Fn(&VmaSpec) -> bool) -> usize {
+    let ok: Vec<usize> = (0..prog.vmas.len())
+        .filter(|i| pred(&prog.vmas[*i]))
+        .collect();
+    if ok.is_empty() {
+        usize::try_from(r.below(prog.vmas.len() as u64)).expect("usize")
+    } else {
+        ok[usize::try_from(r.below(ok.len() as u64)).expect("usize")]
+    }
+}
+
+fn gen_step(r: &mut Rng, prog: &Program, cfg: &GenConfig, tag: &mut u64) -> Step {
+    let n = prog.vmas.len() as u64;
+    let any = |r: &mut Rng| usize::try_from(r.below(n)).expect("usize");
+    let mut next_tag = |count: u64| {
+        let t = *tag;
+        *tag += count.max(1);
+        t
+    };
+    let registered = |v: &VmaSpec| v.register.is_some_and(|g| g.uffd == OURS);
+    let source = |v: &VmaSpec| v.register.is_none();
+    match r.below(100) {
+        0..=27 => {
+            let vma = pick_vma(r, prog, source);
+            let at = gen_loc(r, prog, vma);
+            Step::Write {
+                at,
+                tag: next_tag(1),
+            }
+        }
+        28..=55 => {
+            let d = if r.chance(85) {
+                pick_vma(r, prog, registered)
+            } else {
+                any(r)
+            };
+            let s = if r.chance(10) {
+                d
+            } else {
+                pick_vma(r, prog, source)
+            };
+            let (dv, sv) = (&prog.vmas[d], &prog.vmas[s]);
+            let huge = dv.pages >= PAGES_PER_PMD && sv.pages >= PAGES_PER_PMD && r.chance(50);
+            let (dst, src, pages) = if huge {
+                let dp = if r.chance(80) { 0 } else { 1 };
+                let sp = if r.chance(80) { 0 } else { 1 };
+                let pages = if r.chance(70) {
+                    PAGES_PER_PMD
+                } else {
+                    PAGES_PER_PMD / 2
+                };
+                (Loc { vma: d, page: dp }, Loc { vma: s, page: sp }, pages)
+            } else {
+                (gen_loc(r, prog, d), gen_loc(r, prog, s), 1 + r.below(6))
+            };
+            let mode = match r.below(20) {
+                0..=7 => 0,
+                8..=13 => remap_oracle::MOVE_ALLOW_SRC_HOLES,
+                14..=16 => remap_oracle::MOVE_DONTWAKE,
+                17..=18 => remap_oracle::MOVE_ALLOW_SRC_HOLES | remap_oracle::MOVE_DONTWAKE,
+                _ => 1 << 2,
+            };
+            Step::Move {
+                dst,
+                src,
+                pages,
+                mode,
+            }
+        }
+        56..=63 => {
+            let vma = any(r);
+            Step::Read {
+                at: gen_loc(r, prog, vma),
+            }
+        }
+        64..=71 => {
+            let vma = any(r);
+            let at = gen_loc(r, prog, vma);
+            let pages = if r.chance(20) {
+                prog.vmas[vma].pages
+            } else {
+                1 + r.below(3)
+            };
+            Step::DontNeed {
+                at: Loc {
+                    page: at.page.max(0),
+                    ..at
+                },
+                pages,
+            }
+        }
+        72..=76 => {
+            let vma = pick_vma(r, prog, registered);
+            let pages = 1 + r.below(3);
+            Step::Copy {
+                dst: gen_loc(r, prog, vma),
+                pages,
+                tag: next_tag(pages),
+            }
+        }
+        77..=79 => {
+            let vma = pick_vma(r, prog, registered);
+            Step::ZeroPage {
+                dst: gen_loc(r, prog, vma),
+                pages: 1 + r.below(2),
+            }
+        }
+        80..=82 => Step::Fork,
+        83..=85 => Step::ChildExit,
+        86..=88 if cfg.swap => {
+            let vma = pick_vma(r, prog, source);
+            Step::SwapOut {
+                at: gen_loc(r, prog, vma),
+            }
+        }
+        89..=91 if cfg.thp => {
+            let vma = pick_vma(r, prog, |v| v.pages >= PAGES_PER_PMD);
+            if r.chance(50) {
+                Step::Collapse { vma, pmd: 0 }
+            } else {
+                Step::SplitPmd { vma, pmd: 0 }
+            }
+        }
+        92..=95 => {
+            let vma = any(r);
+            if prog.vmas[vma].register.is_some() || r.chance(30) {
+                Step::Unregister {
+                    vma,
+                    uffd: prog.vmas[vma].register.map_or(OURS, |g| g.uffd),
+                }
+            } else {
+                Step::Register {
+                    vma,
+                    reg: Reg {
+                        uffd: OURS,
+                        missing: true,
+                        wp: r.chance(20),
+                    },
+                }
+            }
+        }
+        96..=99 if cfg.guard => {
+            let vma = pick_vma(r, prog, source);
+            let at = gen_loc(r, prog, vma);
+            Step::Guard {
+                at: Loc {
+                    page: at.page.max(0),
+                    ..at
+                },
+                pages: 1,
+            }
+        }
+        _ => {
+            let vma = pick_vma(r, prog, source);
+            Step::Write {
+                at: gen_loc(r, prog, vma),
+                tag: next_tag(1),
+            }
+        }
+    }
+}
+
+/// Whether `step` can run in `space`: the oracle models it and no allowed outcome is a signal.
+pub fn runnable(space: &Space, op: &Op) -> bool {
+    let b = remap_oracle::Behaviour::newest();
+    match space.predict(op, b) {
+        Ok(p) => !p
+            .outcomes()
+            .iter()
+            .any(|o| matches!(o, Outcome::Signal(Signal::Segv | Signal::Userfault))),
+        Err(_) => false,
+    }
+}
+
+/// The program of `seed`: 2-4 VMAs and 3-16 steps, each step one the oracle models from the
+/// state the generator expects (it follows one allowed alternative; the runner re-checks).
+pub fn generate(seed: u64, cfg: &GenConfig) -> Program {
+    let mut r = Rng::new(seed);
+    let n = 2 + r.below(3);
+    let mut prog = Program {
+        vmas: (0..n).map(|slot| gen_vma(&mut r, slot, cfg)).collect(),
+        steps: Vec::new(),
+    };
+    // At least one plain private destination registered with our fd.
+    if !prog
+        .vmas
+        .iter()
+        .any(|v| v.register.is_some_and(|g| g.uffd == OURS))
+    {
+        prog.vmas[1].register = Some(Reg {
+            uffd: OURS,
+            missing: true,
+            wp: false,
+        });
+    }
+    let base = 0x7000_0000_0000;
+    let mut shadow = prog.initial_space(base, Environment::default());
+    let mut tag = (seed << 24) | 1;
+    let len = 3 + r.below(14);
+    let b = remap_oracle::Behaviour::newest();
+    while (prog.steps.len() as u64) < len {
+        let mut chosen = None;
+        for _ in 0..8 {
+            let step = gen_step(&mut r, &prog, cfg, &mut tag);
+            let op = prog.op(base, &step);
+            if runnable(&shadow, &op) {
+                chosen = Some((step, op));
+                break;
+            }
+        }
+        let Some((step, op)) = chosen else { break };
+        let p = shadow.predict(&op, b).expect("runnable");
+        let k = usize::try_from(r.below(p.alternatives.len() as u64)).expect("usize");
+        shadow = p.alternatives[k].after.clone();
+        prog.steps.push(step);
+    }
+    prog
+}

@@ -1,0 +1,913 @@
+//! The run's shared state and the threads that are not walker drivers: movers, mutators, the
+//! uffd event reader, and the final audit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use remap::inspect::{Pagemap, PM_PRESENT, PM_SWAPPED};
+use uffd::{Event, EventBuffer, MoveFlags, RangeError, Uffd};
+
+use crate::allowed::{self, Context, Outcome, PageCase, Seen};
+use crate::model::{self, Content, Pair, Slot, Window, BLOCK_PAGES};
+use crate::oplog::OpLog;
+use crate::report::{Violation, ViolationKind};
+use crate::rng::Rng;
+use crate::sys::{self, Advice, Mapping};
+use crate::{Config, Inject};
+
+/// The result buckets of the histogram, in print order.
+pub(crate) const BUCKETS: [&str; 10] = [
+    "ok",
+    "partial",
+    "eexist",
+    "enoent",
+    "ebusy",
+    "eagain-events",
+    "enomem",
+    "einval",
+    "efault",
+    "other",
+];
+
+/// Violations kept in full (all are counted).
+const KEPT_VIOLATIONS: usize = 100;
+
+/// Counters every thread adds to.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) pages_moved: AtomicU64,
+    pub(crate) holes_moved: AtomicU64,
+    pub(crate) swapped_moved: AtomicU64,
+    pub(crate) moves: AtomicU64,
+    pub(crate) checked: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) contention: AtomicU64,
+    pub(crate) events: AtomicU64,
+    /// MOVE results judged by the oracle, by the torture rules alone, and how often the two
+    /// disagreed.
+    pub(crate) oracle_judged: AtomicU64,
+    pub(crate) rules_judged: AtomicU64,
+    pub(crate) disagreements: AtomicU64,
+    pub(crate) results: [AtomicU64; BUCKETS.len()],
+}
+
+impl Stats {
+    pub(crate) fn count_result(&self, bucket: &str) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| *b == bucket)
+            .unwrap_or(BUCKETS.len() - 1);
+        self.results[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn results(&self) -> BTreeMap<String, u64> {
+        BUCKETS
+            .iter()
+            .zip(&self.results)
+            .map(|(b, n)| ((*b).to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Everything the threads share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    /// Seed-derived key mixed into every tag.
+    pub(crate) key: u64,
+    pub(crate) page: usize,
+    pub(crate) uffd: Uffd,
+    pub(crate) pagemap: Pagemap,
+    pub(crate) pairs: Vec<Pair>,
+    /// Logical pages placed in the pairs (ids `0..pair_ids`).
+    pub(crate) pair_ids: u32,
+    pub(crate) start: Instant,
+    pub(crate) stop: AtomicBool,
+    pub(crate) stop_events: AtomicBool,
+    pub(crate) forks_started: AtomicU32,
+    pub(crate) forks_done: AtomicU32,
+    pub(crate) ksm_on: bool,
+    pub(crate) ctx_events: bool,
+    pub(crate) ctx_nomem: bool,
+    pub(crate) stats: Stats,
+    pub(crate) violations: Mutex<Vec<Violation>>,
+    pub(crate) violation_count: AtomicU64,
+    pub(crate) oplog: OpLog,
+    pub(crate) injected: AtomicBool,
+    /// The oracle's behaviour row for this kernel (None: judge by the torture rules alone).
+    pub(crate) oracle: Option<&'static remap_oracle::Behaviour>,
+}
+
+/// Whether a pagemap entry is populated (present or swapped).
+pub(crate) fn occupied(entry: u64) -> bool {
+    entry & (PM_PRESENT | PM_SWAPPED) != 0
+}
+
+fn swapped(entry: u64) -> bool {
+    entry & PM_PRESENT == 0 && entry & PM_SWAPPED != 0
+}
+
+impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Records a broken invariant (and stops the run when asked to stop at the first).
+    pub(crate) fn violation(
+        &self,
+        kind: ViolationKind,
+        thread: &str,
+        message: String,
+        addrs: Vec<usize>,
+    ) {
+        tracing::warn!(?kind, thread, "{message}");
+        self.violation_count.fetch_add(1, Ordering::SeqCst);
+        let kept = self
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if kept < KEPT_VIOLATIONS {
+            // Shrink the log now: the rings keep only each thread's latest operations.
+            let ops = self.oplog.shrink(&addrs, self.page, 40);
+            let mut v = self.violations.lock().unwrap_or_else(|p| p.into_inner());
+            v.push(Violation {
+                kind,
+                message,
+                thread: thread.to_owned(),
+                at_secs: self.elapsed(),
+                addrs,
+                ops,
+            });
+        }
+        if self.cfg.stop_at_first_violation {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Pagemap entries of `pages` pages from page `first` of `map`.
+    pub(crate) fn entries(&self, map: &Mapping, first: usize, pages: usize) -> Vec<u64> {
+        self.pagemap
+            .entries(map.addr() + first * self.page, pages)
+            .unwrap_or_else(|_| vec![0; pages])
+    }
+
+    /// Whether MOVE may refuse the page in `slot` with EBUSY.
+    fn may_busy(&self, slot: Slot, thp: bool, entry_before: u64, entry_after: u64) -> bool {
+        let fork_shared = self.forks_started.load(Ordering::SeqCst) > slot.excl_mark;
+        let ksm = self.ksm_on
+            && match slot.content {
+                Content::Page { id, .. } => model::is_twin(id),
+                Content::Zero | Content::Foreign => true,
+                Content::Hole => false,
+            };
+        // A swapped-out page of a THP region may belong to a large folio still in the swap
+        // cache, which MOVE refuses (spec 2.3).
+        let large_swapcache = thp && (swapped(entry_before) || swapped(entry_after));
+        fork_shared || ksm || large_swapcache
+    }
+
+    /// Reads the tag words of page `page` of `map` and compares them with `content`.
+    pub(crate) fn check_page(
+        &self,
+        map: &Mapping,
+        page: usize,
+        content: Content,
+    ) -> Result<(), String> {
+        let Some(expected) = model::expected_words(self.key, content) else {
+            return Ok(());
+        };
+        let offs = model::tag_word_offsets(self.page);
+        let got = offs.map(|w| map.read_word(page, w));
+        self.stats.checked.fetch_add(1, Ordering::Relaxed);
+        if got == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "page at {:#x} should hold {content:?} (words {expected:#x?}) but holds {got:#x?}",
+                map.addr() + page * self.page
+            ))
+        }
+    }
+
+    /// Compares the model of one block side with pagemap; reconciles the model with what is
+    /// there (so one lost page is reported once) and reports every difference.
+    pub(crate) fn check_block_occupancy(
+        &self,
+        thread: &str,
+        map: &Mapping,
+        win: &mut Window<'_>,
+        side: usize,
+        first: usize,
+        len: usize,
+    ) {
+        let entries = self.entries(map, first, len);
+        for (j, &e) in entries.iter().enumerate() {
+            let page = first + j;
+            let slot = win.slot(side, page);
+            let addr = map.addr() + page * self.page;
+            match (slot.content.occupied(), occupied(e)) {
+                (true, false) => {
+                    self.violation(
+                        ViolationKind::LostPage,
+                        thread,
+                        format!(
+                            "{:?} at {addr:#x} is gone: the slot is a hole",
+                            slot.content
+                        ),
+                        vec![addr],
+                    );
+                    win.slot_mut(side, page).content = Content::Hole;
+                }
+                (false, true) => {
+                    let words = model::tag_word_offsets(self.page).map(|w| map.read_word(page, w));
+                    self.violation(
+                        ViolationKind::DuplicatePage,
+                        thread,
+                        format!(
+                            "a page appeared at {addr:#x} where the run placed none (words {words:#x?})"
+                        ),
+                        vec![addr],
+                    );
+                    win.slot_mut(side, page).content = Content::Foreign;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What a mover thread does, until the run stops.
+pub(crate) fn mover(sh: &Shared, tid: usize, mut rng: Rng) {
+    let name = format!("mover-{tid}");
+    let mut misreport_next = false;
+    while !sh.stopping() {
+        let pair = &sh.pairs[rng.below(sh.pairs.len())];
+        let pages = pair.pages();
+        // Batches of every size 1-512 (log-uniform), PMD-aligned whole PMDs, and long runs.
+        let (k, w) = match rng.below(8) {
+            0 | 1 => (rng.below(pages / 512) * 512, 512),
+            2..=4 => {
+                let w = rng.batch_len(512);
+                (rng.below(pages - w + 1), w)
+            }
+            _ => {
+                let w = rng.range(128, 512);
+                (rng.below(pages - w + 1), w)
+            }
+        };
+        let Some(mut win) = Window::try_lock(pair, &[0, 1], k, w) else {
+            sh.stats.contention.fetch_add(1, Ordering::Relaxed);
+            std::thread::yield_now();
+            continue;
+        };
+        if let Some(inject) = sh.cfg.inject {
+            if sh.elapsed() >= sh.cfg.inject_after.as_secs_f64()
+                && !sh.injected.swap(true, Ordering::SeqCst)
+            {
+                misreport_next = inject_fault(sh, tid, pair, &mut win, k, w, inject);
+            }
+        }
+        let s0 = win.slot(0, k).content.occupied();
+        let s1 = win.slot(1, k).content.occupied();
+        let src = match (s0, s1) {
+            (true, false) => 0,
+            (false, true) => 1,
+            _ => rng.below(2),
+        };
+        let dst = 1 - src;
+        let holes = rng.one_in(3);
+        // Gather the window on `dst`: one MOVE per run of movable pages, so runs grow long and
+        // later windows move many pages per ioctl.
+        let mut i = 0;
+        let mut ioctls = 0;
+        let mut moved_any = false;
+        while i < w && ioctls < 16 && !sh.stopping() {
+            let movable = |win: &Window<'_>, j: usize| {
+                let a = win.slot(src, k + j).content;
+                !win.slot(dst, k + j).content.occupied() && (a.occupied() || holes)
+            };
+            if !movable(&win, i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < w && movable(&win, i) {
+                i += 1;
+            }
+            let mut n = i - start;
+            if i < w && rng.one_in(10) {
+                // Overshoot on purpose: the kernel must stop exactly at the first unmovable page.
+                n = (n + rng.range(1, 16)).min(w - start);
+            }
+            let mut flags = MoveFlags::empty();
+            if holes {
+                flags |= MoveFlags::ALLOW_SRC_HOLES;
+            }
+            if rng.one_in(2) {
+                flags |= MoveFlags::DONTWAKE;
+            }
+            let at = k + start;
+            let outcome = move_checked(
+                sh,
+                &name,
+                tid,
+                pair,
+                &mut win,
+                src,
+                at,
+                n,
+                flags,
+                misreport_next,
+            );
+            misreport_next = false;
+            ioctls += 1;
+            let done = outcome.moved(n);
+            moved_any |= done > 0;
+            if flags.contains(MoveFlags::DONTWAKE) && done > 0 && rng.one_in(4) {
+                let d = &pair.sides[dst].map;
+                let _ = sh.uffd.wake(d.page_ptr(at), done * sh.page);
+            }
+            if done < n && outcome != Outcome::Failed(rustix::io::Errno::AGAIN) {
+                // Refused (EBUSY after a fork or a KSM merge, most likely): write the rest of
+                // the run, as a runtime would, which makes its pages exclusive again.
+                for j in at + done..at + n {
+                    make_exclusive(sh, tid, pair, &mut win, src, j);
+                }
+            }
+            i = start + done.max(1);
+        }
+        if !moved_any {
+            clear_zero_pages(sh, tid, pair, &mut win, k, w, &mut rng);
+        }
+        drop(win);
+        if rng.one_in(64) {
+            std::thread::yield_now();
+        }
+        if rng.one_in(2048) {
+            std::thread::sleep(Duration::from_micros(rng.range(10, 2000) as u64));
+        }
+    }
+}
+
+/// Issues one MOVE of pages `[k, k + n)` from side `src` to the other side, judges the result
+/// against the state and against what pagemap shows happened, and updates the model.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn move_checked(
+    sh: &Shared,
+    name: &str,
+    tid: usize,
+    pair: &Pair,
+    win: &mut Window<'_>,
+    src: usize,
+    k: usize,
+    n: usize,
+    flags: MoveFlags,
+    misreport: bool,
+) -> Outcome {
+    let dst = 1 - src;
+    let (smap, dmap) = (&pair.sides[src].map, &pair.sides[dst].map);
+    let thp = pair.sides[src].thp;
+    let pre_src = sh.entries(smap, k, n);
+    let pre_dst = sh.entries(dmap, k, n);
+    // The model and pagemap must agree before the move, or the judging below is meaningless.
+    for i in 0..n {
+        for (side, map, entry) in [(src, smap, pre_src[i]), (dst, dmap, pre_dst[i])] {
+            if win.slot(side, k + i).content.occupied() != occupied(entry) {
+                sh.check_block_occupancy(name, map, win, side, k + i, 1);
+            }
+        }
+    }
+    let result = sys::move_pages(&sh.uffd, dmap, k, smap, k, n, flags);
+    let post_src = sh.entries(smap, k, n);
+    let post_dst = sh.entries(dmap, k, n);
+    sh.stats.moves.fetch_add(1, Ordering::Relaxed);
+    let mut outcome = Outcome::from_result(&result, sh.page);
+    if misreport && outcome == Outcome::All {
+        outcome = Outcome::Failed(rustix::io::Errno::EXIST);
+    }
+    sh.stats.count_result(outcome.bucket());
+    let mut cases: Vec<PageCase> = (0..n)
+        .map(|i| {
+            let s = win.slot(src, k + i);
+            PageCase {
+                dst_occupied: win.slot(dst, k + i).content.occupied(),
+                src_occupied: s.content.occupied(),
+                may_busy: sh.may_busy(s, thp, pre_src[i], post_src[i]),
+            }
+        })
+        .collect();
+    let ctx = Context {
+        allow_src_holes: flags.contains(MoveFlags::ALLOW_SRC_HOLES),
+        events_possible: sh.ctx_events,
+        nomem_possible: sh.ctx_nomem,
+    };
+    let (src_addr, dst_addr) = (smap.addr() + k * sh.page, dmap.addr() + k * sh.page);
+    let moved = outcome.moved(n);
+    let seq = sh.oplog.record(
+        tid,
+        "move",
+        dst_addr,
+        src_addr,
+        n,
+        flags.bits(),
+        match result {
+            Ok(_) => n as i64,
+            Err(RangeError::Partial { done }) => (done / sh.page) as i64,
+            Err(e) => -i64::from(e.errno().raw_os_error()),
+        },
+    );
+    let describe = |cases: &[PageCase]| {
+        let occ = |e: &[u64]| {
+            e.iter()
+                .map(|&x| {
+                    if x & PM_PRESENT != 0 && x & remap::inspect::PM_EXCLUSIVE != 0 {
+                        'P'
+                    } else if x & PM_PRESENT != 0 {
+                        'p'
+                    } else if swapped(x) {
+                        'S'
+                    } else {
+                        '.'
+                    }
+                })
+                .collect::<String>()
+        };
+        format!(
+            "op #{seq}: MOVE {n} pages {src_addr:#x} -> {dst_addr:#x} flags {flags:?} (src VMA THP-enabled {thp}) gave {result:?}{}; \
+             src before {} after {}; dst before {} after {}; may-busy {}",
+            if misreport { " (mis-reported as EEXIST by fault injection)" } else { "" },
+            occ(&pre_src),
+            occ(&post_src),
+            occ(&pre_dst),
+            occ(&post_dst),
+            cases.iter().map(|c| if c.may_busy { 'b' } else { '-' }).collect::<String>(),
+        )
+    };
+    let mut judged = allowed::judge(&cases, ctx, outcome);
+    if judged.is_err() && moved < n && !cases[moved].may_busy && large_folio(pre_src[moved]) {
+        // The page was part of a large folio (a THP, PTE- or PMD-mapped): MOVE splits it first,
+        // and a split error propagates (spec 2.3), EBUSY included.
+        cases[moved].may_busy = true;
+        judged = allowed::judge(&cases, ctx, outcome);
+    }
+    // The oracle judges what it models; ENOMEM under the memory limit (and anything it reports
+    // as unmodelled) stays with the rules of `allowed`.
+    let by_oracle = match (sh.oracle, outcome) {
+        (_, Outcome::Failed(e)) if e == rustix::io::Errno::NOMEM => None,
+        (Some(b), _) if !misreport => {
+            let known: Vec<crate::oracle::Known> = (0..n)
+                .map(|i| crate::oracle::Known {
+                    src_zero: win.slot(src, k + i).content == Content::Zero,
+                    src_swapped: swapped(pre_src[i]),
+                })
+                .collect();
+            crate::oracle::judge(
+                b,
+                dst_addr as u64,
+                src_addr as u64,
+                flags.bits(),
+                &cases,
+                &known,
+                ctx.events_possible,
+                &result,
+            )
+        }
+        _ => None,
+    };
+    match by_oracle {
+        Some(verdict) => {
+            sh.stats.oracle_judged.fetch_add(1, Ordering::Relaxed);
+            if verdict.is_ok() != judged.is_ok() {
+                sh.stats.disagreements.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    ?verdict,
+                    ?judged,
+                    "the oracle and the torture rules disagree"
+                );
+            }
+            judged = verdict;
+        }
+        None => {
+            sh.stats.rules_judged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let seen: Vec<Seen> = (0..n)
+        .map(|i| Seen {
+            src_before: occupied(pre_src[i]),
+            dst_before: occupied(pre_dst[i]),
+            src_after: occupied(post_src[i]),
+            dst_after: occupied(post_dst[i]),
+        })
+        .collect();
+    let consistent = allowed::consistent(&seen, moved);
+    match (&consistent, &judged) {
+        (Err(why), judged) => {
+            let known = if matches!(outcome, Outcome::Failed(e) if e == rustix::io::Errno::EXIST) {
+                " (the pattern of the known 6.18 bug: MOVE says EEXIST although it moved the page)"
+            } else {
+                ""
+            };
+            let also = judged.as_ref().err().map_or(String::new(), |j| {
+                format!("; the result is not allowed either: {j}")
+            });
+            sh.violation(
+                ViolationKind::KernelMisreport,
+                name,
+                format!(
+                    "kernel result disagrees with the page tables: {why}{known}{also}: {}; {}",
+                    describe(&cases),
+                    page_kinds(sh, dmap, k, n)
+                ),
+                vec![src_addr, dst_addr],
+            );
+        }
+        (Ok(()), Err(why)) => sh.violation(
+            ViolationKind::DisallowedResult,
+            name,
+            format!("{why}: {}", describe(&cases)),
+            vec![src_addr, dst_addr],
+        ),
+        (Ok(()), Ok(())) => {}
+    }
+    // Update the model: by the result when it is consistent, else by what pagemap shows.
+    for i in 0..n {
+        let s = win.slot(src, k + i);
+        let went = match consistent {
+            Ok(()) => i < moved,
+            Err(_) if s.content.occupied() => seen[i].moved(),
+            Err(_) => i < moved,
+        };
+        if !went {
+            continue;
+        }
+        *win.slot_mut(dst, k + i) = s;
+        *win.slot_mut(src, k + i) = Slot::HOLE;
+        if s.content.occupied() {
+            sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
+            if swapped(pre_src[i]) {
+                sh.stats.swapped_moved.fetch_add(1, Ordering::Relaxed);
+            }
+            // Check the tag of every page that arrived present (reading a swapped one would
+            // swap it in; the mutators and the audit check those).
+            if post_dst[i] & PM_PRESENT != 0 {
+                if let Err(why) = sh.check_page(dmap, k + i, s.content) {
+                    sh.violation(
+                        ViolationKind::WrongContent,
+                        name,
+                        format!("after op #{seq}: {why}"),
+                        vec![dst_addr + i * sh.page],
+                    );
+                    win.slot_mut(dst, k + i).content = Content::Foreign;
+                }
+            }
+        } else {
+            sh.stats.holes_moved.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    outcome
+}
+
+/// Whether the page of a pagemap entry is part of a large folio (kpageflags: THP or compound).
+fn large_folio(entry: u64) -> bool {
+    use remap::inspect::{kpageflags, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_THP};
+    entry & PM_PRESENT != 0
+        && kpageflags(entry & remap::inspect::PM_PFN_MASK)
+            .is_ok_and(|f| f & (KPF_THP | KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0)
+}
+
+/// What kind of pages `[k, k + n)` of `map` are now (kpageflags of the first few): THP, compound.
+fn page_kinds(sh: &Shared, map: &Mapping, k: usize, n: usize) -> String {
+    use remap::inspect::{kpageflags, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_THP};
+    let entries = sh.entries(map, k, n.min(8));
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|&e| {
+            if e & PM_PRESENT == 0 {
+                return if swapped(e) { "swapped" } else { "hole" };
+            }
+            match kpageflags(e & remap::inspect::PM_PFN_MASK) {
+                Ok(f) if f & (1 << 21) != 0 => "ksm",
+                Ok(f) if f & KPF_THP != 0 => "thp",
+                Ok(f) if f & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) != 0 => "large",
+                Ok(_) => "small",
+                Err(_) => "?",
+            }
+        })
+        .collect();
+    format!(
+        "destination pages now: {}; legend: P exclusive, p shared, S swapped, . hole",
+        kinds.join(" ")
+    )
+}
+
+/// Rewrites the tag of the page at `page` of side `side` (same contents): the write fault makes a
+/// page shared after a fork, or merged by KSM, exclusive again.
+fn make_exclusive(
+    sh: &Shared,
+    tid: usize,
+    pair: &Pair,
+    win: &mut Window<'_>,
+    side: usize,
+    page: usize,
+) {
+    let slot = win.slot(side, page);
+    let Content::Page { .. } = slot.content else {
+        return;
+    };
+    let map = &pair.sides[side].map;
+    let forks_done = sh.forks_done.load(Ordering::SeqCst);
+    let offs = model::tag_word_offsets(sh.page);
+    let words = model::tag_words(sh.key, slot.content);
+    map.write_word(page, offs[0], words[0]);
+    win.slot_mut(side, page).excl_mark = forks_done;
+    sh.oplog
+        .record(tid, "write", map.addr() + page * sh.page, 0, 1, 0, 1);
+}
+
+/// `MADV_DONTNEED` on runs of zero pages in the window, so their slots can receive pages again
+/// (on a registered range this queues a remove event: MOVEs meanwhile may see EAGAIN).
+#[allow(clippy::too_many_arguments)]
+fn clear_zero_pages(
+    sh: &Shared,
+    tid: usize,
+    pair: &Pair,
+    win: &mut Window<'_>,
+    k: usize,
+    w: usize,
+    rng: &mut Rng,
+) {
+    if !rng.one_in(2) {
+        return;
+    }
+    for side in 0..2 {
+        let map = &pair.sides[side].map;
+        let mut i = 0;
+        while i < w {
+            if !matches!(
+                win.slot(side, k + i).content,
+                Content::Zero | Content::Foreign
+            ) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < w
+                && matches!(
+                    win.slot(side, k + i).content,
+                    Content::Zero | Content::Foreign
+                )
+            {
+                i += 1;
+            }
+            let r = map.madvise(k + start, i - start, Advice::DontNeed);
+            sh.oplog.record(
+                tid,
+                "dontneed",
+                map.addr() + (k + start) * sh.page,
+                0,
+                i - start,
+                0,
+                r.map_or_else(|e| -i64::from(e.raw_os_error()), |()| 0),
+            );
+            if r.is_ok() {
+                for j in start..i {
+                    *win.slot_mut(side, k + j) = Slot::HOLE;
+                }
+            }
+        }
+    }
+}
+
+/// The hidden fault injection: breaks one page (or the next result) behind the model's back, so
+/// a test can show the invariants catch it. Returns whether the next result is to be
+/// mis-reported.
+fn inject_fault(
+    sh: &Shared,
+    tid: usize,
+    pair: &Pair,
+    win: &mut Window<'_>,
+    k: usize,
+    w: usize,
+    inject: Inject,
+) -> bool {
+    for i in 0..w {
+        for side in 0..2 {
+            let slot = win.slot(side, k + i);
+            let other = win.slot(1 - side, k + i);
+            let map = &pair.sides[side].map;
+            let addr = map.addr() + (k + i) * sh.page;
+            match inject {
+                Inject::Drop if matches!(slot.content, Content::Page { .. }) => {
+                    let _ = map.madvise(k + i, 1, Advice::DontNeed);
+                    sh.oplog.record(tid, "inject-drop", addr, 0, 1, 0, 0);
+                    tracing::info!("fault injection: dropped the page at {addr:#x}");
+                    return false;
+                }
+                Inject::Duplicate
+                    if slot.content == Content::Hole
+                        && matches!(other.content, Content::Page { .. }) =>
+                {
+                    let words = model::tag_words(sh.key, other.content);
+                    let r = sys::copy_page(&sh.uffd, map, k + i, words);
+                    sh.oplog
+                        .record(tid, "inject-duplicate", addr, 0, 1, 0, i64::from(r.is_ok()));
+                    tracing::info!("fault injection: duplicated a page into {addr:#x}");
+                    return false;
+                }
+                _ => {}
+            }
+        }
+    }
+    if inject == Inject::Misreport {
+        tracing::info!("fault injection: the next MOVE result is reported as EEXIST");
+        return true;
+    }
+    // Nothing suitable in this window: try again in the next one.
+    sh.injected.store(false, Ordering::SeqCst);
+    false
+}
+
+/// What a mutator thread does: lock a block, check every page against the model and pagemap,
+/// write new generations into some (its own: it holds the block).
+pub(crate) fn mutator(sh: &Shared, tid: usize, mut rng: Rng) {
+    let name = format!("mutator-{tid}");
+    let offs = model::tag_word_offsets(sh.page);
+    while !sh.stopping() {
+        let pair = &sh.pairs[rng.below(sh.pairs.len())];
+        let side = rng.below(2);
+        let b = rng.below(pair.sides[side].blocks.len());
+        let first = b * BLOCK_PAGES;
+        let Some(mut win) = Window::try_lock(pair, &[side], first, BLOCK_PAGES) else {
+            sh.stats.contention.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let map = &pair.sides[side].map;
+        sh.check_block_occupancy(&name, map, &mut win, side, first, BLOCK_PAGES);
+        let write_odds = rng.range(2, 8);
+        for page in first..first + BLOCK_PAGES {
+            let slot = win.slot(side, page);
+            if !slot.content.occupied() {
+                continue;
+            }
+            if let Err(why) = sh.check_page(map, page, slot.content) {
+                sh.violation(
+                    ViolationKind::WrongContent,
+                    &name,
+                    why,
+                    vec![map.addr() + page * sh.page],
+                );
+                win.slot_mut(side, page).content = Content::Foreign;
+                continue;
+            }
+            if let Content::Page { id, gen } = slot.content {
+                if rng.one_in(write_odds) {
+                    let forks_done = sh.forks_done.load(Ordering::SeqCst);
+                    let next = if model::is_twin(id) {
+                        slot.content
+                    } else {
+                        Content::Page {
+                            id,
+                            gen: gen.wrapping_add(1),
+                        }
+                    };
+                    let words = model::tag_words(sh.key, next);
+                    for (w, v) in offs.iter().zip(words) {
+                        map.write_word(page, *w, v);
+                    }
+                    let s = win.slot_mut(side, page);
+                    s.content = next;
+                    s.excl_mark = forks_done;
+                    sh.stats.written.fetch_add(1, Ordering::Relaxed);
+                    sh.oplog
+                        .record(tid, "write", map.addr() + page * sh.page, 0, 1, 0, 1);
+                }
+            }
+        }
+        drop(win);
+        if rng.one_in(4) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Reads the uffd's events until told to stop: counts remove / remap events (which block their
+/// producer until read) and resolves page faults nobody should have taken with a zero page, so
+/// the faulting thread does not hang, reporting each.
+pub(crate) fn event_reader(sh: &Shared) {
+    use std::os::fd::AsFd;
+    let mut buf = EventBuffer::new(64);
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    while !sh.stop_events.load(Ordering::SeqCst) {
+        let fd = sh.uffd.as_fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        if rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match sh.uffd.read_events(&mut buf) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                sh.violation(
+                    ViolationKind::Harness,
+                    "events",
+                    format!("reading events: {e}"),
+                    vec![],
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        for event in buf.drain() {
+            sh.stats.events.fetch_add(1, Ordering::Relaxed);
+            match event {
+                Event::Pagefault(pf) => {
+                    *counts.entry("pagefault").or_default() += 1;
+                    sh.violation(
+                        ViolationKind::UnexpectedFault,
+                        "events",
+                        format!(
+                            "a thread faulted on {:#x} ({:?}), a page the run believed present",
+                            pf.address, pf.flags
+                        ),
+                        vec![usize::try_from(pf.address).unwrap_or(usize::MAX)],
+                    );
+                    let _ = sys::zero_page_at(&sh.uffd, pf.address);
+                }
+                Event::Remove { .. } => *counts.entry("remove").or_default() += 1,
+                Event::Remap { .. } => *counts.entry("remap").or_default() += 1,
+                Event::Unmap { .. } => *counts.entry("unmap").or_default() += 1,
+                _ => *counts.entry("other").or_default() += 1,
+            }
+        }
+    }
+    tracing::debug!(?counts, "event reader done");
+}
+
+/// The final audit, single-threaded after every thread stopped: each slot against pagemap and
+/// its tag, and every logical page exactly once.
+pub(crate) fn audit(sh: &Shared) {
+    let mut seen = vec![0u8; sh.pair_ids as usize];
+    for pair in &sh.pairs {
+        for side in 0..2 {
+            let map = &pair.sides[side].map;
+            let pages = map.pages();
+            let Some(mut win) = Window::try_lock(pair, &[side], 0, pages) else {
+                sh.violation(
+                    ViolationKind::Harness,
+                    "audit",
+                    "a block is still locked".into(),
+                    vec![],
+                );
+                continue;
+            };
+            sh.check_block_occupancy("audit", map, &mut win, side, 0, pages);
+            for page in 0..pages {
+                let content = win.slot(side, page).content;
+                if let Content::Page { id, .. } = content {
+                    if let Some(c) = seen.get_mut(id as usize) {
+                        *c = c.saturating_add(1);
+                    }
+                }
+                if let Err(why) = sh.check_page(map, page, content) {
+                    sh.violation(
+                        ViolationKind::WrongContent,
+                        "audit",
+                        why,
+                        vec![map.addr() + page * sh.page],
+                    );
+                }
+            }
+        }
+    }
+    for (id, &count) in seen.iter().enumerate() {
+        if count != 1 {
+            let kind = if count == 0 {
+                ViolationKind::LostPage
+            } else {
+                ViolationKind::DuplicatePage
+            };
+            sh.violation(
+                kind,
+                "audit",
+                format!("logical page {id} is held by {count} slots"),
+                vec![],
+            );
+        }
+    }
+}

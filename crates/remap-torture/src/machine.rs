@@ -1,0 +1,495 @@
+//! The machine around the run: the memory cgroup it puts itself in, KSM, zram swap, and the
+//! counters that show the walkers ran (`/proc/vmstat`, the cgroup's `memory.stat`, KSM's
+//! `pages_*`), the kernel log, and the fd count.
+//!
+//! [`MachineGuard`] records every change it makes and undoes it in [`MachineGuard::restore`],
+//! which its `Drop` calls too (on an error, a panic, or after Ctrl-C stopped the run). It never
+//! writes under `/sys/kernel/mm/damon`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+const MEMCG_V1: &str = "/sys/fs/cgroup/memory";
+const ZRAM_LOCK: &str = "/run/remap-zram.lock";
+/// What a run changed, written as it changes it, removed when restored: a run killed outright
+/// (SIGKILL, the OOM killer) is undone by the next one.
+const STATE: &str = "/run/remap-torture.state";
+
+/// What the run wants changed on the machine.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wanted {
+    /// Put the process in a new memory cgroup with this limit.
+    pub(crate) cgroup_limit: Option<u64>,
+    /// Run KSM.
+    pub(crate) ksm: bool,
+    /// Make sure swap is on (zram when none is).
+    pub(crate) swap: bool,
+}
+
+/// Every change made, so it can be undone.
+#[derive(Debug, Default)]
+pub(crate) struct MachineGuard {
+    cgroup: Option<PathBuf>,
+    /// The memory cgroup the process came from.
+    home: Option<PathBuf>,
+    ksm_saved: Vec<(String, String)>,
+    zram: Option<String>,
+    restored: bool,
+    pub(crate) notes: Vec<String>,
+}
+
+fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
+    let path = path.as_ref();
+    fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+fn read(path: impl AsRef<Path>) -> Result<String, String> {
+    let path = path.as_ref();
+    fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The memory cgroup (v1) the process is in, from `/proc/self/cgroup`.
+fn own_memcg() -> Result<PathBuf, String> {
+    let text = read("/proc/self/cgroup")?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        if let (Some(c), Some(p)) = (controllers, path) {
+            if c.split(',').any(|c| c == "memory") {
+                return Ok(Path::new(MEMCG_V1).join(p.trim_start_matches('/')));
+            }
+        }
+    }
+    Err("no memory controller in /proc/self/cgroup".into())
+}
+
+impl MachineGuard {
+    /// Makes the changes `wanted` asks for. On an error the guard of what was already changed
+    /// comes back with the message, so the caller can restore it (dropping it does too).
+    pub(crate) fn apply(wanted: &Wanted) -> Result<MachineGuard, Box<(MachineGuard, String)>> {
+        let mut guard = MachineGuard::default();
+        if let Err(e) = guard.apply_inner(wanted) {
+            return Err(Box::new((guard, e)));
+        }
+        Ok(guard)
+    }
+
+    fn apply_inner(&mut self, wanted: &Wanted) -> Result<(), String> {
+        self.recover_earlier_run()?;
+        if wanted.swap && !remap::system::swap_active() {
+            self.zram = Some(setup_zram()?);
+            self.save_state();
+            self.notes.push(format!(
+                "set up zram swap on {} (removed at the end)",
+                self.zram.as_deref().unwrap_or("?")
+            ));
+        }
+        if wanted.ksm {
+            for (name, value) in [
+                ("pages_to_scan", "4000"),
+                ("sleep_millisecs", "10"),
+                ("run", "1"),
+            ] {
+                let path = Path::new(KSM).join(name);
+                let old = read(&path)?.trim().to_owned();
+                self.ksm_saved.push((name.to_owned(), old));
+                self.save_state();
+                write(&path, value)?;
+            }
+        }
+        if let Some(limit) = wanted.cgroup_limit {
+            if !Path::new(MEMCG_V1).join("memory.limit_in_bytes").exists() {
+                return Err(format!(
+                    "the reclaim walker needs the cgroup v1 memory controller at {MEMCG_V1}"
+                ));
+            }
+            let home = own_memcg()?;
+            let pid = std::process::id();
+            let dir = Path::new(MEMCG_V1).join(format!("remap-torture-{pid}"));
+            fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            self.cgroup = Some(dir.clone());
+            self.home = Some(home);
+            self.save_state();
+            // Swap freely (zram). No OOM kill: a task that cannot charge waits, and the run's
+            // OOM guard (`oom_guard`) lifts the limit for a moment; the limit only forces reclaim.
+            let _ = write(dir.join("memory.swappiness"), "100");
+            write(dir.join("memory.oom_control"), "1")?;
+            write(dir.join("memory.limit_in_bytes"), &limit.to_string())?;
+            write(dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn save_state(&self) {
+        let mut text = format!("pid {}\n", std::process::id());
+        for (name, old) in &self.ksm_saved {
+            text.push_str(&format!("ksm {name} {old}\n"));
+        }
+        if let Some(z) = &self.zram {
+            text.push_str(&format!("zram {z}\n"));
+        }
+        if let (Some(c), Some(h)) = (&self.cgroup, &self.home) {
+            text.push_str(&format!("cgroup {} {}\n", c.display(), h.display()));
+        }
+        if let Err(e) = write(STATE, &text) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Undoes what an earlier run recorded in [`STATE`] and could not restore (it was killed);
+    /// refuses to run next to a live one.
+    fn recover_earlier_run(&mut self) -> Result<(), String> {
+        let Ok(text) = fs::read_to_string(STATE) else {
+            return Ok(());
+        };
+        let mut earlier = MachineGuard::default();
+        let mut pid = 0u32;
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["pid", p] => pid = p.parse().unwrap_or(0),
+                ["ksm", name, old] => earlier
+                    .ksm_saved
+                    .push(((*name).to_owned(), (*old).to_owned())),
+                ["zram", z] => earlier.zram = Some((*z).to_owned()),
+                ["cgroup", c, h] => {
+                    earlier.cgroup = Some(PathBuf::from(c));
+                    earlier.home = Some(PathBuf::from(h));
+                }
+                _ => {}
+            }
+        }
+        if pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            earlier.restored = true;
+            return Err(format!("another remap torture (pid {pid}) is running"));
+        }
+        let errors = earlier.restore_inner(false);
+        self.notes.push(format!(
+            "restored what an earlier run (pid {pid}, killed) left changed{}",
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            }
+        ));
+        let _ = fs::remove_file(STATE);
+        Ok(())
+    }
+
+    /// The cgroup the run is in, if it made one.
+    pub(crate) fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_deref()
+    }
+
+    /// Undoes every change, in reverse order; returns what could not be undone.
+    pub(crate) fn restore(&mut self) -> Vec<String> {
+        self.restore_inner(true)
+    }
+
+    fn restore_inner(&mut self, own: bool) -> Vec<String> {
+        if self.restored {
+            return Vec::new();
+        }
+        self.restored = true;
+        let mut errors = Vec::new();
+        if let (Some(dir), Some(home)) = (self.cgroup.take(), self.home.take()) {
+            if own {
+                if let Err(e) = write(home.join("cgroup.procs"), &std::process::id().to_string()) {
+                    errors.push(e);
+                }
+            }
+            // Charges of freed memory drain asynchronously; rmdir succeeds once no task is left.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        errors.push(format!("removing {}: {e}", dir.display()));
+                        break;
+                    }
+                    Err(_) => {
+                        let _ = write(dir.join("memory.force_empty"), "0");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+        for (name, old) in self.ksm_saved.drain(..).rev() {
+            if let Err(e) = write(Path::new(KSM).join(&name), &old) {
+                errors.push(e);
+            }
+        }
+        if let Some(device) = self.zram.take() {
+            if let Err(e) = teardown_zram(&device) {
+                errors.push(e);
+            }
+        }
+        if own && errors.is_empty() {
+            let _ = fs::remove_file(STATE);
+        }
+        errors
+    }
+}
+
+impl Drop for MachineGuard {
+    fn drop(&mut self) {
+        for e in self.restore() {
+            tracing::error!("restoring the machine: {e}");
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Sets up a 1 GiB zram swap device; returns its name. Serialised with test-support's set-up by
+/// the same lock file.
+fn setup_zram() -> Result<String, String> {
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(ZRAM_LOCK)
+        .map_err(|e| format!("opening {ZRAM_LOCK}: {e}"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| format!("locking {ZRAM_LOCK}: {e}"))?;
+    if !Path::new("/sys/class/zram-control").exists() && !Path::new("/sys/block/zram0").exists() {
+        run(Command::new("modprobe").arg("zram"))?;
+    }
+    let mut device = None;
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .map_err(|e| format!("listing /sys/block: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("zram"))
+        .collect();
+    names.sort();
+    for name in names {
+        if read(format!("/sys/block/{name}/initstate"))?.trim() == "0" {
+            device = Some(name);
+            break;
+        }
+    }
+    let device = match device {
+        Some(d) => d,
+        None => format!("zram{}", read("/sys/class/zram-control/hot_add")?.trim()),
+    };
+    write(format!("/sys/block/{device}/disksize"), "1G")?;
+    let node = format!("/dev/{device}");
+    if !Path::new(&node).exists() {
+        return Err(format!("{node} does not exist"));
+    }
+    run(Command::new("mkswap").arg(&node))?;
+    run(Command::new("swapon").args(["-p", "100", &node]))?;
+    Ok(device)
+}
+
+fn teardown_zram(device: &str) -> Result<(), String> {
+    run(Command::new("swapoff").arg(format!("/dev/{device}")))?;
+    write(format!("/sys/block/{device}/reset"), "1")
+}
+
+/// Watches the cgroup for an OOM (tasks waiting because reclaim could not keep up) and lifts the
+/// limit for a moment when one happens, so the run neither hangs nor is killed. Returns how
+/// often it had to. Reads and writes through files opened once, so the guard itself never needs
+/// a new page while the cgroup is out of memory.
+pub(crate) fn oom_guard(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let (Ok(oom), Ok(limit_file)) = (
+        fs::File::open(dir.join("memory.oom_control")),
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("memory.limit_in_bytes")),
+    ) else {
+        return 0;
+    };
+    let limit = cgroup_value(dir, "memory.limit_in_bytes").unwrap_or(u64::MAX / 2);
+    let (normal, lifted) = (limit.to_string(), (limit * 2).to_string());
+    let mut buf = [0u8; 256];
+    let mut rescues = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let n = oom.read_at(&mut buf, 0).unwrap_or(0);
+        if buf[..n].windows(11).any(|w| w == b"under_oom 1") {
+            rescues += 1;
+            let _ = limit_file.write_at(lifted.as_bytes(), 0);
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = limit_file.write_at(normal.as_bytes(), 0);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rescues
+}
+
+/// `key value` lines (as `/proc/vmstat` and `memory.stat`) as a map.
+pub(crate) fn parse_counters(text: &str) -> BTreeMap<String, i64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `/proc/vmstat` counters that show reclaim, swap, compaction and THP at work.
+pub(crate) fn vmstat() -> BTreeMap<String, i64> {
+    let all = parse_counters(&fs::read_to_string("/proc/vmstat").unwrap_or_default());
+    all.into_iter()
+        .filter(|(k, _)| {
+            [
+                "pgrefill",
+                "pgactivate",
+                "pgdeactivate",
+                "workingset_",
+                "pgscan_",
+                "pgsteal_",
+                "pswpin",
+                "pswpout",
+                "compact_",
+                "thp_",
+                "ksm_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        })
+        .collect()
+}
+
+/// KSM's global counters.
+pub(crate) fn ksm_counters() -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for name in [
+        "pages_shared",
+        "pages_sharing",
+        "pages_unshared",
+        "full_scans",
+        "ksm_zero_pages",
+    ] {
+        if let Ok(v) = read(Path::new(KSM).join(name)) {
+            if let Ok(v) = v.trim().parse() {
+                out.insert(name.to_owned(), v);
+            }
+        }
+    }
+    out
+}
+
+/// `after - before` for every key of `after`.
+pub(crate) fn delta(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+) -> BTreeMap<String, i64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// A cgroup file as a number.
+pub(crate) fn cgroup_value(dir: &Path, file: &str) -> Option<u64> {
+    read(dir.join(file)).ok()?.trim().parse().ok()
+}
+
+/// The cgroup's `memory.stat`.
+pub(crate) fn cgroup_stat(dir: &Path) -> BTreeMap<String, i64> {
+    parse_counters(&read(dir.join("memory.stat")).unwrap_or_default())
+}
+
+/// This process's resident anonymous memory (`RssAnon` of `/proc/self/status`), in bytes: the
+/// heap and stacks it grew during the run are charged to its cgroup and are not a leak.
+pub(crate) fn rss_anon() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Open file descriptors of this process.
+pub(crate) fn fd_count() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The kernel log from now on (`/dev/kmsg`, opened at its end).
+#[derive(Debug)]
+pub(crate) struct KernelLog {
+    file: Option<fs::File>,
+}
+
+/// Kernel log lines that mean the kernel found itself broken.
+const BAD_LINES: [&str; 9] = [
+    "BUG",
+    "WARNING",
+    "bad page",
+    "list_add corruption",
+    "list_del corruption",
+    "list corruption",
+    "blocked for more than",
+    "hung_task",
+    "Oops",
+];
+
+impl KernelLog {
+    pub(crate) fn open() -> KernelLog {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")
+            .ok();
+        if let Some(f) = &file {
+            let _ = rustix::fs::seek(f, rustix::fs::SeekFrom::End(0));
+        }
+        KernelLog { file }
+    }
+
+    pub(crate) fn available(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// New lines since `open` that match a BUG / WARNING / bad page / list corruption / hung
+    /// task pattern.
+    pub(crate) fn bad_lines(&mut self) -> Vec<String> {
+        let Some(file) = self.file.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let record = String::from_utf8_lossy(&buf[..n]);
+                    let message = record.split_once(';').map_or(&*record, |(_, m)| m);
+                    let first = message.lines().next().unwrap_or("").to_owned();
+                    if BAD_LINES.iter().any(|p| first.contains(p)) {
+                        out.push(first);
+                    }
+                }
+                // EPIPE: records were overwritten while we read; keep going.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}

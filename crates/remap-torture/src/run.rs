@@ -1,0 +1,755 @@
+//! One run from set-up to report, and the re-runs that confirm and shrink a failure.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use remap::inspect::Pagemap;
+use uffd::{Features, RegisterMode, Uffd};
+
+use crate::engine::{self, Shared, Stats};
+use crate::machine::{self, KernelLog, MachineGuard, Wanted};
+use crate::model::{self, Content, Pair, Side, Slot, BLOCK_PAGES};
+use crate::oplog::OpLog;
+use crate::report::{CgroupReport, Report, ViolationKind, WalkerReport};
+use crate::rng::{self, Rng};
+use crate::sys::{self, Advice, Mapping, SignalGuard};
+use crate::walkers::{self, DriverStats};
+use crate::{Config, TortureError, Walker};
+
+/// How the run is going, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Seconds run.
+    pub elapsed_secs: f64,
+    /// Seconds planned.
+    pub duration_secs: f64,
+    /// Pages moved so far.
+    pub pages_moved: u64,
+    /// MOVE ioctls so far.
+    pub moves: u64,
+    /// Violations so far.
+    pub violations: u64,
+}
+
+/// How long threads get to finish their operation once told to stop.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+fn build_pairs(
+    cfg: &Config,
+    key: u64,
+    page: usize,
+    ksm: bool,
+) -> Result<(Vec<Pair>, u32), TortureError> {
+    let mut pairs = Vec::new();
+    let mut next_id: u32 = 0;
+    let offs = model::tag_word_offsets(page);
+    for p in 0..cfg.pairs {
+        let mut sides = Vec::new();
+        for s in 0..2 {
+            let map = Mapping::new(cfg.region_pages * page)
+                .map_err(|e| TortureError::Setup(format!("mapping a region: {e}")))?;
+            // Side 0 always THP, side 1 on even pairs: moves between THP and non-THP VMAs too.
+            let thp = s == 0 || p % 2 == 0;
+            map.madvise(
+                0,
+                map.pages(),
+                if thp {
+                    Advice::HugePage
+                } else {
+                    Advice::NoHugePage
+                },
+            )
+            .map_err(|e| TortureError::Setup(format!("madvise(HUGEPAGE): {e}")))?;
+            if ksm {
+                map.madvise(0, map.pages(), Advice::Mergeable)
+                    .map_err(|e| TortureError::Setup(format!("madvise(MERGEABLE): {e}")))?;
+            }
+            let blocks = (0..cfg.region_pages / BLOCK_PAGES)
+                .map(|_| Mutex::new(vec![Slot::HOLE; BLOCK_PAGES]))
+                .collect();
+            sides.push(Side { map, thp, blocks });
+        }
+        let pair = Pair {
+            sides: [sides.remove(0), sides.remove(0)],
+        };
+        // Page k starts on side 0 in even PMDs, side 1 in odd ones: THPs on both sides.
+        for k in 0..cfg.region_pages {
+            let side = (k / 512) % 2;
+            let content = Content::Page {
+                id: next_id,
+                gen: 0,
+            };
+            next_id += 1;
+            let map = &pair.sides[side].map;
+            for (w, v) in offs.iter().zip(model::tag_words(key, content)) {
+                map.write_word(k, *w, v);
+            }
+            let mut block = pair.sides[side].blocks[k / BLOCK_PAGES]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            block[k % BLOCK_PAGES] = Slot {
+                content,
+                excl_mark: 0,
+            };
+        }
+        pairs.push(pair);
+    }
+    Ok((pairs, next_id))
+}
+
+/// Runs the torture test described by `cfg`, calling `progress` about four times a second.
+///
+/// # Errors
+///
+/// [`TortureError`] when the run cannot be done at all (not root, no MOVE, set-up failed). A run
+/// that found something returns `Ok` with the violations in the [`Report`].
+pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, TortureError> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(TortureError::NotRoot);
+    }
+    if cfg.region_pages == 0 || cfg.region_pages % 512 != 0 || cfg.pairs == 0 {
+        return Err(TortureError::Config(
+            "regions must be a positive multiple of 512 pages".into(),
+        ));
+    }
+    if cfg.movers == 0 {
+        return Err(TortureError::Config("at least one mover".into()));
+    }
+    let caps = uffd::Capabilities::probe().map_err(|e| TortureError::NoMove(e.to_string()))?;
+    if !caps.supports_move() {
+        return Err(TortureError::NoMove(
+            "the kernel does not report UFFD_FEATURE_MOVE (Linux 6.8+)".into(),
+        ));
+    }
+    let signals = SignalGuard::install();
+    let fds_baseline = machine::fd_count();
+    let page = sys::page_size();
+    let has = |w: Walker| cfg.walkers.contains(&w);
+    let working_set = (cfg.pairs * cfg.region_pages * page) as u64;
+    let wanted = Wanted {
+        cgroup_limit: has(Walker::Reclaim).then_some(fraction_of(working_set, cfg.limit_fraction)),
+        ksm: has(Walker::Ksm),
+        swap: has(Walker::Reclaim) || has(Walker::Pageout),
+    };
+    let mut guard = MachineGuard::apply(&wanted).map_err(|failed| {
+        let (mut g, e) = *failed;
+        let undo = g.restore();
+        TortureError::Setup(if undo.is_empty() {
+            e
+        } else {
+            format!("{e}; restoring: {}", undo.join("; "))
+        })
+    })?;
+    let cgroup = guard.cgroup().map(std::path::Path::to_path_buf);
+    let baseline_usage = cgroup
+        .as_deref()
+        .and_then(|d| machine::cgroup_value(d, "memory.usage_in_bytes"));
+    let rss_baseline = machine::rss_anon();
+    let mut kmsg = KernelLog::open();
+    let vm_before = machine::vmstat();
+    let ksm_before = machine::ksm_counters();
+
+    let result = run_threads(cfg, page, &cgroup, progress);
+    let (mut report, shared) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = guard.restore();
+            return Err(e);
+        }
+    };
+    report.notes.append(&mut guard.notes);
+    report.vmstat = machine::delta(&vm_before, &machine::vmstat());
+    let mut ksm = machine::delta(&ksm_before, &machine::ksm_counters());
+    if let Some(w) = report.walkers.iter().find(|w| w.walker == Walker::Ksm) {
+        if let Some(max) = w.detail.get("max_pages_sharing") {
+            ksm.insert("max_pages_sharing".into(), *max);
+        }
+    }
+    report.ksm = ksm;
+    let cgroup_stat = cgroup.as_deref().map(machine::cgroup_stat);
+    let cgroup_values = cgroup.as_deref().map(|d| {
+        (
+            // The configured limit (the OOM guard may be lifting the file's value right now).
+            wanted.cgroup_limit.unwrap_or(0),
+            machine::cgroup_value(d, "memory.failcnt").unwrap_or(0),
+            machine::cgroup_value(d, "memory.max_usage_in_bytes").unwrap_or(0),
+        )
+    });
+    // Unmap everything, then the baselines.
+    let leaked = match shared {
+        Some(sh) => match Arc::try_unwrap(sh) {
+            Ok(sh) => {
+                drop(sh);
+                false
+            }
+            Err(_) => true,
+        },
+        None => true,
+    };
+    let final_usage = cgroup
+        .as_deref()
+        .map(|d| settle_usage(d, baseline_usage.unwrap_or(0)));
+    report.kernel_log_checked = kmsg.available();
+    report.kernel_log = kmsg.bad_lines();
+    drop(kmsg);
+    report.fds = (fds_baseline, machine::fd_count());
+    let mut late = Vec::new();
+    if !leaked && report.fds.1 > report.fds.0 {
+        late.push((
+            ViolationKind::Baseline,
+            format!(
+                "{} fds open after the run, {} before",
+                report.fds.1, report.fds.0
+            ),
+        ));
+    }
+    if let (Some(dir), Some((limit, failcnt, max_usage))) = (cgroup.as_deref(), cgroup_values) {
+        let base = baseline_usage.unwrap_or(0);
+        let fin = final_usage.unwrap_or(0);
+        // Memory the process itself grew meanwhile (heap, thread stacks) is charged there too.
+        let grown = machine::rss_anon().saturating_sub(rss_baseline);
+        if !leaked && fin > base + grown + (4 << 20) {
+            late.push((
+                ViolationKind::Baseline,
+                format!("cgroup usage {fin} bytes after the run, {base} before (the process's own anonymous memory grew {grown})"),
+            ));
+        }
+        report.cgroup = Some(CgroupReport {
+            path: dir.display().to_string(),
+            limit_bytes: limit,
+            working_set_bytes: working_set,
+            failcnt,
+            max_usage_bytes: max_usage,
+            baseline_usage_bytes: base,
+            final_usage_bytes: fin,
+            stat: cgroup_stat.unwrap_or_default(),
+        });
+    }
+    for line in &report.kernel_log {
+        late.push((ViolationKind::KernelLog, format!("kernel log: {line}")));
+    }
+    // Evidence that the walkers ran.
+    let evidence = evidence(&report);
+    for w in &mut report.walkers {
+        if let Some((ran, text)) = evidence.get(&w.walker) {
+            w.ran = *ran;
+            w.evidence = text.clone();
+        }
+        if !w.ran && !cfg.idle_walkers_ok {
+            late.push((
+                ViolationKind::IdleWalker,
+                format!(
+                    "walker {} shows no evidence of running: {}",
+                    w.walker.name(),
+                    w.evidence
+                ),
+            ));
+        }
+    }
+    report.restore_errors = guard.restore();
+    for e in &report.restore_errors {
+        late.push((
+            ViolationKind::Harness,
+            format!("restoring the machine: {e}"),
+        ));
+    }
+    for (kind, message) in late {
+        report.violation_count += 1;
+        report.violations.push(crate::Violation {
+            kind,
+            message,
+            thread: "run".into(),
+            at_secs: report.elapsed_secs,
+            addrs: Vec::new(),
+            ops: Vec::new(),
+        });
+    }
+    report.interrupted = sys::interrupted();
+    drop(signals);
+    Ok(report)
+}
+
+/// `fraction` (clamped to 0..=1) of `bytes`, rounded down.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn fraction_of(bytes: u64, fraction: f64) -> u64 {
+    // In range by the clamp: the product lies in 0..=bytes.
+    (bytes as f64 * fraction.clamp(0.0, 1.0)) as u64
+}
+
+/// Waits (up to 3 s) for the cgroup's usage to fall back near `baseline`: freed memory is
+/// uncharged a little later (per-CPU stocks, RCU-freed page tables), and swap-cache pages whose
+/// swap entries died with the mappings stay charged until reclaimed, so it reclaims what is
+/// reclaimable (`memory.force_empty`) first. What is left is a leak.
+fn settle_usage(dir: &std::path::Path, baseline: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let usage = machine::cgroup_value(dir, "memory.usage_in_bytes").unwrap_or(0);
+        if usage <= baseline + (4 << 20) || Instant::now() > deadline {
+            return usage;
+        }
+        let _ = std::fs::write(dir.join("memory.force_empty"), "0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+type Threads = Vec<(String, JoinHandle<Option<(Walker, DriverStats)>>)>;
+
+#[allow(clippy::type_complexity)]
+fn run_threads(
+    cfg: &Config,
+    page: usize,
+    cgroup: &Option<std::path::PathBuf>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(Report, Option<Arc<Shared>>), TortureError> {
+    let has = |w: Walker| cfg.walkers.contains(&w);
+    let key = rng::mix(cfg.seed ^ 0x7461_6773);
+    let (pairs, pair_ids) = build_pairs(cfg, key, page, has(Walker::Ksm))?;
+    let mut features = Features::empty();
+    if has(Walker::Flip) {
+        features |= Features::EVENT_REMAP;
+    }
+    features |= Features::EVENT_REMOVE;
+    let uffd = Uffd::builder()
+        .non_blocking(true)
+        .features(features)
+        .create()
+        .map_err(|e| TortureError::NoMove(e.to_string()))?;
+    for pair in &pairs {
+        for side in &pair.sides {
+            uffd.register(side.map.page_ptr(0), side.map.len(), RegisterMode::MISSING)
+                .map_err(|e| TortureError::Setup(format!("registering a region: {e}")))?;
+        }
+    }
+    let pagemap = Pagemap::open().map_err(|e| TortureError::Setup(e.to_string()))?;
+    let threads_total = cfg.movers + cfg.mutators + cfg.walkers.len() + 2;
+    let sh = Arc::new(Shared {
+        cfg: cfg.clone(),
+        key,
+        page,
+        uffd,
+        pagemap,
+        pairs,
+        pair_ids,
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        stop_events: AtomicBool::new(false),
+        forks_started: AtomicU32::new(0),
+        forks_done: AtomicU32::new(0),
+        ksm_on: has(Walker::Ksm),
+        // MADV_DONTNEED of zero pages (movers) and of the flip region queue remove events.
+        ctx_events: true,
+        ctx_nomem: has(Walker::Reclaim),
+        stats: Stats::default(),
+        violations: Mutex::new(Vec::new()),
+        violation_count: AtomicU64::new(0),
+        oplog: OpLog::new(threads_total),
+        injected: AtomicBool::new(false),
+        oracle: crate::oracle::behaviour(),
+    });
+    let events = {
+        let sh = Arc::clone(&sh);
+        std::thread::Builder::new()
+            .name("torture-events".into())
+            .spawn(move || engine::event_reader(&sh))
+            .map_err(|e| TortureError::Setup(format!("spawning: {e}")))?
+    };
+    let oom = cgroup.clone().map(|dir| {
+        let sh = Arc::clone(&sh);
+        std::thread::Builder::new()
+            .name("torture-oom-guard".into())
+            .spawn(move || machine::oom_guard(&dir, &sh.stop_events))
+    });
+    let mut threads: Threads = Vec::new();
+    let mut tid = 0usize;
+    let mut spawn =
+        |name: String,
+         f: Box<dyn FnOnce(&Shared, usize, Rng) -> Option<(Walker, DriverStats)> + Send>,
+         threads: &mut Threads| {
+            let sh = Arc::clone(&sh);
+            let my = tid;
+            tid += 1;
+            let rng = Rng::new(cfg.seed, my as u64);
+            let h = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || f(&sh, my, rng))
+                .map_err(|e| TortureError::Setup(format!("spawning {name}: {e}")))?;
+            threads.push((name, h));
+            Ok::<(), TortureError>(())
+        };
+    for i in 0..cfg.movers {
+        spawn(
+            format!("mover-{i}"),
+            Box::new(|sh, t, r| {
+                engine::mover(sh, t, r);
+                None
+            }),
+            &mut threads,
+        )?;
+    }
+    for i in 0..cfg.mutators {
+        spawn(
+            format!("mutator-{i}"),
+            Box::new(|sh, t, r| {
+                engine::mutator(sh, t, r);
+                None
+            }),
+            &mut threads,
+        )?;
+    }
+    for &w in &cfg.walkers {
+        let cg = cgroup.clone();
+        spawn(
+            format!("walker-{}", w.name()),
+            Box::new(move |sh, t, r| Some((w, walkers::drive(sh, w, t, r, cg.as_deref())))),
+            &mut threads,
+        )?;
+    }
+    // Run.
+    let deadline = sh.start + cfg.duration;
+    while Instant::now() < deadline && !sh.stopping() && !sys::interrupted() {
+        std::thread::sleep(
+            Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        progress(&Progress {
+            elapsed_secs: sh.elapsed(),
+            duration_secs: cfg.duration.as_secs_f64(),
+            pages_moved: sh.stats.pages_moved.load(Ordering::Relaxed),
+            moves: sh.stats.moves.load(Ordering::Relaxed),
+            violations: sh.violation_count.load(Ordering::Relaxed),
+        });
+    }
+    sh.stop.store(true, Ordering::SeqCst);
+    let elapsed = sh.elapsed();
+    // Join, with a watchdog: a thread that does not stop is hung in the kernel.
+    let grace = Instant::now() + STOP_GRACE;
+    let mut driver_stats: BTreeMap<Walker, DriverStats> = BTreeMap::new();
+    let mut hung = Vec::new();
+    for (name, h) in threads {
+        while !h.is_finished() && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !h.is_finished() {
+            hung.push(name);
+            continue;
+        }
+        match h.join() {
+            Ok(Some((w, st))) => {
+                driver_stats.insert(w, st);
+            }
+            Ok(None) => {}
+            Err(_) => sh.violation(
+                ViolationKind::Harness,
+                &name,
+                format!("{name} panicked"),
+                vec![],
+            ),
+        }
+    }
+    for name in &hung {
+        sh.violation(
+            ViolationKind::Harness,
+            name,
+            format!("{name} did not stop within {STOP_GRACE:?}: hung"),
+            vec![],
+        );
+    }
+    if hung.is_empty() {
+        engine::audit(&sh);
+    }
+    sh.stop_events.store(true, Ordering::SeqCst);
+    let events_ok = events.join().is_ok();
+    let oom_rescues = match oom {
+        Some(Ok(h)) => h.join().unwrap_or(0),
+        _ => 0,
+    };
+    if !events_ok {
+        sh.violation(
+            ViolationKind::Harness,
+            "events",
+            "the event reader panicked".into(),
+            vec![],
+        );
+    }
+    let st = &sh.stats;
+    let pages_moved = st.pages_moved.load(Ordering::Relaxed);
+    let moves = st.moves.load(Ordering::Relaxed);
+    let violations = sh
+        .violations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let log_path = if violations.is_empty() {
+        None
+    } else {
+        write_log(cfg, &sh)
+    };
+    let walkers = cfg
+        .walkers
+        .iter()
+        .map(|&w| {
+            let d = driver_stats.remove(&w).unwrap_or_default();
+            WalkerReport {
+                walker: w,
+                ops: d.ops,
+                refused: d.refused,
+                detail: d.detail,
+                ran: false,
+                evidence: String::new(),
+            }
+        })
+        .collect();
+    let mut walkers_vec: Vec<WalkerReport> = walkers;
+    if let Some(w) = walkers_vec.iter_mut().find(|w| w.walker == Walker::Reclaim) {
+        w.detail.insert("oom_rescues".into(), oom_rescues as i64);
+    }
+    if let Some(w) = walkers_vec.iter_mut().find(|w| w.walker == Walker::Fork) {
+        w.detail.insert(
+            "forks".into(),
+            i64::from(sh.forks_done.load(Ordering::SeqCst)),
+        );
+    }
+    let mut notes = Vec::new();
+    notes.push(format!(
+        "MOVE results judged by the oracle ({}): {}, by the torture rules alone: {}, disagreements: {}",
+        sh.oracle.map_or("no row for this kernel", |b| b.name),
+        st.oracle_judged.load(Ordering::Relaxed),
+        st.rules_judged.load(Ordering::Relaxed),
+        st.disagreements.load(Ordering::Relaxed)
+    ));
+    let report = Report {
+        seed: cfg.seed,
+        elapsed_secs: elapsed,
+        pages_moved,
+        holes_moved: st.holes_moved.load(Ordering::Relaxed),
+        swapped_pages_moved: st.swapped_moved.load(Ordering::Relaxed),
+        moves,
+        moves_per_sec: moves as f64 / elapsed.max(1e-9),
+        pages_per_sec: pages_moved as f64 / elapsed.max(1e-9),
+        results: st.results(),
+        pages_checked: st.checked.load(Ordering::Relaxed),
+        pages_written: st.written.load(Ordering::Relaxed),
+        logical_pages: u64::from(pair_ids)
+            + if cfg.walkers.contains(&Walker::Flip) {
+                cfg.flip_pages as u64
+            } else {
+                0
+            },
+        pages_dropped: st.dropped.load(Ordering::Relaxed),
+        walkers: walkers_vec,
+        vmstat: BTreeMap::new(),
+        ksm: BTreeMap::new(),
+        cgroup: None,
+        fds: (0, 0),
+        kernel_log: Vec::new(),
+        kernel_log_checked: false,
+        violation_count: sh.violation_count.load(Ordering::SeqCst),
+        violations,
+        interrupted: false,
+        restore_errors: Vec::new(),
+        notes,
+        log_path,
+    };
+    if !hung.is_empty() {
+        // Threads still use the memory: leak it rather than unmap it under them.
+        std::mem::forget(Arc::clone(&sh));
+        return Ok((report, None));
+    }
+    Ok((report, Some(sh)))
+}
+
+fn write_log(cfg: &Config, sh: &Shared) -> Option<String> {
+    let dir = cfg.log_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!(
+        "remap-torture-{:#x}-{}.log",
+        cfg.seed,
+        std::process::id()
+    ));
+    let mut text = format!("# {}\n", cfg.replay_command());
+    for op in sh.oplog.merged() {
+        text.push_str(&op.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).ok()?;
+    Some(path.display().to_string())
+}
+
+fn get(m: &BTreeMap<String, i64>, k: &str) -> i64 {
+    m.get(k).copied().unwrap_or(0)
+}
+
+fn sum_prefix(m: &BTreeMap<String, i64>, prefix: &str) -> i64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Per walker: whether the counters show it ran, and which counters.
+fn evidence(r: &Report) -> BTreeMap<Walker, (bool, String)> {
+    let vm = &r.vmstat;
+    let mut out = BTreeMap::new();
+    let detail = |w: Walker, k: &str| {
+        r.walkers
+            .iter()
+            .find(|x| x.walker == w)
+            .map_or(0, |x| get(&x.detail, k))
+    };
+    let (refill, scan, steal) = (
+        get(vm, "pgrefill"),
+        sum_prefix(vm, "pgscan_"),
+        sum_prefix(vm, "pgsteal_"),
+    );
+    let (deact, wsact) = (get(vm, "pgdeactivate"), get(vm, "workingset_activate_anon"));
+    let failcnt = r.cgroup.as_ref().map_or(0, |c| c.failcnt);
+    // /proc/vmstat's pgrefill counts only global reclaim (`if (!cgroup_reclaim(sc))` in
+    // shrink_active_list), and cgroup v1's memory.stat has no pgrefill: shrink_active_list under
+    // the cgroup limit shows as pgdeactivate (with MADV_COLD's share), after workingset
+    // activations (which let memcg reclaim deactivate).
+    out.insert(
+        Walker::Reclaim,
+        (
+            scan > 0 && steal > 0 && failcnt > 0 && deact > 0 && wsact > 0,
+            format!(
+                "pgscan +{scan}, pgsteal +{steal}, pgdeactivate +{deact}, workingset_activate_anon +{wsact}, cgroup failcnt {failcnt} (pgrefill +{refill}: counts global reclaim only)"
+            ),
+        ),
+    );
+    let (swpout, swpin) = (get(vm, "pswpout"), get(vm, "pswpin"));
+    out.insert(
+        Walker::Pageout,
+        (
+            swpout > 0 && detail(Walker::Pageout, "pageout_ok") > 0,
+            format!(
+                "pswpout +{swpout}, pswpin +{swpin}, {} pageouts, {} colds, {} swapped pages moved without swap-in",
+                detail(Walker::Pageout, "pageout_ok"),
+                detail(Walker::Pageout, "cold_ok"),
+                r.swapped_pages_moved
+            ),
+        ),
+    );
+    let (mscan, isolated, fscan) = (
+        get(vm, "compact_migrate_scanned"),
+        get(vm, "compact_isolated"),
+        get(vm, "compact_free_scanned"),
+    );
+    out.insert(
+        Walker::Compact,
+        (
+            mscan + isolated > 0,
+            format!("compact_migrate_scanned +{mscan}, compact_isolated +{isolated}, compact_free_scanned +{fscan}, {} compactions", detail(Walker::Compact, "compact_ok")),
+        ),
+    );
+    let (scans, sharing) = (get(&r.ksm, "full_scans"), get(&r.ksm, "max_pages_sharing"));
+    out.insert(
+        Walker::Ksm,
+        (
+            scans > 0 && sharing > 0,
+            format!(
+                "full_scans +{scans}, max pages_sharing {sharing}, ebusy results {}",
+                r.results.get("ebusy").copied().unwrap_or(0)
+            ),
+        ),
+    );
+    let forks = detail(Walker::Fork, "forks");
+    out.insert(
+        Walker::Fork,
+        (
+            forks > 0,
+            format!("{forks} sharing children forked and reaped"),
+        ),
+    );
+    let (collapse, split, zero) = (
+        get(vm, "thp_collapse_alloc"),
+        get(vm, "thp_split_pmd"),
+        detail(Walker::Thp, "huge_zero_moved"),
+    );
+    out.insert(
+        Walker::Thp,
+        (
+            (collapse > 0 || detail(Walker::Thp, "collapse_ok") > 0) && split > 0,
+            format!(
+                "thp_collapse_alloc +{collapse}, {} MADV_COLLAPSE ok, thp_split_pmd +{split}, {zero} huge zero pages moved",
+                detail(Walker::Thp, "collapse_ok")
+            ),
+        ),
+    );
+    let flips = detail(Walker::Flip, "flip_ok");
+    let pending = r.results.get("eagain-events").copied().unwrap_or(0);
+    out.insert(
+        Walker::Flip,
+        (
+            flips > 0 && detail(Walker::Flip, "dontneed_ok") > 0,
+            format!("{flips} mremap(DONTUNMAP) flips, {} MADV_DONTNEEDs, {pending} MOVEs saw events pending", detail(Walker::Flip, "dontneed_ok")),
+        ),
+    );
+    out
+}
+
+/// What re-running a failing configuration showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Confirmation {
+    /// Re-runs that failed, of `runs`.
+    pub hits: usize,
+    /// Re-runs done.
+    pub runs: usize,
+    /// The shrunk configuration's replay command (fewer walkers, shorter), still failing.
+    pub replay: String,
+    /// The walkers the shrunk configuration keeps.
+    pub walkers: Vec<Walker>,
+}
+
+use serde::Serialize;
+
+/// Re-runs a failing `cfg` `runs` times (each stopping at its first violation) for the hit rate,
+/// then shrinks it: drops walkers one at a time and halves the duration while it still fails.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn confirm(cfg: &Config, runs: usize, budget: Duration) -> Result<Confirmation, TortureError> {
+    let started = Instant::now();
+    let mut trial = cfg.clone();
+    trial.stop_at_first_violation = true;
+    trial.idle_walkers_ok = true;
+    let mut hits = 0;
+    let mut first_at: f64 = cfg.duration.as_secs_f64();
+    for _ in 0..runs {
+        let r = run(&trial, &mut |_| {})?;
+        if sys::interrupted() {
+            break;
+        }
+        if !r.clean() {
+            hits += 1;
+            if let Some(v) = r.violations.first() {
+                first_at = first_at.min(v.at_secs);
+            }
+        }
+    }
+    let mut best = cfg.clone();
+    if hits > 0 {
+        // Shorter: about twice the time the failure took to show.
+        best.duration = Duration::from_secs_f64((first_at * 2.0).ceil().max(2.0)).min(cfg.duration);
+        let mut i = 0;
+        while i < best.walkers.len() && started.elapsed() < budget && !sys::interrupted() {
+            let mut fewer = best.clone();
+            fewer.walkers.remove(i);
+            let mut t = fewer.clone();
+            t.stop_at_first_violation = true;
+            t.idle_walkers_ok = true;
+            if !run(&t, &mut |_| {})?.clean() {
+                best = fewer;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    Ok(Confirmation {
+        hits,
+        runs,
+        replay: best.replay_command(),
+        walkers: best.walkers,
+    })
+}
