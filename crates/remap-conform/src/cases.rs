@@ -806,6 +806,22 @@ pub fn all_cases() -> Vec<Case> {
                 pages: 1,
             }]),
         ),
+        case(
+            "COPY over a guard region",
+            "COPY",
+            &[Need::Guard],
+            one(vec![
+                Step::Guard {
+                    at: at(d, 0),
+                    pages: 1,
+                },
+                Step::Copy {
+                    dst: at(d, 0),
+                    pages: 1,
+                    tag: 5,
+                },
+            ]),
+        ),
     ]);
     cases
 }

@@ -437,9 +437,14 @@ impl Space {
                 break;
             }
             next.tables.insert(pmd_base(d));
-            // `pte_none_mostly()`: COPY and ZEROPAGE install over any PTE marker, a guard region
-            // included (observed on 6.18); MOVE is stricter.
-            if !matches!(next.get(d), Page::None | Page::WpMarker | Page::Guard) {
+            // COPY and ZEROPAGE install over a uffd-wp marker, and where the row says so over a
+            // guard region too; MOVE is stricter.
+            let empty = match next.get(d) {
+                Page::None | Page::WpMarker => true,
+                Page::Guard => b.fill_installs_over_guard,
+                _ => false,
+            };
+            if !empty {
                 err = Some(Errno::Exist);
                 break;
             }

@@ -716,6 +716,36 @@ fn copy_and_zeropage_errno_paths() {
 }
 
 #[test]
+fn copy_over_a_guard_region_installs_until_the_marker_fix() {
+    let s = pair(1);
+    let s = apply(&s, Op::GuardInstall { addr: DST, len: P });
+    let copy = Op::Copy {
+        uffd: 1,
+        dst: DST,
+        len: P,
+        mode: 0,
+        first_tag: 9,
+    };
+    assert_eq!(outcomes(&s, &copy, row("6.18")), vec![Outcome::done(P)]);
+    assert_eq!(
+        outcomes(&s, &copy, row("6.19")),
+        vec![Outcome::failed(Errno::Exist)]
+    );
+    // MOVE never installs over it.
+    let s = apply(&s, Op::Unregister { uffd: 1, vma: DST });
+    let s = apply(
+        &s,
+        Op::Register {
+            uffd: 1,
+            vma: DST,
+            missing: true,
+            wp: false,
+        },
+    );
+    assert_eq!(only(&s, &mv(DST, SRC, P, 0)), Outcome::failed(Errno::Exist));
+}
+
+#[test]
 fn dontneed_errno_and_thp_split() {
     let locked = Space::new(
         Environment::default(),
