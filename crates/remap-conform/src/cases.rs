@@ -807,6 +807,21 @@ pub fn all_cases() -> Vec<Case> {
             }]),
         ),
         case(
+            "ZEROPAGE over a guard region",
+            "ZEROPAGE",
+            &[Need::Guard],
+            one(vec![
+                Step::Guard {
+                    at: at(d, 0),
+                    pages: 1,
+                },
+                Step::ZeroPage {
+                    dst: at(d, 0),
+                    pages: 1,
+                },
+            ]),
+        ),
+        case(
             "COPY over a guard region",
             "COPY",
             &[Need::Guard],

@@ -437,11 +437,11 @@ impl Space {
                 break;
             }
             next.tables.insert(pmd_base(d));
-            // COPY and ZEROPAGE install over a uffd-wp marker, and where the row says so over a
-            // guard region too; MOVE is stricter.
+            // COPY and ZEROPAGE install over a uffd-wp marker; COPY, where the row says so, over
+            // a guard region too (ZEROPAGE refuses it: observed on 6.18). MOVE is stricter.
             let empty = match next.get(d) {
                 Page::None | Page::WpMarker => true,
-                Page::Guard => b.fill_installs_over_guard,
+                Page::Guard => first_tag.is_some() && b.fill_installs_over_guard,
                 _ => false,
             };
             if !empty {
@@ -769,12 +769,14 @@ impl Space {
                 shared,
             } => {
                 let frame = next.new_frame();
+                // A child holds the swap entry, not this new mapping: the page is mapped once
+                // (pagemap says exclusive) even when `PageAnonExclusive` stays clear.
                 let swapped_in = |exclusive| {
                     Page::Present(Present {
                         tag,
                         frame,
                         exclusive,
-                        shared,
+                        shared: false,
                         folio: Folio::Small,
                     })
                 };
@@ -904,8 +906,8 @@ impl Space {
     }
 
     fn predict_split(&self, addr: u64) -> Alts {
-        if addr % PMD_SIZE != 0 || self.vma(addr).is_none() {
-            return Err(Unmodelled("a PMD split off a PMD boundary"));
+        if addr % PMD_SIZE != 0 || !self.vma(addr).is_some_and(|v| v.covers_pmd(addr)) {
+            return Err(Unmodelled("a PMD split of a PMD the VMA does not cover"));
         }
         let mut next = self.clone();
         next.split_pmd(addr);
