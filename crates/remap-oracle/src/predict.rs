@@ -439,8 +439,10 @@ impl Space {
             next.tables.insert(pmd_base(d));
             // COPY and ZEROPAGE install over a uffd-wp marker; COPY, where the row says so, over
             // a guard region too (ZEROPAGE refuses it: observed on 6.18). MOVE is stricter.
+            // (ZEROPAGE checks `pte_none()` and refuses every marker: observed on 6.18.)
             let empty = match next.get(d) {
-                Page::None | Page::WpMarker => true,
+                Page::None => true,
+                Page::WpMarker => first_tag.is_some(),
                 Page::Guard => first_tag.is_some() && b.fill_installs_over_guard,
                 _ => false,
             };
@@ -491,12 +493,8 @@ impl Space {
         let end = addr + len;
         match vma.kind {
             VmaKind::PrivateAnon => {}
-            VmaKind::SharedAnon if !guard => {
-                for a in pages_in(addr, end) {
-                    *next.page_mut(a) = Page::None;
-                }
-                return one(Outcome::OK, &next);
-            }
+            // DONTNEED of shmem: a later read fault maps the zapped pages back by fault-around
+            // (they are still in the page cache), which the oracle does not model.
             _ => {
                 return Err(Unmodelled(
                     "guard regions or DONTNEED outside private anonymous memory",
@@ -515,7 +513,8 @@ impl Space {
             let page = next.page_mut(a);
             *page = match (*page, guard) {
                 (_, true) => Page::Guard,
-                (Page::WpMarker, false) => Page::WpMarker,
+                // MADV_DONTNEED drops uffd-wp markers (observed on 6.18) and keeps guards.
+                (Page::WpMarker, false) => Page::None,
                 (Page::Guard, false) => Page::Guard,
                 (_, false) => Page::None,
             };

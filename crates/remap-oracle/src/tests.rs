@@ -605,6 +605,16 @@ fn markers_wp_at_dst_eexist_guard_at_src_efault() {
         only(&wp, &mv(DST, SRC, 2 * P, 0)),
         Outcome::failed(Errno::Exist)
     );
+    // ZEROPAGE refuses a WP marker; MADV_DONTNEED drops it.
+    let zp = Op::ZeroPage {
+        uffd: 1,
+        dst: DST,
+        len: P,
+        mode: 0,
+    };
+    assert_eq!(only(&wp, &zp), Outcome::failed(Errno::Exist));
+    let zapped = apply(&wp, Op::DontNeed { addr: DST, len: P });
+    assert!(zapped.get(DST).is_none() && zapped.get(DST + P) == Page::WpMarker);
     // COPY overwrites a WP marker; MOVE does not.
     let copy = Op::Copy {
         uffd: 1,
