@@ -296,7 +296,11 @@ fn render_cases(r: &ConformReport) -> String {
             agree,
             c.rows.join(",")
         );
-        if c.agree == Some(false) {
+        let retried = c
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("agreed on retry"));
+        if c.agree == Some(false) || retried {
             if let Some(d) = &c.detail {
                 s += &format!("{:<width$}    -> {d}\n", "");
             }

@@ -296,11 +296,12 @@ pub fn program_seed(seed: u64, index: u64) -> u64 {
 }
 
 /// The generator's configuration for this machine.
-pub fn gen_config(m: &Machine) -> GenConfig {
+pub fn gen_config(h: &Harness, m: &Machine) -> GenConfig {
     GenConfig {
         swap: m.swap,
         guard: m.guard,
         thp: m.thp_usable(),
+        wp_markers: h.features.contains(uffd::Features::WP_UNPOPULATED),
     }
 }
 
@@ -316,7 +317,7 @@ pub fn differential(
     mut progress: impl FnMut(u64, &DiffReport),
 ) -> Result<DiffReport, ConformError> {
     let start = Instant::now();
-    let gen = gen_config(m);
+    let gen = gen_config(h, m);
     let mut report = DiffReport {
         seed: cfg.seed,
         programs: 0,

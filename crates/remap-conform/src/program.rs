@@ -403,6 +403,8 @@ pub struct GenConfig {
     pub guard: bool,
     /// THP is usable: emit THP-sized VMAs, `Collapse` and `SplitPmd`.
     pub thp: bool,
+    /// The userfaultfds have `WP_UNPOPULATED`: emit `WriteProtect` (uffd-wp markers).
+    pub wp_markers: bool,
 }
 
 /// Pages per slot: each VMA gets its own 8 MiB slot, so VMAs never touch.
@@ -605,6 +607,19 @@ fn gen_step(r: &mut Rng, prog: &Program, cfg: &GenConfig, tag: &mut u64) -> Step
                         wp: r.chance(20),
                     },
                 }
+            }
+        }
+        96..=97 if cfg.wp_markers => {
+            let vma = pick_vma(r, prog, |v| {
+                v.register.is_some_and(|g| g.uffd == OURS && g.wp)
+            });
+            let at = gen_loc(r, prog, vma);
+            Step::WriteProtect {
+                at: Loc {
+                    page: at.page.max(0),
+                    ..at
+                },
+                pages: 1 + r.below(2),
             }
         }
         96..=99 if cfg.guard => {

@@ -437,9 +437,16 @@ impl Space {
                 break;
             }
             next.tables.insert(pmd_base(d));
-            // `pte_none_mostly()`: COPY and ZEROPAGE install over any PTE marker, a guard region
-            // included (observed on 6.18); MOVE is stricter.
-            if !matches!(next.get(d), Page::None | Page::WpMarker | Page::Guard) {
+            // COPY and ZEROPAGE install over a uffd-wp marker; COPY, where the row says so, over
+            // a guard region too (ZEROPAGE refuses it: observed on 6.18). MOVE is stricter.
+            // (ZEROPAGE checks `pte_none()` and refuses every marker: observed on 6.18.)
+            let empty = match next.get(d) {
+                Page::None => true,
+                Page::WpMarker => first_tag.is_some(),
+                Page::Guard => first_tag.is_some() && b.fill_installs_over_guard,
+                _ => false,
+            };
+            if !empty {
                 err = Some(Errno::Exist);
                 break;
             }
@@ -486,12 +493,8 @@ impl Space {
         let end = addr + len;
         match vma.kind {
             VmaKind::PrivateAnon => {}
-            VmaKind::SharedAnon if !guard => {
-                for a in pages_in(addr, end) {
-                    *next.page_mut(a) = Page::None;
-                }
-                return one(Outcome::OK, &next);
-            }
+            // DONTNEED of shmem: a later read fault maps the zapped pages back by fault-around
+            // (they are still in the page cache), which the oracle does not model.
             _ => {
                 return Err(Unmodelled(
                     "guard regions or DONTNEED outside private anonymous memory",
@@ -510,7 +513,8 @@ impl Space {
             let page = next.page_mut(a);
             *page = match (*page, guard) {
                 (_, true) => Page::Guard,
-                (Page::WpMarker, false) => Page::WpMarker,
+                // MADV_DONTNEED drops uffd-wp markers (observed on 6.18) and keeps guards.
+                (Page::WpMarker, false) => Page::None,
                 (Page::Guard, false) => Page::Guard,
                 (_, false) => Page::None,
             };
@@ -764,12 +768,14 @@ impl Space {
                 shared,
             } => {
                 let frame = next.new_frame();
+                // A child holds the swap entry, not this new mapping: the page is mapped once
+                // (pagemap says exclusive) even when `PageAnonExclusive` stays clear.
                 let swapped_in = |exclusive| {
                     Page::Present(Present {
                         tag,
                         frame,
                         exclusive,
-                        shared,
+                        shared: false,
                         folio: Folio::Small,
                     })
                 };
@@ -899,8 +905,8 @@ impl Space {
     }
 
     fn predict_split(&self, addr: u64) -> Alts {
-        if addr % PMD_SIZE != 0 || self.vma(addr).is_none() {
-            return Err(Unmodelled("a PMD split off a PMD boundary"));
+        if addr % PMD_SIZE != 0 || !self.vma(addr).is_some_and(|v| v.covers_pmd(addr)) {
+            return Err(Unmodelled("a PMD split of a PMD the VMA does not cover"));
         }
         let mut next = self.clone();
         next.split_pmd(addr);

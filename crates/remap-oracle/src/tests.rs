@@ -605,6 +605,16 @@ fn markers_wp_at_dst_eexist_guard_at_src_efault() {
         only(&wp, &mv(DST, SRC, 2 * P, 0)),
         Outcome::failed(Errno::Exist)
     );
+    // ZEROPAGE refuses a WP marker; MADV_DONTNEED drops it.
+    let zp = Op::ZeroPage {
+        uffd: 1,
+        dst: DST,
+        len: P,
+        mode: 0,
+    };
+    assert_eq!(only(&wp, &zp), Outcome::failed(Errno::Exist));
+    let zapped = apply(&wp, Op::DontNeed { addr: DST, len: P });
+    assert!(zapped.get(DST).is_none() && zapped.get(DST + P) == Page::WpMarker);
     // COPY overwrites a WP marker; MOVE does not.
     let copy = Op::Copy {
         uffd: 1,
@@ -713,6 +723,36 @@ fn copy_and_zeropage_errno_paths() {
         mode: 2,
     };
     assert_eq!(only(&s, &bad), Outcome::rejected(Errno::Inval));
+}
+
+#[test]
+fn copy_over_a_guard_region_installs_until_the_marker_fix() {
+    let s = pair(1);
+    let s = apply(&s, Op::GuardInstall { addr: DST, len: P });
+    let copy = Op::Copy {
+        uffd: 1,
+        dst: DST,
+        len: P,
+        mode: 0,
+        first_tag: 9,
+    };
+    assert_eq!(outcomes(&s, &copy, row("6.18")), vec![Outcome::done(P)]);
+    assert_eq!(
+        outcomes(&s, &copy, row("6.19")),
+        vec![Outcome::failed(Errno::Exist)]
+    );
+    // MOVE never installs over it.
+    let s = apply(&s, Op::Unregister { uffd: 1, vma: DST });
+    let s = apply(
+        &s,
+        Op::Register {
+            uffd: 1,
+            vma: DST,
+            missing: true,
+            wp: false,
+        },
+    );
+    assert_eq!(only(&s, &mv(DST, SRC, P, 0)), Outcome::failed(Errno::Exist));
 }
 
 #[test]

@@ -89,6 +89,10 @@ pub struct Behaviour {
     /// (6.12, "mm: remap unused subpages to shared zeropage when splitting isolated thp"),
     /// except in `VM_LOCKED` VMAs; before, they stay zero-filled private pages.
     pub split_zero_subpages_to_zero_page: bool,
+    /// COPY installs over a guard-region marker (`pte_none_mostly()` took every PTE marker for
+    /// none; observed on 6.18, where ZEROPAGE refuses it with EEXIST). Lorenzo Stoakes' "mm: correctly handle UFFD PTE
+    /// markers" (posted 2025-11, release unverified: put in the 6.19 row) makes it EEXIST.
+    pub fill_installs_over_guard: bool,
     /// `MADV_DONTNEED` may free an emptied PTE table (PT_RECLAIM, ~6.14, config-dependent), which
     /// lets a later aligned THP move take the whole-PMD path again.
     pub pt_reclaim: bool,
@@ -107,6 +111,7 @@ const V6_8: Behaviour = Behaviour {
     early_eagain_writes_field: false,
     swapcache_moves: false,
     split_zero_subpages_to_zero_page: false,
+    fill_installs_over_guard: true,
     dirty_follows_src: false,
     pt_reclaim: false,
     pte_batching: false,
@@ -159,8 +164,9 @@ const V6_18: Behaviour = Behaviour {
 const V6_19: Behaviour = Behaviour {
     name: "6.19",
     since: KernelVersion::new(6, 19),
-    change: "no anon_vma lock in MOVE (same contract)",
+    change: "no anon_vma lock in MOVE (same contract); COPY refuses guard markers (EEXIST)",
     no_anon_vma_lock: true,
+    fill_installs_over_guard: false,
     ..V6_18
 };
 
