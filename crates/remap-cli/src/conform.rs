@@ -19,7 +19,6 @@
 //! - `--replay`: one `replay` record (`steps_run`, `skipped`, `mismatch`).
 
 use std::io::Write as _;
-use std::process::ExitCode;
 
 use anyhow::Context as _;
 use remap_conform::cases::{self, ConformReport};
@@ -29,7 +28,8 @@ use remap_conform::exec::Harness;
 use remap_conform::program::Program;
 use remap_conform::{ConformError, Machine};
 
-use crate::Output;
+use crate::output::json_line;
+use crate::{Outcome, Output};
 
 /// Options of `remap conform`.
 #[derive(Debug, clap::Args)]
@@ -66,41 +66,29 @@ enum InjectArg {
     ExistAsNoent,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Envelope<'a, T: serde::Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: T,
-}
-
-fn json_line<T: serde::Serialize>(kind: &str, data: T) -> anyhow::Result<String> {
-    serde_json::to_string(&Envelope { kind, data }).with_context(|| format!("serializing {kind}"))
-}
-
 /// What `remap conform` found, for `main`'s exit code.
-fn code(found_something: bool) -> ExitCode {
-    if found_something {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+fn code(found_something: bool) -> Outcome {
+    Outcome::found_unless(!found_something)
 }
 
 /// Runs `remap conform`.
-pub(crate) fn run(args: &ConformArgs, out: Output) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ConformArgs, out: Output) -> anyhow::Result<Outcome> {
     let harness = match Harness::new() {
         Ok(h) => h,
-        Err(e) if e.is_unavailable() => {
-            eprintln!("remap conform: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(e) if e.is_unavailable() => return Ok(Outcome::CannotRun(e.to_string())),
         Err(e) => return Err(e.into()),
     };
     let machine = Machine::detect();
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     if out.json {
-        writeln!(w, "{}", json_line("machine", &machine)?)?;
+        // The machine as every subcommand describes it, then the oracle's view of this kernel.
+        writeln!(
+            w,
+            "{}",
+            json_line("machine", remap::system::Machine::read())?
+        )?;
+        writeln!(w, "{}", json_line("kernel", &machine)?)?;
     }
     let inject = args.inject.map(|i| match i {
         InjectArg::ExistAsNoent => Injection::ExistAsNoEnt,
@@ -187,7 +175,7 @@ pub(crate) fn run(args: &ConformArgs, out: Output) -> anyhow::Result<ExitCode> {
             "remap conform: {} cases skipped, and UFFD_TESTS_REQUIRED=1 forbids skipping",
             report.skipped()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Found);
     }
     Ok(code(report.disagreements() > 0))
 }

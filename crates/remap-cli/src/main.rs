@@ -82,6 +82,8 @@ impl Command {
             Command::Probe(_) => "probe",
             Command::Bench(_) => "bench",
             Command::Model(_) => "model",
+            Command::Conform(_) => "conform",
+            Command::Torture(_) => "torture",
         }
     }
 }

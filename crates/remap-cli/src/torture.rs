@@ -20,13 +20,12 @@
 //! ```
 
 use std::io::Write as _;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use remap_torture::{Config, Inject, Report, TortureError, Walker};
 
-use crate::Output;
+use crate::output::json_line;
+use crate::{Outcome, Output};
 
 /// A walker driver, on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -185,18 +184,8 @@ fn config(args: &TortureArgs) -> anyhow::Result<Config> {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Envelope<'a, T: serde::Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: T,
-}
-
-fn json_line<T: serde::Serialize>(kind: &str, data: T) -> anyhow::Result<String> {
-    serde_json::to_string(&Envelope { kind, data }).with_context(|| format!("serializing {kind}"))
-}
-
-#[derive(Debug, serde::Serialize)]
 struct ConfigRecord {
+    machine: remap::system::Machine,
     seed: u64,
     duration_secs: f64,
     movers: usize,
@@ -216,12 +205,13 @@ struct Summary<'a> {
 }
 
 /// Runs `remap torture`.
-pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let cfg = config(args)?;
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     let rec = ConfigRecord {
+        machine: remap::system::Machine::read(),
         seed: cfg.seed,
         duration_secs: cfg.duration.as_secs_f64(),
         movers: cfg.movers,
@@ -260,8 +250,7 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<ExitCode> {
     let report = match result {
         Ok(r) => r,
         Err(e @ (TortureError::NotRoot | TortureError::NoMove(_) | TortureError::Setup(_))) => {
-            eprintln!("remap torture could not run: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(Outcome::CannotRun(e.to_string()));
         }
         Err(e) => return Err(e.into()),
     };
@@ -319,11 +308,9 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<ExitCode> {
     }
     w.flush()?;
     Ok(if report.interrupted {
-        ExitCode::from(2)
-    } else if report.clean() {
-        ExitCode::SUCCESS
+        Outcome::CannotRun("interrupted before the run's end (the machine was restored)".into())
     } else {
-        ExitCode::from(1)
+        Outcome::found_unless(report.clean())
     })
 }
 

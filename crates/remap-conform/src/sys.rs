@@ -7,8 +7,9 @@
 //! This is the crate's only module besides `exec` with `unsafe`. Everything here acts on a
 //! [`Window`] the checker mapped itself (never `MAP_FIXED` over memory it does not own), and no
 //! Rust reference ever points into the window: contents are reached through volatile loads and
-//! stores only. The raw ioctls repeat what `uffd::sys` does, because a conformance checker must
-//! see the result field exactly as the kernel wrote it (including "untouched").
+//! stores only. The raw range ioctls go through `uffd::sys`'s raw wrappers (the only place that
+//! issues userfaultfd ioctls), not through `Uffd`, because a conformance checker must see the
+//! result field exactly as the kernel wrote it (including "untouched").
 
 #![allow(unsafe_code)]
 
@@ -263,16 +264,8 @@ pub unsafe fn raw_move(
         mode,
         move_: UNTOUCHED,
     };
-    // SAFETY: UFFDIO_MOVE takes a `uffdio_move`, which `arg` is, live and exclusively borrowed;
-    // the ranges follow the caller's contract.
-    let rc = unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<{ uffd::sys::request::UFFDIO_MOVE }, uffd::sys::uffdio_move>::new(
-                &mut arg,
-            ),
-        )
-    };
+    // SAFETY: no Rust reference points into either range (the caller's contract).
+    let rc = unsafe { uffd::sys::move_(uffd, &mut arg) };
     (rc, arg.move_)
 }
 
@@ -296,16 +289,9 @@ pub unsafe fn raw_copy(
         mode,
         copy: UNTOUCHED,
     };
-    // SAFETY: UFFDIO_COPY takes a `uffdio_copy`, which `arg` is; the kernel reads `src` and writes
-    // only the destination range (the caller's contract).
-    let rc = unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<{ uffd::sys::request::UFFDIO_COPY }, uffd::sys::uffdio_copy>::new(
-                &mut arg,
-            ),
-        )
-    };
+    // SAFETY: no Rust reference points into the destination, and `src` is readable (the caller's
+    // contract).
+    let rc = unsafe { uffd::sys::copy(uffd, &mut arg) };
     (rc, arg.copy)
 }
 
@@ -328,17 +314,8 @@ pub unsafe fn raw_zeropage(
         mode,
         zeropage: UNTOUCHED,
     };
-    // SAFETY: UFFDIO_ZEROPAGE takes a `uffdio_zeropage`, which `arg` is; it maps zero pages into
-    // the destination only.
-    let rc = unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<
-                { uffd::sys::request::UFFDIO_ZEROPAGE },
-                uffd::sys::uffdio_zeropage,
-            >::new(&mut arg),
-        )
-    };
+    // SAFETY: no Rust reference points into the destination (the caller's contract).
+    let rc = unsafe { uffd::sys::zeropage(uffd, &mut arg) };
     (rc, arg.zeropage)
 }
 
@@ -448,14 +425,7 @@ pub unsafe fn move_in_child(
         unsafe {
             libc::close(rr);
             let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-            let rc =
-                rustix::ioctl::ioctl(
-                    fd,
-                    rustix::ioctl::Updater::<
-                        { uffd::sys::request::UFFDIO_MOVE },
-                        uffd::sys::uffdio_move,
-                    >::new(&mut arg),
-                );
+            let rc = uffd::sys::move_(fd, &mut arg);
             let errno = match rc {
                 Ok(()) => 0,
                 Err(e) => e.raw_os_error(),
@@ -504,14 +474,5 @@ pub fn second_api(uffd: impl AsFd) -> Result<(), Errno> {
         features: 0,
         ioctls: 0,
     };
-    // SAFETY: UFFDIO_API takes a `uffdio_api`, which `api` is, live and exclusively borrowed; it
-    // changes no other memory.
-    unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<{ uffd::sys::request::UFFDIO_API }, uffd::sys::uffdio_api>::new(
-                &mut api,
-            ),
-        )
-    }
+    uffd::sys::api(uffd, &mut api)
 }

@@ -18,6 +18,14 @@
 //!   contents or mapping the call changes.
 //!
 //! Nothing here keeps state; the wrappers only translate between Rust values and the kernel's.
+//!
+//! # Why this module is public
+//!
+//! The ABI structs and request numbers are public so that tests can pin them against the
+//! kernel's header. The raw range ioctls ([`api`], [`copy`], [`zeropage`], [`move_`]) are public
+//! for one user: a conformance checker (`remap-conform`) that must see the struct's result field
+//! exactly as the kernel left it, untouched or written, which [`Uffd`](crate::Uffd)'s decoded
+//! errors deliberately hide. Everything else should use `Uffd`.
 
 #![allow(unsafe_code)]
 
@@ -311,8 +319,12 @@ unsafe impl<I: rustix::ioctl::Ioctl> rustix::ioctl::Ioctl for NewFd<I> {
     }
 }
 
-/// `UFFDIO_API`.
-pub(crate) fn api(fd: impl AsFd, arg: &mut uffdio_api) -> Result<(), Errno> {
+/// `UFFDIO_API`: negotiates the API and features (once per fd; a second call is EINVAL).
+///
+/// # Errors
+///
+/// The ioctl's errno.
+pub fn api(fd: impl AsFd, arg: &mut uffdio_api) -> Result<(), Errno> {
     // SAFETY: UFFDIO_API takes a `uffdio_api` and changes no memory but `arg`.
     unsafe { update::<{ request::UFFDIO_API }, _>(fd.as_fd(), arg) }
 }
@@ -343,35 +355,47 @@ pub(crate) fn writeprotect(fd: impl AsFd, arg: &mut uffdio_writeprotect) -> Resu
     unsafe { update::<{ request::UFFDIO_WRITEPROTECT }, _>(fd.as_fd(), arg) }
 }
 
-/// `UFFDIO_COPY`.
+/// `UFFDIO_COPY`. The result field of `arg` is left as the kernel wrote it (or did not).
+///
+/// # Errors
+///
+/// The ioctl's errno; `arg`'s result field says how many bytes were done.
 ///
 /// # Safety
 ///
 /// No Rust reference may point into `[dst, dst + len)`, whose pages the call maps; `[src, src+len)`
 /// must be readable (the kernel reports EFAULT otherwise, but the caller must not rely on that for
 /// memory it does not own).
-pub(crate) unsafe fn copy(fd: impl AsFd, arg: &mut uffdio_copy) -> Result<(), Errno> {
+pub unsafe fn copy(fd: impl AsFd, arg: &mut uffdio_copy) -> Result<(), Errno> {
     // SAFETY: UFFDIO_COPY takes a `uffdio_copy`; the caller upholds the range contract above.
     unsafe { update::<{ request::UFFDIO_COPY }, _>(fd.as_fd(), arg) }
 }
 
-/// `UFFDIO_ZEROPAGE`.
+/// `UFFDIO_ZEROPAGE`. The result field of `arg` is left as the kernel wrote it (or did not).
+///
+/// # Errors
+///
+/// The ioctl's errno; `arg`'s result field says how many bytes were done.
 ///
 /// # Safety
 ///
 /// No Rust reference may point into the range, whose pages the call maps.
-pub(crate) unsafe fn zeropage(fd: impl AsFd, arg: &mut uffdio_zeropage) -> Result<(), Errno> {
+pub unsafe fn zeropage(fd: impl AsFd, arg: &mut uffdio_zeropage) -> Result<(), Errno> {
     // SAFETY: UFFDIO_ZEROPAGE takes a `uffdio_zeropage`; the caller upholds the range contract.
     unsafe { update::<{ request::UFFDIO_ZEROPAGE }, _>(fd.as_fd(), arg) }
 }
 
-/// `UFFDIO_MOVE`.
+/// `UFFDIO_MOVE`. The result field of `arg` is left as the kernel wrote it (or did not).
+///
+/// # Errors
+///
+/// The ioctl's errno; `arg`'s result field says how many bytes were done.
 ///
 /// # Safety
 ///
 /// No Rust reference may point into `[src, src + len)` or `[dst, dst + len)`: the call unmaps the
 /// source pages and maps them at the destination.
-pub(crate) unsafe fn move_(fd: impl AsFd, arg: &mut uffdio_move) -> Result<(), Errno> {
+pub unsafe fn move_(fd: impl AsFd, arg: &mut uffdio_move) -> Result<(), Errno> {
     // SAFETY: UFFDIO_MOVE takes a `uffdio_move`; the caller upholds the range contract above.
     unsafe { update::<{ request::UFFDIO_MOVE }, _>(fd.as_fd(), arg) }
 }

@@ -50,7 +50,9 @@ fn conform_json_is_the_envelope_with_one_case_per_line() {
     assert_eq!(out.status.code(), Some(0), "{}", context(&out));
     let recs = lines(&out);
     assert_eq!(recs[0]["type"], "machine");
-    assert!(recs[0]["data"]["behaviour"]["name"].is_string());
+    assert!(recs[0]["data"]["kernel_release"].is_string(), "{}", recs[0]);
+    assert_eq!(recs[1]["type"], "kernel");
+    assert!(recs[1]["data"]["behaviour"]["name"].is_string());
     let cases: Vec<_> = recs.iter().filter(|r| r["type"] == "case").collect();
     assert!(cases.len() >= 45, "{} cases", cases.len());
     for c in &cases {
