@@ -665,6 +665,9 @@ impl<C: Compactor> Shared<C> {
                     }
                     on_eagain.wait();
                 }
+                // A stale fault read after the cycle ended and the heap was unregistered: the
+                // unregistration woke its thread, and the heap is ordinary memory now.
+                Err(_) if self.finished.load(Ordering::Acquire) => return FaultOutcome::Present,
                 Err(err) => {
                     self.failure.record(PublishOp::Zero, page, 1, err);
                     return FaultOutcome::Failed;
