@@ -75,7 +75,10 @@ fn engine_once(engine: &Engine, plan: &Arc<Identity>) -> (Cost, Duration) {
 
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.unsigned_abs(), u32::try_from(t.tv_nsec).unwrap_or(0))
+    Duration::new(
+        t.tv_sec.unsigned_abs(),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The raw floor: populate `src`, then MOVE it into the registered, empty `dst` in runs.
@@ -148,7 +151,9 @@ fn bench(c: &mut Criterion) {
     let (engine, plan) = setup_engine(FlipMethod::Mremap, Thp::NoHuge);
     let (uffd, dst, src) = setup_raw();
     let mut group = c.benchmark_group("publish");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     group.bench_function("engine", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| engine_once(&engine, &plan).0.cpu).sum())
     });

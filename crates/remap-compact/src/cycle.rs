@@ -157,7 +157,7 @@ pub(crate) struct Shared<C> {
     pub(crate) compactor: Arc<C>,
     pub(crate) uffd: Uffd,
     pub(crate) heap: Arc<Region>,
-    pub(crate) from: Mapping,
+    pub(crate) from: Arc<Mapping>,
     /// The compaction thread's staging window (`batch` pages, THP like the heap).
     pub(crate) staging: Arc<Mapping>,
     /// Buffers for fault-time fills (no THP: a fault must not zero 2 MiB).
@@ -203,7 +203,7 @@ pub(crate) struct SharedParts<C> {
     pub(crate) compactor: Arc<C>,
     pub(crate) uffd: Uffd,
     pub(crate) heap: Arc<Region>,
-    pub(crate) from: Mapping,
+    pub(crate) from: Arc<Mapping>,
     pub(crate) staging: Arc<Mapping>,
     pub(crate) fault_bufs: Arc<Mapping>,
     pub(crate) publication: Publication,
