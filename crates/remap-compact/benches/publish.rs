@@ -71,8 +71,11 @@ struct Cost {
 ///
 /// In SIGBUS mode (no fault happens here): then the engine, like the raw floor, runs with no
 /// second thread in the process, so neither pays remote TLB-flush IPIs the other does not (a
-/// handler thread asleep in `poll` would put the other CPU in the flush mask).
+/// handler thread asleep in `poll` would put the other CPU in the flush mask). The heap is
+/// rewritten first (untimed), as the raw floor rewrites its source: both then move pages
+/// written just before.
 fn engine_once(engine: &Engine, plan: &Arc<Identity>) -> (Cost, Duration) {
+    engine.heap().fill(0, engine.heap().len(), 0x5a);
     let stats = engine
         .flip_sigbus(Arc::clone(plan))
         .unwrap()
