@@ -164,16 +164,20 @@ impl Mapping {
     pub(crate) fn read_word(&self, page: usize, word: usize) -> u64 {
         assert!(word < page_size() / 8);
         let ptr = self.page_ptr(page).cast::<u64>().wrapping_add(word);
-        // SAFETY: in bounds and aligned; a volatile read through a raw pointer, no reference.
-        unsafe { ptr.read_volatile() }
+        // SAFETY: in bounds and 8-byte aligned within our live read-write mapping; every access to
+        // the mapping from our threads is atomic (ARCHITECTURE.md's raw-memory rule), so this one
+        // races with none, and no Rust reference points into it.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr) };
+        word.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes the 64-bit word `word` of page `page`.
     pub(crate) fn write_word(&self, page: usize, word: usize, value: u64) {
         assert!(word < page_size() / 8);
         let ptr = self.page_ptr(page).cast::<u64>().wrapping_add(word);
-        // SAFETY: in bounds and aligned; a volatile write through a raw pointer, no reference.
-        unsafe { ptr.write_volatile(value) }
+        // SAFETY: as in `read_word`: in bounds, aligned, read-write, accessed only atomically.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr) };
+        word.store(value, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `mremap(MREMAP_MAYMOVE | MREMAP_DONTUNMAP)`: the pages move to a new mapping, this one
