@@ -12,9 +12,11 @@
 //! counts more than it moved. `REMAP_EXPECT_MOVE_UNDERCOUNT=1` is the replay mode: the test then
 //! fails unless it saw at least one undercount.
 //!
-//! Knobs for measuring: `REMAP_MOVE_UNDERCOUNT_SECS` (default 10), `REMAP_MOVE_UNDERCOUNT_PAGES`
+//! Knobs for measuring: `REMAP_MOVE_UNDERCOUNT_SECS` (default 10, 60 in the replay mode), `REMAP_MOVE_UNDERCOUNT_PAGES`
 //! (batch size, default 32), `REMAP_MOVE_UNDERCOUNT_ALL=1` (keep going after the first hit, to
-//! measure the hit rate), `REMAP_MOVE_UNDERCOUNT_NO_COMPACT=1` (the control: no migration).
+//! measure the hit rate), `REMAP_MOVE_UNDERCOUNT_NO_COMPACT=1` (the control: no migration),
+//! `REMAP_MOVE_UNDERCOUNT_FRESH` (new regions, so new frames, every that many rounds; default 1,
+//! 0 never).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,10 +71,12 @@ struct Undercount {
     reported: usize,
     /// Pages that really moved.
     moved: usize,
-    /// The source states of the uncounted pages before the MOVE.
-    before: Vec<PageState>,
-    /// Whether each uncounted page changed frame during the MOVE (migration hit it).
-    migrated: Vec<Option<bool>>,
+    /// The source states of the requested pages before the MOVE: `P` present, `S` a swap or
+    /// migration entry, `-` absent; the uncounted pages are in brackets.
+    before: String,
+    /// For each uncounted page: `m` changed frame during the MOVE (migration hit it), `=` kept
+    /// its frame, `?` no frame to compare (an entry, not a page, before or after).
+    migrated: String,
 }
 
 struct Pair {
@@ -164,7 +168,11 @@ fn move_racing_migration_counts_every_moved_page() {
     let expect = env_flag("REMAP_EXPECT_MOVE_UNDERCOUNT");
     let keep_going = env_flag("REMAP_MOVE_UNDERCOUNT_ALL");
     let compact = !env_flag("REMAP_MOVE_UNDERCOUNT_NO_COMPACT");
-    let duration = Duration::from_secs(env_number("REMAP_MOVE_UNDERCOUNT_SECS", 10));
+    // The first hit takes 2-25 s on the machine of the finding: the replay mode waits longer for it.
+    let duration = Duration::from_secs(env_number(
+        "REMAP_MOVE_UNDERCOUNT_SECS",
+        if expect { 60 } else { 10 },
+    ));
     let pages = usize::try_from(env_number("REMAP_MOVE_UNDERCOUNT_PAGES", 32)).expect("pages");
     let fresh_every = env_number("REMAP_MOVE_UNDERCOUNT_FRESH", 1);
     let page = rustix::param::page_size();
@@ -255,11 +263,28 @@ fn move_racing_migration_counts_every_moved_page() {
                     result,
                     reported,
                     moved,
-                    before: before[reported..moved].to_vec(),
+                    before: before
+                        .iter()
+                        .enumerate()
+                        .map(|(j, st)| {
+                            let c = match st {
+                                PageState::Present { .. } => "P",
+                                PageState::Swapped => "S",
+                                PageState::Absent => "-",
+                            };
+                            match j {
+                                _ if j == reported && j + 1 == moved => format!("[{c}]"),
+                                _ if j == reported => format!("[{c}"),
+                                _ if j + 1 == moved => format!("{c}]"),
+                                _ => c.to_owned(),
+                            }
+                        })
+                        .collect(),
                     migrated: (reported..moved)
                         .map(|j| match (pfn(before[j]), pfn(after[j])) {
-                            (Some(b), Some(a)) => Some(b != a),
-                            _ => None,
+                            (Some(b), Some(a)) if b != a => 'm',
+                            (Some(_), Some(_)) => '=',
+                            _ => '?',
                         })
                         .collect(),
                 };
