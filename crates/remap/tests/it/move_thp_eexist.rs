@@ -40,6 +40,12 @@ fn trial(uffd: &Uffd, pagemap: &Pagemap) -> Option<(usize, usize)> {
     if !inspect::is_thp_mapped(src.addr()).unwrap_or(false) {
         return None;
     }
+    // Register the source too: khugepaged must not re-collapse it while pages are moved out. An
+    // unregistered MADV_HUGEPAGE range with holes is collapsible (up to `max_ptes_none` empty
+    // PTEs, 511 by default), and a collapse fills the moved-out pages with zeros, so a page would
+    // read present at both ends. A userfaultfd-armed VMA is collapsed only with no empty PTE.
+    uffd.register(src.as_ptr(), src.len(), RegisterMode::MISSING)
+        .unwrap();
     let dst = Region::builder(HUGE_PAGE_SIZE)
         .thp(Thp::NoHuge)
         .build()
