@@ -723,7 +723,7 @@ fn move_all_checked(mover: &Mover, pagemap: &Pagemap, to: &Region, from: &Region
         assert!(attempt < 100, "no progress after {attempt} calls");
         let len = (pages - at_dst) * page;
         let (moved, result) = match mover.move_range(to, at_dst * page, from, at_dst * page, len) {
-            Ok(report) => (report.moved_bytes() as usize, Ok(())),
+            Ok(report) => (usize::try_from(report.moved_bytes()).unwrap(), Ok(())),
             Err(err) => (err.done(), Err(err)),
         };
         let (dst, src) = (occupied(pagemap, to, pages), occupied(pagemap, from, pages));
