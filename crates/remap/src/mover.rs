@@ -1410,12 +1410,11 @@ impl Mover {
         };
         let page = run.src.page_size();
         let (src, dst) = (run.src.addr() + run.src_off, run.dst.addr() + run.dst_off);
-        let there = |entry: Option<u64>| entry.is_some_and(|e| !is_hole(e));
+        // An entry that cannot be read counts as neither gone nor there: the count is believed.
+        let gone = |addr: usize| pagemap.entry(addr).is_some_and(is_hole);
+        let there = |addr: usize| pagemap.entry(addr).is_some_and(|e| !is_hole(e));
         let mut extra = 0;
-        while from + extra < run.len
-            && !there(pagemap.entry(src + from + extra))
-            && there(pagemap.entry(dst + from + extra))
-        {
+        while from + extra < run.len && gone(src + from + extra) && there(dst + from + extra) {
             extra += page;
         }
         if extra > 0 {
