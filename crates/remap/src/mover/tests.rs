@@ -90,11 +90,13 @@ fn reports_add_up() {
         wake_ioctls: 8,
         discards: 9,
         retries: 10,
+        kernel_undercounts: 11,
     };
     a += a;
     assert_eq!(a.moved_bytes(), 12);
     assert_eq!(a.ioctls(), 42);
     assert_eq!(a.retries, 20);
+    assert_eq!(a.kernel_undercounts, 22);
     let stats = AtomicStats::default();
     stats.add(&a, true);
     stats.add(&MoveReport::default(), false);
