@@ -1,0 +1,119 @@
+//! The fill: the compacted contents of one to-space page, as a pure function over word accessors.
+//!
+//! [`fill_page`] writes every word of to-space page `page`: the parts of the live objects that
+//! land on it (an object that straddles a page boundary is written in part by each page's fill,
+//! each reading the object's header from from-space to know which of its words are references),
+//! with every reference rewritten to its target's new address by [`Plan::forward`], and zeros
+//! after the last live word. It allocates nothing, takes no lock and never panics on a heap the
+//! plan was built from, so it is async-signal-safe and can run in a faulting mutator's SIGBUS
+//! handler; it only reads the plan and from-space and only writes the page buffer.
+
+use crate::mark::SourceWords;
+use crate::object::{header_shape, header_size, HEADER_WORDS};
+use crate::plan::{Corruption, Plan};
+
+/// Where a fill writes: one page of words, indexed from the page's start.
+pub trait PageSink<S: SourceWords + ?Sized> {
+    /// Writes `v` at word `i` of the page.
+    fn write_word(&mut self, i: usize, v: u64);
+
+    /// Copies `n` words of `src` starting at heap word `src_word` to words `i..i + n` of the page
+    /// (override with a memcpy when both sides allow it).
+    fn copy_words(&mut self, i: usize, src: &S, src_word: usize, n: usize) {
+        for k in 0..n {
+            self.write_word(i + k, src.read_word(src_word + k));
+        }
+    }
+
+    /// Zeroes words `i..i + n` of the page.
+    fn zero_words(&mut self, i: usize, n: usize) {
+        for k in 0..n {
+            self.write_word(i + k, 0);
+        }
+    }
+}
+
+impl<S: SourceWords + ?Sized> PageSink<S> for [u64] {
+    #[inline]
+    fn write_word(&mut self, i: usize, v: u64) {
+        self[i] = v;
+    }
+}
+
+/// Fills to-space page `page` from `src` (the pre-compaction heap, by heap word index) into
+/// `dst` (the page's words, `plan.page_words()` of them).
+pub fn fill_page<S, D>(plan: &Plan, page: usize, src: &S, dst: &mut D)
+where
+    S: SourceWords + ?Sized,
+    D: PageSink<S> + ?Sized,
+{
+    let pw = plan.page_words();
+    let start = page * pw;
+    let (d0, d1) = plan.live_span(page);
+    if d0 > start {
+        dst.zero_words(0, (d0 - start).min(pw));
+    }
+    if d0 < d1 {
+        fill_live(plan, start, d0, d1, src, dst);
+    }
+    let zero_from = d1.max(d0).max(start);
+    if zero_from < start + pw {
+        dst.zero_words(zero_from - start, start + pw - zero_from);
+    }
+}
+
+/// Writes the live words landing on to-space words `d0..d1` (of the page starting at `start`).
+fn fill_live<S, D>(plan: &Plan, start: usize, d0: usize, d1: usize, src: &S, dst: &mut D)
+where
+    S: SourceWords + ?Sized,
+    D: PageSink<S> + ?Sized,
+{
+    let mut obj = plan.first_object_at(d0);
+    let mut dest = plan.forward(obj);
+    loop {
+        let h = src.read_word(obj);
+        let size = header_size(h);
+        let refs = plan
+            .shapes
+            .get(header_shape(h))
+            .map_or(0, |s| s.ref_count());
+        let lo = dest.max(d0);
+        let hi = (dest + size).min(d1);
+        // The object's words `a..b` land on this page.
+        let (a, b) = (lo - dest, hi - dest);
+        let ref_lo = a.max(HEADER_WORDS);
+        let ref_hi = b.min(HEADER_WORDS + refs);
+        // Header words and data words are copied as runs; references are rewritten one by one.
+        if a < HEADER_WORDS.min(b) {
+            dst.copy_words(lo - start, src, obj + a, HEADER_WORDS.min(b) - a);
+        }
+        for f in ref_lo..ref_hi {
+            let r = src.read_word(obj + f);
+            let mut new = if r == 0 {
+                0
+            } else {
+                plan.forward(r as usize) as u64
+            };
+            if r != 0 && plan.take_corruption(Corruption::DanglingRef) {
+                new += 1;
+            }
+            dst.write_word(dest + f - start, new);
+        }
+        let data_lo = a.max(HEADER_WORDS + refs);
+        if data_lo < b {
+            dst.copy_words(dest + data_lo - start, src, obj + data_lo, b - data_lo);
+            if plan.take_corruption(Corruption::WrongByte) {
+                let v = src.read_word(obj + data_lo);
+                dst.write_word(dest + data_lo - start, v ^ 0x10);
+            }
+        }
+        if dest + size >= d1 {
+            return;
+        }
+        dest += size;
+        obj = plan
+            .begin
+            .next_set(obj + size)
+            .expect("live words remain, so a live object follows");
+    }
+}
