@@ -21,7 +21,8 @@
 //! let pair = shapes.next_id();
 //! shapes.add(Shape { name: "pair", refs: vec![Some(pair)], data: DataWords::Fixed(1) });
 //! let shapes = Arc::new(shapes);
-//! // Three pairs at words 8, 12, 16; the root reaches 16, which reaches 8; 12 is garbage.
+//! // Three pairs at words 8, 12, 16 (4 words each: header, identity, one reference, one value);
+//! // the root reaches 16, which reaches 8; 12 is garbage.
 //! let mut heap = vec![0u64; 512];
 //! for (at, next, value) in [(8, 0, 7), (12, 0, 9), (16, 8, 11)] {
 //!     heap[at..at + 4].copy_from_slice(&[header(pair, 4), at as u64, next, value]);
@@ -37,11 +38,19 @@
 #![deny(unsafe_code)]
 
 pub mod bitmap;
+pub mod collector;
 pub mod fill;
+pub mod floor;
+pub mod heap;
 pub mod mark;
+pub mod mmu;
 pub mod object;
 pub mod plan;
+pub mod rss;
+pub mod runner;
 pub mod shape;
+pub mod verify;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;

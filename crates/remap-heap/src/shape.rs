@@ -45,27 +45,52 @@ impl Shape {
         self.refs.len()
     }
 
+    /// The size in words (header included, rounded up to an even number of words) of an object
+    /// of this shape with `data` data words.
+    pub fn size_for(&self, data: usize) -> usize {
+        (crate::object::HEADER_WORDS + self.refs.len() + data).next_multiple_of(2)
+    }
+
     /// Whether an object of this shape may be `size_words` long (header included).
     pub fn allows_size(&self, size_words: usize) -> bool {
         let fixed = crate::object::HEADER_WORDS + self.refs.len();
+        if size_words % 2 != 0 || size_words > crate::object::MAX_OBJECT_WORDS {
+            return false;
+        }
         match self.data {
-            DataWords::Fixed(n) => size_words == fixed + n as usize,
+            DataWords::Fixed(n) => size_words == self.size_for(n as usize),
             DataWords::AtLeast(n) => size_words >= fixed + n as usize,
         }
     }
 }
 
+/// The shape of the filler objects that pad the unused tail of a thread's allocation buffer, so
+/// that the heap can always be walked object by object. Always [`ShapeId`] 0.
+pub const FILLER: ShapeId = ShapeId(0);
+
 /// The side table of shapes, indexed by [`ShapeId`]. Built once, before the heap, and shared
 /// read-only by mutators, the marker, the compactor and the verifier.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ShapeTable {
     shapes: Vec<Shape>,
 }
 
+impl Default for ShapeTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ShapeTable {
-    /// An empty table.
+    /// A table holding only the [`FILLER`] shape.
     pub fn new() -> Self {
-        Self::default()
+        ShapeTable {
+            shapes: vec![Shape {
+                name: "filler",
+                refs: Vec::new(),
+                data: DataWords::AtLeast(0),
+            }],
+        }
     }
 
     /// Adds a shape and returns its id.
@@ -101,7 +126,7 @@ impl ShapeTable {
         self.shapes.len()
     }
 
-    /// Whether the table has no shapes.
+    /// Whether the table has no shapes (never: the filler is always there).
     pub fn is_empty(&self) -> bool {
         self.shapes.is_empty()
     }

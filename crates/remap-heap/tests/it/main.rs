@@ -1,0 +1,3 @@
+//! remap-heap against the real kernel: workloads with mutator threads, cycles, verification.
+
+mod stop_the_world;
