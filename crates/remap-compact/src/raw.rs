@@ -1,0 +1,581 @@
+//! The crate's only `unsafe`: the engine's own mappings (from-space, spare buffers), the flip's
+//! `mremap`, plain memory access to from-space and buffer pages, the MOVE / COPY / ZEROPAGE
+//! ioctls on the heap, and the SIGBUS handler.
+//!
+//! # Why plain (non-atomic) copies are sound here
+//!
+//! `remap::Region` reaches its memory only through relaxed atomic words, because anyone may
+//! access any byte of a region at any time. The pages this module hands out as [`Span`]s are
+//! different: the engine's claim protocol (see `state.rs` and `cycle.rs`) gives each of them one
+//! owner at a time, so no access here ever races with another access:
+//!
+//! - a **from-space page** is read (by the fills of the to-space pages whose
+//!   [`reads`](crate::Compactor::reads) name it) only while its dependency count is above zero,
+//!   and becomes a buffer (written by one filler, then moved away by the kernel) only after the
+//!   count reached zero, that is after every one of those fills returned; the count's
+//!   `fetch_sub` (release) and the claim's compare-exchange (acquire) order the two;
+//! - a **buffer page** (a from-space page claimed as buffer, or a spare slot) is written by the
+//!   one thread that claimed it, and published by `UFFDIO_MOVE` or `UFFDIO_COPY` only after the
+//!   fill returned, by the same thread or by one that acquired the page's state word after the
+//!   filler released it.
+//!
+//! A `Span` lives for one fill call and is never turned into a Rust reference; the kernel
+//! replacing a page underneath (a MOVE out of a buffer) only happens after the span is gone. So
+//! `memcpy` speed is available to the runtime's fill without a data race.
+//!
+//! The heap (`remap::Region`) itself is never read or written here, only named by address in the
+//! ioctls and in `mremap`, whose callers guarantee no cycle is active at the flip.
+
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use remap::region::HUGE_PAGE_SIZE;
+use remap::{Region, Thp};
+use rustix::io::Errno;
+use rustix::mm::{Advice, MapFlags, MremapFlags, ProtFlags};
+
+use crate::error::{CompactError, MapOp};
+
+fn map_err(op: MapOp, addr: usize, len: usize) -> impl FnOnce(Errno) -> CompactError {
+    move |errno| CompactError::Map {
+        op,
+        addr,
+        len,
+        errno,
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Spans: bounds-checked plain access to a page the caller owns under the claim protocol.
+// -------------------------------------------------------------------------------------------------
+
+/// `len` bytes at `ptr` inside a [`Mapping`], owned under the claim protocol (module docs) for
+/// the lifetime `'a`. Every access is bounds-checked against `len`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _mapping: PhantomData<&'a Mapping>,
+}
+
+impl Span<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn at(&self, off: usize, len: usize) -> *mut u8 {
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= self.len),
+            "span access out of bounds"
+        );
+        self.ptr.wrapping_add(off)
+    }
+
+    #[inline]
+    pub(crate) fn read_u64(&self, off: usize) -> u64 {
+        let p = self.at(off, 8);
+        // SAFETY: `p..p+8` is inside the span (checked), a live mapping the span borrows; no
+        // one writes it concurrently (claim protocol, module docs). Unaligned read allowed.
+        unsafe { p.cast::<u64>().read_unaligned() }
+    }
+
+    #[inline]
+    pub(crate) fn read_u8(&self, off: usize) -> u8 {
+        let p = self.at(off, 1);
+        // SAFETY: as `read_u64`, one byte.
+        unsafe { p.read() }
+    }
+
+    #[inline]
+    pub(crate) fn write_u64(&self, off: usize, v: u64) {
+        let p = self.at(off, 8);
+        // SAFETY: inside the span (checked) and writable (our mappings are read-write); this
+        // thread owns the page (claim protocol), so no other access races.
+        unsafe { p.cast::<u64>().write_unaligned(v) }
+    }
+
+    #[inline]
+    pub(crate) fn write_u8(&self, off: usize, v: u8) {
+        let p = self.at(off, 1);
+        // SAFETY: as `write_u64`, one byte.
+        unsafe { p.write(v) }
+    }
+
+    #[inline]
+    pub(crate) fn fill(&self, off: usize, len: usize, byte: u8) {
+        let p = self.at(off, len);
+        // SAFETY: as `write_u64`, `len` bytes.
+        unsafe { ptr::write_bytes(p, byte, len) }
+    }
+
+    #[inline]
+    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
+        let p = self.at(off, src.len());
+        // SAFETY: destination as `write_u64`; `src` is a shared slice of the caller's own memory,
+        // which cannot overlap a page of ours (no reference into our mappings exists).
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
+    }
+
+    #[inline]
+    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        let p = self.at(off, dst.len());
+        // SAFETY: source as `read_u64`; `dst` is the caller's exclusive slice, not in our
+        // mappings.
+        unsafe { ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `len` bytes from `src` at `src_off` to this span at `dst_off`.
+    #[inline]
+    pub(crate) fn copy_within_from(
+        &self,
+        dst_off: usize,
+        src: &Span<'_>,
+        src_off: usize,
+        len: usize,
+    ) {
+        let d = self.at(dst_off, len);
+        let s = src.at(src_off, len);
+        // SAFETY: `d` as `write_u64`, `s` as `read_u64`, each for `len` bytes. They do not
+        // overlap: a buffer page is never a page a fill reads (it is a buffer only after every
+        // reader finished), and `ptr::copy` would be correct even if they did.
+        unsafe { ptr::copy(s, d, len) }
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// The engine's own mappings.
+// -------------------------------------------------------------------------------------------------
+
+/// A private anonymous read-write mapping the engine made and owns (from-space reservation,
+/// spare buffers); unmapped on drop. Its start is congruent to a chosen address modulo 2 MiB, so
+/// that runs between it and the heap can be whole-PMD moves.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` is an address range the engine owns; every access to its memory goes
+// through `Span`s under the claim protocol or through system calls, so sharing the handle
+// between threads shares no unsynchronised Rust state.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: `&Mapping` offers only system calls and claim-protocol spans.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (a page multiple) starting at an address congruent to `like` modulo
+    /// 2 MiB, with `thp` advice and `MADV_DONTFORK` when `dontfork`.
+    pub(crate) fn new(
+        len: usize,
+        like: usize,
+        thp: Thp,
+        dontfork: bool,
+    ) -> Result<Self, CompactError> {
+        let padded = len.checked_add(HUGE_PAGE_SIZE).ok_or(CompactError::Map {
+            op: MapOp::Mmap,
+            addr: 0,
+            len,
+            errno: Errno::NOMEM,
+        })?;
+        // SAFETY: `mmap_anonymous` with a null address lets the kernel pick a fresh range that
+        // overlaps nothing anyone holds; no existing memory is affected.
+        let raw = unsafe {
+            rustix::mm::mmap_anonymous(
+                ptr::null_mut(),
+                padded,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(map_err(MapOp::Mmap, 0, padded))?;
+        let base = raw as usize;
+        let want = like % HUGE_PAGE_SIZE;
+        let start = base + (want + HUGE_PAGE_SIZE - base % HUGE_PAGE_SIZE) % HUGE_PAGE_SIZE;
+        let head = start - base;
+        let tail = padded - head - len;
+        if head > 0 {
+            unmap(base as *mut u8, head)?;
+        }
+        if tail > 0 {
+            unmap((start + len) as *mut u8, tail)?;
+        }
+        let ptr = NonNull::new(start as *mut u8).ok_or(CompactError::Map {
+            op: MapOp::Mmap,
+            addr: 0,
+            len,
+            errno: Errno::NOMEM,
+        })?;
+        let mapping = Mapping { ptr, len };
+        match thp {
+            Thp::Huge => mapping.advise(0, len, Advice::LinuxHugepage)?,
+            Thp::NoHuge => mapping.advise(0, len, Advice::LinuxNoHugepage)?,
+            Thp::Default => {}
+        }
+        if dontfork {
+            mapping.advise(0, len, Advice::LinuxDontFork)?;
+        }
+        Ok(mapping)
+    }
+
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn check(&self, off: usize, len: usize) -> *mut u8 {
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= self.len),
+            "mapping access out of bounds"
+        );
+        self.ptr.as_ptr().wrapping_add(off)
+    }
+
+    /// The span of `len` bytes at `off`. Crate-internal: the caller must own those bytes under
+    /// the claim protocol (module docs) for as long as the span lives.
+    pub(crate) fn span(&self, off: usize, len: usize) -> Span<'_> {
+        Span {
+            ptr: self.check(off, len),
+            len,
+            _mapping: PhantomData,
+        }
+    }
+
+    fn advise(&self, off: usize, len: usize, advice: Advice) -> Result<(), CompactError> {
+        let p = self.check(off, len);
+        // SAFETY: `madvise` requires the range to be valid memory of ours: it lies inside this
+        // mapping (checked). The advice used (THP, fork, DONTNEED) never invalidates a Rust
+        // reference: none exists into the mapping, and DONTNEED is applied only to pages no span
+        // covers (released pages, claim protocol).
+        unsafe { rustix::mm::madvise(p.cast::<c_void>(), len, advice) }.map_err(map_err(
+            MapOp::Madvise,
+            p as usize,
+            len,
+        ))
+    }
+
+    /// `MADV_DONTNEED` of `len` bytes at `off`: gives the pages back (they read as zero after).
+    pub(crate) fn dontneed(&self, off: usize, len: usize) -> Result<(), CompactError> {
+        self.advise(off, len, Advice::LinuxDontNeed)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Err(e) = unmap(self.ptr.as_ptr(), self.len) {
+            tracing::error!(error = %e, "leaking an engine mapping");
+        }
+    }
+}
+
+fn unmap(p: *mut u8, len: usize) -> Result<(), CompactError> {
+    // SAFETY: callers pass (part of) a range this module mapped, page-aligned, into which no Rust
+    // reference exists.
+    unsafe { rustix::mm::munmap(p.cast::<c_void>(), len) }.map_err(map_err(
+        MapOp::Munmap,
+        p as usize,
+        len,
+    ))
+}
+
+/// The flip: `mremap(heap, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, from)`.
+/// The heap's pages (and page tables) move to `from`'s address, replacing the reservation; the
+/// heap VMA stays, empty (and registered, so the next touch faults to us).
+pub(crate) fn flip_mremap(heap: &Region, from: &Mapping) -> Result<(), CompactError> {
+    assert_eq!(heap.len(), from.len(), "from-space must match the heap");
+    // SAFETY: `mremap_fixed` requires both ranges page-aligned and valid to mutate, with no Rust
+    // references into them. The heap is a live `Region` (which never hands out references into
+    // its memory, module docs of `remap::region`) and `from` is our own mapping of the same
+    // length, for which no span exists (the engine flips only between cycles). MREMAP_FIXED
+    // replaces exactly our reservation; DONTUNMAP keeps the heap's VMA.
+    unsafe {
+        rustix::mm::mremap_fixed(
+            heap.as_ptr().cast::<c_void>(),
+            heap.len(),
+            from.len(),
+            MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+            from.ptr.as_ptr().cast::<c_void>(),
+        )
+    }
+    .map(drop)
+    .map_err(map_err(MapOp::Mremap, heap.addr(), heap.len()))
+}
+
+// -------------------------------------------------------------------------------------------------
+// Ioctls between the heap and the engine's mappings. None panics (bounds are checked with a
+// `RangeError::Invalid` answer), allocates, locks or logs: the SIGBUS handler uses them.
+// -------------------------------------------------------------------------------------------------
+
+fn heap_ptr(heap: &Region, off: usize, len: usize) -> Option<*mut u8> {
+    let page = heap.page_size();
+    (off % page == 0 && len % page == 0 && off.checked_add(len)? <= heap.len())
+        .then(|| heap.as_ptr().wrapping_add(off))
+}
+
+fn map_ptr(m: &Mapping, off: usize, len: usize) -> Option<*mut u8> {
+    (off.checked_add(len)? <= m.len).then(|| m.ptr.as_ptr().wrapping_add(off))
+}
+
+/// `UFFDIO_MOVE` of `len` bytes of `src` at `src_off` into the heap at `heap_off` (one ioctl).
+pub(crate) fn move_in(
+    uffd: &uffd::Uffd,
+    heap: &Region,
+    heap_off: usize,
+    src: &Mapping,
+    src_off: usize,
+    len: usize,
+) -> Result<usize, uffd::RangeError> {
+    let (Some(d), Some(s)) = (heap_ptr(heap, heap_off, len), map_ptr(src, src_off, len)) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: `move_pages` requires no Rust reference into either range during or (source)
+    // after the call, and memory the caller controls. The heap range is inside a live `Region`
+    // (no references into it ever exist); the source is inside our own mapping, in buffer pages
+    // whose fill (and span) is over (claim protocol), and nothing references them afterwards.
+    unsafe { uffd.move_pages(d, s, len, uffd::MoveFlags::empty()) }
+}
+
+/// `UFFDIO_COPY` of `len` bytes of `src` at `src_off` into the heap at `heap_off` (one ioctl).
+pub(crate) fn copy_in(
+    uffd: &uffd::Uffd,
+    heap: &Region,
+    heap_off: usize,
+    src: &Mapping,
+    src_off: usize,
+    len: usize,
+) -> Result<usize, uffd::RangeError> {
+    let (Some(d), Some(s)) = (heap_ptr(heap, heap_off, len), map_ptr(src, src_off, len)) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: `copy` requires no reference into the destination (a live `Region`'s missing
+    // pages: none exists) and a readable source not written during the call: buffer pages of our
+    // own mapping whose fill is over, written by no one until the engine releases them after
+    // this call (claim protocol).
+    unsafe { uffd.copy(d, s, len, uffd::CopyFlags::empty()) }
+}
+
+/// `UFFDIO_ZEROPAGE` of `len` bytes of the heap at `off`.
+pub(crate) fn zero_in(
+    uffd: &uffd::Uffd,
+    heap: &Region,
+    off: usize,
+    len: usize,
+) -> Result<usize, uffd::RangeError> {
+    let Some(d) = heap_ptr(heap, off, len) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: `zeropage` requires no Rust reference into the range: it is inside a live
+    // `Region`, which never hands one out.
+    unsafe { uffd.zeropage(d, len, uffd::ZeropageFlags::empty()) }
+}
+
+/// The MOVE flip: `UFFDIO_MOVE` with `ALLOW_SRC_HOLES` of the whole heap into `from` (which the
+/// caller registered with `uffd`), following the retry contract. Returns the bytes done.
+pub(crate) fn move_out_all(
+    uffd: &uffd::Uffd,
+    from: &Mapping,
+    heap: &Region,
+) -> Result<usize, uffd::RangeError> {
+    assert_eq!(heap.len(), from.len(), "from-space must match the heap");
+    // SAFETY: as `move_in`, with the roles swapped: the heap (a live `Region`, never referenced)
+    // is the source, and our own reservation (no span exists between cycles) the destination.
+    unsafe {
+        uffd.move_all(
+            from.ptr.as_ptr(),
+            heap.as_ptr(),
+            heap.len(),
+            uffd::MoveFlags::ALLOW_SRC_HOLES,
+        )
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// SIGBUS mode: the handler, and a registry of active cycles it dispatches to.
+// -------------------------------------------------------------------------------------------------
+
+/// What the SIGBUS handler calls for a fault inside a registered heap. Implementations must be
+/// async-signal-safe (no allocation, locks, logging or panics).
+pub(crate) trait SigbusTarget: Send + Sync {
+    /// Handles the missing-page SIGBUS at `addr`. `false`: not handled (the signal goes on to the
+    /// previous handler, which normally kills the process).
+    fn on_sigbus(&self, addr: usize) -> bool;
+}
+
+struct Entry {
+    start: usize,
+    end: usize,
+    target: Arc<dyn SigbusTarget>,
+}
+
+/// A registry slot: a handler increments `active` before loading `entry` and decrements it after;
+/// the retiring thread swaps `entry` to null and waits for `active` to drop to zero before
+/// freeing it, so an entry a handler loaded stays alive while it is used.
+struct Slot {
+    active: AtomicUsize,
+    entry: AtomicPtr<Entry>,
+}
+
+const SLOTS: usize = 8;
+
+static TABLE: [Slot; SLOTS] = [const {
+    Slot {
+        active: AtomicUsize::new(0),
+        entry: AtomicPtr::new(ptr::null_mut()),
+    }
+}; SLOTS];
+
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static INSTALLED: OnceLock<Result<(), Errno>> = OnceLock::new();
+
+/// A registered SIGBUS target; retired (waiting for handlers using it) on drop.
+#[derive(Debug)]
+pub(crate) struct SigbusRegistration {
+    slot: usize,
+}
+
+/// Installs the handler (once per process) and registers `target` for `[start, end)`.
+pub(crate) fn register_sigbus(
+    start: usize,
+    end: usize,
+    target: Arc<dyn SigbusTarget>,
+) -> Result<SigbusRegistration, CompactError> {
+    install()?;
+    let entry = Box::into_raw(Box::new(Entry { start, end, target }));
+    for (i, slot) in TABLE.iter().enumerate() {
+        if slot
+            .entry
+            .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Ok(SigbusRegistration { slot: i });
+        }
+    }
+    // SAFETY: `entry` came from `Box::into_raw` above and was published nowhere.
+    drop(unsafe { Box::from_raw(entry) });
+    Err(CompactError::Sigbus {
+        what: "every SIGBUS-mode slot is taken",
+        errno: Errno::NOSPC,
+    })
+}
+
+impl Drop for SigbusRegistration {
+    fn drop(&mut self) {
+        let slot = &TABLE[self.slot];
+        let entry = slot.entry.swap(ptr::null_mut(), Ordering::SeqCst);
+        while slot.active.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        if !entry.is_null() {
+            // SAFETY: `entry` came from `Box::into_raw` in `register_sigbus`; it is out of the
+            // slot and no handler holds it (`active` is zero after the swap), so we own it.
+            drop(unsafe { Box::from_raw(entry) });
+        }
+    }
+}
+
+fn install() -> Result<(), CompactError> {
+    let outcome = *INSTALLED.get_or_init(|| {
+        // SAFETY: all-zero bytes are a valid `sigaction` (no handler, no flags, empty mask).
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: with a null new action `sigaction(2)` only writes the current one into `old`.
+        if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), &mut old) } != 0 {
+            return Err(last_errno());
+        }
+        let _ = PREVIOUS.set(old);
+        // SAFETY: as above.
+        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+        new.sa_sigaction = on_sigbus
+            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void)
+            as libc::sighandler_t;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        // SAFETY: `sigemptyset` needs a valid, writable `sigset_t`: our local's field.
+        unsafe { libc::sigemptyset(&mut new.sa_mask) };
+        // SAFETY: valid pointers to a `sigaction` to read (and none to write); `on_sigbus` has
+        // the SA_SIGINFO signature and is async-signal-safe.
+        if unsafe { libc::sigaction(libc::SIGBUS, &new, ptr::null_mut()) } != 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    });
+    outcome.map_err(|errno| CompactError::Sigbus {
+        what: "installing the SIGBUS handler",
+        errno,
+    })
+}
+
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL)
+}
+
+/// The handler. A panic cannot unwind out of an `extern "C"` function: it aborts the process,
+/// which is the engine's policy for a panicking fill anyway.
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life;
+    // saved here and restored below so the interrupted code keeps its errno.
+    let errno_slot = unsafe { libc::__errno_location() };
+    // SAFETY: valid and aligned (above).
+    let saved = unsafe { errno_slot.read() };
+    // SAFETY: the kernel passes a valid `siginfo_t` to an SA_SIGINFO handler; for SIGBUS
+    // `si_addr` is the member of the union it fills.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let handled = code == libc::BUS_ADRERR && dispatch(addr);
+    // SAFETY: as above.
+    unsafe { errno_slot.write(saved) };
+    if !handled {
+        chain(sig, info, ctx);
+    }
+}
+
+fn dispatch(addr: usize) -> bool {
+    for slot in &TABLE {
+        slot.active.fetch_add(1, Ordering::SeqCst);
+        let entry = slot.entry.load(Ordering::SeqCst);
+        // SAFETY: a non-null entry came from `Box::into_raw` and is freed only after it left the
+        // slot and `active` reached zero; our increment precedes the load, so it lives until our
+        // decrement.
+        let hit = unsafe { entry.as_ref() }
+            .filter(|e| (e.start..e.end).contains(&addr))
+            .map(|e| e.target.on_sigbus(addr));
+        slot.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(handled) = hit {
+            return handled;
+        }
+    }
+    false
+}
+
+/// Hands a SIGBUS that is not ours to the previous handler, or dies of it.
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    if let Some(prev) = PREVIOUS.get() {
+        let action = prev.sa_sigaction;
+        if action != libc::SIG_DFL && action != libc::SIG_IGN {
+            if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: with SA_SIGINFO, a non-default `sa_sigaction` is a three-argument
+                // handler installed for this signal; we pass the kernel's own arguments.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
+                    unsafe { std::mem::transmute(action) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: without SA_SIGINFO it is a one-argument handler.
+                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
+                f(sig);
+            }
+            return;
+        }
+    }
+    // SAFETY: all-zero is a valid `sigaction` (SIG_DFL); `sigaction` and `raise` are
+    // async-signal-safe. The re-raised signal kills the process once we return.
+    unsafe {
+        let dfl: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, &dfl, ptr::null_mut());
+        libc::raise(sig);
+    }
+}

@@ -1,0 +1,106 @@
+//! [`CycleStats`]: what one compaction cycle did and what it cost.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::config::{FlipMethod, Publication};
+
+/// Statistics of one cycle, returned by [`Cycle::compact`](crate::Cycle::compact).
+///
+/// Page counts satisfy: `by_compactor + by_handlers + by_mutators == pages` (each page is filled
+/// exactly once) and `published_move + published_copy == pages` (each page is published exactly
+/// once; `busy_fallbacks` and `error_fallbacks` are the part of `published_copy` that MOVE
+/// refused).
+#[derive(Debug, Clone)]
+pub struct CycleStats {
+    /// The cycle's number on this engine, from 1.
+    pub cycle: u64,
+    /// The publication used.
+    pub publication: Publication,
+    /// The flip used.
+    pub flip_method: FlipMethod,
+    /// Whether faults were served in SIGBUS mode.
+    pub sigbus: bool,
+    /// To-space pages filled ([`Compactor::pages`](crate::Compactor::pages)).
+    pub pages: usize,
+    /// The flip pause: register plus `mremap` (or MOVE), the part during which mutators must be
+    /// stopped.
+    pub flip_pause: Duration,
+    /// Setting the cycle up inside [`Engine::flip`](crate::Engine::flip) after the flip proper:
+    /// the dependency counts (one [`reads`](crate::Compactor::reads) per page), handler start.
+    pub setup: Duration,
+    /// Wall time of the compaction thread (in [`Cycle::compact`](crate::Cycle::compact)).
+    pub compaction_wall: Duration,
+    /// CPU time of the compaction thread (`CLOCK_THREAD_CPUTIME_ID`).
+    pub compaction_cpu: Duration,
+    /// Wall time from the start of the flip to the end of the cycle.
+    pub cycle_wall: Duration,
+    /// Pages filled by the compaction thread.
+    pub by_compactor: u64,
+    /// Pages filled by handler threads on a mutator's fault.
+    pub by_handlers: u64,
+    /// Pages filled by faulting mutators in their SIGBUS handler.
+    pub by_mutators: u64,
+    /// Pages published with `UFFDIO_MOVE`.
+    pub published_move: u64,
+    /// Pages published with `UFFDIO_COPY` (all of them with [`Publication::Copy`]).
+    pub published_copy: u64,
+    /// Pages MOVE refused with EBUSY (shared after a fork, pinned) and COPY then published.
+    pub busy_fallbacks: u64,
+    /// Pages MOVE refused with another error and COPY then published.
+    pub error_fallbacks: u64,
+    /// Faults outside the compacted pages (or on pages the program discarded) answered with the
+    /// zero page.
+    pub zero_pages: u64,
+    /// Publication ioctls issued (MOVE and COPY, including retries).
+    pub ioctls: u64,
+    /// Runs published (a run is contiguous pages published by one ioctl when it succeeds whole).
+    pub runs: u64,
+    /// Runs issued as a whole, 2 MiB-aligned PMD (an upper bound on whole-PMD moves: the kernel
+    /// takes that path only when the source is a huge page).
+    pub pmd_runs: u64,
+    /// Buffers that were recycled from-space pages (or pages kept from the previous cycle).
+    pub recycled_buffers: u64,
+    /// Buffers that were fresh pages (faulted into the engine's spare buffers).
+    pub fresh_buffers: u64,
+    /// Faults on a page someone else was filling or publishing, and publications that found the
+    /// page already there (EEXIST).
+    pub races: u64,
+    /// Publications retried after EAGAIN (events pending, or transient).
+    pub eagain_retries: u64,
+    /// Non-cooperative events read during the cycle (`MADV_DONTNEED` of the heap).
+    pub events: u64,
+    /// Page faults taken on the heap during the cycle (events read, or SIGBUSes).
+    pub faults: u64,
+    /// Bytes of from-space given back with `MADV_DONTNEED` or `munmap`.
+    pub released_bytes: u64,
+    /// `MADV_DONTNEED` calls that gave from-space back.
+    pub release_calls: u64,
+    /// Per-fault mutator stall in nanoseconds: from the handler reading the fault (or the SIGBUS
+    /// handler starting) to the page being published (or found published).
+    pub stall_ns: Histogram<u64>,
+    /// TLB shootdown interrupts during the cycle, all CPUs (the `TLB` line of
+    /// `/proc/interrupts`, read before the flip and after the cycle), when counted and readable.
+    pub tlb_shootdowns: Option<u64>,
+}
+
+impl CycleStats {
+    /// Pages published (MOVE plus COPY).
+    pub fn published(&self) -> u64 {
+        self.published_move + self.published_copy
+    }
+
+    /// Pages filled on a fault (handler threads plus SIGBUS mutators).
+    pub fn by_faults(&self) -> u64 {
+        self.by_handlers + self.by_mutators
+    }
+
+    /// TLB shootdowns per published page, when counted.
+    pub fn tlb_per_page(&self) -> Option<f64> {
+        let published = self.published();
+        self.tlb_shootdowns
+            .filter(|_| published > 0)
+            .map(|t| t as f64 / published as f64)
+    }
+}
