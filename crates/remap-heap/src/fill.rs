@@ -89,10 +89,13 @@ where
         }
         for f in ref_lo..ref_hi {
             let r = src.read_word(obj + f);
-            let mut new = if r == 0 {
-                0
-            } else {
-                plan.forward(r as usize) as u64
+            // A reference outside the heap (only in a heap that was corrupt before the cycle,
+            // which verification reports) is copied as is rather than panicking in a signal
+            // handler.
+            let mut new = match usize::try_from(r) {
+                Ok(0) => 0,
+                Ok(t) if t < plan.live.len() => plan.forward(t) as u64,
+                _ => r,
             };
             if r != 0 && plan.take_corruption(Corruption::DanglingRef) {
                 new += 1;

@@ -24,6 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use remap::Region;
+use remap_compact::Engine;
 
 use crate::mark::SourceWords;
 use crate::object::{
@@ -98,7 +99,7 @@ struct SafepointState {
 
 #[derive(Debug)]
 pub(crate) struct HeapInner {
-    pub(crate) region: Region,
+    pub(crate) memory: HeapMemory,
     pub(crate) words: usize,
     /// The shared bump pointer (a word index): everything below is objects or fillers.
     pub(crate) top: AtomicUsize,
@@ -115,6 +116,47 @@ pub(crate) struct HeapInner {
     pub(crate) created: Instant,
     /// Operations slower than this count as stalls.
     pub(crate) stall_threshold_ns: u64,
+}
+
+/// Where a heap's words live: a plain region (compacted only by the stop-the-world backend), or
+/// the region of a `remap-compact` [`Engine`] (which owns it, and compacts it while mutators run).
+#[derive(Debug)]
+pub enum HeapMemory {
+    /// A region of our own.
+    Region(Region),
+    /// An engine's heap region.
+    Engine(Engine),
+}
+
+impl HeapMemory {
+    /// The region.
+    #[inline]
+    pub fn region(&self) -> &Region {
+        match self {
+            HeapMemory::Region(r) => r,
+            HeapMemory::Engine(e) => e.heap(),
+        }
+    }
+
+    /// The engine, if there is one.
+    pub fn engine(&self) -> Option<&Engine> {
+        match self {
+            HeapMemory::Region(_) => None,
+            HeapMemory::Engine(e) => Some(e),
+        }
+    }
+}
+
+impl From<Region> for HeapMemory {
+    fn from(r: Region) -> Self {
+        HeapMemory::Region(r)
+    }
+}
+
+impl From<Engine> for HeapMemory {
+    fn from(e: Engine) -> Self {
+        HeapMemory::Engine(e)
+    }
 }
 
 /// An object heap in one [`Region`]: create it, register mutators, collect.
@@ -146,11 +188,12 @@ impl Heap {
     /// assert_eq!(m.read_data(m.root(0).unwrap(), 1), 42);
     /// # Ok::<(), remap::region::RegionError>(())
     /// ```
-    pub fn new(region: Region, shapes: ShapeTable) -> Heap {
-        let words = region.len() / 8;
+    pub fn new(memory: impl Into<HeapMemory>, shapes: ShapeTable) -> Heap {
+        let memory = memory.into();
+        let words = memory.region().len() / 8;
         Heap {
             inner: Arc::new(HeapInner {
-                region,
+                memory,
                 words,
                 top: AtomicUsize::new(RESERVED_WORDS),
                 limit: AtomicUsize::new(words),
@@ -169,8 +212,14 @@ impl Heap {
     }
 
     /// The heap's region (to-space during a cycle).
+    #[inline]
     pub fn region(&self) -> &Region {
-        &self.inner.region
+        self.inner.memory.region()
+    }
+
+    /// The engine compacting the heap, if any.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.inner.memory.engine()
     }
 
     /// The shape table.
@@ -347,7 +396,7 @@ impl Mutator {
 
     #[inline]
     fn region(&self) -> &Region {
-        &self.heap.inner.region
+        self.heap.inner.memory.region()
     }
 
     #[inline]

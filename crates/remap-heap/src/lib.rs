@@ -39,6 +39,7 @@
 
 pub mod bitmap;
 pub mod collector;
+pub mod engine;
 pub mod fill;
 pub mod floor;
 pub mod heap;

@@ -19,10 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use remap::Region;
-
 use crate::collector::{collect, Backend, CycleError, CycleOptions, CycleReport};
-use crate::heap::Heap;
+use crate::heap::{Heap, HeapMemory};
 use crate::shape::ShapeTable;
 use crate::workload::{NewWorkload, Rng, WorkloadError};
 
@@ -76,14 +74,18 @@ impl<W: NewWorkload> Session<W> {
     /// # Errors
     ///
     /// [`SessionError::Setup`] if the live structure does not fit.
-    pub fn start(config: &SessionConfig, region: Region) -> Result<Session<W>, SessionError> {
+    pub fn start(
+        config: &SessionConfig,
+        memory: impl Into<HeapMemory>,
+    ) -> Result<Session<W>, SessionError> {
+        let memory = memory.into();
         let mutators = config.mutators.max(1);
-        let heap_words = region.len() / 8;
+        let heap_words = memory.region().len() / 8;
         // Headroom for fillers and the last allocation buffers.
         let live_words = (heap_words as f64 * config.live_ratio * 0.97) as usize / mutators;
         let mut shapes = ShapeTable::new();
         let workload = Arc::new(W::new(&mut shapes, live_words));
-        let heap = Heap::new(region, shapes);
+        let heap = Heap::new(memory, shapes);
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
