@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compact;
 mod model;
 mod probe;
 
@@ -42,6 +43,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Measure MOVE against COPY, memcpy and mremap, and fault service latency, side by side.
     Bench(bench::BenchArgs),
+    /// Compact a real object heap with MOVE, MOVE page by page and COPY, mutators running.
+    Compact(compact::CompactArgs),
     /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
     Model(model::ModelArgs),
 }
@@ -87,6 +90,7 @@ fn run(command: Command, out: Output) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => probe::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
         Command::Model(args) => model::run(&args, out),
+        Command::Compact(args) => compact::run(&args, out),
     }
 }
 

@@ -150,6 +150,9 @@ pub struct CycleReport<S> {
     pub backend: Option<S>,
     /// The mutators' time line of the cycle, for MMU.
     pub timeline: Timeline,
+    /// When the mutators resumed after the flip (the heap's clock), so that MMU can also be
+    /// taken over the concurrent phase alone.
+    pub resumed_ns: u64,
     /// Whether the heap verified before and after, and whether an armed corruption was applied.
     pub verified: Result<(), CycleFailure>,
     /// Whether the armed corruption (if any) was actually applied.
@@ -214,6 +217,7 @@ pub fn collect<B: Backend>(
         },
         verified: Ok(()),
         corruption_applied: false,
+        resumed_ns: span_start,
     };
     let before = match before {
         Ok(b) => b,
@@ -261,6 +265,7 @@ pub fn collect<B: Backend>(
     report.flip_pause = f0.elapsed();
     report.pause = pause_started.elapsed() - verify_time - report.floor.unwrap_or_default();
     drop(stw);
+    report.resumed_ns = ns(heap);
 
     let c0 = Instant::now();
     let stats = B::compact(running).map_err(CycleError::Backend)?;

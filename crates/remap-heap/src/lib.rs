@@ -37,6 +37,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod bitmap;
 pub mod collector;
 pub mod engine;
