@@ -389,10 +389,11 @@ impl<C: Compactor> Shared<C> {
 
     // ---- filling ----
 
-    /// Fills to-space page `page` into `buf` and consumes its from-space pages. `catch`: catch a
-    /// panic and abort with a log line (not in a signal handler, where the `extern "C"` boundary
-    /// aborts instead).
-    fn fill(&self, page: usize, buf: Buf, filler: Filler, catch: bool) {
+    /// Fills to-space page `page` into `buf` and consumes its from-space pages. A panic aborts
+    /// the process (the crate's panic policy): it must not unwind into the engine (a page
+    /// half-filled, its state word stuck) nor, in SIGBUS mode, across the signal frame. With
+    /// `log`, the panic is logged first (not in a signal handler, where logging may deadlock).
+    fn fill(&self, page: usize, buf: Buf, filler: Filler, log: bool) {
         let reads = self.compactor.reads(page);
         {
             let (map, off) = self.buf_place(buf);
@@ -403,19 +404,17 @@ impl<C: Compactor> Shared<C> {
                 reads.clone(),
             );
             let mut dst = PageBuffer::new(map.span(off, self.page), page, filler);
-            if catch {
-                let run = AssertUnwindSafe(|| self.compactor.fill(page, &src, &mut dst));
-                if let Err(payload) = catch_unwind(run) {
+            let run = AssertUnwindSafe(|| self.compactor.fill(page, &src, &mut dst));
+            if let Err(payload) = catch_unwind(run) {
+                if log {
                     let message = payload
                         .downcast_ref::<&str>()
                         .map(|s| (*s).to_owned())
                         .or_else(|| payload.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a non-string panic".to_owned());
                     tracing::error!(page, %message, "the compactor's fill panicked: aborting");
-                    std::process::abort();
                 }
-            } else {
-                self.compactor.fill(page, &src, &mut dst);
+                std::process::abort();
             }
         } // the views end here, before the pages are consumed and published
         let counter = match filler {
@@ -554,12 +553,12 @@ impl<C: Compactor> Shared<C> {
     // ---- the fault path (handler threads and SIGBUS handlers) ----
 
     /// Resolves a fault at heap address `addr`, on behalf of a mutator, by `filler`
-    /// ([`Filler::Handler`] or [`Filler::Mutator`]). Async-signal-safe when `catch` is false.
+    /// ([`Filler::Handler`] or [`Filler::Mutator`]). Async-signal-safe when `log` is false.
     pub(crate) fn fault(
         &self,
         addr: usize,
         filler: Filler,
-        catch: bool,
+        log: bool,
         on_eagain: &mut dyn OnEagain,
     ) -> FaultOutcome {
         let start = Instant::now();
@@ -569,7 +568,7 @@ impl<C: Compactor> Shared<C> {
         let outcome = if page >= self.pages {
             self.zero(page, on_eagain)
         } else {
-            self.fault_page(page, filler, catch, on_eagain)
+            self.fault_page(page, filler, log, on_eagain)
         };
         if outcome != FaultOutcome::Present {
             self.record_stall(start.elapsed());
@@ -581,7 +580,7 @@ impl<C: Compactor> Shared<C> {
         &self,
         page: usize,
         filler: Filler,
-        catch: bool,
+        log: bool,
         on_eagain: &mut dyn OnEagain,
     ) -> FaultOutcome {
         let state = &self.states[page];
@@ -601,7 +600,7 @@ impl<C: Compactor> Shared<C> {
                         continue;
                     }
                     let buf = self.take_buffer(page, filler);
-                    self.fill(page, buf, filler, catch);
+                    self.fill(page, buf, filler, log);
                     state.store(pack(MAPPING, filler, Some(buf)), Ordering::Release);
                     return self.publish_one(page, buf, on_eagain);
                 }

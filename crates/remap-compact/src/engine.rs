@@ -383,7 +383,9 @@ impl<C: Compactor> Cycle<'_, C> {
     ) -> CycleStats {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut stall_ns = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+        // 1 ns to one hour, 3 significant figures; a longer stall saturates.
+        let mut stall_ns = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+            .expect("valid histogram bounds");
         for ns in self.shared.stall_samples() {
             stall_ns.saturating_record(ns.max(1));
         }

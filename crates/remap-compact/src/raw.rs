@@ -418,9 +418,16 @@ struct Entry {
 /// A registry slot: a handler increments `active` before loading `entry` and decrements it after;
 /// the retiring thread swaps `entry` to null and waits for `active` to drop to zero before
 /// freeing it, so an entry a handler loaded stays alive while it is used.
+///
+/// `retired_start..retired_end` is the heap range of the last cycle retired from the slot: a
+/// SIGBUS raised just before that cycle unregistered its heap can be delivered after the
+/// retirement; the access is then simply retried (the heap is ordinary memory again, or
+/// registered by a newer cycle whose entry handles it).
 struct Slot {
     active: AtomicUsize,
     entry: AtomicPtr<Entry>,
+    retired_start: AtomicUsize,
+    retired_end: AtomicUsize,
 }
 
 const SLOTS: usize = 8;
@@ -429,6 +436,8 @@ static TABLE: [Slot; SLOTS] = [const {
     Slot {
         active: AtomicUsize::new(0),
         entry: AtomicPtr::new(ptr::null_mut()),
+        retired_start: AtomicUsize::new(0),
+        retired_end: AtomicUsize::new(0),
     }
 }; SLOTS];
 
@@ -469,6 +478,12 @@ pub(crate) fn register_sigbus(
 impl Drop for SigbusRegistration {
     fn drop(&mut self) {
         let slot = &TABLE[self.slot];
+        let current = slot.entry.load(Ordering::SeqCst);
+        // SAFETY: the entry is ours (this registration put it there) and alive until freed below.
+        if let Some(e) = unsafe { current.as_ref() } {
+            slot.retired_start.store(e.start, Ordering::SeqCst);
+            slot.retired_end.store(e.end, Ordering::SeqCst);
+        }
         let entry = slot.entry.swap(ptr::null_mut(), Ordering::SeqCst);
         while slot.active.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
@@ -495,7 +510,10 @@ fn install() -> Result<(), CompactError> {
         new.sa_sigaction = on_sigbus
             as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void)
             as libc::sighandler_t;
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        // No SA_ONSTACK: the handler runs the runtime's fill, which needs a real stack, not the
+        // few KiB of the alternate signal stack Rust installs for overflow reports (a missing-page
+        // SIGBUS is an ordinary access on a healthy stack).
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         // SAFETY: `sigemptyset` needs a valid, writable `sigset_t`: our local's field.
         unsafe { libc::sigemptyset(&mut new.sa_mask) };
         // SAFETY: valid pointers to a `sigaction` to read (and none to write); `on_sigbus` has
@@ -549,7 +567,34 @@ fn dispatch(addr: usize) -> bool {
             return handled;
         }
     }
-    false
+    retired(addr)
+}
+
+thread_local! {
+    /// Consecutive SIGBUSes of this thread answered from a retired range, and the address: a
+    /// const-initialised `Cell` (no lazy set-up, no destructor), so a plain thread-local access.
+    static RETIRED_HITS: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A SIGBUS in the heap of a retired cycle: retry the access, unless the same address keeps
+/// faulting there (then it is not ours).
+fn retired(addr: usize) -> bool {
+    let hit = TABLE.iter().any(|slot| {
+        let start = slot.retired_start.load(Ordering::SeqCst);
+        (start..slot.retired_end.load(Ordering::SeqCst)).contains(&addr)
+    });
+    if !hit {
+        return false;
+    }
+    let (last, n) = RETIRED_HITS.get();
+    let n = if last == addr { n + 1 } else { 1 };
+    RETIRED_HITS.set((addr, n));
+    if n > 1000 {
+        RETIRED_HITS.set((0, 0));
+        return false;
+    }
+    rustix::thread::sched_yield();
+    true
 }
 
 /// Hands a SIGBUS that is not ours to the previous handler, or dies of it.

@@ -12,7 +12,7 @@ use crate::config::{FlipMethod, Publication};
 /// exactly once) and `published_move + published_copy == pages` (each page is published exactly
 /// once; `busy_fallbacks` and `error_fallbacks` are the part of `published_copy` that MOVE
 /// refused).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CycleStats {
     /// The cycle's number on this engine, from 1.
     pub cycle: u64,
@@ -102,5 +102,64 @@ impl CycleStats {
         self.tlb_shootdowns
             .filter(|_| published > 0)
             .map(|t| t as f64 / published as f64)
+    }
+}
+
+/// The stall histogram summarised (count and percentiles): the derived `Debug` of a histogram
+/// prints every bucket.
+struct Stalls<'a>(&'a Histogram<u64>);
+
+impl std::fmt::Debug for Stalls<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.0;
+        if h.is_empty() {
+            return f.write_str("none");
+        }
+        write!(
+            f,
+            "{} faults, p50 {} ns, p99 {} ns, max {} ns",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        )
+    }
+}
+
+impl std::fmt::Debug for CycleStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CycleStats")
+            .field("cycle", &self.cycle)
+            .field("publication", &self.publication)
+            .field("flip_method", &self.flip_method)
+            .field("sigbus", &self.sigbus)
+            .field("pages", &self.pages)
+            .field("flip_pause", &self.flip_pause)
+            .field("setup", &self.setup)
+            .field("compaction_wall", &self.compaction_wall)
+            .field("compaction_cpu", &self.compaction_cpu)
+            .field("cycle_wall", &self.cycle_wall)
+            .field("by_compactor", &self.by_compactor)
+            .field("by_handlers", &self.by_handlers)
+            .field("by_mutators", &self.by_mutators)
+            .field("published_move", &self.published_move)
+            .field("published_copy", &self.published_copy)
+            .field("busy_fallbacks", &self.busy_fallbacks)
+            .field("error_fallbacks", &self.error_fallbacks)
+            .field("zero_pages", &self.zero_pages)
+            .field("ioctls", &self.ioctls)
+            .field("runs", &self.runs)
+            .field("pmd_runs", &self.pmd_runs)
+            .field("recycled_buffers", &self.recycled_buffers)
+            .field("fresh_buffers", &self.fresh_buffers)
+            .field("races", &self.races)
+            .field("eagain_retries", &self.eagain_retries)
+            .field("events", &self.events)
+            .field("faults", &self.faults)
+            .field("released_bytes", &self.released_bytes)
+            .field("release_calls", &self.release_calls)
+            .field("stall_ns", &Stalls(&self.stall_ns))
+            .field("tlb_shootdowns", &self.tlb_shootdowns)
+            .finish()
     }
 }

@@ -26,6 +26,16 @@ pub(crate) fn run(scenario: &str, timeout: Duration) -> Outcome {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain both pipes while waiting: a child blocked on a full pipe would look like a hang.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -34,26 +44,12 @@ pub(crate) fn run(scenario: &str, timeout: Duration) -> Outcome {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("child scenario {scenario} hangs (killed after {timeout:?}):\n{err}");
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!("child scenario {scenario} hangs (killed after {timeout:?}):\n{out}\n{err}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
     Outcome {
         status,
         output: format!("{out}\n--- stderr\n{err}"),

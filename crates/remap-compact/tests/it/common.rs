@@ -1,8 +1,7 @@
 //! The synthetic compactor, heap set-up, mutators and verification shared by the tests.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use remap::region::pattern_word;
@@ -204,7 +203,7 @@ pub(crate) fn mutate(
     stop: &AtomicBool,
 ) -> Vec<Written> {
     let size = page();
-    let mut rng = Rng(0x9e37_79b9 ^ (m as u64 + 1) * 0x1234_5678_9abc_def1);
+    let mut rng = Rng(0x9e37_79b9 ^ ((m as u64 + 1) * 0x1234_5678_9abc_def1));
     let mut written = Vec::new();
     for n in 0..touches {
         if n > 16 && stop.load(Ordering::Relaxed) {
@@ -230,10 +229,6 @@ pub(crate) fn mutate(
     written
 }
 
-/// Counts how many threads are inside a heap access (for tests that wait for mutators).
-#[derive(Debug, Default)]
-pub(crate) struct Gauge(pub(crate) AtomicUsize);
-
 /// Resident anonymous memory of this process, in bytes (`/proc/self/smaps_rollup`).
 pub(crate) fn anon_rss() -> usize {
     let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
@@ -244,8 +239,4 @@ pub(crate) fn anon_rss() -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap();
     kb * 1024
-}
-
-pub(crate) fn arc<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }
