@@ -132,7 +132,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("not a size: {s:?} (examples: 256M, 1G)"))?;
     if n < (4 << 20) || n % (2 << 20) != 0 {
-        return Err(format!("the heap must be a multiple of 2 MiB, at least 4 MiB: {s:?}"));
+        return Err(format!(
+            "the heap must be a multiple of 2 MiB, at least 4 MiB: {s:?}"
+        ));
     }
     Ok(n)
 }
@@ -288,7 +290,11 @@ fn write_json(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
         cycles: r.cycles.len(),
         verified: r.all_verified(),
         mutator_errors: &r.mutator_errors,
-        failures: r.cycles.iter().filter_map(|c| c.failure.as_deref()).collect(),
+        failures: r
+            .cycles
+            .iter()
+            .filter_map(|c| c.failure.as_deref())
+            .collect(),
         seed: r.config.seed,
         elapsed_total: r.elapsed_s,
     }))
@@ -298,15 +304,24 @@ fn spread(s: &Spread, digits: usize) -> String {
     if s.median.is_nan() {
         return "-".into();
     }
-    format!("{:.digits$} ({:.digits$}..{:.digits$})", s.median, s.min, s.max)
+    format!(
+        "{:.digits$} ({:.digits$}..{:.digits$})",
+        s.median, s.min, s.max
+    )
 }
 
 fn mib(b: Option<u64>) -> String {
-    b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+    b.map_or("-".into(), |b| {
+        format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+    })
 }
 
 fn mmu_at(m: &ModeSummary, concurrent: bool, window: f64) -> String {
-    let curve = if concurrent { &m.mmu_concurrent } else { &m.mmu };
+    let curve = if concurrent {
+        &m.mmu_concurrent
+    } else {
+        &m.mmu
+    };
     curve
         .iter()
         .find(|(w, _)| (*w - window).abs() < 1e-9)
@@ -339,30 +354,69 @@ fn write_table(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
     let mut row = |name: &str, f: &dyn Fn(&ModeSummary) -> String| {
         rows.push((name.to_owned(), modes.iter().map(f).collect()));
     };
-    row("compaction thread wall (ms)", &|m| spread(&m.compaction_wall_ms, 1));
-    row("compaction thread CPU (ms)", &|m| spread(&m.compaction_cpu_ms, 1));
-    row("  / COPY (same rep)", &|m| m.vs_copy.map_or("-".into(), |s| spread(&s, 2)));
-    row("  / memcpy floor (same cycle)", &|m| spread(&m.vs_floor, 2));
-    row("memcpy of the live bytes (ms)", &|m| spread(&m.floor_ms, 1));
+    row("compaction thread wall (ms)", &|m| {
+        spread(&m.compaction_wall_ms, 1)
+    });
+    row("compaction thread CPU (ms)", &|m| {
+        spread(&m.compaction_cpu_ms, 1)
+    });
+    row("  wall / COPY (same rep)", &|m| {
+        m.vs_copy.map_or("-".into(), |s| spread(&s, 2))
+    });
+    row("  CPU / COPY (same rep)", &|m| {
+        m.vs_copy_cpu.map_or("-".into(), |s| spread(&s, 2))
+    });
+    row("  wall / memcpy floor (same cycle)", &|m| {
+        spread(&m.vs_floor, 2)
+    });
+    row("  CPU / memcpy floor (same cycle)", &|m| {
+        spread(&m.vs_floor_cpu, 2)
+    });
+    row("memcpy of the live bytes, wall (ms)", &|m| {
+        spread(&m.floor_ms, 1)
+    });
+    row("memcpy of the live bytes, CPU (ms)", &|m| {
+        spread(&m.floor_cpu_ms, 1)
+    });
     row("live bytes", &|m| mib(Some(m.live_bytes)));
     row("flip pause (us)", &|m| spread(&m.flip_pause_us, 0));
     row("marking pause (ms)", &|m| spread(&m.mark_pause_ms, 1));
     row("whole pause (ms)", &|m| spread(&m.pause_ms, 1));
-    row("stall per fault p50 (us)", &|m| format!("{:.1}", m.stall_p50_us));
-    row("stall per fault p99 (us)", &|m| format!("{:.1}", m.stall_p99_us));
-    row("stall per fault max (us)", &|m| format!("{:.1}", m.stall_max_us));
+    row("stall per fault p50 (us)", &|m| {
+        format!("{:.1}", m.stall_p50_us)
+    });
+    row("stall per fault p99 (us)", &|m| {
+        format!("{:.1}", m.stall_p99_us)
+    });
+    row("stall per fault max (us)", &|m| {
+        format!("{:.1}", m.stall_max_us)
+    });
     for wms in [1.0, 10.0, 100.0] {
-        row(&format!("MMU {wms:.0} ms, concurrent phase"), &|m| mmu_at(m, true, wms));
+        row(&format!("MMU {wms:.0} ms, concurrent phase"), &|m| {
+            mmu_at(m, true, wms)
+        });
     }
     for wms in [1.0, 10.0, 100.0] {
-        row(&format!("MMU {wms:.0} ms, whole cycle"), &|m| mmu_at(m, false, wms));
+        row(&format!("MMU {wms:.0} ms, whole cycle"), &|m| {
+            mmu_at(m, false, wms)
+        });
     }
     row("peak RSS (process)", &|m| mib(m.rss_peak));
     row("  growth over the flip", &|m| mib(m.rss_growth));
-    row("TLB shootdowns / page", &|m| m.tlb_per_page.map_or("-".into(), |t| format!("{t:.3}")));
-    row("pages by compaction thread", &|m| m.by_compactor.to_string());
+    row("TLB shootdowns / page", &|m| {
+        m.tlb_per_page.map_or("-".into(), |t| format!("{t:.3}"))
+    });
+    row("pages by compaction thread", &|m| {
+        m.by_compactor.to_string()
+    });
     row("pages by mutator faults", &|m| m.by_faults.to_string());
-    row("verified", &|m| if m.verified { "yes".into() } else { "NO".into() });
+    row("verified", &|m| {
+        if m.verified {
+            "yes".into()
+        } else {
+            "NO".into()
+        }
+    });
     let name_w = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let col_w: Vec<usize> = (0..modes.len())
         .map(|i| {
@@ -386,7 +440,13 @@ fn write_table(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
         writeln!(w)?;
     }
     for c in r.cycles.iter().filter(|c| !c.verified) {
-        writeln!(w, "verification FAILED: {} cycle {}: {}", c.mode.name(), c.rep, c.failure.as_deref().unwrap_or("?"))?;
+        writeln!(
+            w,
+            "verification FAILED: {} cycle {}: {}",
+            c.mode.name(),
+            c.rep,
+            c.failure.as_deref().unwrap_or("?")
+        )?;
     }
     for e in &r.mutator_errors {
         writeln!(w, "mutator check FAILED: {e}")?;
@@ -410,7 +470,11 @@ fn write_chart(r: &BenchReport, path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(550);
-    let colours = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+    let colours = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
     let mut mmu = ChartBuilder::on(&left)
         .caption("MMU, concurrent phase", ("sans-serif", 20))
         .margin(12)
@@ -430,7 +494,9 @@ fn write_chart(r: &BenchReport, path: &Path) -> anyhow::Result<()> {
             .collect();
         mmu.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
             .label(m.mode.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
         mmu.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
     }
     mmu.configure_series_labels()
@@ -455,11 +521,17 @@ fn write_chart(r: &BenchReport, path: &Path) -> anyhow::Result<()> {
         .y_desc("stall (us)")
         .draw()?;
     for (m, colour) in r.modes.iter().zip(colours.iter().cycle()) {
-        let pts: Vec<(f64, f64)> = m.stall_curve.iter().map(|(p, v)| (*p, v.max(0.1))).collect();
+        let pts: Vec<(f64, f64)> = m
+            .stall_curve
+            .iter()
+            .map(|(p, v)| (*p, v.max(0.1)))
+            .collect();
         stalls
             .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
             .label(m.mode.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
         stalls.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
     }
     stalls

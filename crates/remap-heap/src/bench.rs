@@ -157,8 +157,10 @@ pub struct CycleRecord {
     pub compaction_wall_ns: u64,
     /// Compaction-thread CPU time.
     pub compaction_cpu_ns: u64,
-    /// The memcpy of the live bytes, same cycle.
+    /// The memcpy of the live bytes, same cycle: wall time.
     pub floor_ns: u64,
+    /// The memcpy's thread CPU time.
+    pub floor_cpu_ns: u64,
     /// The engine's flip (register plus mremap).
     pub flip_pause_ns: u64,
     /// The engine's set-up after the flip (dependency counts, handlers).
@@ -228,10 +230,16 @@ pub struct ModeSummary {
     pub compaction_cpu_ms: Spread,
     /// Compaction-thread wall time over COPY's, per repetition.
     pub vs_copy: Option<Spread>,
+    /// Compaction-thread CPU time over COPY's, per repetition.
+    pub vs_copy_cpu: Option<Spread>,
     /// Compaction-thread wall time over the memcpy floor of the same cycle.
     pub vs_floor: Spread,
+    /// Compaction-thread CPU time over the memcpy's CPU time, same cycle.
+    pub vs_floor_cpu: Spread,
     /// The memcpy floor, ms.
     pub floor_ms: Spread,
+    /// The memcpy floor's CPU time, ms.
+    pub floor_cpu_ms: Spread,
     /// The engine's flip pause, µs.
     pub flip_pause_us: Spread,
     /// Marking pause, ms.
@@ -314,14 +322,19 @@ pub enum BenchError {
 }
 
 /// The MMU windows, ms.
-pub const MMU_WINDOWS_MS: [f64; 12] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+pub const MMU_WINDOWS_MS: [f64; 12] = [
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0,
+];
 
 /// Runs the benchmark, telling `progress` what it is doing and how far it got (`done`, `total`).
 ///
 /// # Errors
 ///
 /// [`BenchError`]; a failed verification is in the report instead.
-pub fn run(config: &BenchConfig, progress: &dyn Fn(&str, u64, u64)) -> Result<BenchReport, BenchError> {
+pub fn run(
+    config: &BenchConfig,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<BenchReport, BenchError> {
     match config.workload {
         WorkloadKind::Trees => run_with::<Trees>(config, progress),
         WorkloadKind::Kv => run_with::<Cache>(config, progress),
@@ -329,7 +342,10 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str, u64, u64)) -> Result<Be
     }
 }
 
-fn run_with<W: NewWorkload>(config: &BenchConfig, progress: &dyn Fn(&str, u64, u64)) -> Result<BenchReport, BenchError> {
+fn run_with<W: NewWorkload>(
+    config: &BenchConfig,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let session_config = SessionConfig {
         heap_bytes: config.heap_bytes,
@@ -351,8 +367,10 @@ fn run_with<W: NewWorkload>(config: &BenchConfig, progress: &dyn Fn(&str, u64, u
             .map_err(BenchError::Engine)?;
         sessions.push((mode, Session::<W>::start(&session_config, engine)?));
     }
-    let mut paused: Vec<Option<StopTheWorld<'_>>> =
-        sessions.iter().map(|(_, s)| Some(s.heap().stop_the_world().0)).collect();
+    let mut paused: Vec<Option<StopTheWorld<'_>>> = sessions
+        .iter()
+        .map(|(_, s)| Some(s.heap().stop_the_world().0))
+        .collect();
     let mut cycles = Vec::new();
     let mut hists: Vec<Histogram<u64>> = config
         .modes
@@ -435,7 +453,8 @@ fn record(mode: Mode, rep: usize, r: &CycleReport<remap_compact::CycleStats>) ->
         warmup: rep == 0,
         compaction_wall_ns: s.map_or(0, |s| nanos(s.compaction_wall)),
         compaction_cpu_ns: s.map_or(0, |s| nanos(s.compaction_cpu)),
-        floor_ns: r.floor.map_or(0, nanos),
+        floor_ns: r.floor.map_or(0, |f| nanos(f.wall)),
+        floor_cpu_ns: r.floor.map_or(0, |f| nanos(f.cpu)),
         flip_pause_ns: s.map_or(0, |s| nanos(s.flip_pause)),
         engine_setup_ns: s.map_or(0, |s| nanos(s.setup)),
         mark_pause_ns: nanos(r.mark_pause),
@@ -466,7 +485,10 @@ fn record(mode: Mode, rep: usize, r: &CycleReport<remap_compact::CycleStats>) ->
 }
 
 fn summarise(mode: Mode, cycles: &[CycleRecord], hist: &Histogram<u64>) -> ModeSummary {
-    let mine: Vec<&CycleRecord> = cycles.iter().filter(|c| c.mode == mode && !c.warmup).collect();
+    let mine: Vec<&CycleRecord> = cycles
+        .iter()
+        .filter(|c| c.mode == mode && !c.warmup)
+        .collect();
     let spread = |f: &dyn Fn(&CycleRecord) -> f64| {
         Spread::of(&mine.iter().map(|c| f(c)).collect::<Vec<_>>()).unwrap_or(Spread {
             median: f64::NAN,
@@ -474,21 +496,29 @@ fn summarise(mode: Mode, cycles: &[CycleRecord], hist: &Histogram<u64>) -> ModeS
             max: f64::NAN,
         })
     };
-    let copy_of = |rep: usize| {
-        cycles
-            .iter()
-            .find(|c| c.mode == Mode::Copy && c.rep == rep)
-            .map(|c| c.compaction_wall_ns as f64)
-    };
+    let copy_of = |rep: usize| cycles.iter().find(|c| c.mode == Mode::Copy && c.rep == rep);
     let vs_copy: Vec<f64> = mine
         .iter()
-        .filter_map(|c| copy_of(c.rep).map(|copy| c.compaction_wall_ns as f64 / copy))
+        .filter_map(|c| {
+            copy_of(c.rep).map(|copy| c.compaction_wall_ns as f64 / copy.compaction_wall_ns as f64)
+        })
+        .collect();
+    let vs_copy_cpu: Vec<f64> = mine
+        .iter()
+        .filter_map(|c| {
+            copy_of(c.rep).map(|copy| c.compaction_cpu_ns as f64 / copy.compaction_cpu_ns as f64)
+        })
         .collect();
     let us = |ns: u64| ns as f64 / 1e3;
     let mmu = MMU_WINDOWS_MS
         .iter()
         .enumerate()
-        .map(|(k, &w)| (w, spread(&|c: &CycleRecord| c.mmu.get(k).map_or(f64::NAN, |p| p.mmu))))
+        .map(|(k, &w)| {
+            (
+                w,
+                spread(&|c: &CycleRecord| c.mmu.get(k).map_or(f64::NAN, |p| p.mmu)),
+            )
+        })
         .collect();
     let mmu_concurrent = MMU_WINDOWS_MS
         .iter()
@@ -500,10 +530,12 @@ fn summarise(mode: Mode, cycles: &[CycleRecord], hist: &Histogram<u64>) -> ModeS
             )
         })
         .collect();
-    let stall_curve = [1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0]
-        .iter()
-        .map(|&p| (p, us(hist.value_at_percentile(p))))
-        .collect();
+    let stall_curve = [
+        1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0,
+    ]
+    .iter()
+    .map(|&p| (p, us(hist.value_at_percentile(p))))
+    .collect();
     let mut tlb: Vec<f64> = mine.iter().filter_map(|c| c.tlb_per_page).collect();
     tlb.sort_by(f64::total_cmp);
     let mut live: Vec<u64> = mine.iter().map(|c| c.live_bytes).collect();
@@ -514,8 +546,11 @@ fn summarise(mode: Mode, cycles: &[CycleRecord], hist: &Histogram<u64>) -> ModeS
         compaction_wall_ms: spread(&|c| c.compaction_wall_ns as f64 / 1e6),
         compaction_cpu_ms: spread(&|c| c.compaction_cpu_ns as f64 / 1e6),
         vs_copy: Spread::of(&vs_copy),
+        vs_copy_cpu: Spread::of(&vs_copy_cpu),
         vs_floor: spread(&|c| c.compaction_wall_ns as f64 / c.floor_ns.max(1) as f64),
+        vs_floor_cpu: spread(&|c| c.compaction_cpu_ns as f64 / c.floor_cpu_ns.max(1) as f64),
         floor_ms: spread(&|c| c.floor_ns as f64 / 1e6),
+        floor_cpu_ms: spread(&|c| c.floor_cpu_ns as f64 / 1e6),
         flip_pause_us: spread(&|c| c.flip_pause_ns as f64 / 1e3),
         mark_pause_ms: spread(&|c| c.mark_pause_ns as f64 / 1e6),
         pause_ms: spread(&|c| c.pause_ns as f64 / 1e6),

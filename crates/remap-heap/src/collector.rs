@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fill::fill_page;
-use crate::floor::memcpy_live;
+use crate::floor::{memcpy_live, FloorTime};
 use crate::heap::{Heap, Stall};
 use crate::mark::{mark, MarkError};
 use crate::mmu::Timeline;
@@ -130,7 +130,7 @@ pub struct CycleReport<S> {
     /// Verification before and after, both.
     pub verify_time: Duration,
     /// The memcpy of the live bytes, when measured.
-    pub floor: Option<Duration>,
+    pub floor: Option<FloorTime>,
     /// The wall time of the backend's compaction after the mutators resumed.
     pub compact_wall: Duration,
     /// Words in use before the cycle (the allocation top).
@@ -263,7 +263,8 @@ pub fn collect<B: Backend>(
         .flip(heap, Arc::clone(&plan))
         .map_err(CycleError::Backend)?;
     report.flip_pause = f0.elapsed();
-    report.pause = pause_started.elapsed() - verify_time - report.floor.unwrap_or_default();
+    report.pause =
+        pause_started.elapsed() - verify_time - report.floor.map_or(Duration::ZERO, |f| f.wall);
     drop(stw);
     report.resumed_ns = ns(heap);
 

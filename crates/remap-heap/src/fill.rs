@@ -62,14 +62,48 @@ where
     }
 }
 
-/// Writes the live words landing on to-space words `d0..d1` (of the page starting at `start`).
+/// Writes the live words landing on to-space words `d0..d1` (of the page starting at `start`):
+/// first every run of objects that are adjacent in from-space (they stay adjacent) with one copy,
+/// then the reference fields of each object, rewritten.
 fn fill_live<S, D>(plan: &Plan, start: usize, d0: usize, d1: usize, src: &S, dst: &mut D)
 where
     S: SourceWords + ?Sized,
     D: PageSink<S> + ?Sized,
 {
-    let mut obj = plan.first_object_at(d0);
-    let mut dest = plan.forward(obj);
+    let first = plan.first_object_at(d0);
+    let first_dest = plan.forward(first);
+    // Pass 1: the bytes, one copy per from-space run of live objects.
+    let (mut obj, mut dest) = (first, first_dest);
+    let mut run: Option<(usize, usize)> = None; // (from-space word, page word) of the run start
+    let mut run_end = 0; // from-space word one past the run
+    loop {
+        let size = header_size(src.read_word(obj));
+        let lo = dest.max(d0);
+        let hi = (dest + size).min(d1);
+        let from = obj + (lo - dest);
+        match run {
+            Some(_) if from == run_end => {}
+            Some((s, at)) => {
+                dst.copy_words(at, src, s, run_end - s);
+                run = Some((from, lo - start));
+            }
+            None => run = Some((from, lo - start)),
+        }
+        run_end = obj + (hi - dest);
+        if dest + size >= d1 {
+            break;
+        }
+        dest += size;
+        obj = plan
+            .begin
+            .next_set(obj + size)
+            .expect("live words remain, so a live object follows");
+    }
+    if let Some((s, at)) = run {
+        dst.copy_words(at, src, s, run_end - s);
+    }
+    // Pass 2: the references, through the plan.
+    let (mut obj, mut dest) = (first, first_dest);
     loop {
         let h = src.read_word(obj);
         let size = header_size(h);
@@ -77,17 +111,8 @@ where
             .shapes
             .get(header_shape(h))
             .map_or(0, |s| s.ref_count());
-        let lo = dest.max(d0);
-        let hi = (dest + size).min(d1);
-        // The object's words `a..b` land on this page.
-        let (a, b) = (lo - dest, hi - dest);
-        let ref_lo = a.max(HEADER_WORDS);
-        let ref_hi = b.min(HEADER_WORDS + refs);
-        // Header words and data words are copied as runs; references are rewritten one by one.
-        if a < HEADER_WORDS.min(b) {
-            dst.copy_words(lo - start, src, obj + a, HEADER_WORDS.min(b) - a);
-        }
-        for f in ref_lo..ref_hi {
+        let (a, b) = (dest.max(d0) - dest, (dest + size).min(d1) - dest);
+        for f in a.max(HEADER_WORDS)..b.min(HEADER_WORDS + refs) {
             let r = src.read_word(obj + f);
             // A reference outside the heap (only in a heap that was corrupt before the cycle,
             // which verification reports) is copied as is rather than panicking in a signal
@@ -103,12 +128,9 @@ where
             dst.write_word(dest + f - start, new);
         }
         let data_lo = a.max(HEADER_WORDS + refs);
-        if data_lo < b {
-            dst.copy_words(dest + data_lo - start, src, obj + data_lo, b - data_lo);
-            if plan.take_corruption(Corruption::WrongByte) {
-                let v = src.read_word(obj + data_lo);
-                dst.write_word(dest + data_lo - start, v ^ 0x10);
-            }
+        if data_lo < b && plan.take_corruption(Corruption::WrongByte) {
+            let v = src.read_word(obj + data_lo);
+            dst.write_word(dest + data_lo - start, v ^ 0x10);
         }
         if dest + size >= d1 {
             return;

@@ -17,6 +17,25 @@ use remap::Region;
 use crate::heap::StopTheWorld;
 use crate::plan::Plan;
 
+/// The time a floor copy took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloorTime {
+    /// Wall time.
+    pub wall: Duration,
+    /// The copying thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): on a loaded machine the fair
+    /// comparison with the compaction thread's CPU time.
+    pub cpu: Duration,
+}
+
+/// The calling thread's CPU time.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// Copies every run of live words of `plan` from `region` into `buf` (at least
 /// `plan.live_words() * 8` bytes), in address order; returns the time the copies took. The
 /// [`StopTheWorld`] guard proves no mutator writes the heap meanwhile.
@@ -29,7 +48,7 @@ pub fn memcpy_live(
     region: &Region,
     plan: &Plan,
     buf: &mut [u8],
-) -> Duration {
+) -> FloorTime {
     assert!(buf.len() >= plan.live_words() * 8, "buffer too small");
     assert!(
         plan.live.len() * 8 <= region.len(),
@@ -37,6 +56,7 @@ pub fn memcpy_live(
     );
     let src = region.as_ptr();
     let dst = buf.as_mut_ptr();
+    let cpu = thread_cpu_time();
     let started = Instant::now();
     let mut out = 0usize;
     let mut run: Option<usize> = None;
@@ -71,7 +91,10 @@ pub fn memcpy_live(
     if let Some(s) = run.take() {
         flush(s, plan.live.len(), &mut out);
     }
-    let elapsed = started.elapsed();
+    let elapsed = FloorTime {
+        wall: started.elapsed(),
+        cpu: thread_cpu_time().saturating_sub(cpu),
+    };
     debug_assert_eq!(out, plan.live_words());
     elapsed
 }

@@ -1,4 +1,5 @@
 //! Integration tests of the `remap` binary: each module runs the built binary as a user would.
 
 mod bench;
+mod compact;
 mod probe;
