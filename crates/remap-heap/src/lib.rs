@@ -36,6 +36,13 @@
 //! ```
 
 #![deny(unsafe_code)]
+// Heap words are addressed by `u64` in object fields and by `usize` in Rust; the crate is for
+// 64-bit targets only (below), where the conversions are lossless. The `f64` casts are of
+// non-negative, bounded measurements (window lengths, live fractions of a heap size).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("remap-heap stores heap word indices in 64-bit fields: 64-bit targets only");
 
 pub mod bench;
 pub mod bitmap;

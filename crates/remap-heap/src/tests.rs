@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use crate::fill::fill_page;
 use crate::mark::mark;
-use crate::object::{header, header_size, HEADER_WORDS, RESERVED_WORDS};
+use crate::object::{header, header_size, RESERVED_WORDS};
 use crate::plan::Plan;
 use crate::shape::{DataWords, Shape, ShapeTable};
 

@@ -48,7 +48,7 @@ fn run<W: NewWorkload>(publication: Publication, faults: FaultMode) {
         let stats = r.backend.as_ref().unwrap();
         assert_eq!(stats.pages, r.pages);
         assert_eq!(
-            stats.published() as usize,
+            usize::try_from(stats.published()).unwrap(),
             r.pages,
             "every page published once"
         );
