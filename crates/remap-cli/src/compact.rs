@@ -68,6 +68,15 @@ pub(crate) struct CompactArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
 
+    /// The `move` mode's batch in pages (the longest run one ioctl publishes; default 512), the
+    /// other modes keeping theirs: for the crossover between batched MOVE and COPY.
+    #[arg(long)]
+    batch_pages: Option<usize>,
+
+    /// Keep the mutators stopped during compaction (the crossover without live mutators).
+    #[arg(long)]
+    idle_mutators: bool,
+
     /// Write an SVG chart here: MMU curves and stall distributions per mode.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
@@ -188,6 +197,8 @@ fn config(args: &CompactArgs) -> BenchConfig {
             .collect();
     }
     c.thp = args.thp == OnOff::On;
+    c.batch_pages = args.batch_pages.map(|n| n.max(1));
+    c.idle_mutators = args.idle_mutators;
     c.seed = args.seed;
     c.corruption = args.inject_corruption.map(|k| match k {
         CorruptionArg::WrongByte => Corruption::WrongByte,
@@ -333,18 +344,20 @@ fn write_table(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
     let machine = remap::system::Machine::read();
     writeln!(
         w,
-        "remap compact: Linux {}, {} cores; {} heap per mode, {:.0}% live, workload {}, {} mutator(s), faults {}, THP {}, {} rep(s) + 1 warm-up, seed {}",
+        "remap compact: Linux {}, {} cores; {} heap per mode, {:.0}% live, workload {}, {} mutator(s){}, faults {}, THP {}, batch {}, {} rep(s) + 1 warm-up, seed {}",
         machine.kernel_release,
         machine.cores,
         remap_bench_bytes(c.heap_bytes as u64),
         c.live_ratio * 100.0,
         c.workload.name(),
         c.mutators,
+        if c.idle_mutators { " (stopped during compaction)" } else { "" },
         match c.faults {
             FaultMode::Threads => "threads",
             FaultMode::Sigbus => "sigbus",
         },
         if c.thp { "on" } else { "off" },
+        c.batch_pages.map_or("512 pages".to_owned(), |n| format!("{n} pages")),
         c.reps,
         c.seed
     )?;

@@ -81,6 +81,11 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Testing the harness: break every compacted heap this way.
     pub corruption: Option<Corruption>,
+    /// The batch of the `move` mode's engine (the longest run one MOVE publishes), pages; None:
+    /// the engine's default (512, one PMD). The other modes keep the default.
+    pub batch_pages: Option<usize>,
+    /// Keep the mutators stopped during compaction (the crossover's "without live mutators").
+    pub idle_mutators: bool,
 }
 
 impl BenchConfig {
@@ -98,6 +103,8 @@ impl BenchConfig {
             thp: false,
             seed: 42,
             corruption: None,
+            batch_pages: None,
+            idle_mutators: false,
         }
     }
 
@@ -361,10 +368,12 @@ fn run_with<W: NewWorkload>(
             .huge_aligned(true)
             .thp(if config.thp { Thp::Huge } else { Thp::NoHuge })
             .build()?;
-        let engine = Engine::builder(region)
-            .publication(mode.publication())
-            .build()
-            .map_err(BenchError::Engine)?;
+        let mut builder = Engine::builder(region).publication(mode.publication());
+        // The crossover varies MOVE's run length against COPY at its default.
+        if let (Mode::Move, Some(n)) = (mode, config.batch_pages) {
+            builder = builder.batch_pages(n);
+        }
+        let engine = builder.build().map_err(BenchError::Engine)?;
         sessions.push((mode, Session::<W>::start(&session_config, engine)?));
     }
     let mut paused: Vec<Option<StopTheWorld<'_>>> = sessions
@@ -381,6 +390,7 @@ fn run_with<W: NewWorkload>(
     let opts = CycleOptions {
         corruption: config.corruption,
         floor: true,
+        idle_mutators: config.idle_mutators,
     };
     let mut backend = EngineBackend {
         faults: config.faults,

@@ -16,7 +16,7 @@ use crate::mark::{mark, MarkError};
 use crate::mmu::Timeline;
 use crate::plan::{Corruption, Plan};
 use crate::rss;
-use crate::verify::{check, VerifyError};
+use crate::verify::{check, Sums, VerifyError};
 
 /// How a cycle's compaction is done once the plan exists.
 pub trait Backend {
@@ -100,6 +100,9 @@ pub struct CycleOptions {
     pub corruption: Option<Corruption>,
     /// Measure the memcpy floor of the live bytes in the pause (excluded from the time line).
     pub floor: bool,
+    /// Keep the mutators stopped through compaction (the "no live mutators" side of the
+    /// comparison: nothing faults, no other CPU runs the heap's address space).
+    pub idle_mutators: bool,
 }
 
 /// What went wrong in a cycle that is not the backend's failure.
@@ -191,7 +194,7 @@ pub fn collect<B: Backend>(
     let region = heap.region();
 
     let v0 = (Instant::now(), ns(heap));
-    let before = check(region, &shapes, top, &roots);
+    let before = check(region, &shapes, top, &roots, Sums::Reachable);
     heap.take_deltas();
     let mut verify_time = v0.0.elapsed();
     excluded.push((v0.1, ns(heap) - v0.1));
@@ -265,7 +268,12 @@ pub fn collect<B: Backend>(
     report.flip_pause = f0.elapsed();
     report.pause =
         pause_started.elapsed() - verify_time - report.floor.map_or(Duration::ZERO, |f| f.wall);
-    drop(stw);
+    let stw = if opts.idle_mutators {
+        Some(stw)
+    } else {
+        drop(stw);
+        None
+    };
     report.resumed_ns = ns(heap);
 
     let c0 = Instant::now();
@@ -274,12 +282,13 @@ pub fn collect<B: Backend>(
     report.rss_peak = rss::peak();
     let span_end = ns(heap);
     report.backend = Some(stats);
+    drop(stw);
 
     let (stw, _) = heap.stop_the_world();
     let v1 = Instant::now();
     let roots = heap.roots();
     let deltas = heap.take_deltas();
-    report.verified = check(region, &shapes, plan.live_end(), &roots)
+    report.verified = check(region, &shapes, plan.live_end(), &roots, Sums::All)
         .and_then(|after| {
             if after.objects != plan.objects() {
                 return Err(VerifyError::ObjectCount {

@@ -117,8 +117,20 @@ fn object_sum(
     sum
 }
 
+/// Which checksums [`check`] computes (each costs a pass over the objects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sums {
+    /// Both.
+    Both,
+    /// Only the sum over every walked object (after a cycle).
+    All,
+    /// Only the sum over the reachable objects (before a cycle).
+    Reachable,
+}
+
 /// Walks every object of `RESERVED_WORDS..top`, then traverses from `roots`, checking every
-/// header, every reachable reference and its shape; sums the checksums.
+/// header, every reachable reference and its shape; sums the checksums `sums` asks for (the
+/// others are 0).
 ///
 /// # Errors
 ///
@@ -128,6 +140,7 @@ pub fn check(
     shapes: &ShapeTable,
     top: usize,
     roots: &[u64],
+    sums: Sums,
 ) -> Result<HeapCheck, VerifyError> {
     let mut starts = Bitmap::new(top.max(RESERVED_WORDS));
     let mut w = RESERVED_WORDS;
@@ -147,7 +160,11 @@ pub fn check(
         w += size;
     }
     // The sums need the referents' identities, so they come after every start is known.
-    let mut w = RESERVED_WORDS;
+    let mut w = if sums == Sums::Reachable {
+        top
+    } else {
+        RESERVED_WORDS
+    };
     while w < top {
         let h = src.read_word(w);
         if header_shape(h) != FILLER {
@@ -193,7 +210,10 @@ pub fn check(
         seen.set(t);
         let h = src.read_word(t);
         reachable += 1;
-        checksum_reachable = checksum_reachable.wrapping_add(object_sum(src, shapes, top, t, h));
+        if sums != Sums::All {
+            checksum_reachable =
+                checksum_reachable.wrapping_add(object_sum(src, shapes, top, t, h));
+        }
         let refs = shapes.get(header_shape(h)).map_or(0, |s| s.ref_count());
         for f in 0..refs {
             let r = src.read_word(t + HEADER_WORDS + f);

@@ -76,7 +76,7 @@ fn corrupted(kind: Corruption) -> CycleFailure {
             &mut StopTheWorld,
             CycleOptions {
                 corruption: Some(kind),
-                floor: false,
+                ..CycleOptions::default()
             },
         )
         .unwrap();
