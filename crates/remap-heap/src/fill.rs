@@ -70,7 +70,7 @@ where
     S: SourceWords + ?Sized,
     D: PageSink<S> + ?Sized,
 {
-    let first = plan.first_object_at(d0);
+    let first = plan.first_object_of_page(start / plan.page_words());
     let first_dest = plan.forward(first);
     // Pass 1: the bytes, one copy per from-space run of live objects.
     let (mut obj, mut dest) = (first, first_dest);

@@ -34,6 +34,12 @@ pub struct Plan {
     pub(crate) begin: Bitmap,
     /// Live words before chunk `c` (a chunk is 64 words, one word of `live`).
     prefix: Vec<u32>,
+    /// Per to-space page: the from-space word of the first live word landing on it (one more
+    /// entry, the bitmap length, as a sentinel). Computed once, in one pass, so that neither the
+    /// fill nor `reads` searches the prefix sums.
+    page_start: Vec<usize>,
+    /// Per to-space page: the first word of the object holding that live word.
+    page_first_object: Vec<usize>,
     live_words: usize,
     objects: usize,
     page_words: usize,
@@ -57,13 +63,43 @@ impl Plan {
             prefix.push(u32::try_from(before).expect("a heap of fewer than 2^32 words"));
             before += u64::from(marks.live.word(c).count_ones());
         }
+        let page_words = page_size / 8;
+        let live_end = RESERVED_WORDS + marks.live_words;
+        let pages = live_end.div_ceil(page_words);
+        let mut page_start = Vec::with_capacity(pages + 1);
+        let mut page_first_object = Vec::with_capacity(pages);
+        let mut c = 0;
+        for p in 0..pages {
+            let d0 = (p * page_words).max(RESERVED_WORDS);
+            if d0 >= live_end || chunks == 0 {
+                page_start.push(marks.live.len());
+                page_first_object.push(marks.live.len());
+                continue;
+            }
+            let k = d0 - RESERVED_WORDS;
+            while c + 1 < chunks && prefix[c + 1] as usize <= k {
+                c += 1;
+            }
+            let n = u32::try_from(k - prefix[c] as usize).expect("within a 64-word chunk");
+            let s = c * 64 + select_bit(marks.live.word(c), n) as usize;
+            page_start.push(s);
+            page_first_object.push(
+                marks
+                    .begin
+                    .prev_set(s)
+                    .expect("every live word belongs to a live object"),
+            );
+        }
+        page_start.push(marks.live.len());
         Plan {
             live: marks.live,
             begin: marks.begin,
             prefix,
+            page_start,
+            page_first_object,
             live_words: marks.live_words,
             objects: marks.objects,
-            page_words: page_size / 8,
+            page_words,
             shapes,
             corruption: None,
             corruption_done: AtomicBool::new(false),
@@ -127,15 +163,6 @@ impl Plan {
         RESERVED_WORDS + self.prefix[c] as usize + below.count_ones() as usize
     }
 
-    /// The heap word index of the `k`-th live word (0-based), for `k < live_words()`.
-    #[inline]
-    pub(crate) fn source_of_live(&self, k: usize) -> usize {
-        // The last chunk with fewer than or exactly `k` live words before it holds live word k.
-        let c = self.prefix.partition_point(|&p| p as usize <= k) - 1;
-        let n = u32::try_from(k - self.prefix[c] as usize).expect("within a 64-word chunk");
-        c * 64 + select_bit(self.live.word(c), n) as usize
-    }
-
     /// The to-space word range `d0..d1` of page `page` that live data lands on (empty for a
     /// page past the end), clipped to the reserved words.
     #[inline]
@@ -146,13 +173,11 @@ impl Plan {
         (d0, d1)
     }
 
-    /// The first live object (its from-space word) with a word landing on `d0`.
+    /// The first live object (its from-space word) with a word landing on page `page` (which
+    /// has live words).
     #[inline]
-    pub(crate) fn first_object_at(&self, d0: usize) -> usize {
-        let s0 = self.source_of_live(d0 - RESERVED_WORDS);
-        self.begin
-            .prev_set(s0)
-            .expect("every live word belongs to a live object")
+    pub(crate) fn first_object_of_page(&self, page: usize) -> usize {
+        self.page_first_object[page]
     }
 
     /// The from-space pages that to-space page `page`'s fill reads: from the page holding the
@@ -162,8 +187,12 @@ impl Plan {
         if d0 >= d1 {
             return 0..0;
         }
-        let first = self.first_object_at(d0);
-        let last = self.source_of_live(d1 - 1 - RESERVED_WORDS);
+        let first = self.page_first_object[page];
+        // The last live word landing on the page is the last one before the next page's first.
+        let last = self
+            .live
+            .prev_set(self.page_start[page + 1] - 1)
+            .expect("the page has live words");
         first / self.page_words..last / self.page_words + 1
     }
 }
