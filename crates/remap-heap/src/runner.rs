@@ -91,6 +91,9 @@ impl<W: NewWorkload> Session<W> {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         let (setup_tx, setup_rx) = std::sync::mpsc::channel();
+        // No mutator makes garbage before every mutator has built its live part: otherwise a
+        // fast one could fill the heap while another is still building.
+        let barrier = Arc::new(std::sync::Barrier::new(mutators));
         for i in 0..mutators {
             let mut m = heap.mutator(workload.roots());
             let (workload, stop, ready, errors, setup_tx) = (
@@ -100,6 +103,7 @@ impl<W: NewWorkload> Session<W> {
                 Arc::clone(&errors),
                 setup_tx.clone(),
             );
+            let barrier = Arc::clone(&barrier);
             let seed = crate::object::mix(config.seed ^ (i as u64) << 32);
             threads.push(
                 std::thread::Builder::new()
@@ -110,11 +114,13 @@ impl<W: NewWorkload> Session<W> {
                             Ok(st) => st,
                             Err(e) => {
                                 let _ = setup_tx.send(Err(e));
+                                barrier.wait();
                                 return;
                             }
                         };
                         let _ = setup_tx.send(Ok(()));
                         drop(setup_tx);
+                        barrier.wait();
                         ready.fetch_add(1, Ordering::AcqRel);
                         while !stop.load(Ordering::Acquire) {
                             m.safepoint();
