@@ -157,7 +157,7 @@ pub(crate) struct Shared<C> {
     pub(crate) compactor: Arc<C>,
     pub(crate) uffd: Uffd,
     pub(crate) heap: Arc<Region>,
-    pub(crate) from: Mapping,
+    pub(crate) from: Arc<Mapping>,
     /// The compaction thread's staging window (`batch` pages, THP like the heap).
     pub(crate) staging: Arc<Mapping>,
     /// Buffers for fault-time fills (no THP: a fault must not zero 2 MiB).
@@ -203,7 +203,7 @@ pub(crate) struct SharedParts<C> {
     pub(crate) compactor: Arc<C>,
     pub(crate) uffd: Uffd,
     pub(crate) heap: Arc<Region>,
-    pub(crate) from: Mapping,
+    pub(crate) from: Arc<Mapping>,
     pub(crate) staging: Arc<Mapping>,
     pub(crate) fault_bufs: Arc<Mapping>,
     pub(crate) publication: Publication,
@@ -317,21 +317,23 @@ impl<C: Compactor> Shared<C> {
         }
     }
 
-    /// A buffer for to-space page `page`, filled by `filler`: (buffer, recycled?).
-    fn take_buffer(&self, page: usize, filler: Filler) -> Buf {
+    /// A buffer for to-space page `page`, filled by `filler` (which claimed the page): the
+    /// buffer, and whether it is a recycled page (else fresh). Counted by the caller.
+    fn take_buffer(&self, page: usize, filler: Filler) -> (Buf, bool) {
+        // From-space page `page` becomes a buffer only for to-space page `page`, whose one
+        // claimant we are, so a load and a store suffice (no compare-exchange): nothing else
+        // changes a `Free` page. The acquire load pairs with `freed`'s release store, after every
+        // reader's fill.
         if self.publication != Publication::Copy
-            && self.from_state[page]
-                .compare_exchange(FREE, BUFFER, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            && self.from_state[page].load(Ordering::Acquire) == FREE
         {
-            bump(&self.counters.recycled_buffers);
-            return Buf::From(u32_index(page));
+            self.from_state[page].store(BUFFER, Ordering::Relaxed);
+            return (Buf::From(u32_index(page)), true);
         }
         if filler == Filler::Compactor {
             // Staging slot by position in the aligned batch window: contiguous pages get
             // contiguous slots, and a whole window lines up with a PMD of the heap.
-            bump(&self.counters.fresh_buffers);
-            return Buf::Spare(u32_index(page % self.batch));
+            return (Buf::Spare(u32_index(page % self.batch)), false);
         }
         if self.publication != Publication::Copy {
             while let Some(j) = self.stack.pop() {
@@ -339,8 +341,7 @@ impl<C: Compactor> Shared<C> {
                     .compare_exchange(STACKED, BUFFER, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
-                    bump(&self.counters.recycled_buffers);
-                    return Buf::From(j);
+                    return (Buf::From(j), true);
                 }
             }
         }
@@ -351,11 +352,26 @@ impl<C: Compactor> Shared<C> {
                         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                 {
-                    bump(&self.counters.fresh_buffers);
-                    return Buf::Spare(u32_index(self.batch + k));
+                    return (Buf::Spare(u32_index(self.batch + k)), false);
                 }
             }
             rustix::thread::sched_yield();
+        }
+    }
+
+    /// Counts fills by `filler`: `recycled` into recycled buffers, `fresh` into fresh ones.
+    fn count_fills(&self, filler: Filler, recycled: usize, fresh: usize) {
+        let by = match filler {
+            Filler::Compactor => &self.counters.by_compactor,
+            Filler::Handler => &self.counters.by_handlers,
+            Filler::Mutator => &self.counters.by_mutators,
+        };
+        add(by, recycled + fresh);
+        if recycled > 0 {
+            add(&self.counters.recycled_buffers, recycled);
+        }
+        if fresh > 0 {
+            add(&self.counters.fresh_buffers, fresh);
         }
     }
 
@@ -417,12 +433,6 @@ impl<C: Compactor> Shared<C> {
                 std::process::abort();
             }
         } // the views end here, before the pages are consumed and published
-        let counter = match filler {
-            Filler::Compactor => &self.counters.by_compactor,
-            Filler::Handler => &self.counters.by_handlers,
-            Filler::Mutator => &self.counters.by_mutators,
-        };
-        bump(counter);
         self.consume(reads);
     }
 
@@ -599,8 +609,9 @@ impl<C: Compactor> Shared<C> {
                     {
                         continue;
                     }
-                    let buf = self.take_buffer(page, filler);
+                    let (buf, recycled) = self.take_buffer(page, filler);
                     self.fill(page, buf, filler, log);
+                    self.count_fills(filler, usize::from(recycled), usize::from(!recycled));
                     state.store(pack(MAPPING, filler, Some(buf)), Ordering::Release);
                     return self.publish_one(page, buf, on_eagain);
                 }
@@ -711,6 +722,7 @@ impl<C: Compactor> Shared<C> {
             }
             let end = (start - start % self.batch + self.batch).min(self.pages);
             window.clear();
+            let (mut recycled_here, mut fresh_here) = (0, 0);
             for page in start..end {
                 let claimed = self.states[page]
                     .compare_exchange(
@@ -723,14 +735,21 @@ impl<C: Compactor> Shared<C> {
                 if !claimed {
                     continue;
                 }
-                let buf = self.take_buffer(page, Filler::Compactor);
+                let (buf, recycled) = self.take_buffer(page, Filler::Compactor);
                 self.fill(page, buf, Filler::Compactor, true);
+                // Counted per window, not per page: shared counters cost an atomic each.
+                if recycled {
+                    recycled_here += 1;
+                } else {
+                    fresh_here += 1;
+                }
                 self.states[page].store(
                     pack(PROCESSED, Filler::Compactor, Some(buf)),
                     Ordering::Release,
                 );
                 window.push((page, buf));
             }
+            self.count_fills(Filler::Compactor, recycled_here, fresh_here);
             if !self.publish_window(&window, &mut stolen, &mut backoff) {
                 return false;
             }

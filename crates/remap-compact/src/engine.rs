@@ -29,6 +29,9 @@ pub struct Engine {
     running: AtomicBool,
     stopped: AtomicBool,
     cycles: AtomicU64,
+    /// The from-space of a failed cycle, kept mapped (its pages are the only copy of what was
+    /// not published) for as long as the engine lives.
+    kept: std::sync::Mutex<Vec<Arc<Mapping>>>,
 }
 
 impl Engine {
@@ -64,6 +67,7 @@ impl Engine {
             running: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             cycles: AtomicU64::new(0),
+            kept: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -185,7 +189,7 @@ impl Engine {
             compactor,
             uffd,
             heap: Arc::clone(heap),
-            from,
+            from: Arc::new(from),
             staging: Arc::clone(&self.staging),
             fault_bufs: Arc::clone(&self.fault_bufs),
             publication: self.config.publication,
@@ -242,6 +246,17 @@ impl Engine {
                     .register(from_ptr, from.len(), RegisterMode::MISSING)?;
                 let moved = raw::move_out_all(&shared.uffd, from, heap);
                 let _ = shared.uffd.unregister(from_ptr, from.len());
+                if let Err(error) = &moved {
+                    // Nothing lost: move what already left back into the (registered) heap.
+                    let back = raw::move_back(&shared.uffd, heap, from, error.done());
+                    if let Err(e) = back {
+                        tracing::error!(error = %e, "moving the heap back after a failed MOVE flip");
+                        self.kept
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(Arc::clone(&shared.from));
+                    }
+                }
                 moved.map(drop).map_err(|error| CompactError::Publish {
                     op: crate::error::PublishOp::Move,
                     page: error.done() / heap.page_size(),
@@ -357,6 +372,11 @@ impl<C: Compactor> Cycle<'_, C> {
             .fault_bufs
             .dontneed(0, self.shared.fault_bufs.len());
         if let Some(error) = shared.failure.error() {
+            self.engine
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Arc::clone(&shared.from));
             self.engine.stopped.store(true, Ordering::Release);
             self.engine.running.store(false, Ordering::Release);
             tracing::error!(%error, "compaction cycle failed");

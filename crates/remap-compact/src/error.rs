@@ -53,8 +53,9 @@ impl std::fmt::Display for MapOp {
 ///
 /// Errors keep the kernel's errno, and a publication error keeps the page and the bytes done.
 /// **Nothing is lost**: a cycle stopped by an error leaves every page either published in
-/// to-space or still readable in from-space (the engine keeps from-space mapped; see
-/// [`Engine`](crate::Engine)'s error handling).
+/// to-space or with its sources still in from-space, which the engine then keeps mapped for as
+/// long as it lives (and refuses further cycles, [`CompactError::Stopped`]). A flip that fails
+/// leaves the heap as it was.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompactError {

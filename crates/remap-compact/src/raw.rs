@@ -397,6 +397,25 @@ pub(crate) fn move_out_all(
     }
 }
 
+/// Undoes a failed MOVE flip: `UFFDIO_MOVE` with `ALLOW_SRC_HOLES` of the first `len` bytes of
+/// `from` back into the heap (registered with `uffd`, so a valid destination).
+pub(crate) fn move_back(
+    uffd: &uffd::Uffd,
+    heap: &Region,
+    from: &Mapping,
+    len: usize,
+) -> Result<usize, uffd::RangeError> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let (Some(d), Some(s)) = (heap_ptr(heap, 0, len), map_ptr(from, 0, len)) else {
+        return Err(uffd::RangeError::Invalid { done: 0 });
+    };
+    // SAFETY: as `move_in`: the heap (a live `Region`, never referenced) is the destination, our
+    // own from-space mapping (no span exists: the cycle never started) the source.
+    unsafe { uffd.move_all(d, s, len, uffd::MoveFlags::ALLOW_SRC_HOLES) }
+}
+
 // -------------------------------------------------------------------------------------------------
 // SIGBUS mode: the handler, and a registry of active cycles it dispatches to.
 // -------------------------------------------------------------------------------------------------

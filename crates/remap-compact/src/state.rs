@@ -171,3 +171,6 @@ impl FreeStack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

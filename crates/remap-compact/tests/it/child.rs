@@ -82,6 +82,7 @@ fn scenarios() {
         ["matrix", publication, mode] => crate::matrix::child(publication, mode),
         ["race", who, mode] => crate::faults::race_child(who, mode),
         ["fork"] => crate::faults::fork_child(),
+        ["thp"] => crate::matrix::thp_child(),
         ["events"] => crate::faults::events_child(),
         ["panic", mode] => crate::faults::panic_child(mode),
         ["cycles", publication, mode] => crate::cycles::ten_cycles_child(publication, mode),

@@ -132,3 +132,35 @@ matrix_test!(move_single_with_handler_threads, "single", "handler");
 matrix_test!(move_single_in_sigbus_mode, "single", "sigbus");
 matrix_test!(copy_with_handler_threads, "copy", "handler");
 matrix_test!(copy_in_sigbus_mode, "copy", "sigbus");
+
+/// A THP heap, 2 MiB aligned, compacted by half with 512-page windows: recycled from-space
+/// pages are the buffers of the to-space pages at the same index, so whole windows go out as
+/// aligned 2 MiB runs (whole-PMD moves where the source is still a huge page).
+pub(crate) fn thp_child() {
+    let heap_pages = 4096; // 16 MiB
+    let region = remap::Region::builder(heap_pages * crate::common::page())
+        .huge_aligned(true)
+        .thp(remap::Thp::Huge)
+        .populate(true)
+        .build()
+        .unwrap();
+    region.fill_pattern(crate::common::SEED);
+    let engine = Engine::builder(region).batch_pages(512).build().unwrap();
+    let plan = Arc::new(Synthetic::new(2, heap_pages));
+    let stats = engine.run(Arc::clone(&plan)).unwrap();
+    verify(engine.heap(), &plan, &[]);
+    plan.assert_each_filled_once();
+    println!("thp: {stats:?}");
+    assert_eq!(stats.published_move, plan.pages as u64);
+    assert!(stats.pmd_runs > 0, "no aligned 2 MiB run: {stats:?}");
+    assert!(
+        stats.ioctls < plan.pages as u64 / 8,
+        "runs were not batched: {stats:?}"
+    );
+}
+
+#[test]
+fn thp_heap_publishes_aligned_2mib_runs() {
+    require!(Need::Move, Need::Thp);
+    child::run_ok("thp");
+}
