@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compact;
 mod conform;
 mod model;
 mod output;
@@ -47,6 +48,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Measure MOVE against COPY, memcpy and mremap, and fault service latency, side by side.
     Bench(bench::BenchArgs),
+    /// Compact a real object heap with MOVE, MOVE page by page and COPY, mutators running.
+    Compact(compact::CompactArgs),
     /// Model-check every version of the rmap / UFFDIO_MOVE protocol and print the result table.
     Model(model::ModelArgs),
     /// Check this kernel's UFFDIO_MOVE against the oracle: case by case, or on random programs.
@@ -84,6 +87,7 @@ impl Command {
             Command::Model(_) => "model",
             Command::Conform(_) => "conform",
             Command::Torture(_) => "torture",
+            Command::Compact(_) => "compact",
         }
     }
 }
@@ -96,6 +100,7 @@ fn run(command: Command, out: Output) -> anyhow::Result<Outcome> {
         Command::Model(args) => model::run(&args, out),
         Command::Conform(args) => conform::run(&args, out),
         Command::Torture(args) => torture::run(&args, out),
+        Command::Compact(args) => compact::run(&args, out),
     }
 }
 

@@ -2,5 +2,6 @@
 
 mod bench;
 mod conform;
+mod compact;
 mod probe;
 mod torture;

@@ -1,0 +1,209 @@
+//! `remap compact`: a small run prints JSON Lines only, with every mode measured side by side
+//! and verified; an injected wrong byte or dangling reference exits 1; each run is a child
+//! process with a timeout.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use test_support::{require, Need};
+
+/// Runs `remap compact ARGS`, killing it after `timeout`.
+fn compact(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remap"))
+        .arg("compact")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > timeout {
+            child.kill().ok();
+            panic!("remap compact {args:?} hung for {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+const SMALL: &[&str] = &["--heap-size", "8M", "--reps", "1"];
+
+#[test]
+fn compact_json_measures_every_mode_side_by_side() {
+    require!(Need::Move);
+    let args: Vec<&str> = SMALL
+        .iter()
+        .copied()
+        .chain(["--json", "--workload", "kv"])
+        .collect();
+    let out = compact(&args, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let records: Vec<Value> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let types: Vec<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"config"));
+    assert_eq!(types.last(), Some(&"summary"));
+    let of = |t: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["type"] == t)
+            .map(|r| &r["data"])
+            .collect()
+    };
+    let cycles = of("cycle");
+    assert_eq!(
+        cycles.len(),
+        3 * 2,
+        "three modes, one warm-up and one measured cycle each"
+    );
+    for c in &cycles {
+        assert_eq!(c["verified"], true, "{c}");
+        assert!(c["compaction_cpu_ns"].as_u64().unwrap() > 0);
+        assert!(c["floor_cpu_ns"].as_u64().unwrap() > 0);
+        assert!(c["pages"].as_u64().unwrap() > 0);
+        let pages = c["pages"].as_u64().unwrap();
+        let published =
+            c["published_move"].as_u64().unwrap() + c["published_copy"].as_u64().unwrap();
+        assert_eq!(published, pages, "every page published once: {c}");
+        assert_eq!(
+            c["by_compactor"].as_u64().unwrap() + c["by_faults"].as_u64().unwrap(),
+            pages
+        );
+        assert_eq!(c["mmu"].as_array().unwrap().len(), 12);
+    }
+    let modes = of("mode");
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["move", "move-single", "copy"]);
+    for m in &modes {
+        for key in [
+            "compaction_wall_ms",
+            "compaction_cpu_ms",
+            "vs_floor",
+            "flip_pause_us",
+            "mark_pause_ms",
+        ] {
+            assert!(m[key]["median"].as_f64().unwrap() > 0.0, "{key} in {m}");
+        }
+        assert!(m["vs_copy"]["median"].as_f64().unwrap() > 0.0);
+        assert_eq!(m["verified"], true);
+    }
+    assert_eq!(
+        modes[2]["vs_copy"]["median"].as_f64(),
+        Some(1.0),
+        "COPY against itself"
+    );
+    let move_cycles: Vec<&&Value> = cycles.iter().filter(|c| c["mode"] == "move").collect();
+    assert!(move_cycles
+        .iter()
+        .all(|c| c["published_copy"].as_u64() == Some(0)
+            || c["published_move"].as_u64().unwrap() > 0));
+    let summary = of("summary")[0];
+    assert_eq!(summary["verified"], true);
+    assert_eq!(summary["cycles"], 6);
+}
+
+#[test]
+fn compact_table_names_every_figure() {
+    require!(Need::Move);
+    let dir = std::env::temp_dir().join(format!("remap-compact-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chart = dir.join("c.svg");
+    let chart_arg = chart.to_str().unwrap();
+    let args: Vec<&str> = SMALL
+        .iter()
+        .copied()
+        .chain([
+            "--faults",
+            "threads",
+            "--mutators",
+            "2",
+            "--chart",
+            chart_arg,
+        ])
+        .collect();
+    let out = compact(&args, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "compaction thread wall",
+        "compaction thread CPU",
+        "CPU / COPY",
+        "memcpy floor",
+        "flip pause",
+        "marking pause",
+        "stall per fault p99",
+        "MMU 10 ms",
+        "peak RSS",
+        "TLB shootdowns",
+        "pages by mutator faults",
+        "verified",
+    ] {
+        assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("MMU") && svg.contains("move-single"),
+        "chart lacks series"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn corrupted(kind: &str) -> Output {
+    let args: Vec<&str> = SMALL
+        .iter()
+        .copied()
+        .chain([
+            "--publication",
+            "move",
+            "--json",
+            "--inject-corruption",
+            kind,
+        ])
+        .collect();
+    compact(&args, Duration::from_secs(300))
+}
+
+#[test]
+fn compact_a_wrong_byte_exits_1() {
+    require!(Need::Move);
+    let out = corrupted("wrong-byte");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checksum"));
+}
+
+#[test]
+fn compact_a_dangling_reference_exits_1() {
+    require!(Need::Move);
+    let out = corrupted("dangling-ref");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn compact_bad_usage_exits_2() {
+    let out = compact(&["--live", "99%"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,198 @@
+//! The sliding-compaction plan: every live object's new address, without forwarding pointers.
+//!
+//! Live objects slide towards the start of the heap in address order, so the new address of a
+//! live word is [`RESERVED_WORDS`] plus the number of live words before it. The plan keeps, per
+//! chunk of 64 heap words (one word of the live bitmap), the number of live words before the
+//! chunk (a prefix sum of the per-chunk live counts); a popcount of the chunk's bitmap word below
+//! the word finishes the count. Forwarding is two memory reads and a popcount, from tables in
+//! ordinary memory the compactor never moves, and it allocates nothing: the fill can run in a
+//! signal handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::bitmap::{select_bit, Bitmap};
+use crate::mark::Marks;
+use crate::object::RESERVED_WORDS;
+use crate::shape::ShapeTable;
+
+/// A deliberate corruption for testing that verification catches it (the hidden
+/// `--inject-corruption` of `remap compact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corruption {
+    /// Flip one bit of one data word of one object in the compacted heap.
+    WrongByte,
+    /// Rewrite one reference to point one word past its target (into the middle of an object).
+    DanglingRef,
+}
+
+/// The compaction plan of one cycle: built from the marks in the pause, then read-only.
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) live: Bitmap,
+    pub(crate) begin: Bitmap,
+    /// Live words before chunk `c` (a chunk is 64 words, one word of `live`).
+    prefix: Vec<u32>,
+    /// Per to-space page: the from-space word of the first live word landing on it (one more
+    /// entry, the bitmap length, as a sentinel). Computed once, in one pass, so that neither the
+    /// fill nor `reads` searches the prefix sums.
+    page_start: Vec<usize>,
+    /// Per to-space page: the first word of the object holding that live word.
+    page_first_object: Vec<usize>,
+    live_words: usize,
+    objects: usize,
+    page_words: usize,
+    pub(crate) shapes: Arc<ShapeTable>,
+    pub(crate) corruption: Option<Corruption>,
+    pub(crate) corruption_done: AtomicBool,
+}
+
+impl Plan {
+    /// Builds the plan for `marks` with to-space pages of `page_size` bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the heap has 2^32 words (32 GiB) or more, or `page_size` is not a multiple of 8.
+    pub fn new(marks: Marks, page_size: usize, shapes: Arc<ShapeTable>) -> Plan {
+        assert!(page_size % 8 == 0 && page_size > 0);
+        let chunks = marks.live.word_count();
+        let mut prefix = Vec::with_capacity(chunks);
+        let mut before: u64 = 0;
+        for c in 0..chunks {
+            prefix.push(u32::try_from(before).expect("a heap of fewer than 2^32 words"));
+            before += u64::from(marks.live.word(c).count_ones());
+        }
+        let page_words = page_size / 8;
+        let live_end = RESERVED_WORDS + marks.live_words;
+        let pages = live_end.div_ceil(page_words);
+        let mut page_start = Vec::with_capacity(pages + 1);
+        let mut page_first_object = Vec::with_capacity(pages);
+        let mut c = 0;
+        for p in 0..pages {
+            let d0 = (p * page_words).max(RESERVED_WORDS);
+            if d0 >= live_end || chunks == 0 {
+                page_start.push(marks.live.len());
+                page_first_object.push(marks.live.len());
+                continue;
+            }
+            let k = d0 - RESERVED_WORDS;
+            while c + 1 < chunks && prefix[c + 1] as usize <= k {
+                c += 1;
+            }
+            let n = u32::try_from(k - prefix[c] as usize).expect("within a 64-word chunk");
+            let s = c * 64 + select_bit(marks.live.word(c), n) as usize;
+            page_start.push(s);
+            page_first_object.push(
+                marks
+                    .begin
+                    .prev_set(s)
+                    .expect("every live word belongs to a live object"),
+            );
+        }
+        page_start.push(marks.live.len());
+        Plan {
+            live: marks.live,
+            begin: marks.begin,
+            prefix,
+            page_start,
+            page_first_object,
+            live_words: marks.live_words,
+            objects: marks.objects,
+            page_words,
+            shapes,
+            corruption: None,
+            corruption_done: AtomicBool::new(false),
+        }
+    }
+
+    /// Arms a [`Corruption`] at the first page filled at or after `page` that has a candidate.
+    pub fn with_corruption(mut self, corruption: Option<Corruption>) -> Plan {
+        self.corruption = corruption;
+        self
+    }
+
+    /// Whether the armed corruption has been applied.
+    pub fn corruption_applied(&self) -> bool {
+        self.corruption_done.load(Ordering::Relaxed)
+    }
+
+    /// Claims the armed corruption of kind `kind` (once per plan).
+    #[inline]
+    pub(crate) fn take_corruption(&self, kind: Corruption) -> bool {
+        self.corruption == Some(kind) && !self.corruption_done.swap(true, Ordering::Relaxed)
+    }
+
+    /// Live words, headers included.
+    pub fn live_words(&self) -> usize {
+        self.live_words
+    }
+
+    /// Live objects.
+    pub fn objects(&self) -> usize {
+        self.objects
+    }
+
+    /// Words per page.
+    pub fn page_words(&self) -> usize {
+        self.page_words
+    }
+
+    /// One past the last word of the compacted heap: the allocation top after the cycle.
+    pub fn live_end(&self) -> usize {
+        RESERVED_WORDS + self.live_words
+    }
+
+    /// The number of to-space pages the compacted heap occupies (every page the fill writes).
+    pub fn pages(&self) -> usize {
+        self.live_end().div_ceil(self.page_words)
+    }
+
+    /// Whether heap word `w` is the first word of a live object.
+    #[inline]
+    pub fn is_live_object(&self, w: usize) -> bool {
+        w < self.begin.len() && self.begin.get(w)
+    }
+
+    /// The new word index of live heap word `w` (the count of live words before it, after the
+    /// reserved words). Meaningless for a word that is not live.
+    #[inline]
+    pub fn forward(&self, w: usize) -> usize {
+        let c = w / 64;
+        let below = self.live.word(c) & ((1u64 << (w % 64)) - 1);
+        RESERVED_WORDS + self.prefix[c] as usize + below.count_ones() as usize
+    }
+
+    /// The to-space word range `d0..d1` of page `page` that live data lands on (empty for a
+    /// page past the end), clipped to the reserved words.
+    #[inline]
+    pub(crate) fn live_span(&self, page: usize) -> (usize, usize) {
+        let start = page * self.page_words;
+        let d0 = start.max(RESERVED_WORDS);
+        let d1 = (start + self.page_words).min(self.live_end());
+        (d0, d1)
+    }
+
+    /// The first live object (its from-space word) with a word landing on page `page` (which
+    /// has live words).
+    #[inline]
+    pub(crate) fn first_object_of_page(&self, page: usize) -> usize {
+        self.page_first_object[page]
+    }
+
+    /// The from-space pages that to-space page `page`'s fill reads: from the page holding the
+    /// header of the first object landing on it to the page of its last word.
+    pub fn reads(&self, page: usize) -> std::ops::Range<usize> {
+        let (d0, d1) = self.live_span(page);
+        if d0 >= d1 {
+            return 0..0;
+        }
+        let first = self.page_first_object[page];
+        // The last live word landing on the page is the last one before the next page's first.
+        let last = self
+            .live
+            .prev_set(self.page_start[page + 1] - 1)
+            .expect("the page has live words");
+        first / self.page_words..last / self.page_words + 1
+    }
+}

@@ -1,0 +1,4 @@
+//! remap-heap against the real kernel: workloads with mutator threads, cycles, verification.
+
+mod engine;
+mod stop_the_world;
