@@ -311,6 +311,12 @@ pub struct Cycle<'e, C: Compactor> {
 }
 
 impl<C: Compactor> Cycle<'_, C> {
+    /// The cycle's shared state, for the engine's own unit tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
+        &self.shared
+    }
+
     /// The compactor this cycle fills pages with.
     pub fn compactor(&self) -> &C {
         &self.shared.compactor
@@ -434,6 +440,7 @@ impl<C: Compactor> Cycle<'_, C> {
             recycled_buffers: get(&c.recycled_buffers),
             fresh_buffers: get(&c.fresh_buffers),
             races: get(&c.races),
+            misreported_moves: get(&c.misreported_moves),
             eagain_retries: get(&c.eagain_retries),
             events: get(&c.events),
             faults: get(&c.faults),

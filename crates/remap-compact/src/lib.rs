@@ -19,7 +19,9 @@
 //!   [`Publication::MoveSingle`] or [`Publication::Copy`] (ART's pre-MOVE baseline), with the
 //!   error policy: EBUSY falls back to COPY for that page, EEXIST means someone else published
 //!   it, EAGAIN reads pending events and retries, anything else stops the cycle with a typed
-//!   [`CompactError`] and nothing lost;
+//!   [`CompactError`] and nothing lost; a MOVE that failed at a page it did move (Linux 6.18
+//!   under migration: EEXIST, or one page short) is settled from the buffer's pagemap entry and
+//!   counted as published ([`CycleStats::misreported_moves`]);
 //! - **fault modes**: handler threads ([`Engine::flip`]) or SIGBUS mode, where the faulting
 //!   mutator fills and publishes the page in its signal handler ([`Engine::flip_sigbus`], only
 //!   for a [`SignalSafeCompactor`]);

@@ -67,6 +67,11 @@ pub struct CycleStats {
     /// Faults on a page someone else was filling or publishing, and publications that found the
     /// page already there (EEXIST).
     pub races: u64,
+    /// MOVEs that failed (EEXIST, or stopped one page short) at a page they had in fact moved,
+    /// as Linux 6.18 does under migration or a THP split (`docs/findings/move-thp-eexist.md`,
+    /// `move-undercounts-a-moved-page.md`): the engine settles each from the buffer's pagemap
+    /// entry and counts the page in `published_move`.
+    pub misreported_moves: u64,
     /// Publications retried after EAGAIN (events pending, or transient).
     pub eagain_retries: u64,
     /// Non-cooperative events read during the cycle (`MADV_DONTNEED` of the heap).
@@ -153,6 +158,7 @@ impl std::fmt::Debug for CycleStats {
             .field("recycled_buffers", &self.recycled_buffers)
             .field("fresh_buffers", &self.fresh_buffers)
             .field("races", &self.races)
+            .field("misreported_moves", &self.misreported_moves)
             .field("eagain_retries", &self.eagain_retries)
             .field("events", &self.events)
             .field("faults", &self.faults)

@@ -93,7 +93,8 @@ pub(crate) fn child(publication_name: &str, mode: &str) {
             let stats = one_cycle(publication, sigbus, mutators, stride);
             println!(
                 "{publication_name}/{mode} mutators {mutators} stride {stride}: compactor {} faults {} \
-                 (handlers {} mutators {}), move {} copy {}, ioctls {} runs {}, recycled {} fresh {}, races {}",
+                 (handlers {} mutators {}), move {} copy {}, ioctls {} runs {}, recycled {} fresh {}, races {}, \
+                 misreported moves {}",
                 stats.by_compactor,
                 stats.by_faults(),
                 stats.by_handlers,
@@ -104,7 +105,8 @@ pub(crate) fn child(publication_name: &str, mode: &str) {
                 stats.runs,
                 stats.recycled_buffers,
                 stats.fresh_buffers,
-                stats.races
+                stats.races,
+                stats.misreported_moves
             );
             if stride == 2 && publication != Publication::Copy {
                 assert!(

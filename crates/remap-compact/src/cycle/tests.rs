@@ -1,0 +1,162 @@
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use remap::Region;
+use test_support::{require, Need};
+
+use super::*;
+use crate::{Compactor, Engine, FromSpace, PageBuffer, Publication};
+
+/// To-space page `i` is from-space page `i` with every byte complemented.
+struct Complement {
+    pages: usize,
+}
+
+impl Compactor for Complement {
+    fn pages(&self) -> usize {
+        self.pages
+    }
+
+    fn reads(&self, page: usize) -> Range<usize> {
+        page..page + 1
+    }
+
+    fn fill(&self, page: usize, src: &FromSpace<'_>, dst: &mut PageBuffer<'_>) {
+        let size = dst.len();
+        for off in (0..size).step_by(8) {
+            dst.write_u64(off, !src.read_u64(page * size + off));
+        }
+    }
+}
+
+/// Linux 6.18 can move a page and still answer EEXIST (or stop one page short, and then answer
+/// EEXIST on the retry): docs/findings/move-undercounts-a-moved-page.md and move-thp-eexist.md.
+/// The lie is replayed deterministically: page 0 is claimed, filled and marked `Mapping` the way
+/// the compaction thread does it, its buffer is moved into place behind the engine's back (the
+/// MOVE that happened), and the engine's own MOVE of it then fails on a page it has in fact
+/// published. The engine must count that page as published by MOVE, once; it used to count a
+/// race and no publication, so `published() == pages` failed (matrix.rs,
+/// `move_with_handler_threads`, once under load).
+#[test]
+fn move_that_moved_the_page_but_failed_counts_it_published_once() {
+    require!(Need::Move);
+    let page = uffd::page_size();
+    let heap_pages = 8;
+    let heap = Region::builder(heap_pages * page)
+        .populate(true)
+        .build()
+        .unwrap();
+    for j in 0..heap_pages * page / 8 {
+        heap.write_u64(j * 8, 0x1000 + j as u64);
+    }
+    let engine = Engine::builder(heap)
+        .publication(Publication::Move)
+        .handler_threads(1)
+        .batch_pages(4)
+        .build()
+        .unwrap();
+    let plan = Arc::new(Complement {
+        pages: heap_pages / 2,
+    });
+    let cycle = engine.flip(Arc::clone(&plan)).unwrap();
+    let shared = Arc::clone(cycle.shared());
+
+    // Page 0, the compaction thread's way: claim, fill, `Mapping`.
+    let claimed = pack(PROCESSING, Filler::Compactor, None);
+    assert!(shared.states[0]
+        .compare_exchange(UNPROCESSED, claimed, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok());
+    let (buf, recycled) = shared.take_buffer(0, Filler::Compactor);
+    shared.fill(0, buf, Filler::Compactor, true);
+    shared.count_fills(
+        Filler::Compactor,
+        usize::from(recycled),
+        usize::from(!recycled),
+    );
+    shared.states[0].store(
+        pack(MAPPING, Filler::Compactor, Some(buf)),
+        Ordering::Release,
+    );
+
+    // The kernel moves the page...
+    let (map, off) = shared.buf_place(buf);
+    assert_eq!(
+        raw::move_in(&shared.uffd, &shared.heap, 0, map, off, page).unwrap(),
+        page
+    );
+    // ... and the engine's MOVE of it fails (EEXIST: the destination is populated).
+    assert!(shared.publish(0, 1, buf, &mut Backoff::default()));
+    let c = &shared.counters;
+    assert_eq!(c.published_move.load(Ordering::Relaxed), 1);
+    assert_eq!(c.misreported_moves.load(Ordering::Relaxed), 1);
+    assert_eq!(c.races.load(Ordering::Relaxed), 0);
+    assert_eq!(state_of(shared.states[0].load(Ordering::Acquire)), MAPPED);
+    drop(shared);
+
+    let stats = cycle.compact().unwrap();
+    assert_eq!(stats.published(), plan.pages as u64, "{stats:?}");
+    assert_eq!(stats.published_move, plan.pages as u64, "{stats:?}");
+    assert_eq!(stats.misreported_moves, 1, "{stats:?}");
+    assert_eq!(stats.races, 0, "{stats:?}");
+    for w in 0..plan.pages * page / 8 {
+        assert_eq!(
+            engine.heap().read_u64(w * 8),
+            !(0x1000 + w as u64),
+            "word {w}"
+        );
+    }
+}
+
+/// A MOVE that really found the page there already (someone else's, its buffer still full) is
+/// a race, not a publication: settling from the buffer must not count it.
+#[test]
+fn move_onto_a_page_someone_else_published_is_a_race() {
+    require!(Need::Move);
+    let page = uffd::page_size();
+    let heap_pages = 8;
+    let heap = Region::builder(heap_pages * page)
+        .populate(true)
+        .build()
+        .unwrap();
+    let engine = Engine::builder(heap)
+        .publication(Publication::Move)
+        .handler_threads(1)
+        .batch_pages(4)
+        .build()
+        .unwrap();
+    let plan = Arc::new(Complement {
+        pages: heap_pages / 2,
+    });
+    let cycle = engine.flip(Arc::clone(&plan)).unwrap();
+    let shared = Arc::clone(cycle.shared());
+
+    let claimed = pack(PROCESSING, Filler::Compactor, None);
+    assert!(shared.states[0]
+        .compare_exchange(UNPROCESSED, claimed, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok());
+    let (buf, recycled) = shared.take_buffer(0, Filler::Compactor);
+    shared.fill(0, buf, Filler::Compactor, true);
+    shared.count_fills(
+        Filler::Compactor,
+        usize::from(recycled),
+        usize::from(!recycled),
+    );
+    shared.states[0].store(
+        pack(MAPPING, Filler::Compactor, Some(buf)),
+        Ordering::Release,
+    );
+
+    // Someone else maps page 0 (a zero page), the buffer stays full.
+    raw::zero_in(&shared.uffd, &shared.heap, 0, page).unwrap();
+    assert!(shared.publish(0, 1, buf, &mut Backoff::default()));
+    let c = &shared.counters;
+    assert_eq!(c.published_move.load(Ordering::Relaxed), 0);
+    assert_eq!(c.misreported_moves.load(Ordering::Relaxed), 0);
+    assert_eq!(c.races.load(Ordering::Relaxed), 1);
+    drop(shared);
+
+    let stats = cycle.compact().unwrap();
+    assert_eq!(stats.published_move, plan.pages as u64 - 1, "{stats:?}");
+    assert_eq!(stats.misreported_moves, 0, "{stats:?}");
+}
