@@ -1,7 +1,5 @@
 //! Integration tests of the `remap` binary: each module runs the built binary as a user would.
 
-mod bench;
-mod conform;
 mod compact;
+mod conform;
 mod probe;
-mod torture;

@@ -1,6 +1,9 @@
 //! `remap torture` end to end: a short run keeps every invariant with every walker driver active,
 //! and each injected fault makes the run fail with a replay command. Each run is a child process
 //! killed after a timeout (a torture run that hangs is a finding too, never a stuck test).
+//!
+//! A test binary of its own: the runs drive system-wide compaction, reclaim and KSM, which would
+//! disturb tests running beside them in one binary (cargo runs binaries one after another).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

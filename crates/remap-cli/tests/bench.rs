@@ -2,6 +2,11 @@
 //! every record carries every field with its type, the ratios are what they claim, interference,
 //! THP and the thread matrix are all measured, and the chart names every series; a corrupted
 //! destination exits 1; the default chart lands in the workspace's target directory.
+//!
+//! A test binary of its own, so that no test that drives the kernel's page migration (torture,
+//! conformance's THP collapses) runs beside the bench: migration makes this kernel undercount
+//! MOVEs (docs/findings/move-undercounts-a-moved-page.md), which the raw-ioctl floor reports as a
+//! failed repetition.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
