@@ -51,7 +51,7 @@ pub use stats::Spread;
 /// The progress-bar crate, re-exported so that callers name the same [`ProgressBar`] type.
 pub use indicatif;
 
-/// A progress bar for [`run`]: drawn on stderr when `visible`, hidden otherwise (style.md R15:
+/// A progress bar for [`run`]: drawn on stderr when `visible`, hidden otherwise (`docs/style.md` R15:
 /// only when stderr is a terminal and `--json` is off; the caller decides).
 ///
 /// ```

@@ -215,7 +215,7 @@ fn header(s: &mut String) {
 }
 
 fn legend(s: &mut String) {
-    let _ = writeln!(s, "\ninvariants (rmap-protocol.md section 4):");
+    let _ = writeln!(s, "\ninvariants (docs/rmap-protocol.md section 4):");
     for inv in Invariant::ALL {
         let _ = writeln!(
             s,

@@ -24,7 +24,7 @@ pub(crate) struct Output {
 
 impl Output {
     /// Progress bars only for a person watching: never with `--json` or `-q`, and only when
-    /// stderr is a terminal (style.md R15).
+    /// stderr is a terminal (`docs/style.md` R15).
     pub(crate) fn new(json: bool, quiet: bool, stderr_is_terminal: bool) -> Self {
         Output {
             json,

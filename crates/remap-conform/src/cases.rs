@@ -1,4 +1,4 @@
-//! The contract case by case: every row of the spec's Appendix A and the errno paths of its
+//! The contract case by case: every row of `docs/move-contract.md`'s Appendix A and the errno paths of its
 //! section 2, each run on this kernel and judged by the oracle under every row of the behaviour
 //! table.
 //!
@@ -1225,7 +1225,7 @@ fn run_special(
             });
         }
         Special::SecondApi => {
-            // Not a MOVE rule: the spec's section 1.4, which the oracle does not model.
+            // Not a MOVE rule: `docs/move-contract.md` section 1.4, which the oracle does not model.
             let kernel = Outcome::Call(
                 sys::second_api(h.ours())
                     .err()

@@ -1,6 +1,6 @@
 //! Checks the running kernel's `UFFDIO_MOVE` against the [`remap_oracle`] model.
 //!
-//! - [`cases`]: the contract case by case (every row of the spec's Appendix A and the errno
+//! - [`cases`]: the contract case by case (every row of `docs/move-contract.md`'s Appendix A and the errno
 //!   paths of its section 2): what this kernel did, what the oracle expects for its version,
 //!   and which rows of the [`remap_oracle::BEHAVIOUR_TABLE`] the kernel's behaviour matches.
 //! - [`diff`]: differential testing: random [`program::Program`]s from a seed, run on the

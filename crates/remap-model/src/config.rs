@@ -2,7 +2,7 @@
 
 use crate::invariant::Invariant;
 
-/// A kernel version of the protocol (`rmap-protocol.md` section 0).
+/// A kernel version of the protocol (`docs/rmap-protocol.md` section 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Version {
     /// <= 6.7: no `folio->mapping` re-check; the mover (as in 6.8) holds the folio lock and the
@@ -16,7 +16,7 @@ pub enum Version {
     V3,
 }
 
-/// A deliberate bug planted in a version (section 4 "Mutations").
+/// A deliberate bug planted in a version (`docs/rmap-protocol.md` section 4, "Versions and mutations").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mutation {

@@ -138,7 +138,7 @@ pub struct Report {
     pub complete: bool,
     /// Wall-clock time of the exploration, in milliseconds.
     pub elapsed_ms: u128,
-    /// Per invariant, in section 4 order.
+    /// Per invariant, in `docs/rmap-protocol.md` section 4 order.
     pub invariants: Vec<InvariantResult>,
     /// The loom check, for configurations with [`Config::weak_memory`].
     pub weak_memory: Option<WeakMemoryReport>,

@@ -1,10 +1,10 @@
-//! The nine invariants of `rmap-protocol.md` section 4, each named after the kernel rule it checks.
+//! The nine invariants of `docs/rmap-protocol.md` section 4, each named after the kernel rule it checks.
 
 use std::fmt;
 
 /// One invariant of the rmap / UFFDIO_MOVE protocol.
 ///
-/// The number is the one used in `rmap-protocol.md` section 4 and in the `remap model` table.
+/// The number is the one used in `docs/rmap-protocol.md` section 4 and in the `remap model` table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Invariant {
@@ -75,7 +75,7 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    /// All invariants, in section 4 order.
+    /// All invariants, in `docs/rmap-protocol.md` section 4 order.
     pub const ALL: [Invariant; 9] = [
         Invariant::AnonVmaUnlockMatchesLock,
         Invariant::RmapWalkAnonVmaAlive,
@@ -88,7 +88,7 @@ impl Invariant {
         Invariant::LockOrderNoDeadlock,
     ];
 
-    /// The number in `rmap-protocol.md` section 4 (1..=9).
+    /// The number in `docs/rmap-protocol.md` section 4 (1..=9).
     pub fn number(self) -> u8 {
         match self {
             Invariant::AnonVmaUnlockMatchesLock => 1,

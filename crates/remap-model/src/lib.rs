@@ -11,7 +11,7 @@
 //! newest `move_pages_ptes` / `move_present_ptes` with PTE batching), a munmap-and-reuse thread
 //! and optionally a second mover (ABA), a GUP-fast pinner and a fork thread (`anon_vma_fork`
 //! reusing a freed slot, COW reuse as a same-root move), for every kernel version
-//! ([`Version`]) and planted bug ([`Mutation`]). The nine invariants of `rmap-protocol.md`
+//! ([`Version`]) and planted bug ([`Mutation`]). The nine invariants of `docs/rmap-protocol.md`
 //! section 4 are [`Invariant`] variants named after the kernel rule they check. It depends on no
 //! other workspace crate and makes no syscalls. `DESIGN.md` next to `Cargo.toml` lists what is
 //! abstracted and the assumptions every result rests on.
@@ -35,7 +35,7 @@
 //!
 //! The model is an explicit state machine: each thread is a program counter plus locals
 //! ([`state`]), and [`step::step`] executes one atomic step (one line of the pseudocode in
-//! `rmap-protocol.md` 2a/2b, one lock or unlock). Three checkers run the same step functions:
+//! `docs/rmap-protocol.md` 2a/2b, one lock or unlock). Three checkers run the same step functions:
 //!
 //! - **Our exhaustive explorer** ([`explore()`]): breadth-first search over all interleavings with
 //!   state hashing and an optional preemption bound. Breadth-first order makes the first trace
@@ -48,7 +48,7 @@
 //!   search the same space independently; for every configuration of the table the integration
 //!   tests require that they find nothing in the safe ones, and in each unsafe one at least one
 //!   violation and only invariants its row expects broken. shuttle explores sequentially
-//!   consistent interleavings, which is what section 4 asks for the `anon_vma_free` handshake (a
+//!   consistent interleavings, which is what `docs/rmap-protocol.md` section 4 asks for the `anon_vma_free` handshake (a
 //!   store-buffering pattern: loom's SeqCst does not forbid the SB outcome, tokio-rs/loom#180).
 //! - **loom** ([`weak_memory`]), the weak-memory dimension: [`run_config`] also runs a two-thread
 //!   loom model (walker fast path against a V0–V2 mover) for configurations with

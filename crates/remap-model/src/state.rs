@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-/// anon_vma slot of the source VMA's anon_vma (X in `rmap-protocol.md` section 3).
+/// anon_vma slot of the source VMA's anon_vma (X in `docs/rmap-protocol.md` section 3).
 pub const SLOT_X: u8 = 0;
 /// anon_vma slot of the destination VMA's anon_vma (Y).
 pub const SLOT_Y: u8 = 1;
@@ -148,7 +148,7 @@ pub struct Folio {
     pub half_moved: bool,
 }
 
-/// Program counter of the walker (`folio_referenced` and friends); see `rmap-protocol.md` 2a.
+/// Program counter of the walker (`folio_referenced` and friends); see `docs/rmap-protocol.md` 2a.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WalkerPc {
     /// Mutation: read `folio->index` before any lock.
@@ -201,7 +201,7 @@ pub enum WalkerPc {
     Done,
 }
 
-/// Program counter of a mover (`move_pages_pte` / `move_present_pte`); see `rmap-protocol.md` 2b.
+/// Program counter of a mover (`move_pages_pte` / `move_present_pte`); see `docs/rmap-protocol.md` 2b.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MoverPc {
     /// `mmap_read_lock`.

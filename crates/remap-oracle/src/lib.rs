@@ -14,7 +14,7 @@
 //!   and what the result [`Field`] holds) and the state after it. Most operations have one
 //!   alternative; a fault that may or may not allocate a THP, a reclaim that may or may not
 //!   take a page, have several.
-//! - [`Behaviour`] is one row of [`BEHAVIOUR_TABLE`], the behaviour changes of the spec's section
+//! - [`Behaviour`] is one row of [`BEHAVIOUR_TABLE`], the behaviour changes of `docs/move-contract.md` section
 //!   2.12 as data; [`Behaviour::for_version`] picks the row of a [`KernelVersion`].
 //!
 //! Judging a result: "is this outcome allowed for this state?" is

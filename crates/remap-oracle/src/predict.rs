@@ -1,6 +1,6 @@
 //! What each operation does to a [`Space`], per [`Behaviour`] row: the prediction rules.
 //!
-//! The MOVE rules follow `move_pages()` of the newest kernel (spec sections 2.1-2.5) step by
+//! The MOVE rules follow `move_pages()` of the newest kernel (`docs/move-contract.md` sections 2.1-2.5) step by
 //! step, so that the side effects of a failed call (a source PMD split before an EEXIST, page
 //! tables allocated for holes) are predicted too. Version differences are read from the
 //! [`Behaviour`] row, never from a version number.

@@ -1,4 +1,4 @@
-//! The oracle's own tests: every errno path of the spec's section 2 and every row difference of
+//! The oracle's own tests: every errno path of `docs/move-contract.md` section 2 and every row difference of
 //! the behaviour table.
 
 use crate::*;

@@ -1,4 +1,4 @@
-//! Kernel versions and the one table of behaviour changes (spec section 2.12).
+//! Kernel versions and the one table of behaviour changes (`docs/move-contract.md` section 2.12).
 //!
 //! Every version difference the oracle knows is a field of [`Behaviour`], and every release that
 //! changed one is a row of [`BEHAVIOUR_TABLE`]. The prediction code reads the fields; it never

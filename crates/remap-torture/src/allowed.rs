@@ -1,7 +1,7 @@
 //! Which results of one `UFFDIO_MOVE` the contract allows for the state the run knows, and
 //! whether what the kernel reported matches what it did.
 //!
-//! The rules are those of `uffdio-move-spec.md` sections 2.3 and 2.7 (and Appendix A, kernel
+//! The rules are those of `docs/move-contract.md` sections 2.3 and 2.7 (and Appendix A, kernel
 //! 6.18), per page in ascending address order: a populated destination stops the move with
 //! EEXIST; a source hole with ENOENT unless `ALLOW_SRC_HOLES` (then it counts as moved and the
 //! destination stays empty); a page that may be shared (a fork since it was last written, a KSM

@@ -36,7 +36,7 @@
 //! Each such *run* is issued as one `UFFDIO_MOVE` (more only after partial progress or a refused
 //! page). The kernel walks a run PMD by PMD and, since 6.18, moves consecutive small pages under
 //! one page-table lock and one TLB flush, so one ioctl for 512 pages costs a fraction of 512
-//! ioctls (see `performance-anchors.md`: ~1.1 us per single-page call against ~62-90 ns per page in
+//! ioctls (see `docs/performance.md`: ~1.1 us per single-page call against ~62-90 ns per page in
 //! 2 MiB calls).
 //!
 //! # Whole-PMD moves

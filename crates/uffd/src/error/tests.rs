@@ -1,4 +1,4 @@
-//! Decoding of failed range ioctls, per spec section 2.7.
+//! Decoding of failed range ioctls, per `docs/move-contract.md` §2.7.
 
 use super::*;
 

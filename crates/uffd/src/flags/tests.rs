@@ -1,4 +1,4 @@
-//! Pins every flag bit to the uapi header's value (spec section 1).
+//! Pins every flag bit to the uapi header's value (`docs/move-contract.md` §1.2-1.3).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! The errno contract of `UFFDIO_MOVE`: one test per row of the spec's Appendix A (probe results
+//! The errno contract of `UFFDIO_MOVE`: one test per row of `docs/move-contract.md` Appendix A (results
 //! on 6.18), except the THP rows (`thp`) and the fork rows (`fork`). After every failed move,
 //! `assert_nothing_lost` checks that each page is at its source or its destination, intact.
 

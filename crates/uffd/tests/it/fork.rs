@@ -1,4 +1,4 @@
-//! The fork rows of Appendix A, and `EVENT_FORK`. Each test runs in a child process of its own
+//! The fork rows of `docs/move-contract.md` Appendix A, and `EVENT_FORK`. Each test runs in a child process of its own
 //! (`run_in_child`), so its forks share no other test's pages. After `fork(2)` the forked process
 //! only makes async-signal-safe calls (`read`, `close`, the MOVE ioctl, `_exit`): the test
 //! process has other threads, whose locks may be held at the fork.

@@ -1,7 +1,7 @@
 //! Integration tests of the `uffd` crate against the real kernel.
 //!
-//! Each module pins one area of the contract in `docs/uffdio-move-spec.md`: the kernel
-//! selftests' MOVE semantics (`selftest`), the errno table of Appendix A (`errno`, `thp`,
+//! Each module pins one area of the contract in `docs/move-contract.md`: the kernel
+//! selftests' MOVE semantics (`selftest`), the errno table of its Appendix A (`errno`, `thp`,
 //! `fork`), creation and capabilities (`create`), and non-cooperative events (`events`).
 //!
 //! Memory is owned by `test_support::mem::Mapping` and only ever touched with volatile accesses:

@@ -1,5 +1,5 @@
 //! The kernel selftests' MOVE semantics (`tools/testing/selftests/mm/uffd-unit-tests.c`: `move`,
-//! `move-pmd`, `move-pmd-split`, and the MOVE part of `mmap-changing`), spec section 4.1.
+//! `move-pmd`, `move-pmd-split`, and the MOVE part of `mmap-changing`), `docs/move-contract.md` §4.1.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The THP rows of Appendix A: whole-PMD moves, splits, the huge zero page, partial THPs.
+//! The THP rows of `docs/move-contract.md` Appendix A: whole-PMD moves, splits, the huge zero page, partial THPs.
 
 use test_support::mem::{self, Advice, Mapping, HUGE_PAGE};
 use test_support::{require, Need};
@@ -62,8 +62,8 @@ fn thp_4m_aligned_moves_whole_pmds() {
     let dst = thp_dst(&uffd, len);
     let (rc, out) = raw_move(&uffd, dst.as_ptr(), src.as_ptr(), len, 0);
     assert_eq!((rc, out), (Ok(()), len as i64));
-    // Spec Appendix A records "dst AnonHuge 8192 kB" for this row; two PMDs are 4096 kB, which is
-    // what this kernel shows for a 4 MiB destination.
+    // Two PMDs: 4096 kB of AnonHugePages at the 4 MiB destination (`docs/move-contract.md`
+    // Appendix A, note 1).
     assert_eq!(dst.anon_huge_kb().unwrap(), 4096, "dst not PMD-mapped");
     if root() {
         assert!(mem::is_thp(dst.addr()).unwrap() && mem::is_thp(dst.addr() + HUGE_PAGE).unwrap());
