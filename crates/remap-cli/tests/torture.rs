@@ -6,6 +6,7 @@
 //! disturb tests running beside them in one binary (cargo runs binaries one after another).
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -48,11 +49,15 @@ fn torture(args: &[&str], timeout: Duration) -> Run {
             break Some(status);
         }
         if Instant::now() > deadline {
-            // SIGTERM first: the run restores the machine on it.
+            // SIGTERM first: the run restores the machine on it, which can take a while (the
+            // cgroup's removal, swapoff of a full zram), so it gets up to a minute.
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            std::thread::sleep(Duration::from_secs(10));
+            let grace = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < grace && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -96,10 +101,19 @@ fn torture_short_run_keeps_every_invariant_with_every_walker() {
         Duration::from_secs(240),
     );
     let lines = json_lines(&run.stdout);
-    assert_eq!(lines[0]["type"], "config", "{}", run.stdout);
+    // Everything a failure needs: the exit code and the end of stderr (the reason of an exit 2).
+    let context = || {
+        let tail: Vec<&str> = run.stderr.lines().rev().take(20).collect();
+        format!(
+            "exit code {:?}\n--- stderr (last lines, newest first)\n{}",
+            run.code,
+            tail.join("\n")
+        )
+    };
+    assert_eq!(lines[0]["type"], "config", "{}", context());
     assert_eq!(lines[0]["data"]["seed"], 0x5eed);
     let summary = &lines.last().expect("a summary line")["data"];
-    assert_eq!(lines.last().unwrap()["type"], "summary");
+    assert_eq!(lines.last().unwrap()["type"], "summary", "{}", context());
     let moved = summary["pages_moved"].as_u64().expect("pages_moved");
     assert!(moved > 10_000, "only {moved} pages moved: {summary}");
     for w in summary["walkers"].as_array().expect("walkers") {
@@ -220,16 +234,23 @@ fn torture_catches_a_misreported_result() {
 
 #[test]
 fn torture_without_root_says_why_and_exits_2() {
-    require!(Need::Move);
-    // As nobody (uid 65534): the run needs root and must say so.
-    let out = Command::new(env!("CARGO_BIN_EXE_remap"))
+    require!(Need::Move, Need::Root);
+    // As nobody (uid 65534): the run needs root and must say so. nobody may not be able to reach
+    // the build directory, so it runs a world-executable copy of the binary.
+    let dir = std::env::temp_dir().join(format!("remap-torture-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let exe = dir.join("remap");
+    std::fs::copy(env!("CARGO_BIN_EXE_remap"), &exe).expect("copying the binary");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
+    let out = Command::new(&exe)
         .args(["torture", "--duration", "1s"])
         .uid(65534)
-        .output();
-    let Ok(out) = out else {
-        eprintln!("skipping torture_without_root_says_why_and_exits_2: cannot drop privileges");
-        return;
-    };
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+        .gid(65534)
+        .output()
+        .expect("running remap torture as nobody");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
 }

@@ -246,9 +246,10 @@ impl Engine {
                     .register(from_ptr, from.len(), RegisterMode::MISSING)?;
                 let moved = raw::move_out_all(&shared.uffd, from, heap);
                 let _ = shared.uffd.unregister(from_ptr, from.len());
-                if let Err(error) = &moved {
-                    // Nothing lost: move what already left back into the (registered) heap.
-                    let back = raw::move_back(&shared.uffd, heap, from, error.done());
+                if moved.is_err() {
+                    // Nothing lost: move what already left back into the (registered) heap, the
+                    // whole range, since the kernel may have moved more than it counted.
+                    let back = raw::move_back(&shared.uffd, heap, from, heap.len());
                     if let Err(e) = back {
                         tracing::error!(error = %e, "moving the heap back after a failed MOVE flip");
                         self.kept

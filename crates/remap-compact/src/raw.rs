@@ -398,22 +398,38 @@ pub(crate) fn move_out_all(
 }
 
 /// Undoes a failed MOVE flip: `UFFDIO_MOVE` with `ALLOW_SRC_HOLES` of the first `len` bytes of
-/// `from` back into the heap (registered with `uffd`, so a valid destination).
+/// `from` back into the heap (registered with `uffd`, so a valid destination). Returns the bytes
+/// moved back.
+///
+/// Every page of the range is tried, not only the ones the failed flip counted: a MOVE racing
+/// migration can move pages it does not count (docs/findings/move-undercounts-a-moved-page.md).
+/// A page that never left the heap answers EEXIST and is stepped over.
 pub(crate) fn move_back(
     uffd: &uffd::Uffd,
     heap: &Region,
     from: &Mapping,
     len: usize,
 ) -> Result<usize, uffd::RangeError> {
-    if len == 0 {
-        return Ok(0);
+    let page = heap.page_size();
+    let (mut offset, mut moved) = (0, 0);
+    while offset < len {
+        let rest = len - offset;
+        let (Some(d), Some(s)) = (heap_ptr(heap, offset, rest), map_ptr(from, offset, rest)) else {
+            return Err(uffd::RangeError::Invalid { done: moved });
+        };
+        // SAFETY: as `move_in`: the heap (a live `Region`, never referenced) is the destination,
+        // our own from-space mapping (no span exists: the cycle never started) the source.
+        match unsafe { uffd.move_all(d, s, rest, uffd::MoveFlags::ALLOW_SRC_HOLES) } {
+            Ok(done) => return Ok(moved + done),
+            // The page at `done` is still in the heap: step over it.
+            Err(uffd::RangeError::Exists { done }) => {
+                moved += done;
+                offset += done + page;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let (Some(d), Some(s)) = (heap_ptr(heap, 0, len), map_ptr(from, 0, len)) else {
-        return Err(uffd::RangeError::Invalid { done: 0 });
-    };
-    // SAFETY: as `move_in`: the heap (a live `Region`, never referenced) is the destination, our
-    // own from-space mapping (no span exists: the cycle never started) the source.
-    unsafe { uffd.move_all(d, s, len, uffd::MoveFlags::ALLOW_SRC_HOLES) }
+    Ok(moved)
 }
 
 // -------------------------------------------------------------------------------------------------

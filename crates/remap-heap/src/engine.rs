@@ -83,9 +83,9 @@ impl Compactor for HeapCompactor {
 // the header of the first object landing on the page through the last live word landing on it,
 // which are all the from-space words `fill_page` reads (the fill reads each object's header and
 // words only, and reaches objects through the begin bitmap, never through heap references);
-// destinations are inside `0..page_words`. The `expect`s in the fill and plan state invariants
-// of a plan built from a marked heap (every live word belongs to an object, live words follow
-// while `d1` is not reached), which `Plan::new` establishes.
+// destinations are inside `0..page_words`. The fill never panics: where an invariant of the plan
+// (live words follow while `d1` is not reached, which `Plan::new` establishes) could fail, it
+// calls `abort`, which is async-signal-safe.
 unsafe impl SignalSafeCompactor for HeapCompactor {}
 
 /// How faults are served in an engine cycle.

@@ -97,7 +97,9 @@ where
         obj = plan
             .begin
             .next_set(obj + size)
-            .expect("live words remain, so a live object follows");
+            // Live words remain, so a live object follows (`Plan::new`'s invariant). The fill
+            // may run in a signal handler, where a panic is not safe: a broken plan aborts.
+            .unwrap_or_else(|| std::process::abort());
     }
     if let Some((s, at)) = run {
         dst.copy_words(at, src, s, run_end - s);
@@ -139,6 +141,8 @@ where
         obj = plan
             .begin
             .next_set(obj + size)
-            .expect("live words remain, so a live object follows");
+            // Live words remain, so a live object follows (`Plan::new`'s invariant). The fill
+            // may run in a signal handler, where a panic is not safe: a broken plan aborts.
+            .unwrap_or_else(|| std::process::abort());
     }
 }

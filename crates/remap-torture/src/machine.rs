@@ -127,7 +127,10 @@ impl MachineGuard {
     }
 
     fn save_state(&self) {
-        let mut text = format!("pid {}\n", std::process::id());
+        // The start time goes with the pid: a pid alone is reused, and a stale state file must
+        // not make a later run believe an unrelated process is a torture run still going.
+        let pid = std::process::id();
+        let mut text = format!("pid {pid} {}\n", start_time(pid).unwrap_or(0));
         for (name, old) in &self.ksm_saved {
             text.push_str(&format!("ksm {name} {old}\n"));
         }
@@ -150,10 +153,15 @@ impl MachineGuard {
         };
         let mut earlier = MachineGuard::default();
         let mut pid = 0u32;
+        let mut started = None;
         for line in text.lines() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
                 ["pid", p] => pid = p.parse().unwrap_or(0),
+                ["pid", p, s] => {
+                    pid = p.parse().unwrap_or(0);
+                    started = s.parse::<u64>().ok();
+                }
                 ["ksm", name, old] => earlier
                     .ksm_saved
                     .push(((*name).to_owned(), (*old).to_owned())),
@@ -165,7 +173,11 @@ impl MachineGuard {
                 _ => {}
             }
         }
-        if pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+        // Alive only if that pid still runs the same process (same start time): pids are reused.
+        let alive = pid != 0
+            && pid != std::process::id()
+            && start_time(pid).is_some_and(|now| started.is_none_or(|then| then == now));
+        if alive {
             earlier.restored = true;
             return Err(format!("another remap torture (pid {pid}) is running"));
         }
@@ -492,4 +504,13 @@ impl KernelLog {
         }
         out
     }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which with its
+/// pid names one process for good.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }

@@ -43,17 +43,71 @@ pub fn run_in_child(timeout: Duration) -> bool {
         return false;
     }
     let name = crate::test_name("?");
-    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+    let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+    command
         .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &name)
+        .env(CHILD_ENV, &name);
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = run_with_timeout(&mut command, timeout);
+    let Some(status) = status else {
+        panic!(
+            "child run of {name} did not finish within {timeout:?} (killed):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+    };
+    assert!(
+        status.success() && stdout.contains("1 passed"),
+        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // Forward a skip notice from the child, so it is visible in the parent's output.
+    for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
+        eprintln!("{line}");
+    }
+    true
+}
+
+/// What a command run by [`output_within`] left: its exit status (`None` when it outlived the
+/// timeout and was killed) and its output.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit status, or `None` when the command was killed at the timeout.
+    pub status: Option<std::process::ExitStatus>,
+    /// Everything it wrote on stdout.
+    pub stdout: String,
+    /// Everything it wrote on stderr.
+    pub stderr: String,
+}
+
+/// Runs `command` with stdin closed and both output pipes drained on threads (so a chatty
+/// command never blocks on a full pipe), killing it after `timeout`.
+///
+/// # Panics
+///
+/// When the command cannot be started, or outlives `timeout` (it is killed, and the panic shows
+/// what it printed).
+#[track_caller]
+pub fn output_within(command: &mut Command, timeout: Duration) -> Finished {
+    let finished = run_with_timeout(command, timeout);
+    if finished.status.is_none() {
+        panic!(
+            "{command:?} did not finish within {timeout:?} (killed):\n--- stdout\n{}\n--- stderr\n{}",
+            finished.stdout, finished.stderr
+        );
+    }
+    finished
+}
+
+fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("starting the test binary as a child");
-    // Drain both pipes on threads, so a chatty child never blocks on a full pipe. A grandchild
-    // (a test that forks) may keep a pipe open after the child is gone: the output is then
-    // waited for only a little while.
+        .expect("starting the child process");
+    // A grandchild (a test that forks) may keep a pipe open after the child is gone: the output
+    // is then waited for only a little while.
     let drain = |mut pipe: Box<dyn Read + Send>| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -78,20 +132,9 @@ pub fn run_in_child(timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     };
     let grace = Duration::from_secs(5);
-    let stdout = stdout.recv_timeout(grace).unwrap_or_default();
-    let stderr = stderr.recv_timeout(grace).unwrap_or_default();
-    let Some(status) = status else {
-        panic!(
-            "child run of {name} did not finish within {timeout:?} (killed):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-        );
-    };
-    assert!(
-        status.success() && stdout.contains("1 passed"),
-        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    // Forward a skip notice from the child, so it is visible in the parent's output.
-    for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
-        eprintln!("{line}");
+    Finished {
+        status,
+        stdout: stdout.recv_timeout(grace).unwrap_or_default(),
+        stderr: stderr.recv_timeout(grace).unwrap_or_default(),
     }
-    true
 }

@@ -2,30 +2,27 @@
 //! and verified; an injected wrong byte or dangling reference exits 1; each run is a child
 //! process with a timeout.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 use test_support::{require, Need};
 
 /// Runs `remap compact ARGS`, killing it after `timeout`.
 fn compact(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remap"))
-        .arg("compact")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > timeout {
-            child.kill().ok();
-            panic!("remap compact {args:?} hung for {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // Both pipes are drained while it runs, so a chatty run never blocks on a full pipe.
+    let out = test_support::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_remap"))
+            .arg("compact")
+            .args(args),
+        timeout,
+    );
+    Output {
+        status: out.status.unwrap_or(ExitStatus::from_raw(-1)),
+        stdout: out.stdout.into_bytes(),
+        stderr: out.stderr.into_bytes(),
     }
-    child.wait_with_output().unwrap()
 }
 
 const SMALL: &[&str] = &["--heap-size", "8M", "--reps", "1"];

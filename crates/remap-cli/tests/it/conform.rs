@@ -1,15 +1,23 @@
 //! `remap conform` end to end: the case table, a CI-sized differential run, the JSON Lines
 //! envelope, and an injected oracle bug caught, shrunk and replayed (exit 1).
 
-use std::process::{Command, Output};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
 
 use test_support::{require, Need};
 
+/// Runs `remap ARGS`, killed (and the test failed) after ten minutes.
 fn remap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remap"))
-        .args(args)
-        .output()
-        .expect("running remap")
+    let out = test_support::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_remap")).args(args),
+        Duration::from_secs(600),
+    );
+    Output {
+        status: out.status.unwrap_or(ExitStatus::from_raw(-1)),
+        stdout: out.stdout.into_bytes(),
+        stderr: out.stderr.into_bytes(),
+    }
 }
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {

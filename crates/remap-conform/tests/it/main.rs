@@ -17,17 +17,20 @@ fn run_in_child() -> bool {
     if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
         return false;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A hung program (a fault nobody serves, a child that never exits) is killed, not waited on.
+    let out = test_support::child::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &name),
+        std::time::Duration::from_secs(600),
+    );
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    let status = out
+        .status
+        .expect("output_within returns only finished runs");
     assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child run of {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
+        status.success() && stdout.contains("1 passed"),
+        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
         eprintln!("{line}");

@@ -7,10 +7,9 @@
 //! the scenario named in the environment; run by hand without it (`--ignored`), it runs every
 //! scenario of its table as a child and checks each one's outcome, like the tests do one by one.
 
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use test_support::Need;
 
@@ -18,7 +17,7 @@ use test_support::Need;
 pub(crate) const CHILD_ENV: &str = "REMAP_SERVER_CHILD";
 
 /// How long a child may run before it counts as hung.
-pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a child scenario must end with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,45 +47,22 @@ pub(crate) fn scenario() -> Option<String> {
 /// Re-runs this test binary for `scenario` through the dispatcher test `dispatcher` (its full
 /// path, e.g. `server::child_scenarios`), killed after [`CHILD_TIMEOUT`]: a hang panics.
 pub(crate) fn run(dispatcher: &str, scenario: &str) -> (ExitStatus, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            dispatcher,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, scenario)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child scenario {scenario} hangs (killed after {CHILD_TIMEOUT:?})");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let out = test_support::child::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                dispatcher,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, scenario),
+        CHILD_TIMEOUT,
+    );
+    let status = out
+        .status
+        .expect("output_within returns only finished runs");
+    let (out, err) = (out.stdout, out.stderr);
     (status, format!("{out}\n--- stderr\n{err}"))
 }
 

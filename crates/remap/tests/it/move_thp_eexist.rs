@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use remap::inspect::{self, Pagemap};
+use remap::inspect::{self, PageState, Pagemap};
 use remap::region::{Region, Thp, HUGE_PAGE_SIZE};
 use test_support::{require, Need};
 use uffd::{MoveFlags, RangeError, RegisterMode, Uffd};
@@ -66,8 +66,12 @@ fn trial(uffd: &Uffd, pagemap: &Pagemap) -> Option<(usize, usize)> {
                     let result = unsafe {
                         uffd.move_pages(to as *mut u8, from as *mut u8, page(), MoveFlags::DONTWAKE)
                     };
-                    let at_src = pagemap.state(from).unwrap().is_present();
-                    let at_dst = pagemap.state(to).unwrap().is_present();
+                    // Occupied, not only present: while the other thread's MOVE splits the folio,
+                    // or compaction migrates it, a page's entry is a migration entry (pagemap's
+                    // swapped bit), which is still the page, at that end.
+                    let occupied =
+                        |addr| !matches!(pagemap.state(addr).unwrap(), PageState::Absent);
+                    let (at_src, at_dst) = (occupied(from), occupied(to));
                     assert!(
                         at_src != at_dst,
                         "page {i}: present at source {at_src}, at destination {at_dst} after \
