@@ -63,6 +63,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod counters;
 pub mod inspect;
 pub mod mover;
 pub mod region;

@@ -143,7 +143,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use crate::region::Region;
 
@@ -443,56 +443,59 @@ pub enum ServerError {
     },
 }
 
-/// A snapshot of a server's counters ([`FaultServer::stats`]).
-///
-/// Every fault read counts once in `faults`; then it is served (one of `served_*`), lost a race
-/// (`races`: already resolved, answered with a wake), left unresolved by the source (`left`),
-/// dropped (`dropped`: its range was unmapped or remapped away, or it was outside the region),
-/// or failed (`errors`). A fault
-/// retried after EAGAIN counts once in `faults` and once per EAGAIN in `retries`.
-///
-/// A serve is counted just before the ioctl that resolves it (and taken back if the ioctl fails),
-/// so a thread woken by it already sees its fault counted; while resolves are in flight the
-/// `served_*` counters may briefly include a fault that turns out to be a race.
-///
-/// ```
-/// let stats = remap::server::ServerStats::default();
-/// assert_eq!(stats.served(), 0);
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Page-fault events read (or SIGBUS faults taken).
-    pub faults: u64,
-    /// Faults served with `UFFDIO_ZEROPAGE`.
-    pub served_zero: u64,
-    /// Faults served with `UFFDIO_COPY`.
-    pub served_copy: u64,
-    /// Faults served with `UFFDIO_MOVE`.
-    pub served_move: u64,
-    /// Faults answered with `UFFDIO_POISON`.
-    pub poisoned: u64,
-    /// Faults already resolved by another thread (EEXIST), answered with `UFFDIO_WAKE`.
-    pub races: u64,
-    /// Resolves that got EAGAIN (events pending) and were retried after reading events.
-    pub retries: u64,
-    /// Faults the source chose to leave unresolved.
-    pub left: u64,
-    /// Faults dropped because their range was unmapped or remapped away, or was outside the
-    /// region (a mapping grown out of it): each page unregistered, then its thread woken.
-    pub dropped: u64,
-    /// Resolves that failed with another error (logged, rate-limited): each is followed by one
-    /// fallback resolve per the [`FailurePolicy`].
-    pub errors: u64,
-    /// Failed resolves that the [`FailurePolicy`] fallback then resolved.
-    pub fallbacks: u64,
-    /// `UFFD_EVENT_REMOVE` events read.
-    pub removes: u64,
-    /// `UFFD_EVENT_UNMAP` events read.
-    pub unmaps: u64,
-    /// `UFFD_EVENT_REMAP` events read.
-    pub remaps: u64,
-    /// `UFFD_EVENT_FORK` events read.
-    pub forks: u64,
+crate::counters! {
+    /// A snapshot of a server's counters ([`FaultServer::stats`]).
+    ///
+    /// Every fault read counts once in `faults`; then it is served (one of `served_*`), lost a race
+    /// (`races`: already resolved, answered with a wake), left unresolved by the source (`left`),
+    /// dropped (`dropped`: its range was unmapped or remapped away, or it was outside the region),
+    /// or failed (`errors`). A fault
+    /// retried after EAGAIN counts once in `faults` and once per EAGAIN in `retries`.
+    ///
+    /// A serve is counted just before the ioctl that resolves it (and taken back if the ioctl fails),
+    /// so a thread woken by it already sees its fault counted; while resolves are in flight the
+    /// `served_*` counters may briefly include a fault that turns out to be a race.
+    ///
+    /// ```
+    /// let stats = remap::server::ServerStats::default();
+    /// assert_eq!(stats.served(), 0);
+    /// ```
+    pub struct ServerStats;
+    /// The live counters behind [`ServerStats`].
+    pub(crate) struct Counters {
+        /// Page-fault events read (or SIGBUS faults taken).
+        faults,
+        /// Faults served with `UFFDIO_ZEROPAGE`.
+        served_zero,
+        /// Faults served with `UFFDIO_COPY`.
+        served_copy,
+        /// Faults served with `UFFDIO_MOVE`.
+        served_move,
+        /// Faults answered with `UFFDIO_POISON`.
+        poisoned,
+        /// Faults already resolved by another thread (EEXIST), answered with `UFFDIO_WAKE`.
+        races,
+        /// Resolves that got EAGAIN (events pending) and were retried after reading events.
+        retries,
+        /// Faults the source chose to leave unresolved.
+        left,
+        /// Faults dropped because their range was unmapped or remapped away, or was outside the
+        /// region (a mapping grown out of it): each page unregistered, then its thread woken.
+        dropped,
+        /// Resolves that failed with another error (logged, rate-limited): each is followed by one
+        /// fallback resolve per the [`FailurePolicy`].
+        errors,
+        /// Failed resolves that the [`FailurePolicy`] fallback then resolved.
+        fallbacks,
+        /// `UFFD_EVENT_REMOVE` events read.
+        removes,
+        /// `UFFD_EVENT_UNMAP` events read.
+        unmaps,
+        /// `UFFD_EVENT_REMAP` events read.
+        remaps,
+        /// `UFFD_EVENT_FORK` events read.
+        forks,
+    }
 }
 
 impl ServerStats {
@@ -502,52 +505,9 @@ impl ServerStats {
     }
 }
 
-/// The live counters behind [`ServerStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) faults: AtomicU64,
-    pub(crate) served_zero: AtomicU64,
-    pub(crate) served_copy: AtomicU64,
-    pub(crate) served_move: AtomicU64,
-    pub(crate) poisoned: AtomicU64,
-    pub(crate) races: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) left: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) fallbacks: AtomicU64,
-    pub(crate) removes: AtomicU64,
-    pub(crate) unmaps: AtomicU64,
-    pub(crate) remaps: AtomicU64,
-    pub(crate) forks: AtomicU64,
-}
-
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) use crate::counters::bump;
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> ServerStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ServerStats {
-            faults: get(&self.faults),
-            served_zero: get(&self.served_zero),
-            served_copy: get(&self.served_copy),
-            served_move: get(&self.served_move),
-            poisoned: get(&self.poisoned),
-            races: get(&self.races),
-            retries: get(&self.retries),
-            left: get(&self.left),
-            dropped: get(&self.dropped),
-            errors: get(&self.errors),
-            fallbacks: get(&self.fallbacks),
-            removes: get(&self.removes),
-            unmaps: get(&self.unmaps),
-            remaps: get(&self.remaps),
-            forks: get(&self.forks),
-        }
-    }
-
     pub(crate) fn counter(&self, resolution: &Resolution<'_>) -> &AtomicU64 {
         match resolution {
             Resolution::Zero => &self.served_zero,
