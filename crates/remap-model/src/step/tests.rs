@@ -1,3 +1,5 @@
+use super::locks::{global_checks, put_step, up_read};
+use super::walker::verify_folio_lock_anon_vma_read_current;
 use super::*;
 use crate::config::{expected_table, Completeness, Version};
 
