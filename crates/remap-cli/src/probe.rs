@@ -7,7 +7,7 @@ use std::io::Write;
 
 use remap::system::Machine;
 use serde::Serialize;
-use uffd::{Capabilities, CreatePath, Features, Ioctls, FEATURE_NAMES, IOCTL_NAMES};
+use uffd::{Capabilities, CreatePath, Features, Ioctls};
 
 use crate::output::write_json_line;
 use crate::{Outcome, Output};
@@ -177,9 +177,9 @@ fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Rep
             .ok()
             .and_then(|s| s.trim().parse().ok()),
         paths,
-        features: FEATURE_NAMES
-            .iter()
-            .map(|&(bit, name)| Flag {
+        features: Features::all()
+            .iter_names()
+            .map(|(name, bit)| Flag {
                 name,
                 yes: features.contains(bit),
             })
@@ -195,9 +195,9 @@ fn probe(args: &ProbeArgs, caps: Result<Capabilities, uffd::CreateError>) -> Rep
 }
 
 fn flags(ioctls: Ioctls) -> Vec<Flag> {
-    IOCTL_NAMES
-        .iter()
-        .map(|&(bit, name)| Flag {
+    Ioctls::all()
+        .iter_names()
+        .map(|(name, bit)| Flag {
             name,
             yes: ioctls.contains(bit),
         })

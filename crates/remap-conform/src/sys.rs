@@ -7,8 +7,8 @@
 //! This is the crate's only module besides `exec` with `unsafe`. Everything here acts on a
 //! [`Window`] the checker mapped itself (never `MAP_FIXED` over memory it does not own), and no
 //! Rust reference ever points into the window: contents are reached through volatile loads and
-//! stores only. The raw range ioctls go through `uffd::sys`'s raw wrappers (the only place that
-//! issues userfaultfd ioctls), not through `Uffd`, because a conformance checker must see the
+//! stores only. The raw range ioctls go through the wrappers `uffd::raw` re-exports (defined in
+//! `uffd::sys`, the only place that issues userfaultfd ioctls), not through `Uffd`, because a conformance checker must see the
 //! result field exactly as the kernel wrote it (including "untouched").
 
 #![allow(unsafe_code)]
@@ -257,7 +257,7 @@ pub unsafe fn raw_move(
     len: usize,
     mode: u64,
 ) -> (Result<(), Errno>, i64) {
-    let mut arg = uffd::sys::uffdio_move {
+    let mut arg = uffd::raw::uffdio_move {
         dst: dst as u64,
         src: src as u64,
         len: len as u64,
@@ -265,7 +265,7 @@ pub unsafe fn raw_move(
         move_: UNTOUCHED,
     };
     // SAFETY: no Rust reference points into either range (the caller's contract).
-    let rc = unsafe { uffd::sys::move_(uffd, &mut arg) };
+    let rc = unsafe { uffd::raw::move_(uffd, &mut arg) };
     (rc, arg.move_)
 }
 
@@ -282,7 +282,7 @@ pub unsafe fn raw_copy(
     len: usize,
     mode: u64,
 ) -> (Result<(), Errno>, i64) {
-    let mut arg = uffd::sys::uffdio_copy {
+    let mut arg = uffd::raw::uffdio_copy {
         dst: dst as u64,
         src: src as u64,
         len: len as u64,
@@ -291,7 +291,7 @@ pub unsafe fn raw_copy(
     };
     // SAFETY: no Rust reference points into the destination, and `src` is readable (the caller's
     // contract).
-    let rc = unsafe { uffd::sys::copy(uffd, &mut arg) };
+    let rc = unsafe { uffd::raw::copy(uffd, &mut arg) };
     (rc, arg.copy)
 }
 
@@ -306,8 +306,8 @@ pub unsafe fn raw_zeropage(
     len: usize,
     mode: u64,
 ) -> (Result<(), Errno>, i64) {
-    let mut arg = uffd::sys::uffdio_zeropage {
-        range: uffd::sys::uffdio_range {
+    let mut arg = uffd::raw::uffdio_zeropage {
+        range: uffd::raw::uffdio_range {
             start: dst as u64,
             len: len as u64,
         },
@@ -315,7 +315,7 @@ pub unsafe fn raw_zeropage(
         zeropage: UNTOUCHED,
     };
     // SAFETY: no Rust reference points into the destination (the caller's contract).
-    let rc = unsafe { uffd::sys::zeropage(uffd, &mut arg) };
+    let rc = unsafe { uffd::raw::zeropage(uffd, &mut arg) };
     (rc, arg.zeropage)
 }
 
@@ -413,7 +413,7 @@ pub unsafe fn move_in_child(
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        let mut arg = uffd::sys::uffdio_move {
+        let mut arg = uffd::raw::uffdio_move {
             dst: dst as u64,
             src: src as u64,
             len: len as u64,
@@ -425,7 +425,7 @@ pub unsafe fn move_in_child(
         unsafe {
             libc::close(rr);
             let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-            let rc = uffd::sys::move_(fd, &mut arg);
+            let rc = uffd::raw::move_(fd, &mut arg);
             let errno = match rc {
                 Ok(()) => 0,
                 Err(e) => e.raw_os_error(),
@@ -469,10 +469,10 @@ pub fn guard_supported() -> bool {
 
 /// A second `UFFDIO_API` on `uffd` (whose first one the binding made): its result.
 pub fn second_api(uffd: impl AsFd) -> Result<(), Errno> {
-    let mut api = uffd::sys::uffdio_api {
-        api: uffd::sys::UFFD_API,
+    let mut api = uffd::raw::uffdio_api {
+        api: uffd::raw::UFFD_API,
         features: 0,
         ioctls: 0,
     };
-    uffd::sys::api(uffd, &mut api)
+    uffd::raw::api(uffd, &mut api)
 }

@@ -2,12 +2,12 @@
 //! so a regression in the handler's hot path shows in `cargo bench`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use uffd::{sys, Event, EventBuffer};
+use uffd::{raw, Event, EventBuffer};
 
 fn decode(c: &mut Criterion) {
-    let msgs: Vec<sys::uffd_msg> = (0..64u64)
-        .map(|i| sys::uffd_msg {
-            event: sys::UFFD_EVENT_PAGEFAULT,
+    let msgs: Vec<raw::uffd_msg> = (0..64u64)
+        .map(|i| raw::uffd_msg {
+            event: raw::UFFD_EVENT_PAGEFAULT,
             arg: [1, 0x7f00_0000_0000 + i * 4096, i],
             ..Default::default()
         })

@@ -136,7 +136,6 @@ impl UffdBuilder {
                 fd,
                 self.features,
                 Features::from_bits_retain(api.features),
-                Ioctls::from_bits_retain(api.ioctls),
                 path,
             )),
             Err(errno) => Err(self.explain_api_failure(errno)),

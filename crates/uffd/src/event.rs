@@ -196,11 +196,6 @@ impl EventBuffer {
         Drain { buf: self }
     }
 
-    /// The raw messages not yet taken (peeking does not claim fork fds).
-    pub fn raw(&self) -> &[sys::uffd_msg] {
-        &self.msgs[self.pos..self.len]
-    }
-
     /// Drops the remaining events, closing the fds of untaken fork events.
     pub(crate) fn discard(&mut self) {
         self.fork_fds.iter_mut().for_each(|fd| *fd = None);

@@ -7,11 +7,20 @@ use crate::sys;
 bitflags! {
     /// `UFFD_FEATURE_*`: what `UFFDIO_API` negotiates and reports.
     ///
+    /// The names of the known bits, in bit order, are bitflags' own:
+    /// `Features::all().iter_names()` yields `("PAGEFAULT_FLAG_WP", ..)` to `("MOVE", ..)`.
+    ///
     /// ```
     /// let caps = uffd::Capabilities::probe()?;
     /// if caps.features().contains(uffd::Features::MOVE) {
     ///     // UFFDIO_MOVE is available
     /// }
+    /// // A report: every known feature by name, and whether this kernel has it.
+    /// let report: Vec<(&str, bool)> = uffd::Features::all()
+    ///     .iter_names()
+    ///     .map(|(name, bit)| (name, caps.features().contains(bit)))
+    ///     .collect();
+    /// assert_eq!(report[0].0, "PAGEFAULT_FLAG_WP");
     /// # Ok::<(), uffd::CreateError>(())
     /// ```
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,30 +65,12 @@ bitflags! {
     }
 }
 
-/// The names of the known feature bits, in bit order (for reports).
-pub const FEATURE_NAMES: &[(Features, &str)] = &[
-    (Features::PAGEFAULT_FLAG_WP, "PAGEFAULT_FLAG_WP"),
-    (Features::EVENT_FORK, "EVENT_FORK"),
-    (Features::EVENT_REMAP, "EVENT_REMAP"),
-    (Features::EVENT_REMOVE, "EVENT_REMOVE"),
-    (Features::MISSING_HUGETLBFS, "MISSING_HUGETLBFS"),
-    (Features::MISSING_SHMEM, "MISSING_SHMEM"),
-    (Features::EVENT_UNMAP, "EVENT_UNMAP"),
-    (Features::SIGBUS, "SIGBUS"),
-    (Features::THREAD_ID, "THREAD_ID"),
-    (Features::MINOR_HUGETLBFS, "MINOR_HUGETLBFS"),
-    (Features::MINOR_SHMEM, "MINOR_SHMEM"),
-    (Features::EXACT_ADDRESS, "EXACT_ADDRESS"),
-    (Features::WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM"),
-    (Features::WP_UNPOPULATED, "WP_UNPOPULATED"),
-    (Features::POISON, "POISON"),
-    (Features::WP_ASYNC, "WP_ASYNC"),
-    (Features::MOVE, "MOVE"),
-];
-
 bitflags! {
     /// Which ioctls an fd (`UFFDIO_API`) or a registered range (`UFFDIO_REGISTER`) supports: bit
     /// `1 << _UFFDIO_*`.
+    ///
+    /// `Ioctls::all().iter_names()` names the known bits in bit order, `("REGISTER", ..)` to
+    /// `("API", ..)`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
     pub struct Ioctls: u64 {
         /// `UFFDIO_REGISTER`.
@@ -107,20 +98,6 @@ bitflags! {
         const _ = !0;
     }
 }
-
-/// The names of the known ioctl bits, in bit order (for reports).
-pub const IOCTL_NAMES: &[(Ioctls, &str)] = &[
-    (Ioctls::REGISTER, "REGISTER"),
-    (Ioctls::UNREGISTER, "UNREGISTER"),
-    (Ioctls::WAKE, "WAKE"),
-    (Ioctls::COPY, "COPY"),
-    (Ioctls::ZEROPAGE, "ZEROPAGE"),
-    (Ioctls::MOVE, "MOVE"),
-    (Ioctls::WRITEPROTECT, "WRITEPROTECT"),
-    (Ioctls::CONTINUE, "CONTINUE"),
-    (Ioctls::POISON, "POISON"),
-    (Ioctls::API, "API"),
-];
 
 bitflags! {
     /// `UFFDIO_REGISTER_MODE_*`: which faults of a range are reported.

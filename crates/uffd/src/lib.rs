@@ -83,16 +83,17 @@ mod create;
 mod error;
 mod event;
 mod flags;
+mod sys;
 mod uffd;
 
-pub mod sys;
+pub mod raw;
 
 pub use create::{try_path, Capabilities, CreateOrder, UffdBuilder};
 pub use error::{Attempt, ControlError, ControlOp, CreateError, CreatePath, RangeError, ReadError};
 pub use event::{Drain, Event, EventBuffer, ForkedUffd, Pagefault};
 pub use flags::{
     ContinueFlags, CopyFlags, Features, Ioctls, MoveFlags, PagefaultFlags, PoisonFlags,
-    RegisterMode, WriteProtectFlags, ZeropageFlags, FEATURE_NAMES, IOCTL_NAMES,
+    RegisterMode, WriteProtectFlags, ZeropageFlags,
 };
 pub use rustix::io::Errno;
 pub use uffd::Uffd;

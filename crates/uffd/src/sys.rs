@@ -19,13 +19,16 @@
 //!
 //! Nothing here keeps state; the wrappers only translate between Rust values and the kernel's.
 //!
-//! # Why this module is public
+//! # What leaves this module
 //!
-//! The ABI structs and request numbers are public so that tests can pin them against the
-//! kernel's header. The raw range ioctls ([`api`], [`copy`], [`zeropage`], [`move_`]) are public
-//! for one user: a conformance checker (`remap-conform`) that must see the struct's result field
-//! exactly as the kernel left it, untouched or written, which [`Uffd`](crate::Uffd)'s decoded
-//! errors deliberately hide. Everything else should use `Uffd`.
+//! The module is private. The ABI structs and request numbers are pinned against the kernel's
+//! header by the unit tests in `sys/tests.rs`. The few items with a user outside the crate are
+//! re-exported, by name, from [`crate::raw`]: the raw range ioctls ([`api`], [`copy`],
+//! [`zeropage`], [`move_`]) with their structs, for a conformance checker (`remap-conform`) and
+//! the binding's own kernel-pinning tests, which must see the struct's result field exactly as the
+//! kernel left it, untouched or written, which [`Uffd`](crate::Uffd)'s decoded errors deliberately
+//! hide; and `uffd_msg`, which [`Event::Unknown`](crate::Event::Unknown) carries and
+//! [`EventBuffer::load`](crate::EventBuffer::load) takes. Everything else should use `Uffd`.
 
 #![allow(unsafe_code)]
 
@@ -38,41 +41,41 @@ use rustix::ioctl::{opcode, Opcode, Updater};
 /// `UFFD_API`: the only API version the kernel knows.
 pub const UFFD_API: u64 = 0xAA;
 /// The ioctl type byte of userfaultfd (`UFFDIO`).
-pub const UFFDIO: u8 = 0xAA;
+pub(crate) const UFFDIO: u8 = 0xAA;
 /// `UFFD_USER_MODE_ONLY`: only faults taken in user mode are handled (no privilege needed).
-pub const UFFD_USER_MODE_ONLY: u32 = 1;
+pub(crate) const UFFD_USER_MODE_ONLY: u32 = 1;
 
 /// `_UFFDIO_REGISTER`, the ioctl number (bit position in [`Ioctls`](crate::Ioctls)).
-pub const _UFFDIO_REGISTER: u8 = 0x00;
+pub(crate) const _UFFDIO_REGISTER: u8 = 0x00;
 /// `_UFFDIO_UNREGISTER`.
-pub const _UFFDIO_UNREGISTER: u8 = 0x01;
+pub(crate) const _UFFDIO_UNREGISTER: u8 = 0x01;
 /// `_UFFDIO_WAKE`.
-pub const _UFFDIO_WAKE: u8 = 0x02;
+pub(crate) const _UFFDIO_WAKE: u8 = 0x02;
 /// `_UFFDIO_COPY`.
-pub const _UFFDIO_COPY: u8 = 0x03;
+pub(crate) const _UFFDIO_COPY: u8 = 0x03;
 /// `_UFFDIO_ZEROPAGE`.
-pub const _UFFDIO_ZEROPAGE: u8 = 0x04;
+pub(crate) const _UFFDIO_ZEROPAGE: u8 = 0x04;
 /// `_UFFDIO_MOVE` (Linux 6.8).
-pub const _UFFDIO_MOVE: u8 = 0x05;
+pub(crate) const _UFFDIO_MOVE: u8 = 0x05;
 /// `_UFFDIO_WRITEPROTECT`.
-pub const _UFFDIO_WRITEPROTECT: u8 = 0x06;
+pub(crate) const _UFFDIO_WRITEPROTECT: u8 = 0x06;
 /// `_UFFDIO_CONTINUE`.
-pub const _UFFDIO_CONTINUE: u8 = 0x07;
+pub(crate) const _UFFDIO_CONTINUE: u8 = 0x07;
 /// `_UFFDIO_POISON`.
-pub const _UFFDIO_POISON: u8 = 0x08;
+pub(crate) const _UFFDIO_POISON: u8 = 0x08;
 /// `_UFFDIO_API`.
-pub const _UFFDIO_API: u8 = 0x3F;
+pub(crate) const _UFFDIO_API: u8 = 0x3F;
 
 /// `UFFD_EVENT_PAGEFAULT`.
 pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 /// `UFFD_EVENT_FORK`.
-pub const UFFD_EVENT_FORK: u8 = 0x13;
+pub(crate) const UFFD_EVENT_FORK: u8 = 0x13;
 /// `UFFD_EVENT_REMAP`.
-pub const UFFD_EVENT_REMAP: u8 = 0x14;
+pub(crate) const UFFD_EVENT_REMAP: u8 = 0x14;
 /// `UFFD_EVENT_REMOVE`.
-pub const UFFD_EVENT_REMOVE: u8 = 0x15;
+pub(crate) const UFFD_EVENT_REMOVE: u8 = 0x15;
 /// `UFFD_EVENT_UNMAP`.
-pub const UFFD_EVENT_UNMAP: u8 = 0x16;
+pub(crate) const UFFD_EVENT_UNMAP: u8 = 0x16;
 
 /// `struct uffdio_api`: negotiates the API and features; the kernel writes back what it supports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +102,7 @@ pub struct uffdio_range {
 /// `struct uffdio_register`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
-pub struct uffdio_register {
+pub(crate) struct uffdio_register {
     /// The range to register.
     pub range: uffdio_range,
     /// `UFFDIO_REGISTER_MODE_*`.
@@ -155,7 +158,7 @@ pub struct uffdio_move {
 /// `struct uffdio_writeprotect`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
-pub struct uffdio_writeprotect {
+pub(crate) struct uffdio_writeprotect {
     /// The range to (un)protect.
     pub range: uffdio_range,
     /// `UFFDIO_WRITEPROTECT_MODE_*`.
@@ -165,7 +168,7 @@ pub struct uffdio_writeprotect {
 /// `struct uffdio_continue`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
-pub struct uffdio_continue {
+pub(crate) struct uffdio_continue {
     /// The range to map from the page cache.
     pub range: uffdio_range,
     /// `UFFDIO_CONTINUE_MODE_*`.
@@ -177,7 +180,7 @@ pub struct uffdio_continue {
 /// `struct uffdio_poison`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
-pub struct uffdio_poison {
+pub(crate) struct uffdio_poison {
     /// The range to mark poisoned.
     pub range: uffdio_range,
     /// `UFFDIO_POISON_MODE_*`.
@@ -205,35 +208,37 @@ pub struct uffd_msg {
 }
 
 /// The ioctl request numbers, computed from the structs with the kernel's `_IOC` layout.
-pub mod request {
+pub(crate) mod request {
     use super::*;
 
     /// `UFFDIO_API = _IOWR(0xAA, 0x3F, struct uffdio_api)`.
-    pub const UFFDIO_API: Opcode = opcode::read_write::<uffdio_api>(UFFDIO, _UFFDIO_API);
+    pub(crate) const UFFDIO_API: Opcode = opcode::read_write::<uffdio_api>(UFFDIO, _UFFDIO_API);
     /// `UFFDIO_REGISTER = _IOWR(0xAA, 0x00, struct uffdio_register)`.
-    pub const UFFDIO_REGISTER: Opcode =
+    pub(crate) const UFFDIO_REGISTER: Opcode =
         opcode::read_write::<uffdio_register>(UFFDIO, _UFFDIO_REGISTER);
     /// `UFFDIO_UNREGISTER = _IOR(0xAA, 0x01, struct uffdio_range)` (`_IOR` for historical reasons).
-    pub const UFFDIO_UNREGISTER: Opcode = opcode::read::<uffdio_range>(UFFDIO, _UFFDIO_UNREGISTER);
+    pub(crate) const UFFDIO_UNREGISTER: Opcode =
+        opcode::read::<uffdio_range>(UFFDIO, _UFFDIO_UNREGISTER);
     /// `UFFDIO_WAKE = _IOR(0xAA, 0x02, struct uffdio_range)`.
-    pub const UFFDIO_WAKE: Opcode = opcode::read::<uffdio_range>(UFFDIO, _UFFDIO_WAKE);
+    pub(crate) const UFFDIO_WAKE: Opcode = opcode::read::<uffdio_range>(UFFDIO, _UFFDIO_WAKE);
     /// `UFFDIO_COPY = _IOWR(0xAA, 0x03, struct uffdio_copy)`.
-    pub const UFFDIO_COPY: Opcode = opcode::read_write::<uffdio_copy>(UFFDIO, _UFFDIO_COPY);
+    pub(crate) const UFFDIO_COPY: Opcode = opcode::read_write::<uffdio_copy>(UFFDIO, _UFFDIO_COPY);
     /// `UFFDIO_ZEROPAGE = _IOWR(0xAA, 0x04, struct uffdio_zeropage)`.
-    pub const UFFDIO_ZEROPAGE: Opcode =
+    pub(crate) const UFFDIO_ZEROPAGE: Opcode =
         opcode::read_write::<uffdio_zeropage>(UFFDIO, _UFFDIO_ZEROPAGE);
     /// `UFFDIO_MOVE = _IOWR(0xAA, 0x05, struct uffdio_move)`.
-    pub const UFFDIO_MOVE: Opcode = opcode::read_write::<uffdio_move>(UFFDIO, _UFFDIO_MOVE);
+    pub(crate) const UFFDIO_MOVE: Opcode = opcode::read_write::<uffdio_move>(UFFDIO, _UFFDIO_MOVE);
     /// `UFFDIO_WRITEPROTECT = _IOWR(0xAA, 0x06, struct uffdio_writeprotect)`.
-    pub const UFFDIO_WRITEPROTECT: Opcode =
+    pub(crate) const UFFDIO_WRITEPROTECT: Opcode =
         opcode::read_write::<uffdio_writeprotect>(UFFDIO, _UFFDIO_WRITEPROTECT);
     /// `UFFDIO_CONTINUE = _IOWR(0xAA, 0x07, struct uffdio_continue)`.
-    pub const UFFDIO_CONTINUE: Opcode =
+    pub(crate) const UFFDIO_CONTINUE: Opcode =
         opcode::read_write::<uffdio_continue>(UFFDIO, _UFFDIO_CONTINUE);
     /// `UFFDIO_POISON = _IOWR(0xAA, 0x08, struct uffdio_poison)`.
-    pub const UFFDIO_POISON: Opcode = opcode::read_write::<uffdio_poison>(UFFDIO, _UFFDIO_POISON);
+    pub(crate) const UFFDIO_POISON: Opcode =
+        opcode::read_write::<uffdio_poison>(UFFDIO, _UFFDIO_POISON);
     /// `USERFAULTFD_IOC_NEW = _IO(0xAA, 0x00)`, issued on `/dev/userfaultfd`.
-    pub const USERFAULTFD_IOC_NEW: Opcode = opcode::none(UFFDIO, 0x00);
+    pub(crate) const USERFAULTFD_IOC_NEW: Opcode = opcode::none(UFFDIO, 0x00);
 }
 
 /// Issues an updater-style ioctl on `fd`.

@@ -45,7 +45,6 @@ pub struct Uffd {
     fd: OwnedFd,
     enabled: Features,
     supported: Features,
-    ioctls: Ioctls,
     path: CreatePath,
 }
 
@@ -84,14 +83,12 @@ impl Uffd {
         fd: OwnedFd,
         enabled: Features,
         supported: Features,
-        ioctls: Ioctls,
         path: CreatePath,
     ) -> Self {
         Self {
             fd,
             enabled,
             supported,
-            ioctls,
             path,
         }
     }
@@ -114,7 +111,6 @@ impl Uffd {
             fd: OwnedFd::from(forked),
             enabled: parent.enabled,
             supported: parent.supported,
-            ioctls: parent.ioctls,
             path: parent.path,
         }
     }
@@ -127,11 +123,6 @@ impl Uffd {
     /// Every feature the kernel supports (reported by `UFFDIO_API`).
     pub fn supported_features(&self) -> Features {
         self.supported
-    }
-
-    /// The ioctls available on the fd itself.
-    pub fn api_ioctls(&self) -> Ioctls {
-        self.ioctls
     }
 
     /// How the fd was created.

@@ -2,8 +2,6 @@
 //! on 6.18), except the THP rows (`thp`) and the fork rows (`fork`). After every failed move,
 //! `assert_nothing_lost` checks that each page is at its source or its destination, intact.
 
-use std::os::fd::AsFd;
-
 use test_support::mem::{self, Advice, Mapping, PM_PRESENT, PM_SWAPPED};
 use test_support::{require, Need};
 use uffd::{Errno, Features, MoveFlags, RangeError, RegisterMode, Uffd, WriteProtectFlags};
@@ -564,21 +562,12 @@ fn user_mode_only_fd_with_move_feature_moves() {
 fn second_api_is_invalid() {
     require!(Need::Uffd);
     let uffd = new_uffd();
-    let mut api = uffd::sys::uffdio_api {
-        api: uffd::sys::UFFD_API,
+    let mut api = uffd::raw::uffdio_api {
+        api: uffd::raw::UFFD_API,
         features: 0,
         ioctls: 0,
     };
-    // SAFETY: UFFDIO_API takes a `uffdio_api`, which `api` is, live and exclusively borrowed; it
-    // changes no other memory.
-    let rc = unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<{ uffd::sys::request::UFFDIO_API }, uffd::sys::uffdio_api>::new(
-                &mut api,
-            ),
-        )
-    };
+    let rc = uffd::raw::api(&uffd, &mut api);
     assert_eq!(
         rc,
         Err(Errno::INVAL),

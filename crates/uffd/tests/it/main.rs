@@ -17,7 +17,6 @@ mod fork;
 mod selftest;
 mod thp;
 
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -96,23 +95,15 @@ fn raw_move(
     len: usize,
     mode: u64,
 ) -> (Result<(), uffd::Errno>, i64) {
-    let mut arg = uffd::sys::uffdio_move {
+    let mut arg = uffd::raw::uffdio_move {
         dst: dst as u64,
         src: src as u64,
         len: len as u64,
         mode,
         move_: UNTOUCHED,
     };
-    // SAFETY: UFFDIO_MOVE takes a `uffdio_move`, which `arg` is, live and exclusively borrowed;
-    // the ranges are test-owned memory without references into it (see `move_pages`).
-    let result = unsafe {
-        rustix::ioctl::ioctl(
-            uffd.as_fd(),
-            rustix::ioctl::Updater::<{ uffd::sys::request::UFFDIO_MOVE }, uffd::sys::uffdio_move>::new(
-                &mut arg,
-            ),
-        )
-    };
+    // SAFETY: the ranges are test-owned memory without references into it (see `move_pages`).
+    let result = unsafe { uffd::raw::move_(uffd, &mut arg) };
     (result, arg.move_)
 }
 
