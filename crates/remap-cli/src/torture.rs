@@ -249,8 +249,16 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<Outcome> {
     bar.finish_and_clear();
     let report = match result {
         Ok(r) => r,
-        Err(e @ (TortureError::NotRoot | TortureError::NoMove(_) | TortureError::Setup(_))) => {
-            return Ok(Outcome::CannotRun(e.to_string()));
+        Err(
+            e @ (TortureError::NotRoot
+            | TortureError::NoMove(_)
+            | TortureError::Machine { .. }
+            | TortureError::Setup { .. }
+            | TortureError::Pagemap(_)
+            | TortureError::Register(_)),
+        ) => {
+            // The whole chain: the errno of a set-up failure is in the error's source.
+            return Ok(Outcome::CannotRun(format!("{:#}", anyhow::Error::from(e))));
         }
         Err(e) => return Err(e.into()),
     };

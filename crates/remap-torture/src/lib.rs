@@ -59,6 +59,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use machine::MachineError;
 pub use report::{CgroupReport, Report, Violation, ViolationKind, WalkerReport};
 pub use run::{confirm, run, Confirmation, Progress};
 
@@ -239,7 +240,37 @@ pub enum TortureError {
     /// A bad configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Setting up the machine or the memory failed.
-    #[error("setting up the run: {0}")]
-    Setup(String),
+    /// Changing the machine (memory cgroup, KSM, zram swap) failed. What was already changed has
+    /// been undone, except what `not_restored` lists.
+    #[error("setting up the machine{}", restore_note(not_restored))]
+    Machine {
+        /// What failed.
+        #[source]
+        source: MachineError,
+        /// The changes that could not be undone afterwards (empty: the machine is as it was).
+        not_restored: Vec<String>,
+    },
+    /// A system call setting up the run's own memory or threads failed.
+    #[error("setting up the run: {what}")]
+    Setup {
+        /// What was being set up, e.g. `mapping a region`.
+        what: String,
+        /// The error, with its errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/proc/self/pagemap` (the after-move check) could not be opened.
+    #[error("setting up the run: opening /proc/self/pagemap")]
+    Pagemap(#[source] remap::inspect::InspectError),
+    /// Registering a region with the run's userfaultfd failed.
+    #[error("setting up the run: registering a region")]
+    Register(#[source] uffd::ControlError),
+}
+
+fn restore_note(not_restored: &[String]) -> String {
+    if not_restored.is_empty() {
+        String::new()
+    } else {
+        format!(" (and restoring it failed: {})", not_restored.join("; "))
+    }
 }

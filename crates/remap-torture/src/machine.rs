@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,18 +44,78 @@ pub(crate) struct MachineGuard {
     pub(crate) notes: Vec<String>,
 }
 
-fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
-    let path = path.as_ref();
-    fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+/// Why changing the machine for a run (or restoring it) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MachineError {
+    /// A file of `/proc`, `/sys`, `/dev` or `/run` could not be read, written or created.
+    #[error("{action} {}", path.display())]
+    File {
+        /// What was being done, e.g. `writing "1" to`.
+        action: String,
+        /// The file.
+        path: PathBuf,
+        /// The error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A helper program (`modprobe`, `mkswap`, `swapon`, `swapoff`) could not be started.
+    #[error("running {command}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A helper program ran and failed.
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// Another run is going: two runs would fight over the cgroup, KSM and swap.
+    #[error("another remap torture (pid {pid}) is running")]
+    AnotherRun {
+        /// The other run's pid.
+        pid: u32,
+    },
+    /// The reclaim walker needs the cgroup v1 memory controller, and the process in it.
+    #[error("the reclaim walker needs the cgroup v1 memory controller at {MEMCG_V1}: {why}")]
+    NoMemcg {
+        /// What is missing.
+        why: &'static str,
+    },
+    /// The zram device node did not appear.
+    #[error("{0} does not exist")]
+    NoDevice(String),
 }
 
-fn read(path: impl AsRef<Path>) -> Result<String, String> {
+fn file_error(action: impl Into<String>, path: &Path) -> impl FnOnce(io::Error) -> MachineError {
+    let (action, path) = (action.into(), path.to_path_buf());
+    move |source| MachineError::File {
+        action,
+        path,
+        source,
+    }
+}
+
+fn write(path: impl AsRef<Path>, value: &str) -> Result<(), MachineError> {
     let path = path.as_ref();
-    fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+    fs::write(path, value).map_err(file_error(format!("writing {value:?} to"), path))
+}
+
+fn read(path: impl AsRef<Path>) -> Result<String, MachineError> {
+    let path = path.as_ref();
+    fs::read_to_string(path).map_err(file_error("reading", path))
 }
 
 /// The memory cgroup (v1) the process is in, from `/proc/self/cgroup`.
-fn own_memcg() -> Result<PathBuf, String> {
+fn own_memcg() -> Result<PathBuf, MachineError> {
     let text = read("/proc/self/cgroup")?;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -66,13 +126,17 @@ fn own_memcg() -> Result<PathBuf, String> {
             }
         }
     }
-    Err("no memory controller in /proc/self/cgroup".into())
+    Err(MachineError::NoMemcg {
+        why: "/proc/self/cgroup names no memory controller",
+    })
 }
 
 impl MachineGuard {
     /// Makes the changes `wanted` asks for. On an error the guard of what was already changed
-    /// comes back with the message, so the caller can restore it (dropping it does too).
-    pub(crate) fn apply(wanted: &Wanted) -> Result<MachineGuard, Box<(MachineGuard, String)>> {
+    /// comes back with the error, so the caller can restore it (dropping it does too).
+    pub(crate) fn apply(
+        wanted: &Wanted,
+    ) -> Result<MachineGuard, Box<(MachineGuard, MachineError)>> {
         let mut guard = MachineGuard::default();
         if let Err(e) = guard.apply_inner(wanted) {
             return Err(Box::new((guard, e)));
@@ -80,7 +144,7 @@ impl MachineGuard {
         Ok(guard)
     }
 
-    fn apply_inner(&mut self, wanted: &Wanted) -> Result<(), String> {
+    fn apply_inner(&mut self, wanted: &Wanted) -> Result<(), MachineError> {
         self.recover_earlier_run()?;
         if wanted.swap && !remap::system::swap_active() {
             self.zram = Some(setup_zram()?);
@@ -105,14 +169,14 @@ impl MachineGuard {
         }
         if let Some(limit) = wanted.cgroup_limit {
             if !Path::new(MEMCG_V1).join("memory.limit_in_bytes").exists() {
-                return Err(format!(
-                    "the reclaim walker needs the cgroup v1 memory controller at {MEMCG_V1}"
-                ));
+                return Err(MachineError::NoMemcg {
+                    why: "memory.limit_in_bytes is not there",
+                });
             }
             let home = own_memcg()?;
             let pid = std::process::id();
             let dir = Path::new(MEMCG_V1).join(format!("remap-torture-{pid}"));
-            fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            fs::create_dir(&dir).map_err(file_error("creating", &dir))?;
             self.cgroup = Some(dir.clone());
             self.home = Some(home);
             self.save_state();
@@ -141,13 +205,13 @@ impl MachineGuard {
             text.push_str(&format!("cgroup {} {}\n", c.display(), h.display()));
         }
         if let Err(e) = write(STATE, &text) {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", error_chain(&e));
         }
     }
 
     /// Undoes what an earlier run recorded in [`STATE`] and could not restore (it was killed);
     /// refuses to run next to a live one.
-    fn recover_earlier_run(&mut self) -> Result<(), String> {
+    fn recover_earlier_run(&mut self) -> Result<(), MachineError> {
         let Ok(text) = fs::read_to_string(STATE) else {
             return Ok(());
         };
@@ -179,7 +243,7 @@ impl MachineGuard {
             && start_time(pid).is_some_and(|now| started.is_none_or(|then| then == now));
         if alive {
             earlier.restored = true;
-            return Err(format!("another remap torture (pid {pid}) is running"));
+            return Err(MachineError::AnotherRun { pid });
         }
         let errors = earlier.restore_inner(false);
         self.notes.push(format!(
@@ -205,15 +269,16 @@ impl MachineGuard {
     }
 
     fn restore_inner(&mut self, own: bool) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut failed = |e: MachineError| errors.push(error_chain(&e));
         if self.restored {
             return Vec::new();
         }
         self.restored = true;
-        let mut errors = Vec::new();
         if let (Some(dir), Some(home)) = (self.cgroup.take(), self.home.take()) {
             if own {
                 if let Err(e) = write(home.join("cgroup.procs"), &std::process::id().to_string()) {
-                    errors.push(e);
+                    failed(e);
                 }
             }
             // Charges of freed memory drain asynchronously; rmdir succeeds once no task is left.
@@ -222,7 +287,7 @@ impl MachineGuard {
                 match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if Instant::now() > deadline => {
-                        errors.push(format!("removing {}: {e}", dir.display()));
+                        failed(file_error("removing", &dir)(e));
                         break;
                     }
                     Err(_) => {
@@ -234,12 +299,12 @@ impl MachineGuard {
         }
         for (name, old) in self.ksm_saved.drain(..).rev() {
             if let Err(e) = write(Path::new(KSM).join(&name), &old) {
-                errors.push(e);
+                failed(e);
             }
         }
         if let Some(device) = self.zram.take() {
             if let Err(e) = teardown_zram(&device) {
-                errors.push(e);
+                failed(e);
             }
         }
         if own && errors.is_empty() {
@@ -257,37 +322,52 @@ impl Drop for MachineGuard {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+/// An error and its sources, `: `-separated (the report keeps what could not be restored as text).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+fn run(cmd: &mut Command) -> Result<(), MachineError> {
+    let command = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| MachineError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(MachineError::Command {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
 /// Sets up a 1 GiB zram swap device; returns its name. Serialised with test-support's set-up by
 /// the same lock file.
-fn setup_zram() -> Result<String, String> {
+fn setup_zram() -> Result<String, MachineError> {
     let lock = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(ZRAM_LOCK)
-        .map_err(|e| format!("opening {ZRAM_LOCK}: {e}"))?;
+        .map_err(file_error("opening", Path::new(ZRAM_LOCK)))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| format!("locking {ZRAM_LOCK}: {e}"))?;
+        .map_err(|e| file_error("locking", Path::new(ZRAM_LOCK))(e.into()))?;
     if !Path::new("/sys/class/zram-control").exists() && !Path::new("/sys/block/zram0").exists() {
         run(Command::new("modprobe").arg("zram"))?;
     }
     let mut device = None;
     let mut names: Vec<String> = fs::read_dir("/sys/block")
-        .map_err(|e| format!("listing /sys/block: {e}"))?
+        .map_err(file_error("listing", Path::new("/sys/block")))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("zram"))
         .collect();
@@ -305,14 +385,14 @@ fn setup_zram() -> Result<String, String> {
     write(format!("/sys/block/{device}/disksize"), "1G")?;
     let node = format!("/dev/{device}");
     if !Path::new(&node).exists() {
-        return Err(format!("{node} does not exist"));
+        return Err(MachineError::NoDevice(node));
     }
     run(Command::new("mkswap").arg(&node))?;
     run(Command::new("swapon").args(["-p", "100", &node]))?;
     Ok(device)
 }
 
-fn teardown_zram(device: &str) -> Result<(), String> {
+fn teardown_zram(device: &str) -> Result<(), MachineError> {
     run(Command::new("swapoff").arg(format!("/dev/{device}")))?;
     write(format!("/sys/block/{device}/reset"), "1")
 }
@@ -514,3 +594,6 @@ fn start_time(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests;

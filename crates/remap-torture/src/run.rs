@@ -49,8 +49,7 @@ fn build_pairs(
     for p in 0..cfg.pairs {
         let mut sides = Vec::new();
         for s in 0..2 {
-            let map = Mapping::new(cfg.region_pages * page)
-                .map_err(|e| TortureError::Setup(format!("mapping a region: {e}")))?;
+            let map = Mapping::new(cfg.region_pages * page).map_err(setup("mapping a region"))?;
             // Side 0 always THP, side 1 on even pairs: moves between THP and non-THP VMAs too.
             let thp = s == 0 || p % 2 == 0;
             map.madvise(
@@ -62,10 +61,10 @@ fn build_pairs(
                     Advice::NoHugePage
                 },
             )
-            .map_err(|e| TortureError::Setup(format!("madvise(HUGEPAGE): {e}")))?;
+            .map_err(setup("madvise(HUGEPAGE)"))?;
             if ksm {
                 map.madvise(0, map.pages(), Advice::Mergeable)
-                    .map_err(|e| TortureError::Setup(format!("madvise(MERGEABLE): {e}")))?;
+                    .map_err(setup("madvise(MERGEABLE)"))?;
             }
             let blocks = (0..cfg.region_pages / BLOCK_PAGES)
                 .map(|_| Mutex::new(vec![Slot::HOLE; BLOCK_PAGES]))
@@ -98,6 +97,15 @@ fn build_pairs(
         pairs.push(pair);
     }
     Ok((pairs, next_id))
+}
+
+/// Maps a set-up system call's error to [`TortureError::Setup`], errno kept.
+fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> TortureError {
+    let what = what.into();
+    move |e| TortureError::Setup {
+        what,
+        source: e.into(),
+    }
 }
 
 /// Runs the torture test described by `cfg`, calling `progress` about four times a second.
@@ -136,12 +144,10 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     };
     let mut guard = MachineGuard::apply(&wanted).map_err(|failed| {
         let (mut g, e) = *failed;
-        let undo = g.restore();
-        TortureError::Setup(if undo.is_empty() {
-            e
-        } else {
-            format!("{e}; restoring: {}", undo.join("; "))
-        })
+        TortureError::Machine {
+            not_restored: g.restore(),
+            source: e,
+        }
     })?;
     let cgroup = guard.cgroup().map(std::path::Path::to_path_buf);
     let baseline_usage = cgroup
@@ -320,10 +326,10 @@ fn run_threads(
     for pair in &pairs {
         for side in &pair.sides {
             uffd.register(side.map.page_ptr(0), side.map.len(), RegisterMode::MISSING)
-                .map_err(|e| TortureError::Setup(format!("registering a region: {e}")))?;
+                .map_err(TortureError::Register)?;
         }
     }
-    let pagemap = Pagemap::open().map_err(|e| TortureError::Setup(e.to_string()))?;
+    let pagemap = Pagemap::open().map_err(TortureError::Pagemap)?;
     let threads_total = cfg.movers + cfg.mutators + cfg.walkers.len() + 2;
     let sh = Arc::new(Shared {
         cfg: cfg.clone(),
@@ -354,7 +360,7 @@ fn run_threads(
         std::thread::Builder::new()
             .name("torture-events".into())
             .spawn(move || engine::event_reader(&sh))
-            .map_err(|e| TortureError::Setup(format!("spawning: {e}")))?
+            .map_err(setup("spawning the event reader"))?
     };
     let oom = cgroup.clone().map(|dir| {
         let sh = Arc::clone(&sh);
@@ -375,7 +381,7 @@ fn run_threads(
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || f(&sh, my, rng))
-                .map_err(|e| TortureError::Setup(format!("spawning {name}: {e}")))?;
+                .map_err(setup(format!("spawning {name}")))?;
             threads.push((name, h));
             Ok::<(), TortureError>(())
         };
