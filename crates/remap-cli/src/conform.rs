@@ -56,14 +56,7 @@ pub(crate) struct ConformArgs {
 
     /// Deliberately break the oracle (shows that a mismatch is caught and shrunk).
     #[arg(long, hide = true, value_enum)]
-    inject: Option<InjectArg>,
-}
-
-/// The hidden oracle bugs.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum InjectArg {
-    /// MOVE's EEXIST predicted as ENOENT.
-    ExistAsNoent,
+    inject: Option<Injection>,
 }
 
 /// What `remap conform` found, for `main`'s exit code.
@@ -90,9 +83,7 @@ pub(crate) fn run(args: &ConformArgs, out: Output) -> anyhow::Result<Outcome> {
         )?;
         writeln!(w, "{}", json_line("kernel", &machine)?)?;
     }
-    let inject = args.inject.map(|i| match i {
-        InjectArg::ExistAsNoent => Injection::ExistAsNoEnt,
-    });
+    let inject = args.inject;
     if let Some(text) = &args.replay {
         let prog = Program::from_json(text).context("parsing the --replay program")?;
         let r = diff::run_program(&harness, &machine, &prog, inject)?;

@@ -27,51 +27,50 @@ use remap_torture::{Config, Inject, Report, TortureError, Walker};
 use crate::output::json_line;
 use crate::{Outcome, Output};
 
-/// A walker driver, on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum WalkerArg {
-    /// Every driver.
+/// One value of `--walkers`: a walker driver (the library's [`Walker`], whose `clap::ValueEnum`
+/// names and documents the choices), or `all`, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalkerChoice {
     All,
-    /// Reclaim without the folio lock: a memory cgroup limit below the working set, swap on zram.
-    Reclaim,
-    /// MADV_PAGEOUT and MADV_COLD on random ranges.
-    Pageout,
-    /// Migration through /proc/sys/vm/compact_memory.
-    Compact,
-    /// KSM over mergeable regions with twin pages.
-    Ksm,
-    /// Children sharing every page for a while.
-    Fork,
-    /// MADV_COLLAPSE, partial-PMD splits and the huge zero page.
-    Thp,
-    /// ART's flip: mremap(MREMAP_DONTUNMAP) and MADV_DONTNEED with events pending.
-    Flip,
-    /// No walker driver: movers and mutators only.
     None,
+    One(Walker),
 }
 
-impl WalkerArg {
-    fn walkers(self) -> Vec<Walker> {
+impl clap::ValueEnum for WalkerChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: std::sync::LazyLock<Vec<WalkerChoice>> = std::sync::LazyLock::new(|| {
+            [WalkerChoice::All, WalkerChoice::None]
+                .into_iter()
+                .chain(
+                    Walker::value_variants()
+                        .iter()
+                        .map(|&w| WalkerChoice::One(w)),
+                )
+                .collect()
+        });
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
         match self {
-            WalkerArg::All => Walker::ALL.to_vec(),
-            WalkerArg::Reclaim => vec![Walker::Reclaim],
-            WalkerArg::Pageout => vec![Walker::Pageout],
-            WalkerArg::Compact => vec![Walker::Compact],
-            WalkerArg::Ksm => vec![Walker::Ksm],
-            WalkerArg::Fork => vec![Walker::Fork],
-            WalkerArg::Thp => vec![Walker::Thp],
-            WalkerArg::Flip => vec![Walker::Flip],
-            WalkerArg::None => Vec::new(),
+            WalkerChoice::All => Some(PossibleValue::new("all").help("Every driver")),
+            WalkerChoice::None => {
+                Some(PossibleValue::new("none").help("No walker driver: movers and mutators only"))
+            }
+            WalkerChoice::One(w) => w.to_possible_value(),
         }
     }
 }
 
-/// A deliberate fault (hidden: for the tests that show the invariants catch one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum InjectArg {
-    Drop,
-    Duplicate,
-    Misreport,
+impl WalkerChoice {
+    fn walkers(self) -> Vec<Walker> {
+        match self {
+            WalkerChoice::All => Walker::ALL.to_vec(),
+            WalkerChoice::None => Vec::new(),
+            WalkerChoice::One(w) => vec![w],
+        }
+    }
 }
 
 /// Options of `remap torture`.
@@ -91,7 +90,7 @@ pub(crate) struct TortureArgs {
 
     /// Walker drivers, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
-    walkers: Vec<WalkerArg>,
+    walkers: Vec<WalkerChoice>,
 
     /// Walkers whose counters show no activity are reported, but do not fail the run.
     #[arg(long)]
@@ -115,7 +114,7 @@ pub(crate) struct TortureArgs {
 
     /// Fault injection, to show that the invariants catch a fault.
     #[arg(long, value_enum, hide = true)]
-    inject: Option<InjectArg>,
+    inject: Option<Inject>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -175,11 +174,7 @@ fn config(args: &TortureArgs) -> anyhow::Result<Config> {
     );
     cfg.region_pages = args.region_mib * (1 << 20) / uffd::page_size();
     cfg.log_dir = args.log_dir.clone();
-    cfg.inject = args.inject.map(|i| match i {
-        InjectArg::Drop => Inject::Drop,
-        InjectArg::Duplicate => Inject::Duplicate,
-        InjectArg::Misreport => Inject::Misreport,
-    });
+    cfg.inject = args.inject;
     Ok(cfg)
 }
 

@@ -16,8 +16,10 @@ const MAX_CANDIDATES: usize = 64;
 /// A deliberate oracle bug, for showing that a wrong oracle is caught and shrunk.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Injection {
     /// The oracle predicts ENOENT wherever MOVE really gives EEXIST.
+    #[cfg_attr(feature = "clap", value(name = "exist-as-noent"))]
     ExistAsNoEnt,
 }
 

@@ -65,6 +65,7 @@ pub use run::{confirm, run, Confirmation, Progress};
 
 /// A walker driver: what makes the kernel walk or rewrite the pages the movers move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Walker {
     /// Reclaim without the folio lock: a memory cgroup limit below the working set, swap on zram,
@@ -113,6 +114,7 @@ impl Walker {
 
 /// A deliberate fault, to show that the invariants catch one (hidden in the CLI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Inject {
     /// `MADV_DONTNEED` one tagged page behind the model's back (a lost page).
@@ -274,3 +276,6 @@ fn restore_note(not_restored: &[String]) -> String {
         format!(" (and restoring it failed: {})", not_restored.join("; "))
     }
 }
+
+#[cfg(all(test, feature = "clap"))]
+mod tests;
