@@ -51,7 +51,7 @@ pub fn run_in_child(timeout: Duration) -> bool {
         status,
         stdout,
         stderr,
-    } = run_with_timeout(&mut command, timeout);
+    } = run_with_timeout(&mut command, timeout, None);
     let Some(status) = status else {
         panic!(
             "child run of {name} did not finish within {timeout:?} (killed):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
@@ -89,7 +89,30 @@ pub struct Finished {
 /// what it printed).
 #[track_caller]
 pub fn output_within(command: &mut Command, timeout: Duration) -> Finished {
-    let finished = run_with_timeout(command, timeout);
+    let finished = run_with_timeout(command, timeout, None);
+    finish_or_panic(command, timeout, finished)
+}
+
+/// [`output_within`] for a command that must clean up after itself when stopped (one that changes
+/// the machine and restores it on SIGTERM): at the timeout it gets SIGTERM and up to `grace` to
+/// exit before it is killed.
+///
+/// # Panics
+///
+/// When the command cannot be started, or outlives `timeout` (it is stopped, and the panic shows
+/// what it printed).
+#[track_caller]
+pub fn output_within_terminating(
+    command: &mut Command,
+    timeout: Duration,
+    grace: Duration,
+) -> Finished {
+    let finished = run_with_timeout(command, timeout, Some(grace));
+    finish_or_panic(command, timeout, finished)
+}
+
+#[track_caller]
+fn finish_or_panic(command: &Command, timeout: Duration, finished: Finished) -> Finished {
     if finished.status.is_none() {
         panic!(
             "{command:?} did not finish within {timeout:?} (killed):\n--- stdout\n{}\n--- stderr\n{}",
@@ -99,7 +122,13 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> Finished {
     finished
 }
 
-fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
+/// Runs `command` until it exits or `timeout` passes; then it is killed, after SIGTERM and up to
+/// `term_grace` to exit when that is given.
+fn run_with_timeout(
+    command: &mut Command,
+    timeout: Duration,
+    term_grace: Option<Duration>,
+) -> Finished {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -125,6 +154,9 @@ fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
             break Some(status);
         }
         if Instant::now() >= deadline {
+            if let Some(grace) = term_grace {
+                terminate(&mut child, grace);
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -136,5 +168,19 @@ fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
         status,
         stdout: stdout.recv_timeout(grace).unwrap_or_default(),
         stderr: stderr.recv_timeout(grace).unwrap_or_default(),
+    }
+}
+
+/// Sends `child` SIGTERM and waits up to `grace` for it to exit.
+fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -1,9 +1,10 @@
 //! `remap probe` end to end: the binary, its exit codes, its JSON, and the unprivileged path.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
 
 use test_support::{require, Need};
 
@@ -16,11 +17,18 @@ fn probe_record(stdout: &[u8]) -> serde_json::Value {
     v["data"].take()
 }
 
+/// Runs `command`, killed (and the test failed) after two minutes: a probe that hangs is a bug.
+fn output(command: &mut Command) -> Output {
+    let out = test_support::child::output_within(command, Duration::from_secs(120));
+    Output {
+        status: out.status.unwrap_or(ExitStatus::from_raw(-1)),
+        stdout: out.stdout.into_bytes(),
+        stderr: out.stderr.into_bytes(),
+    }
+}
+
 fn remap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remap"))
-        .args(args)
-        .output()
-        .expect("running remap")
+    output(Command::new(env!("CARGO_BIN_EXE_remap")).args(args))
 }
 
 #[test]
@@ -134,12 +142,12 @@ fn world_executable_copy() -> PathBuf {
 fn probe_as_nobody_uses_the_user_mode_only_path() {
     require!(Need::Move, Need::Root);
     let exe = world_executable_copy();
-    let out = Command::new(&exe)
-        .args(["--json", "probe"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("running remap as nobody");
+    let out = output(
+        Command::new(&exe)
+            .args(["--json", "probe"])
+            .uid(65534)
+            .gid(65534),
+    );
     let _ = std::fs::remove_dir_all(exe.parent().expect("temp dir"));
     assert_eq!(
         out.status.code(),

@@ -5,37 +5,11 @@
 mod cross_check;
 mod runs;
 
-use std::process::Command;
-
-/// The environment variable that tells a re-run of this binary which test to act out.
-const CHILD_ENV: &str = "REMAP_CONFORM_IT_CHILD";
-
-/// Runs the current test in a child process (this binary, `--exact <test>`) and asserts that it
-/// passed there. Returns `true` in the parent, `false` in the child (which runs the body).
+/// Runs the current test alone in a child process (this binary, `--exact <test>`) and asserts
+/// that it passed there; `true` in the parent, `false` in the child (which runs the body). A hung
+/// program (a fault nobody serves, a child that never exits) is killed after ten minutes.
 fn run_in_child() -> bool {
-    let name = test_support::test_name("?");
-    if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
-        return false;
-    }
-    // A hung program (a fault nobody serves, a child that never exits) is killed, not waited on.
-    let out = test_support::child::output_within(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &name),
-        std::time::Duration::from_secs(600),
-    );
-    let (stdout, stderr) = (&out.stdout, &out.stderr);
-    let status = out
-        .status
-        .expect("output_within returns only finished runs");
-    assert!(
-        status.success() && stdout.contains("1 passed"),
-        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
-        eprintln!("{line}");
-    }
-    true
+    test_support::child::run_in_child(std::time::Duration::from_secs(600))
 }
 
 /// The harness and machine, or a skip.

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustix::io::FdFlags;
 use test_support::mem::{pattern_word, Mapping};
@@ -14,8 +15,7 @@ use uffd::{
 };
 
 use crate::{
-    assert_nothing_lost, check_child_output, filled, is_child, move_pages, page, registered,
-    FaultServer, CHILD_ENV,
+    assert_nothing_lost, check_child_output, filled, move_pages, page, registered, FaultServer,
 };
 
 /// A MOVE of two pages through `uffd` works and loses nothing.
@@ -179,7 +179,7 @@ const NOBODY: u32 = 65534;
 
 #[test]
 fn unprivileged_user_gets_user_mode_only_and_moves() {
-    if is_child() {
+    if test_support::child::is_child() {
         return unprivileged_child();
     }
     require!(Need::Move, Need::Root);
@@ -191,15 +191,17 @@ fn unprivileged_user_gets_user_mode_only_and_moves() {
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let name = test_support::test_name("?");
-    let out = Command::new(&exe)
-        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &name)
-        .current_dir(&dir)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output();
+    let out = test_support::child::output_within(
+        Command::new(&exe)
+            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+            .env(test_support::child::CHILD_ENV, &name)
+            .current_dir(&dir)
+            .uid(NOBODY)
+            .gid(NOBODY),
+        Duration::from_secs(120),
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    check_child_output(&name, &out.unwrap());
+    check_child_output(&name, &out);
 }
 
 /// The body run as `nobody`.

@@ -244,14 +244,6 @@ impl Drop for FaultServer {
     }
 }
 
-/// The environment variable that tells a re-run of this binary which test to act out as a child.
-const CHILD_ENV: &str = "UFFD_IT_CHILD";
-
-/// Whether this process is the child re-run for the current test.
-fn is_child() -> bool {
-    std::env::var(CHILD_ENV).is_ok_and(|v| v == test_support::test_name("?"))
-}
-
 /// Runs the current test in a child process of its own (this binary, `--exact <test>`), and
 /// asserts that it passed there within two minutes. Returns `true` in the parent (which should then return) and
 /// `false` in the child (which should run the test body).
@@ -262,15 +254,17 @@ fn run_in_child() -> bool {
     test_support::child::run_in_child(Duration::from_secs(120))
 }
 
-/// Asserts that a child run of test `name` passed and really ran that one test.
+/// Asserts that a child run of test `name` (a [`test_support::child::output_within`] run)
+/// passed and really ran that one test.
 #[track_caller]
-fn check_child_output(name: &str, out: &std::process::Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+fn check_child_output(name: &str, out: &test_support::child::Finished) {
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    let status = out
+        .status
+        .expect("output_within returns only finished runs");
     assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child run of {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
+        status.success() && stdout.contains("1 passed"),
+        "child run of {name} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     // Forward a skip notice from the child, so it is visible in the parent's output.
     for line in stderr.lines().filter(|l| l.starts_with("skipping ")) {
