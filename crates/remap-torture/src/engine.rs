@@ -34,40 +34,59 @@ pub(crate) const BUCKETS: [&str; 10] = [
 /// Violations kept in full (all are counted).
 const KEPT_VIOLATIONS: usize = 100;
 
-/// Counters every thread adds to.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) pages_moved: AtomicU64,
-    pub(crate) holes_moved: AtomicU64,
-    pub(crate) swapped_moved: AtomicU64,
-    pub(crate) moves: AtomicU64,
-    pub(crate) checked: AtomicU64,
-    pub(crate) written: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) contention: AtomicU64,
-    pub(crate) events: AtomicU64,
-    /// MOVE results judged by the oracle, by the torture rules alone, and how often the two
-    /// disagreed.
-    pub(crate) oracle_judged: AtomicU64,
-    pub(crate) rules_judged: AtomicU64,
-    pub(crate) disagreements: AtomicU64,
-    pub(crate) results: [AtomicU64; BUCKETS.len()],
+remap::counters! {
+    /// A snapshot of the run's [`Stats`], what the report is made from.
+    pub(crate) struct StatsSnapshot;
+    /// Counters every thread adds to.
+    pub(crate) struct Stats {
+        /// Pages the movers (and the huge-zero and flip drivers) moved.
+        pages_moved,
+        /// Holes moved with `ALLOW_SRC_HOLES`.
+        holes_moved,
+        /// Swapped-out pages moved without swap-in.
+        swapped_moved,
+        /// MOVE ioctls issued.
+        moves,
+        /// Page tags checked (mutators and the final audit).
+        checked,
+        /// New generations written by mutators.
+        written,
+        /// Logical pages dropped on purpose (`MADV_DONTNEED` of the flip region, a page the flip
+        /// could not move back).
+        dropped,
+        /// Windows not locked because another thread held a block of them.
+        contention,
+        /// uffd events read.
+        events,
+        /// MOVE results judged by the oracle.
+        oracle_judged,
+        /// MOVE results judged by the torture rules alone.
+        rules_judged,
+        /// How often the oracle and the torture rules disagreed.
+        disagreements,
+    }
 }
 
-impl Stats {
-    pub(crate) fn count_result(&self, bucket: &str) {
+/// MOVE results by bucket ([`BUCKETS`]): a histogram, which `counters!` does not declare.
+#[derive(Debug, Default)]
+pub(crate) struct ResultCounts([AtomicU64; BUCKETS.len()]);
+
+impl ResultCounts {
+    /// Counts one result in `bucket` (`other` when the name is not a bucket).
+    pub(crate) fn count(&self, bucket: &str) {
         let i = BUCKETS
             .iter()
             .position(|b| *b == bucket)
             .unwrap_or(BUCKETS.len() - 1);
-        self.results[i].fetch_add(1, Ordering::Relaxed);
+        remap::counters::bump(&self.0[i]);
     }
 
-    pub(crate) fn results(&self) -> BTreeMap<String, u64> {
+    /// The buckets with at least one result.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
         BUCKETS
             .iter()
-            .zip(&self.results)
-            .map(|(b, n)| ((*b).to_owned(), n.load(Ordering::Relaxed)))
+            .zip(&self.0)
+            .map(|(b, n)| ((*b).to_owned(), remap::counters::get(n)))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -94,6 +113,7 @@ pub(crate) struct Shared {
     pub(crate) ctx_events: bool,
     pub(crate) ctx_nomem: bool,
     pub(crate) stats: Stats,
+    pub(crate) results: ResultCounts,
     pub(crate) violations: Mutex<Vec<Violation>>,
     pub(crate) violation_count: AtomicU64,
     pub(crate) oplog: OpLog,
@@ -187,7 +207,7 @@ impl Shared {
         };
         let offs = model::tag_word_offsets(self.page);
         let got = offs.map(|w| map.read_word(page, w));
-        self.stats.checked.fetch_add(1, Ordering::Relaxed);
+        remap::counters::bump(&self.stats.checked);
         if got == expected {
             Ok(())
         } else {
@@ -265,7 +285,7 @@ pub(crate) fn mover(sh: &Shared, tid: usize, mut rng: Rng) {
             }
         };
         let Some(mut win) = Window::try_lock(pair, &[0, 1], k, w) else {
-            sh.stats.contention.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.contention);
             std::thread::yield_now();
             continue;
         };
@@ -389,12 +409,12 @@ pub(crate) fn move_checked(
     let result = sys::move_pages(&sh.uffd, dmap, k, smap, k, n, flags);
     let post_src = sh.entries(smap, k, n);
     let post_dst = sh.entries(dmap, k, n);
-    sh.stats.moves.fetch_add(1, Ordering::Relaxed);
+    remap::counters::bump(&sh.stats.moves);
     let mut outcome = Outcome::from_result(&result, sh.page);
     if misreport && outcome == Outcome::All {
         outcome = Outcome::Failed(rustix::io::Errno::EXIST);
     }
-    sh.stats.count_result(outcome.bucket());
+    sh.results.count(outcome.bucket());
     let mut cases: Vec<PageCase> = (0..n)
         .map(|i| {
             let s = win.slot(src, k + i);
@@ -485,9 +505,9 @@ pub(crate) fn move_checked(
     };
     match by_oracle {
         Some(verdict) => {
-            sh.stats.oracle_judged.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.oracle_judged);
             if verdict.is_ok() != judged.is_ok() {
-                sh.stats.disagreements.fetch_add(1, Ordering::Relaxed);
+                remap::counters::bump(&sh.stats.disagreements);
                 tracing::debug!(
                     ?verdict,
                     ?judged,
@@ -497,7 +517,7 @@ pub(crate) fn move_checked(
             judged = verdict;
         }
         None => {
-            sh.stats.rules_judged.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.rules_judged);
         }
     }
     let seen: Vec<Seen> = (0..n)
@@ -552,9 +572,9 @@ pub(crate) fn move_checked(
         *win.slot_mut(dst, k + i) = s;
         *win.slot_mut(src, k + i) = Slot::HOLE;
         if s.content.occupied() {
-            sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.pages_moved);
             if swapped(pre_src[i]) {
-                sh.stats.swapped_moved.fetch_add(1, Ordering::Relaxed);
+                remap::counters::bump(&sh.stats.swapped_moved);
             }
             // Check the tag of every page that arrived present (reading a swapped one would
             // swap it in; the mutators and the audit check those).
@@ -570,7 +590,7 @@ pub(crate) fn move_checked(
                 }
             }
         } else {
-            sh.stats.holes_moved.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.holes_moved);
         }
     }
     outcome
@@ -747,7 +767,7 @@ pub(crate) fn mutator(sh: &Shared, tid: usize, mut rng: Rng) {
         let b = rng.below(pair.sides[side].blocks.len());
         let first = b * BLOCK_PAGES;
         let Some(mut win) = Window::try_lock(pair, &[side], first, BLOCK_PAGES) else {
-            sh.stats.contention.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.contention);
             continue;
         };
         let map = &pair.sides[side].map;
@@ -786,7 +806,7 @@ pub(crate) fn mutator(sh: &Shared, tid: usize, mut rng: Rng) {
                     let s = win.slot_mut(side, page);
                     s.content = next;
                     s.excl_mark = forks_done;
-                    sh.stats.written.fetch_add(1, Ordering::Relaxed);
+                    remap::counters::bump(&sh.stats.written);
                     sh.oplog
                         .record(tid, "write", map.addr() + page * sh.page, 0, 1, 0, 1);
                 }
@@ -834,7 +854,7 @@ pub(crate) fn event_reader(sh: &Shared) {
             }
         }
         for event in buf.drain() {
-            sh.stats.events.fetch_add(1, Ordering::Relaxed);
+            remap::counters::bump(&sh.stats.events);
             match event {
                 Event::Pagefault(pf) => {
                     *counts.entry("pagefault").or_default() += 1;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use remap::inspect::Pagemap;
 use uffd::{Features, RegisterMode, Uffd};
 
-use crate::engine::{self, Shared, Stats};
+use crate::engine::{self, ResultCounts, Shared, Stats};
 use crate::machine::{self, KernelLog, MachineGuard, Wanted};
 use crate::model::{self, Content, Pair, Side, Slot, BLOCK_PAGES};
 use crate::oplog::OpLog;
@@ -349,6 +349,7 @@ fn run_threads(
         ctx_events: true,
         ctx_nomem: has(Walker::Reclaim),
         stats: Stats::default(),
+        results: ResultCounts::default(),
         violations: Mutex::new(Vec::new()),
         violation_count: AtomicU64::new(0),
         oplog: OpLog::new(threads_total),
@@ -422,8 +423,8 @@ fn run_threads(
         progress(&Progress {
             elapsed_secs: sh.elapsed(),
             duration_secs: cfg.duration.as_secs_f64(),
-            pages_moved: sh.stats.pages_moved.load(Ordering::Relaxed),
-            moves: sh.stats.moves.load(Ordering::Relaxed),
+            pages_moved: remap::counters::get(&sh.stats.pages_moved),
+            moves: remap::counters::get(&sh.stats.moves),
             violations: sh.violation_count.load(Ordering::Relaxed),
         });
     }
@@ -479,9 +480,8 @@ fn run_threads(
             vec![],
         );
     }
-    let st = &sh.stats;
-    let pages_moved = st.pages_moved.load(Ordering::Relaxed);
-    let moves = st.moves.load(Ordering::Relaxed);
+    let st = sh.stats.snapshot();
+    let (pages_moved, moves) = (st.pages_moved, st.moves);
     let violations = sh
         .violations
         .lock()
@@ -521,29 +521,29 @@ fn run_threads(
     notes.push(format!(
         "MOVE results judged by the oracle ({}): {}, by the torture rules alone: {}, disagreements: {}",
         sh.oracle.map_or("no row for this kernel", |b| b.name),
-        st.oracle_judged.load(Ordering::Relaxed),
-        st.rules_judged.load(Ordering::Relaxed),
-        st.disagreements.load(Ordering::Relaxed)
+        st.oracle_judged,
+        st.rules_judged,
+        st.disagreements
     ));
     let report = Report {
         seed: cfg.seed,
         elapsed_secs: elapsed,
         pages_moved,
-        holes_moved: st.holes_moved.load(Ordering::Relaxed),
-        swapped_pages_moved: st.swapped_moved.load(Ordering::Relaxed),
+        holes_moved: st.holes_moved,
+        swapped_pages_moved: st.swapped_moved,
         moves,
         moves_per_sec: moves as f64 / elapsed.max(1e-9),
         pages_per_sec: pages_moved as f64 / elapsed.max(1e-9),
-        results: st.results(),
-        pages_checked: st.checked.load(Ordering::Relaxed),
-        pages_written: st.written.load(Ordering::Relaxed),
+        results: sh.results.snapshot(),
+        pages_checked: st.checked,
+        pages_written: st.written,
         logical_pages: u64::from(pair_ids)
             + if cfg.walkers.contains(&Walker::Flip) {
                 cfg.flip_pages as u64
             } else {
                 0
             },
-        pages_dropped: st.dropped.load(Ordering::Relaxed),
+        pages_dropped: st.dropped,
         walkers: walkers_vec,
         vmstat: BTreeMap::new(),
         ksm: BTreeMap::new(),

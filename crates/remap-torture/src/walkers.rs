@@ -348,8 +348,8 @@ fn huge_zero(
     let r = sys::move_pages(&sh.uffd, dmap, first, zero, 0, 512, MoveFlags::empty());
     st.ops += 1;
     let outcome = Outcome::from_result(&r, sh.page);
-    sh.stats.moves.fetch_add(1, Ordering::Relaxed);
-    sh.stats.count_result(outcome.bucket());
+    remap::counters::bump(&sh.stats.moves);
+    sh.results.count(outcome.bucket());
     let dst_addr = dmap.addr() + first * sh.page;
     sh.oplog.record(
         tid,
@@ -404,9 +404,7 @@ fn huge_zero(
     }
     if moved > 0 {
         st.bump("huge_zero_moved");
-        sh.stats
-            .pages_moved
-            .fetch_add(moved as u64, Ordering::Relaxed);
+        remap::counters::add(&sh.stats.pages_moved, moved as u64);
     }
     // The moved source reads as a hole: zeros (and a fresh huge zero page for the next round).
     if zero.read_word(0, 0) != 0 || zero.read_word(511, 1) != 0 {
@@ -520,7 +518,7 @@ fn flip(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
         if r.is_ok() {
             for c in &mut model[first..first + n] {
                 if c.occupied() {
-                    sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    remap::counters::bump(&sh.stats.dropped);
                 }
                 *c = Content::Hole;
             }
@@ -605,9 +603,9 @@ fn flip_move_back(
         let at = first + done;
         let len = n - done;
         let r = sys::move_pages(&sh.uffd, f, at, g, at, len, flags);
-        sh.stats.moves.fetch_add(1, Ordering::Relaxed);
+        remap::counters::bump(&sh.stats.moves);
         let outcome = Outcome::from_result(&r, sh.page);
-        sh.stats.count_result(outcome.bucket());
+        sh.results.count(outcome.bucket());
         sh.oplog.record(
             tid,
             "move-back",
@@ -660,7 +658,7 @@ fn flip_move_back(
                 .unwrap_or(len);
             for &c in model.iter().skip(at).take(went) {
                 if c.occupied() {
-                    sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
+                    remap::counters::bump(&sh.stats.pages_moved);
                 }
             }
             if went == 0 {
@@ -683,7 +681,7 @@ fn flip_move_back(
         let moved = outcome.moved(len);
         for (i, &c) in model.iter().enumerate().skip(at).take(moved) {
             if c.occupied() {
-                sh.stats.pages_moved.fetch_add(1, Ordering::Relaxed);
+                remap::counters::bump(&sh.stats.pages_moved);
                 if let Err(why) = sh.check_page(f, i, c) {
                     sh.violation(
                         ViolationKind::WrongContent,
@@ -718,7 +716,7 @@ fn flip_move_back(
                 // Leave the page where it is: account it as dropped with the mapping.
                 for c in &mut model[at..at + len] {
                     if c.occupied() {
-                        sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        remap::counters::bump(&sh.stats.dropped);
                     }
                     *c = Content::Hole;
                 }
