@@ -287,7 +287,7 @@ fn thp(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
                 first + start,
                 i - start,
                 MoveFlags::empty(),
-                false,
+                &mut false,
             );
         }
         let full =

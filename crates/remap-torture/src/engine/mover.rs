@@ -97,9 +97,8 @@ pub(crate) fn mover(sh: &Shared, tid: usize, mut rng: Rng) {
                 at,
                 n,
                 flags,
-                misreport_next,
+                &mut misreport_next,
             );
-            misreport_next = false;
             ioctls += 1;
             let done = outcome.moved(n);
             moved_any |= done > 0;
@@ -130,7 +129,9 @@ pub(crate) fn mover(sh: &Shared, tid: usize, mut rng: Rng) {
 }
 
 /// Issues one MOVE of pages `[k, k + n)` from side `src` to the other side, judges the result
-/// against the state and against what pagemap shows happened, and updates the model.
+/// against the state and against what pagemap shows happened, and updates the model. With
+/// `misreport_pending` (fault injection) a MOVE that moved everything is reported as EEXIST, and
+/// the flag cleared.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn move_checked(
     sh: &Shared,
@@ -142,7 +143,7 @@ pub(crate) fn move_checked(
     k: usize,
     n: usize,
     flags: MoveFlags,
-    misreport: bool,
+    misreport_pending: &mut bool,
 ) -> Outcome {
     let dst = 1 - src;
     let (smap, dmap) = (&pair.sides[src].map, &pair.sides[dst].map);
@@ -162,7 +163,11 @@ pub(crate) fn move_checked(
     let post_dst = sh.entries(dmap, k, n);
     remap::counters::bump(&sh.stats.moves);
     let mut outcome = Outcome::from_result(&result, sh.page);
-    if misreport && outcome == Outcome::All {
+    // The injected misreport applies to the first MOVE that moves everything (one that stops
+    // early has nothing to mis-report), so it is never used up by a partial or refused MOVE.
+    let misreport = *misreport_pending && outcome == Outcome::All;
+    if misreport {
+        *misreport_pending = false;
         outcome = Outcome::Failed(rustix::io::Errno::EXIST);
     }
     sh.results.count(outcome.bucket());
@@ -491,6 +496,12 @@ fn inject_fault(
                     let r = sys::copy_page(&sh.uffd, map, k + i, words);
                     sh.oplog
                         .record(tid, "inject-duplicate", addr, 0, 1, 0, i64::from(r.is_ok()));
+                    if r.is_err() {
+                        // EAGAIN while a remove event is pending, most likely: try again later,
+                        // so the injection does not depend on winning that race.
+                        sh.injected.store(false, Ordering::SeqCst);
+                        return false;
+                    }
                     tracing::info!("fault injection: duplicated a page into {addr:#x}");
                     return false;
                 }
