@@ -246,7 +246,8 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<Outcome> {
         Ok(r) => r,
         Err(
             e @ (TortureError::NotRoot
-            | TortureError::NoMove(_)
+            | TortureError::NoMove
+            | TortureError::Userfaultfd(_)
             | TortureError::Machine { .. }
             | TortureError::Setup { .. }
             | TortureError::Pagemap(_)

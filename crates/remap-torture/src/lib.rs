@@ -236,9 +236,14 @@ pub enum TortureError {
     /// The run changes cgroups, KSM and swap, and reads the kernel log: it needs root.
     #[error("remap torture needs root (it creates a memory cgroup, runs KSM, sets up swap and reads /dev/kmsg)")]
     NotRoot,
-    /// No `UFFDIO_MOVE` here.
-    #[error("UFFDIO_MOVE is not available: {0}")]
-    NoMove(String),
+    /// No `UFFDIO_MOVE` here: the kernel does not report `UFFD_FEATURE_MOVE` (Linux 6.8+).
+    #[error(
+        "UFFDIO_MOVE is not available: the kernel does not report UFFD_FEATURE_MOVE (Linux 6.8+)"
+    )]
+    NoMove,
+    /// No userfaultfd could be created (every path tried is in the error).
+    #[error("creating a userfaultfd")]
+    Userfaultfd(#[source] uffd::CreateError),
     /// A bad configuration.
     #[error("invalid configuration: {0}")]
     Config(String),

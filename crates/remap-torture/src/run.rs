@@ -132,11 +132,9 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     if cfg.movers == 0 {
         return Err(TortureError::Config("at least one mover".into()));
     }
-    let caps = uffd::Capabilities::probe().map_err(|e| TortureError::NoMove(e.to_string()))?;
+    let caps = uffd::Capabilities::probe().map_err(TortureError::Userfaultfd)?;
     if !caps.supports_move() {
-        return Err(TortureError::NoMove(
-            "the kernel does not report UFFD_FEATURE_MOVE (Linux 6.8+)".into(),
-        ));
+        return Err(TortureError::NoMove);
     }
     let signals = SignalGuard::install();
     let fds_baseline = machine::fd_count();
@@ -328,7 +326,7 @@ fn run_threads(
         .non_blocking(true)
         .features(features)
         .create()
-        .map_err(|e| TortureError::NoMove(e.to_string()))?;
+        .map_err(TortureError::Userfaultfd)?;
     for pair in &pairs {
         for side in &pair.sides {
             uffd.register(side.map.page_ptr(0), side.map.len(), RegisterMode::MISSING)
