@@ -247,7 +247,7 @@ pub(crate) fn run(args: &TortureArgs, out: Output) -> anyhow::Result<Outcome> {
         Err(
             e @ (TortureError::NotRoot
             | TortureError::NoMove
-            | TortureError::Userfaultfd(_)
+            | TortureError::Create(_)
             | TortureError::Machine { .. }
             | TortureError::Setup { .. }
             | TortureError::Pagemap(_)

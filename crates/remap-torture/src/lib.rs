@@ -243,7 +243,7 @@ pub enum TortureError {
     NoMove,
     /// No userfaultfd could be created (every path tried is in the error).
     #[error("creating a userfaultfd")]
-    Userfaultfd(#[source] uffd::CreateError),
+    Create(#[source] uffd::CreateError),
     /// A bad configuration.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -132,7 +132,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     if cfg.movers == 0 {
         return Err(TortureError::Config("at least one mover".into()));
     }
-    let caps = uffd::Capabilities::probe().map_err(TortureError::Userfaultfd)?;
+    let caps = uffd::Capabilities::probe().map_err(TortureError::Create)?;
     if !caps.supports_move() {
         return Err(TortureError::NoMove);
     }
@@ -326,7 +326,7 @@ fn run_threads(
         .non_blocking(true)
         .features(features)
         .create()
-        .map_err(TortureError::Userfaultfd)?;
+        .map_err(TortureError::Create)?;
     for pair in &pairs {
         for side in &pair.sides {
             uffd.register(side.map.page_ptr(0), side.map.len(), RegisterMode::MISSING)
