@@ -68,6 +68,7 @@ pub mod inspect;
 pub mod mover;
 pub mod region;
 pub mod server;
+pub mod sigbus;
 pub mod system;
 
 pub use mover::{

@@ -135,7 +135,7 @@
 //! [`SigbusServer`] uses `UFFD_FEATURE_SIGBUS` instead of handler threads: the faulting thread
 //! gets SIGBUS and resolves its own fault inside the signal handler; see its docs for what that
 //! requires of the source ([`SignalSafeSource`]). It shares the resolve code with the handler
-//! threads (kept async-signal-safe for it). Nothing reads its userfaultfd, so it enables no
+//! threads (one engine under all three servers, kept async-signal-safe for it). Nothing reads its userfaultfd, so it enables no
 //! events: do not `munmap` or `mremap` part of its region while it is served. A failed resolve
 //! falls back to the zero page; a page poisoned by the source raises a SIGBUS that the server
 //! leaves to the previous handler (normally fatal). Stopping it while threads fault is safe:
@@ -147,21 +147,25 @@ use std::sync::atomic::AtomicU64;
 
 use crate::region::Region;
 
-mod core;
+mod engine;
+mod holes;
 mod page_bits;
 mod pool;
-pub(crate) mod sigbus;
+mod reader;
+mod retry;
+mod sigbus;
 mod sources;
+mod threads;
 #[cfg(feature = "tokio")]
 mod tokio_server;
 
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{FaultServer, FaultServerBuilder};
 pub use self::pool::{MovePool, PoolEmpty, PoolError, PoolLease};
 pub use self::sigbus::{SigbusServer, SignalSafeSource};
 pub use self::sources::{CopySource, FnSource, ZeroSource};
+pub use self::threads::{FaultServer, FaultServerBuilder};
 #[cfg(feature = "tokio")]
 pub use self::tokio_server::AsyncFaultServer;
 

@@ -1,0 +1,472 @@
+//! [`FaultServer`]: handler threads, each polling the userfaultfd and reading events into the
+//! shared [`EventReader`], and its builder.
+
+use std::os::fd::OwnedFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use uffd::{EventBuffer, Features};
+
+use super::engine::{check_policy, panic_message, reader_features, EngineConfig};
+use super::reader::EventReader;
+use super::retry::{RetryClock, PARKED_FAULTS};
+use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
+use crate::region::Region;
+
+/// What the handler threads share besides the reader: the stop signal, the panic policy and
+/// the first failure.
+#[derive(Debug)]
+struct ThreadControl {
+    stop: OwnedFd,
+    policy: PanicPolicy,
+    failure: Mutex<Option<ServerError>>,
+}
+
+impl ThreadControl {
+    fn signal_stop(&self) {
+        // The eventfd counter only grows, so it stays readable and every thread sees the stop.
+        if let Err(errno) = rustix::io::write(&self.stop, &1u64.to_ne_bytes()) {
+            tracing::error!(%errno, "signalling the fault server to stop");
+        }
+    }
+
+    fn fail(&self, err: ServerError) {
+        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+    }
+}
+
+/// Builds a [`FaultServer`]; see [`FaultServer::builder`].
+#[derive(Debug)]
+pub struct FaultServerBuilder<S> {
+    region: Region,
+    source: S,
+    threads: usize,
+    features: Option<Features>,
+    policy: PanicPolicy,
+    failure: FailurePolicy,
+    kernel_faults: bool,
+    events_per_read: usize,
+    capabilities: Option<uffd::Capabilities>,
+}
+
+impl<S: PageSource> FaultServerBuilder<S> {
+    /// Number of handler threads (default 1, at least 1).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// The non-cooperative events to enable. Default: `EVENT_REMOVE | EVENT_UNMAP | EVENT_REMAP`,
+    /// those the kernel supports. `EVENT_FORK` is opt-in (it needs CAP_SYS_PTRACE);
+    /// `THREAD_ID` is added when supported. Asking for a feature the kernel lacks fails
+    /// [`start`](Self::start).
+    pub fn features(mut self, features: Features) -> Self {
+        self.features = Some(features);
+        self
+    }
+
+    /// What to do when the page source panics (default [`PanicPolicy::Abort`]).
+    pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// What to do when resolving a fault fails (default [`FailurePolicy::Zero`]); see the
+    /// [module docs](super#failed-resolves). [`FailurePolicy::Poison`] needs `UFFDIO_POISON`
+    /// (Linux 6.6): without it [`start`](Self::start) fails with [`ServerError::Unsupported`].
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// Also serve faults taken by the kernel on the process's behalf, for example a `read(2)`
+    /// into the region (default `false`: user-mode faults only, and such a kernel access fails
+    /// with EFAULT). Needs CAP_SYS_PTRACE or `vm.unprivileged_userfaultfd=1`, else
+    /// [`start`](Self::start) fails with [`ServerError::Create`].
+    pub fn kernel_faults(mut self, on: bool) -> Self {
+        self.kernel_faults = on;
+        self
+    }
+
+    /// Events read per `read(2)` by each thread (default 64).
+    pub fn events_per_read(mut self, n: usize) -> Self {
+        self.events_per_read = n.max(1);
+        self
+    }
+
+    /// Decide the configuration from these capabilities instead of probing the kernel: the
+    /// default features and the checks of [`start`](Self::start) follow them. For exercising,
+    /// on a new kernel, what a server does on an older one ([`uffd::Capabilities::without`]).
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let caps = uffd::Capabilities::probe()?.without(uffd::Features::EVENT_REMAP);
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource).capabilities(caps).start()?;
+    /// assert!(!server.features().contains(uffd::Features::EVENT_REMAP));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capabilities(mut self, capabilities: uffd::Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
+    /// Creates the userfaultfd, registers the region and starts the handler threads.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Create`] (no userfaultfd, a missing feature, `EVENT_FORK` without the
+    /// privilege), [`ServerError::Unsupported`] ([`FailurePolicy::Poison`] on a kernel without
+    /// `UFFDIO_POISON`), [`ServerError::Register`], [`ServerError::Eventfd`], [`ServerError::Spawn`].
+    pub fn start(self) -> Result<FaultServer<S>, ServerError> {
+        let supported = match self.capabilities {
+            Some(caps) => caps,
+            None => uffd::Capabilities::probe()?,
+        }
+        .features();
+        check_policy(self.failure, supported)?;
+        let wanted = reader_features(self.features, supported);
+        let config = EngineConfig {
+            features: wanted,
+            kernel_faults: self.kernel_faults,
+            non_blocking: true,
+            policy: self.failure,
+        };
+        let reader = Arc::new(EventReader::new(
+            self.region,
+            self.source,
+            config,
+            self.threads,
+        )?);
+        let stop = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .map_err(ServerError::Eventfd)?;
+        let control = Arc::new(ThreadControl {
+            stop,
+            policy: self.policy,
+            failure: Mutex::new(None),
+        });
+        let mut server = FaultServer {
+            reader,
+            control,
+            threads: Vec::new(),
+        };
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        for i in 0..self.threads {
+            let reader = Arc::clone(&server.reader);
+            let control = Arc::clone(&server.control);
+            let cap = self.events_per_read;
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("remap-fault-{i}"))
+                .spawn(move || handler_thread(&reader, &control, i, cap, ready))
+                .map_err(ServerError::Spawn)?;
+            server.threads.push(handle);
+        }
+        drop(ready_tx);
+        // Return only once every handler thread has started and allocated all it needs: a
+        // thread's first allocations (the standard library's own, at thread start, included)
+        // must not wait for a `fork()` that the caller starts right after this returns, since
+        // that fork waits for a handler to read its event (see the fork notes on `PageSource`).
+        // A thread that died first just ends the wait early.
+        for _ in 0..self.threads {
+            if ready.recv().is_err() {
+                break;
+            }
+        }
+        tracing::debug!(
+            addr = server.reader.region().addr(),
+            len = server.reader.region().len(),
+            threads = self.threads,
+            features = ?wanted,
+            "fault server started"
+        );
+        Ok(server)
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: 0,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+fn handler_thread<S: PageSource>(
+    reader: &EventReader<S>,
+    control: &ThreadControl,
+    me: usize,
+    cap: usize,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    // Everything the loop needs is allocated here, once, before `start` returns: see the fork
+    // notes on `PageSource`.
+    let mut buf = EventBuffer::new(cap);
+    let mut scratch = vec![0u8; reader.region().page_size()];
+    let mut faults = Vec::with_capacity(cap);
+    let mut pending = Vec::with_capacity(PARKED_FAULTS.max(cap));
+    let mut clock = RetryClock::new(reader.generation());
+    let waker = reader.waker(me);
+    let _ = ready.send(());
+    drop(ready);
+    loop {
+        // Consume our wake-up first, then look at the generation: a bump after this load
+        // writes the eventfd again, so the poll below cannot miss it.
+        let _ = rustix::io::read(waker, &mut [0u8; 8]);
+        let wait = if pending.is_empty() {
+            None
+        } else if clock.new_generation(reader.generation()) {
+            Some(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            })
+        } else {
+            Some(timespec(clock.backoff()))
+        };
+        let mut fds = [
+            PollFd::new(reader.uffd(), PollFlags::IN),
+            PollFd::new(&control.stop, PollFlags::IN),
+            PollFd::new(waker, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, wait.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => {
+                control.fail(ServerError::Handler { errno });
+                return;
+            }
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        if fds[0]
+            .revents()
+            .intersects(PollFlags::ERR | PollFlags::NVAL)
+        {
+            control.fail(ServerError::Handler { errno: Errno::BADF });
+            return;
+        }
+        let readable = fds[0].revents().contains(PollFlags::IN);
+        let step = panic::catch_unwind(AssertUnwindSafe(|| {
+            if readable {
+                reader.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
+            }
+            if !pending.is_empty() {
+                // Once per generation right away; within one, after a doubling back-off (the
+                // window around an event's read in which `mmap_changing` is still raised).
+                clock.retried(reader.generation());
+                reader.retry(&mut pending, &mut scratch);
+            }
+            Ok(())
+        }));
+        match step {
+            Ok(Ok(())) => {}
+            Ok(Err(errno)) => {
+                tracing::error!(%errno, "reading userfaultfd events");
+                control.fail(ServerError::Handler { errno });
+                return;
+            }
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(%message, "a page source panicked in a fault handler thread");
+                match control.policy {
+                    PanicPolicy::Abort => std::process::abort(),
+                    PanicPolicy::UnregisterAndStop => {
+                        reader.unregister();
+                        control.fail(ServerError::HandlerPanicked { message });
+                        control.signal_stop();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handler threads serving the page faults of a [`Region`] it owns; see the
+/// [module docs](super).
+///
+/// ```
+/// use remap::region::Region;
+/// use remap::server::{FaultServer, ZeroSource};
+///
+/// let server = FaultServer::builder(Region::new(8 * 4096)?, ZeroSource).threads(2).start()?;
+/// let region = server.region();
+/// region.write_u64(0, 7); // faults, served with a zero page, then written
+/// assert_eq!(region.read_u64(0), 7);
+/// assert_eq!(server.stats().served_zero, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FaultServer<S: PageSource> {
+    reader: Arc<EventReader<S>>,
+    control: Arc<ThreadControl>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<S: PageSource> FaultServer<S> {
+    /// Starts building a server for `region` (moved in: the server owns it, so its threads never
+    /// outlive the mapping) with pages from `source`.
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, PanicPolicy, ZeroSource};
+    ///
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource)
+    ///     .threads(1)
+    ///     .on_panic(PanicPolicy::UnregisterAndStop)
+    ///     .start()?;
+    /// assert_eq!(server.region().read_u8(0), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(region: Region, source: S) -> FaultServerBuilder<S> {
+        FaultServerBuilder {
+            region,
+            source,
+            threads: 1,
+            features: None,
+            policy: PanicPolicy::Abort,
+            failure: FailurePolicy::Zero,
+            kernel_faults: false,
+            events_per_read: 64,
+            capabilities: None,
+        }
+    }
+
+    /// The served region. Touch it only through its accessors (no references into it exist).
+    ///
+    /// ```
+    /// # let server = remap::server::FaultServer::builder(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource).start()?;
+    /// assert_eq!(server.region().len(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region(&self) -> &Region {
+        self.reader.region()
+    }
+
+    /// The page source (for example to give pages back to a [`MovePool`](super::MovePool)).
+    ///
+    /// ```
+    /// # let server = remap::server::FaultServer::builder(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource).start()?;
+    /// let _source: &remap::server::ZeroSource = server.source();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source(&self) -> &S {
+        &self.reader.engine.source
+    }
+
+    /// The features enabled on the server's userfaultfd.
+    ///
+    /// ```
+    /// # let server = remap::server::FaultServer::builder(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource).start()?;
+    /// let _ = server.features().contains(uffd::Features::EVENT_REMOVE);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn features(&self) -> Features {
+        self.reader.uffd().features()
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// ```
+    /// # let server = remap::server::FaultServer::builder(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource).start()?;
+    /// assert_eq!(server.stats().faults, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> ServerStats {
+        self.reader.engine.counters.snapshot()
+    }
+
+    /// Whether the server still serves faults (false after a handler failed or panicked).
+    ///
+    /// ```
+    /// # let server = remap::server::FaultServer::builder(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource).start()?;
+    /// assert!(server.is_running());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_running(&self) -> bool {
+        self.control
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+            && self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    fn shutdown(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.control.signal_stop();
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                // The loop catches panics; only a panic in the catch path itself gets here.
+                self.control.fail(ServerError::HandlerPanicked {
+                    message: "handler thread died".to_owned(),
+                });
+            }
+        }
+        self.reader.unregister();
+        tracing::debug!(stats = %self.stats(), "fault server stopped");
+    }
+
+    /// Stops the handler threads, unregisters the region (waking every thread still blocked in a
+    /// fault there: it sees a zero page) and returns it, now ordinary memory.
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource).start()?;
+    /// let region = server.stop()?;
+    /// region.write_u8(0, 1); // no fault handling any more
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::HandlerPanicked`] if the source panicked under
+    /// [`PanicPolicy::UnregisterAndStop`], [`ServerError::Handler`] if a handler thread failed
+    /// (the region is unmapped in both cases), [`ServerError::RegionLost`] if part of the region
+    /// at its start was unmapped and someone else mapped memory there since (see the
+    /// [module docs](super#shutdown): a region cut short before such a hole further in is
+    /// returned as `Ok`).
+    pub fn stop(mut self) -> Result<Region, ServerError> {
+        self.shutdown();
+        if let Some(err) = self
+            .control
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(err);
+        }
+        let reader = Arc::clone(&self.reader);
+        drop(self);
+        match Arc::try_unwrap(reader) {
+            Ok(reader) => reader.into_region(),
+            Err(_) => unreachable!("every handler thread was joined"),
+        }
+    }
+}
+
+impl<S: PageSource> Drop for FaultServer<S> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
