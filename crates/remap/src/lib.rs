@@ -58,8 +58,10 @@
 //! # Where `unsafe` lives
 //!
 //! The crate denies `unsafe` except in [`region`] (mapping code and the region-level ioctl calls,
-//! bounds-checked against regions remap owns), in the SIGBUS handler installation of
-//! [`server::SigbusServer`], and in one tokio registration call; each block says why it is sound.
+//! bounds-checked against regions remap owns), in the process-wide SIGBUS handler and its
+//! registry ([`sigbus`], which [`server::SigbusServer`] and remap-compact share), in the
+//! async-signal-safety promises of [`server::SignalSafeSource`], and in one tokio registration
+//! call; each block says why it is sound.
 
 #![deny(unsafe_code)]
 

@@ -113,6 +113,14 @@
 //! region, so such threads can finish their access before it is unmapped; dropping the server
 //! unmaps it, so only drop it when no thread touches the region any more.
 //!
+//! Threads that borrow the region from the server ([`FaultServer::region`], in
+//! `std::thread::scope`, say) keep `stop` from being called, since it consumes the server: call
+//! [`FaultServer::stop_serving`] (`&self`) instead, which stops and unregisters the same way
+//! but leaves the region in the server, so the borrowers finish their accesses on mapped,
+//! ordinary memory; then `stop` hands the region back. [`FaultServer::into_parts`] returns the
+//! source as well (a [`MovePool`] can then give its own region back with
+//! [`MovePool::into_region`]). [`SigbusServer`] has the same pair of methods.
+//!
 //! Ranges of the region that were unmapped or remapped away while it was served are re-reserved
 //! by the server as they go, so the returned region (or the dropped server) unmaps only its own
 //! reservations there; they are `PROT_NONE`, and touching them raises SIGSEGV. If someone mapped

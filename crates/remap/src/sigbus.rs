@@ -369,3 +369,44 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
         libc::raise(sig);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Constant(bool);
+
+    impl SigbusHandler for Constant {
+        fn on_sigbus(&self, _addr: usize) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn every_slot_can_be_taken_then_the_registry_is_full_until_one_is_retired() {
+        // This test binary has no other user of the registry.
+        let handler: Arc<dyn SigbusHandler> = Arc::new(Constant(true));
+        let registrations: Vec<_> = (0..SLOTS)
+            .map(|i| {
+                // SAFETY: the handler returns a constant.
+                unsafe { register(i * 0x1000..(i + 1) * 0x1000, Arc::clone(&handler)) }.unwrap()
+            })
+            .collect();
+        let mut slots: Vec<_> = registrations.iter().map(SigbusRegistration::slot).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..SLOTS).collect::<Vec<_>>());
+        // SAFETY: as above.
+        let full = unsafe { register(0..0x1000, Arc::clone(&handler)) }.unwrap_err();
+        assert_eq!(full, SigbusError::Full);
+        assert_eq!(full.errno(), Errno::NOSPC);
+        // Dispatch finds the range's handler (called directly: no signal needed for that).
+        assert!(dispatch(3 * 0x1000 + 8));
+        drop(registrations);
+        // Retired: the ranges are remembered for late signals, and the handler's Arc released.
+        assert_eq!(Arc::strong_count(&handler), 1);
+        assert!(retired(5 * 0x1000));
+        // SAFETY: as above.
+        let again = unsafe { register(0..0x1000, handler) }.unwrap();
+        assert!(again.slot() < SLOTS);
+    }
+}

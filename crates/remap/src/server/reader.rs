@@ -360,8 +360,10 @@ impl<S: PageSource> EventReader<S> {
         }
     }
 
-    /// Takes the region out of a reader no one else holds (see [`Holes::into_region`]).
-    pub(crate) fn into_region(self) -> Result<Region, ServerError> {
-        self.holes.into_region(self.engine.region)
+    /// Takes the region (see [`Holes::into_region`]) and the source out of a reader no one else
+    /// holds.
+    pub(crate) fn into_parts(self) -> Result<(Region, S), ServerError> {
+        let Engine { region, source, .. } = self.engine;
+        Ok((self.holes.into_region(region)?, source))
     }
 }

@@ -70,7 +70,7 @@
 use std::cell::Cell;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use uffd::Features;
 
@@ -81,6 +81,10 @@ use super::{
 };
 use crate::region::Region;
 use crate::sigbus::{SigbusHandler, SigbusRegistration};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 thread_local! {
     /// This thread's streak of SIGBUSes at one address that the server could not resolve
@@ -265,7 +269,8 @@ impl<S: SignalSafeSource> SigbusHandler for SigbusResolver<S> {
 /// ```
 pub struct SigbusServer<S: SignalSafeSource> {
     resolver: Arc<SigbusResolver<S>>,
-    registration: Option<SigbusRegistration>,
+    /// Taken by the first [`stop_serving`](SigbusServer::stop_serving).
+    registration: Mutex<Option<SigbusRegistration>>,
 }
 
 impl<S: SignalSafeSource> std::fmt::Debug for SigbusServer<S> {
@@ -313,13 +318,13 @@ impl<S: SignalSafeSource> SigbusServer<S> {
         // stack buffer, and reads and writes a const-initialised thread-local `Cell`. The
         // engine's `attempt`, `apply` and `fall_back` allocate, lock, log and panic nowhere.
         let registered = unsafe { crate::sigbus::register(range, handler) };
-        let mut server = Self {
+        let server = Self {
             resolver,
-            registration: None,
+            registration: Mutex::new(None),
         };
         match registered {
             Ok(registration) => {
-                server.registration = Some(registration);
+                *lock(&server.registration) = Some(registration);
                 Ok(server)
             }
             Err(err) => {
@@ -380,8 +385,23 @@ impl<S: SignalSafeSource> SigbusServer<S> {
         }
     }
 
-    fn shutdown(&mut self) {
-        let Some(registration) = self.registration.take() else {
+    /// Stops serving without giving up the region: marks the server stopping, unregisters the
+    /// region (a thread faulting meanwhile retries its access and finds ordinary memory) and
+    /// leaves the handler's registry. The region stays borrowed from the server, so threads
+    /// still touching it can finish; then [`stop`](Self::stop) hands it back. Calling it again
+    /// does nothing. See [`FaultServer::stop_serving`](super::FaultServer::stop_serving) for an
+    /// example of the pattern.
+    ///
+    /// ```
+    /// # let server = remap::server::SigbusServer::start(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource)?;
+    /// server.stop_serving();
+    /// server.region().write_u8(0, 1); // ordinary memory now
+    /// assert_eq!(server.stats().faults, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_serving(&self) {
+        let Some(registration) = lock(&self.registration).take() else {
             return;
         };
         // Mark the server stopping (a handler whose resolve now fails retries the access),
@@ -401,12 +421,25 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// region.write_u8(0, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stop(mut self) -> Region {
-        self.shutdown();
+    pub fn stop(self) -> Region {
+        self.into_parts().0
+    }
+
+    /// Stops as [`stop`](Self::stop) does and hands back the source too.
+    ///
+    /// ```
+    /// # let server = remap::server::SigbusServer::start(
+    /// #     remap::region::Region::new(4096)?, remap::server::MovePool::new(1)?)?;
+    /// let (_region, pool) = server.into_parts();
+    /// assert_eq!(pool.available(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_parts(self) -> (Region, S) {
+        self.stop_serving();
         let resolver = Arc::clone(&self.resolver);
         drop(self);
         match Arc::try_unwrap(resolver) {
-            Ok(resolver) => resolver.engine.region,
+            Ok(resolver) => (resolver.engine.region, resolver.engine.source),
             Err(_) => unreachable!("the registry entry was dropped"),
         }
     }
@@ -414,6 +447,6 @@ impl<S: SignalSafeSource> SigbusServer<S> {
 
 impl<S: SignalSafeSource> Drop for SigbusServer<S> {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop_serving();
     }
 }

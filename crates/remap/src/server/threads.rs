@@ -15,6 +15,10 @@ use super::engine::{check_policy, panic_message, reader_features, EngineConfig};
 use super::reader::EventReader;
 use super::retry::{RetryClock, PARKED_FAULTS};
 use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 use crate::region::Region;
 
 /// What the handler threads share besides the reader: the stop signal, the panic policy and
@@ -156,10 +160,10 @@ impl<S: PageSource> FaultServerBuilder<S> {
             policy: self.policy,
             failure: Mutex::new(None),
         });
-        let mut server = FaultServer {
+        let server = FaultServer {
             reader,
             control,
-            threads: Vec::new(),
+            threads: Mutex::new(Vec::new()),
         };
         let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..self.threads {
@@ -171,7 +175,7 @@ impl<S: PageSource> FaultServerBuilder<S> {
                 .name(format!("remap-fault-{i}"))
                 .spawn(move || handler_thread(&reader, &control, i, cap, ready))
                 .map_err(ServerError::Spawn)?;
-            server.threads.push(handle);
+            lock(&server.threads).push(handle);
         }
         drop(ready_tx);
         // Return only once every handler thread has started and allocated all it needs: a
@@ -310,7 +314,8 @@ fn handler_thread<S: PageSource>(
 pub struct FaultServer<S: PageSource> {
     reader: Arc<EventReader<S>>,
     control: Arc<ThreadControl>,
-    threads: Vec<JoinHandle<()>>,
+    /// Emptied by the first [`stop_serving`](FaultServer::stop_serving).
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<S: PageSource> FaultServer<S> {
@@ -404,15 +409,57 @@ impl<S: PageSource> FaultServer<S> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none()
-            && self.threads.iter().all(|t| !t.is_finished())
+            && {
+                let threads = lock(&self.threads);
+                !threads.is_empty() && threads.iter().all(|t| !t.is_finished())
+            }
     }
 
-    fn shutdown(&mut self) {
-        if self.threads.is_empty() {
+    /// Stops serving, without giving up the region: stops and joins the handler threads, then
+    /// unregisters the region, which wakes every thread still blocked in a fault there (it
+    /// retries its access and finds ordinary anonymous memory: a zero page where nothing was
+    /// resolved). The region stays borrowed from the server ([`region`](Self::region)), so
+    /// threads that borrowed it can finish their accesses; then [`stop`](Self::stop) or
+    /// [`into_parts`](Self::into_parts) hands it back (and reports a handler's failure).
+    /// Calling it again does nothing.
+    ///
+    /// This is the way to stop a server while other threads still touch its region: `stop`
+    /// consumes the server, so it cannot be called while they borrow it, and the region must
+    /// outlive every access to it.
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{Fault, FaultServer, PageSource, Resolution};
+    ///
+    /// /// Never resolves a fault: whoever touches the region waits until the server stops.
+    /// struct Never;
+    /// impl PageSource for Never {
+    ///     fn resolve<'a>(&'a self, _: &Fault, _: &'a mut [u8]) -> Resolution<'a> {
+    ///         Resolution::Leave
+    ///     }
+    /// }
+    ///
+    /// let server = FaultServer::builder(Region::new(4096)?, Never).start()?;
+    /// std::thread::scope(|s| {
+    ///     let region = server.region(); // borrowed by the toucher below
+    ///     let toucher = s.spawn(move || region.read_u64(0)); // blocks in the fault
+    ///     while server.stats().left == 0 {
+    ///         std::thread::yield_now(); // until the fault was read (and left)
+    ///     }
+    ///     server.stop_serving(); // wakes the toucher: it reads a zero page
+    ///     assert_eq!(toucher.join().unwrap(), 0);
+    /// });
+    /// let region = server.stop()?; // nobody borrows it any more
+    /// assert_eq!(region.read_u64(0), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_serving(&self) {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
             return;
         }
         self.control.signal_stop();
-        for thread in self.threads.drain(..) {
+        for thread in threads {
             if thread.join().is_err() {
                 // The loop catches panics; only a panic in the catch path itself gets here.
                 self.control.fail(ServerError::HandlerPanicked {
@@ -425,7 +472,8 @@ impl<S: PageSource> FaultServer<S> {
     }
 
     /// Stops the handler threads, unregisters the region (waking every thread still blocked in a
-    /// fault there: it sees a zero page) and returns it, now ordinary memory.
+    /// fault there: it sees a zero page) and returns it, now ordinary memory. To stop while other
+    /// threads still borrow the region, call [`stop_serving`](Self::stop_serving) first.
     ///
     /// ```
     /// use remap::region::Region;
@@ -445,8 +493,33 @@ impl<S: PageSource> FaultServer<S> {
     /// at its start was unmapped and someone else mapped memory there since (see the
     /// [module docs](super#shutdown): a region cut short before such a hole further in is
     /// returned as `Ok`).
-    pub fn stop(mut self) -> Result<Region, ServerError> {
-        self.shutdown();
+    pub fn stop(self) -> Result<Region, ServerError> {
+        self.into_parts().map(|(region, _)| region)
+    }
+
+    /// Stops as [`stop`](Self::stop) does and hands back the source too: a [`MovePool`]'s
+    /// pages, say, to serve another region or to take back with
+    /// [`MovePool::into_region`].
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, MovePool};
+    ///
+    /// let server = FaultServer::builder(Region::new(4 * 4096)?, MovePool::new(2)?).start()?;
+    /// server.region().write_u8(0, 1); // a page moved in from the pool
+    /// let (_region, pool) = server.into_parts()?;
+    /// assert_eq!(pool.available(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`stop`](Self::stop) (the source is dropped then).
+    ///
+    /// [`MovePool`]: super::MovePool
+    /// [`MovePool::into_region`]: super::MovePool::into_region
+    pub fn into_parts(self) -> Result<(Region, S), ServerError> {
+        self.stop_serving();
         if let Some(err) = self
             .control
             .failure
@@ -459,7 +532,7 @@ impl<S: PageSource> FaultServer<S> {
         let reader = Arc::clone(&self.reader);
         drop(self);
         match Arc::try_unwrap(reader) {
-            Ok(reader) => reader.into_region(),
+            Ok(reader) => reader.into_parts(),
             Err(_) => unreachable!("every handler thread was joined"),
         }
     }
@@ -467,6 +540,6 @@ impl<S: PageSource> FaultServer<S> {
 
 impl<S: PageSource> Drop for FaultServer<S> {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop_serving();
     }
 }

@@ -350,7 +350,22 @@ impl<S: PageSource> AsyncFaultServer<S> {
     /// [`ServerError::RegionLost`] when part of the region was unmapped and someone else mapped
     /// memory at its start since (see the [module docs](super#shutdown)); a region cut short
     /// before such a hole is returned as `Ok`.
-    pub fn into_region(mut self) -> Result<Region, ServerError> {
+    pub fn into_region(self) -> Result<Region, ServerError> {
+        self.into_parts().map(|(region, _)| region)
+    }
+
+    /// As [`into_region`](Self::into_region), and hands back the source too.
+    ///
+    /// ```no_run
+    /// # fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// let (_region, _source) = server.into_parts().expect("the region");
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`into_region`](Self::into_region).
+    pub fn into_parts(mut self) -> Result<(Region, S), ServerError> {
         let fd = self.fd.take();
         let Some(fd) = fd else {
             unreachable!("the fd is taken only here")
@@ -358,7 +373,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let reader = fd.into_inner().0;
         reader.unregister();
         match Arc::try_unwrap(reader) {
-            Ok(reader) => reader.into_region(),
+            Ok(reader) => reader.into_parts(),
             Err(_) => unreachable!("only the server holds the reader"),
         }
     }

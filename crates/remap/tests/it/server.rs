@@ -554,6 +554,16 @@ const SCENARIOS: &[Scenario] = &[
         outcome: Outcome::Pass,
         needs: &[Need::Feature(Features::SIGBUS)],
     },
+    Scenario {
+        name: "stop-serving",
+        outcome: Outcome::Pass,
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "pool-into-region",
+        outcome: Outcome::Pass,
+        needs: &[Need::Move],
+    },
     #[cfg(feature = "tokio")]
     Scenario {
         name: "async-abort",
@@ -621,6 +631,8 @@ fn child_scenarios() {
         "sigbus-poison" => sigbus_poison_child(),
         "sigbus-stop" => sigbus_stop_child(),
         "sigbus-bad-move" => sigbus_bad_move_child(),
+        "stop-serving" => stop_serving_child(),
+        "pool-into-region" => pool_into_region_child(),
         #[cfg(feature = "tokio")]
         "async-abort" => async_abort_child(),
         other => panic!("unknown scenario {other}"),
@@ -1262,4 +1274,75 @@ fn async_abort_child() {
         let _ = server.serve().await;
     });
     unreachable!("the process should have aborted");
+}
+
+/// Never resolves a fault (and counts the faults it saw).
+#[derive(Default)]
+struct Never(AtomicUsize);
+
+impl PageSource for Never {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Resolution::Leave
+    }
+}
+
+#[test]
+fn stop_serving_wakes_threads_blocked_in_faults_while_they_borrow_the_region() {
+    require!(Need::Uffd);
+    run_child_ok("stop-serving");
+}
+
+/// Child: three threads borrow the served region and block in faults the source leaves;
+/// `stop_serving` (through `&self`) wakes them to zero pages while they still hold the borrow,
+/// and `into_parts` then hands back the region and the source.
+fn stop_serving_child() {
+    let server = FaultServer::builder(Region::new(4 * page()).unwrap(), Never::default())
+        .threads(2)
+        .start()
+        .unwrap();
+    std::thread::scope(|s| {
+        let region = server.region();
+        let touchers: Vec<_> = (0..3)
+            .map(|i| s.spawn(move || region.read_u64(i * page() + 8)))
+            .collect();
+        wait_until("three faults left", || server.stats().left == 3);
+        assert!(server.is_running());
+        server.stop_serving();
+        assert!(!server.is_running());
+        for toucher in touchers {
+            assert_eq!(toucher.join().unwrap(), 0);
+        }
+        // Ordinary memory now, still borrowed from the server.
+        region.write_u64(3 * page(), 5);
+        server.stop_serving(); // a second call does nothing
+    });
+    let (region, source) = server.into_parts().unwrap();
+    assert_eq!(region.read_u64(3 * page()), 5);
+    assert_eq!(source.0.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_pool_comes_back_from_a_server_and_gives_back_its_region() {
+    require!(Need::Move);
+    run_child_ok("pool-into-region");
+}
+
+/// Child (an empty slot would block a read for ever if the pool's region stayed registered).
+fn pool_into_region_child() {
+    let pool = MovePool::new(3).unwrap();
+    let server = FaultServer::builder(Region::new(4 * page()).unwrap(), pool)
+        .start()
+        .unwrap();
+    server.region().write_u64(0, 1);
+    server.region().write_u64(page(), 2);
+    let (region, pool) = server.into_parts().unwrap();
+    assert_eq!(region.read_u64(page()), 2);
+    assert_eq!(pool.available(), 1);
+    let pool_region = pool.into_region();
+    assert_eq!(pool_region.pages(), 3);
+    // Unregistered: every slot reads without blocking (moved-out slots as zero).
+    for p in 0..3 {
+        assert_eq!(pool_region.read_u64(p * page()), 0);
+    }
 }
