@@ -55,6 +55,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Examples to start from
+//!
+//! `crates/remap/examples/` holds complete programs, each run by CI (`cargo run --release -p
+//! remap --example NAME`): `lazy_restore` (a region served lazily from a snapshot file, as a
+//! VMM restores a guest) and `sigbus_server` (faults resolved in the faulting thread's SIGBUS
+//! handler). See the [`server`] docs.
+//!
 //! # Where `unsafe` lives
 //!
 //! The crate denies `unsafe` except in [`region`] (mapping code and the region-level ioctl calls,

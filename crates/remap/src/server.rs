@@ -27,6 +27,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Two complete programs to start from, each run by CI: `crates/remap/examples/lazy_restore.rs`
+//! (serve a region lazily from a snapshot file, the way a VMM restores a guest: a
+//! [`PageSource`] that `pread`s the faulting page into its scratch page and answers
+//! [`Resolution::Copy`]) and `crates/remap/examples/sigbus_server.rs` (a [`SigbusServer`] over a
+//! [`CopySource`] and a [`MovePool`], pages given back and served again). Run them with
+//! `cargo run --release -p remap --example lazy_restore` (or `sigbus_server`).
+//!
 //! Each resolve is one ioctl that also wakes the faulting thread: faults arrive one page at a
 //! time, so `DONTWAKE` plus a separate `UFFDIO_WAKE` would cost two ioctls per fault for nothing.
 //! A fault that another thread resolved first (EEXIST: two threads faulted on the same page and
