@@ -20,7 +20,7 @@ use remap::server::{Fault, FaultServer, PageSource, Resolution};
 /// page, so a page served from the wrong place is caught.
 fn snapshot_byte(offset: usize) -> u8 {
     let page = offset / 4096;
-    (page.wrapping_mul(31) ^ (offset % 4096).wrapping_mul(7)) as u8
+    (page.wrapping_mul(31) ^ (offset % 4096).wrapping_mul(7)).to_le_bytes()[0]
 }
 
 /// Pages come from the snapshot file, read on demand.

@@ -25,7 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pages = (32 << 20) / page;
 
     // Part 1: pages copied from an image (CopySource is signal-safe: it only slices its image).
-    let image: Vec<u8> = (0..pages * page).map(|i| (i / page) as u8).collect();
+    let image: Vec<u8> = (0..pages * page)
+        .map(|i| (i / page).to_le_bytes()[0])
+        .collect();
     let server = SigbusServer::start(Region::new(pages * page)?, CopySource::new(image))?;
     let started = Instant::now();
     let region = server.region();
@@ -34,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.spawn(move || {
                 for p in (t..pages).step_by(4) {
                     // Faults: SIGBUS, resolved by UFFDIO_COPY in this very thread's handler.
-                    assert_eq!(region.read_u8(p * page + 17), p as u8);
+                    assert_eq!(region.read_u8(p * page + 17), p.to_le_bytes()[0]);
                 }
             });
         }
