@@ -3,9 +3,10 @@
 
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
@@ -26,12 +27,19 @@ use crate::region::Region;
 #[derive(Debug)]
 struct ThreadControl {
     stop: OwnedFd,
+    /// Set with the `stop` write, for spinning threads (which do not poll `stop`).
+    stopping: AtomicBool,
     policy: PanicPolicy,
     failure: Mutex<Option<ServerError>>,
 }
 
 impl ThreadControl {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     fn signal_stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         // The eventfd counter only grows, so it stays readable and every thread sees the stop.
         if let Err(errno) = rustix::io::write(&self.stop, &1u64.to_ne_bytes()) {
             tracing::error!(%errno, "signalling the fault server to stop");
@@ -58,6 +66,8 @@ pub struct FaultServerBuilder<S> {
     kernel_faults: bool,
     events_per_read: usize,
     capabilities: Option<uffd::Capabilities>,
+    spin: Duration,
+    pin: bool,
 }
 
 impl<S: PageSource> FaultServerBuilder<S> {
@@ -102,6 +112,67 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// Events read per `read(2)` by each thread (default 64).
     pub fn events_per_read(mut self, n: usize) -> Self {
         self.events_per_read = n.max(1);
+        self
+    }
+
+    /// Adaptive waiting (default off: `Duration::ZERO`): after each batch of events, a handler
+    /// thread keeps reading the userfaultfd without blocking for up to `spin` before it parks in
+    /// `poll(2)`, starting over whenever a read finds events. A fault that arrives meanwhile is
+    /// read at once, without the wake-up of a parked thread (a futex wake, a context switch and,
+    /// on a VM, an IPI to another CPU: most of a handler-thread fault's latency). The price is
+    /// CPU: each handler thread burns up to `spin` of CPU after its last fault, every time
+    /// faults pause; and a spinning thread occupies a CPU that a faulting thread may need.
+    ///
+    /// Use it when faults come in bursts spaced closer than `spin` and latency matters more
+    /// than a CPU (restoring a snapshot, a compactor's publication phase), with fewer handler
+    /// threads than CPUs; leave it off when faults are rare (the spin is pure waste then) or
+    /// the CPUs are all busy with the faulting threads (the spinner steals their time, and a
+    /// [`SigbusServer`](super::SigbusServer) serves with no thread at all). A few tens of
+    /// microseconds cover the gap between one fault and the next of a busy mutator; this
+    /// machine's figures are in the README's fault-service table (`remap bench`). Stopping
+    /// the server interrupts a spin at once.
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let server = FaultServer::builder(Region::new(16 * 4096)?, ZeroSource)
+    ///     .spin(std::time::Duration::from_micros(50))
+    ///     .start()?;
+    /// for p in 0..16 {
+    ///     server.region().write_u8(p * 4096, 1);
+    /// }
+    /// assert_eq!(server.stats().served_zero, 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Pin handler thread `i` to the `i`-th CPU the process may run on (wrapping; default
+    /// off). With as many handler threads as CPUs ([`threads`](Self::threads)), each CPU has a
+    /// handler of its own that the scheduler never moves, so the thread woken for a fault can
+    /// be the one on the faulting CPU and its caches stay warm; with fewer, the pinned CPUs
+    /// take all the handling. A pinned thread cannot move away from a CPU that a faulting
+    /// thread also wants, so pinning pays when the faulting threads are spread over the CPUs
+    /// too (pinned themselves, like vCPU threads), and can cost when they are not. A failure
+    /// to pin is logged and the thread runs unpinned.
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, ZeroSource};
+    ///
+    /// let cpus = std::thread::available_parallelism()?.get();
+    /// let server = FaultServer::builder(Region::new(4096)?, ZeroSource)
+    ///     .threads(cpus)
+    ///     .pin_cpus(true)
+    ///     .start()?;
+    /// assert_eq!(server.region().read_u8(0), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_cpus(mut self, on: bool) -> Self {
+        self.pin = on;
         self
     }
 
@@ -157,6 +228,7 @@ impl<S: PageSource> FaultServerBuilder<S> {
         .map_err(ServerError::Eventfd)?;
         let control = Arc::new(ThreadControl {
             stop,
+            stopping: AtomicBool::new(false),
             policy: self.policy,
             failure: Mutex::new(None),
         });
@@ -171,9 +243,13 @@ impl<S: PageSource> FaultServerBuilder<S> {
             let control = Arc::clone(&server.control);
             let cap = self.events_per_read;
             let ready = ready_tx.clone();
+            let waiting = Waiting {
+                spin: self.spin,
+                pin: self.pin,
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("remap-fault-{i}"))
-                .spawn(move || handler_thread(&reader, &control, i, cap, ready))
+                .spawn(move || handler_thread(&reader, &control, i, cap, waiting, ready))
                 .map_err(ServerError::Spawn)?;
             lock(&server.threads).push(handle);
         }
@@ -206,36 +282,153 @@ fn timespec(d: Duration) -> Timespec {
     }
 }
 
+/// How one handler thread waits for events; see [`FaultServerBuilder::spin`] and
+/// [`FaultServerBuilder::pin_cpus`].
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    spin: Duration,
+    pin: bool,
+}
+
+/// Pins the calling thread to the `n`-th CPU (wrapping) of the process's allowed set.
+fn pin_to_cpu(n: usize) {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let Ok(allowed) = sched_getaffinity(None) else {
+        return;
+    };
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    let Some(&cpu) = cpus.get(n % cpus.len().max(1)) else {
+        return;
+    };
+    let mut one = CpuSet::new();
+    one.set(cpu);
+    if let Err(errno) = sched_setaffinity(None, &one) {
+        tracing::warn!(%errno, cpu, "pinning a fault handler thread");
+    }
+}
+
+/// What the loop does after one step.
+enum Next {
+    /// Go on; `true` when the step read events.
+    Go(bool),
+    /// The thread ends (stop, failure or panic, already recorded).
+    Exit,
+}
+
+/// A handler thread's own buffers and retry state.
+struct Local {
+    buf: EventBuffer,
+    scratch: Vec<u8>,
+    faults: Vec<uffd::Pagefault>,
+    pending: Vec<uffd::Pagefault>,
+    clock: RetryClock,
+}
+
+impl Local {
+    /// One read of events (when `readable`) and the retry of parked faults, with the panic
+    /// policy and error reporting around it.
+    fn step<S: PageSource>(
+        &mut self,
+        reader: &EventReader<S>,
+        control: &ThreadControl,
+        readable: bool,
+    ) -> Next {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut n = 0;
+            if readable {
+                n = reader.batch(
+                    &mut self.buf,
+                    &mut self.faults,
+                    &mut self.pending,
+                    &mut self.scratch,
+                )?;
+            }
+            if !self.pending.is_empty() {
+                // Once per generation right away; within one, after a doubling back-off (the
+                // window around an event's read in which `mmap_changing` is still raised).
+                self.clock.retried(reader.generation());
+                reader.retry(&mut self.pending, &mut self.scratch);
+            }
+            Ok(n > 0)
+        }));
+        match outcome {
+            Ok(Ok(read)) => Next::Go(read),
+            Ok(Err(errno)) => {
+                tracing::error!(%errno, "reading userfaultfd events");
+                control.fail(ServerError::Handler { errno });
+                Next::Exit
+            }
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(%message, "a page source panicked in a fault handler thread");
+                match control.policy {
+                    PanicPolicy::Abort => std::process::abort(),
+                    PanicPolicy::UnregisterAndStop => {
+                        reader.unregister();
+                        control.fail(ServerError::HandlerPanicked { message });
+                        control.signal_stop();
+                        Next::Exit
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn handler_thread<S: PageSource>(
     reader: &EventReader<S>,
     control: &ThreadControl,
     me: usize,
     cap: usize,
+    waiting: Waiting,
     ready: std::sync::mpsc::Sender<()>,
 ) {
+    if waiting.pin {
+        pin_to_cpu(me);
+    }
     // Everything the loop needs is allocated here, once, before `start` returns: see the fork
     // notes on `PageSource`.
-    let mut buf = EventBuffer::new(cap);
-    let mut scratch = vec![0u8; reader.region().page_size()];
-    let mut faults = Vec::with_capacity(cap);
-    let mut pending = Vec::with_capacity(PARKED_FAULTS.max(cap));
-    let mut clock = RetryClock::new(reader.generation());
+    let mut local = Local {
+        buf: EventBuffer::new(cap),
+        scratch: vec![0u8; reader.region().page_size()],
+        faults: Vec::with_capacity(cap),
+        pending: Vec::with_capacity(PARKED_FAULTS.max(cap)),
+        clock: RetryClock::new(reader.generation()),
+    };
     let waker = reader.waker(me);
     let _ = ready.send(());
     drop(ready);
     loop {
+        // Adaptive waiting: before parking in poll, keep reading (non-blocking) for up to
+        // `spin`, starting over whenever a read finds events. Not while faults are parked on
+        // EAGAIN: their retry timing is the poll's.
+        if !waiting.spin.is_zero() {
+            let mut since = Instant::now();
+            while local.pending.is_empty() && since.elapsed() < waiting.spin {
+                if control.stopping() {
+                    return;
+                }
+                match local.step(reader, control, true) {
+                    Next::Exit => return,
+                    Next::Go(true) => since = Instant::now(),
+                    Next::Go(false) => std::hint::spin_loop(),
+                }
+            }
+        }
         // Consume our wake-up first, then look at the generation: a bump after this load
         // writes the eventfd again, so the poll below cannot miss it.
         let _ = rustix::io::read(waker, &mut [0u8; 8]);
-        let wait = if pending.is_empty() {
+        let wait = if local.pending.is_empty() {
             None
-        } else if clock.new_generation(reader.generation()) {
+        } else if local.clock.new_generation(reader.generation()) {
             Some(Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             })
         } else {
-            Some(timespec(clock.backoff()))
+            Some(timespec(local.clock.backoff()))
         };
         let mut fds = [
             PollFd::new(reader.uffd(), PollFlags::IN),
@@ -259,39 +452,8 @@ fn handler_thread<S: PageSource>(
             control.fail(ServerError::Handler { errno: Errno::BADF });
             return;
         }
-        let readable = fds[0].revents().contains(PollFlags::IN);
-        let step = panic::catch_unwind(AssertUnwindSafe(|| {
-            if readable {
-                reader.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
-            }
-            if !pending.is_empty() {
-                // Once per generation right away; within one, after a doubling back-off (the
-                // window around an event's read in which `mmap_changing` is still raised).
-                clock.retried(reader.generation());
-                reader.retry(&mut pending, &mut scratch);
-            }
-            Ok(())
-        }));
-        match step {
-            Ok(Ok(())) => {}
-            Ok(Err(errno)) => {
-                tracing::error!(%errno, "reading userfaultfd events");
-                control.fail(ServerError::Handler { errno });
-                return;
-            }
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                tracing::error!(%message, "a page source panicked in a fault handler thread");
-                match control.policy {
-                    PanicPolicy::Abort => std::process::abort(),
-                    PanicPolicy::UnregisterAndStop => {
-                        reader.unregister();
-                        control.fail(ServerError::HandlerPanicked { message });
-                        control.signal_stop();
-                        return;
-                    }
-                }
-            }
+        if let Next::Exit = local.step(reader, control, fds[0].revents().contains(PollFlags::IN)) {
+            return;
         }
     }
 }
@@ -344,6 +506,8 @@ impl<S: PageSource> FaultServer<S> {
             kernel_faults: false,
             events_per_read: 64,
             capabilities: None,
+            spin: Duration::ZERO,
+            pin: false,
         }
     }
 
