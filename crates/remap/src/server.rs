@@ -40,6 +40,27 @@
 //! both events were read) is answered with `UFFDIO_WAKE` and counted as a race
 //! ([`ServerStats::races`]), never as a second serve.
 //!
+//! # Choosing a mode: latency against CPU
+//!
+//! - **SIGBUS mode** ([`SigbusServer`]) is the fastest and costs no thread: the faulting
+//!   thread resolves its own fault (p50 8.8 us on this 2-CPU VM, against 15 us for a handler
+//!   thread; handler CPU about 0.3 us per fault). It needs an async-signal-safe source and
+//!   gives up the non-cooperative events.
+//! - **Handler threads, parked in `poll`** (the default) cost CPU only per fault (about 10 us
+//!   of handler CPU per fault here, most of it the wake-up) and nothing while idle.
+//! - **Adaptive waiting** ([`FaultServerBuilder::spin`]) takes the wake-up out of a burst of
+//!   faults: a handler thread keeps reading for a bounded time before it parks. With a CPU
+//!   free for it, p50 fell to 13 us (1.5x SIGBUS mode's, one mutator); with two spinning
+//!   threads for one mutator the idle one doubles the CPU per fault (20 us). It cannot help
+//!   when the faulting threads already use every CPU (two mutators on two CPUs: about 3x
+//!   SIGBUS mode's p50 whatever the waiting).
+//! - **Pinning** ([`FaultServerBuilder::pin_cpus`]) keeps each handler on one CPU; with two
+//!   pinned, spinning handlers and one mutator the p50 was 11 us (1.25x SIGBUS mode's).
+//!
+//! Figures from one `scripts/bench.sh --quick --reps 5 --only raw-loop,peer-loop,server-copy,
+//! server-copy-spin,server-copy-pin,server-copy-spin-pin,server-sigbus` run on a loaded
+//! machine (the `server-copy-*` rows; medians of 5, the spreads are wide): run it on yours.
+//!
 //! # Event ordering
 //!
 //! With `EVENT_REMOVE`, `EVENT_UNMAP` and `EVENT_REMAP` enabled (the default, where the kernel
