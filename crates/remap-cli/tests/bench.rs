@@ -446,10 +446,11 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
     }
     for f in &faults {
         let label = format!(
-            "{} {}h/{}m",
+            "{} {}h/{}m, cpu {:.1} us",
             f["method"].as_str().unwrap(),
             f["handlers"],
-            f["mutators"]
+            f["mutators"],
+            f["handler_cpu_ns_per_fault"]["median"].as_f64().unwrap() / 1e3
         );
         assert!(texts.contains(label.as_str()), "legend lacks {label}");
     }
