@@ -22,7 +22,18 @@ pub(crate) struct FaultRep {
     pub(crate) pages: u64,
     /// Faults taken: page-fault events read by the handlers, or SIGBUS signals handled.
     pub(crate) faults: u64,
+    /// CPU time outside the mutator threads while they ran: the handler threads' (process CPU
+    /// clock over the run minus the mutators' thread CPU clocks).
+    pub(crate) handler_cpu: Duration,
     pub(crate) verify: Result<(), String>,
+}
+
+fn cpu_clock(id: rustix::time::ClockId) -> Duration {
+    let t = rustix::time::clock_gettime(id);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 fn histogram() -> Histogram<u64> {
@@ -83,6 +94,7 @@ fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
     let ps = region.page_size();
     let pages = region.pages();
     let barrier = Barrier::new(mutators);
+    let process_before = cpu_clock(rustix::time::ClockId::ProcessCPUTime);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..mutators)
             .map(|t| {
@@ -105,15 +117,19 @@ fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
                             ));
                         }
                     }
-                    (h, first, last, bad)
+                    // Since the thread started: all of this mutator's own CPU.
+                    let own = cpu_clock(rustix::time::ClockId::ThreadCPUTime);
+                    (h, first, last, bad, own)
                 })
             })
             .collect();
         let mut merged = histogram();
         let mut window: Option<(Instant, Instant)> = None;
         let mut verdict = Ok(());
+        let mut mutator_cpu = Duration::ZERO;
         for w in workers {
-            let (h, first, last, bad) = w.join().expect("mutator thread panicked");
+            let (h, first, last, bad, own) = w.join().expect("mutator thread panicked");
+            mutator_cpu += own;
             merged.add(h).expect("histograms with equal bounds merge");
             window = Some(window.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
             if verdict.is_ok() {
@@ -121,7 +137,13 @@ fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
             }
         }
         let wall = window.map_or(Duration::ZERO, |(a, b)| b - a);
-        (merged, wall, verdict)
+        let process = cpu_clock(rustix::time::ClockId::ProcessCPUTime) - process_before;
+        Mutated {
+            latency: merged,
+            wall,
+            seen: verdict,
+            handler_cpu: process.saturating_sub(mutator_cpu),
+        }
     })
 }
 
@@ -160,6 +182,9 @@ pub(crate) fn run_rep(
         method,
         FaultMethod::ServerZero
             | FaultMethod::ServerCopy
+            | FaultMethod::ServerCopySpin
+            | FaultMethod::ServerCopyPin
+            | FaultMethod::ServerCopySpinPin
             | FaultMethod::ServerMove
             | FaultMethod::ServerSigbus
     ) {
@@ -167,21 +192,25 @@ pub(crate) fn run_rep(
     }
     let target = Target::new(size, seed)?;
     let faults = AtomicU64::new(0);
-    let (latency, wall, seen) = match method {
+    let out = match method {
         FaultMethod::RawLoop => raw_loop(&target, handlers, mutators, &faults)?,
         #[cfg(feature = "peer")]
         FaultMethod::PeerLoop => peer_loop(&target, handlers, mutators, &faults)?,
         other => return Err(format!("{other} is not available in this build")),
     };
-    let verify = seen.and_then(|()| target.verify());
+    let verify = out.seen.and_then(|()| target.verify());
     Ok(FaultRep {
-        latency,
-        wall,
+        latency: out.latency,
+        wall: out.wall,
         pages: target.region.pages() as u64,
         faults: faults.into_inner(),
+        handler_cpu: out.handler_cpu,
         verify,
     })
 }
+
+/// How long `server-copy-spin` handler threads spin before they park.
+const SPIN: Duration = Duration::from_micros(100);
 
 /// remap's `FaultServer` with a built-in source, or its `SigbusServer`.
 fn server(
@@ -212,7 +241,7 @@ fn server(
     };
     let pattern = Some(seed);
     let expected = pattern_word(seed, 0, 0);
-    let ((latency, wall, seen), verify, faults) = match method {
+    let (out, verify, faults) = match method {
         FaultMethod::ServerZero => {
             let srv = FaultServer::builder(region, ZeroSource)
                 .threads(handlers)
@@ -224,9 +253,22 @@ fn server(
             srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
             (out, v, faults)
         }
-        FaultMethod::ServerCopy => {
+        FaultMethod::ServerCopy
+        | FaultMethod::ServerCopySpin
+        | FaultMethod::ServerCopyPin
+        | FaultMethod::ServerCopySpinPin => {
+            let spin = matches!(
+                method,
+                FaultMethod::ServerCopySpin | FaultMethod::ServerCopySpinPin
+            );
+            let pin = matches!(
+                method,
+                FaultMethod::ServerCopyPin | FaultMethod::ServerCopySpinPin
+            );
             let srv = FaultServer::builder(region, CopySource::new(image()?))
                 .threads(handlers)
+                .spin(if spin { SPIN } else { Duration::ZERO })
+                .pin_cpus(pin)
                 .start()
                 .map_err(|e| format!("FaultServer: {e}"))?;
             let out = mutate(srv.region(), mutators, expected);
@@ -266,15 +308,24 @@ fn server(
         other => return Err(format!("{other} is not a server method")),
     };
     Ok(FaultRep {
-        latency,
-        wall,
+        latency: out.latency,
+        wall: out.wall,
         pages: pages as u64,
         faults,
-        verify: seen.and(verify),
+        handler_cpu: out.handler_cpu,
+        verify: out.seen.and(verify),
     })
 }
 
-type Mutated = (Histogram<u64>, Duration, Result<(), String>);
+/// What the mutators of one repetition saw.
+struct Mutated {
+    latency: Histogram<u64>,
+    wall: Duration,
+    /// The first wrong word seen, if any.
+    seen: Result<(), String>,
+    /// CPU time outside the mutator threads while they ran.
+    handler_cpu: Duration,
+}
 
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
 /// per fault (EEXIST means another handler won, and it woke the thread).

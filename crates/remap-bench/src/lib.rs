@@ -140,7 +140,8 @@ impl BenchConfig {
 
     /// The `--quick` preset: 8 MiB, 3 repetitions after 1 warm-up; 3 fault-service repetitions
     /// of 1024 faults each (4 MiB), so that p99.9 is not just the slowest fault; well under 20
-    /// seconds.
+    /// seconds. It leaves out the waiting variants of `server-copy` (`server-copy-spin`,
+    /// `-pin`, `-spin-pin`); name them with `--only` to measure them.
     ///
     /// ```
     /// let c = remap_bench::BenchConfig::quick();
@@ -152,6 +153,17 @@ impl BenchConfig {
             reps: 3,
             fault_reps: 3,
             fault_size: 4 * MIB,
+            fault_methods: FaultMethod::ALL
+                .into_iter()
+                .filter(|m| {
+                    !matches!(
+                        m,
+                        FaultMethod::ServerCopySpin
+                            | FaultMethod::ServerCopyPin
+                            | FaultMethod::ServerCopySpinPin
+                    )
+                })
+                .collect(),
             quick: true,
             ..BenchConfig::standard()
         }
@@ -242,7 +254,10 @@ pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
         | FaultMethod::ServerZero
         | FaultMethod::ServerCopy
         | FaultMethod::ServerMove
-        | FaultMethod::ServerSigbus => Ok(()),
+        | FaultMethod::ServerSigbus
+        | FaultMethod::ServerCopySpin
+        | FaultMethod::ServerCopyPin
+        | FaultMethod::ServerCopySpinPin => Ok(()),
         FaultMethod::PeerLoop if cfg!(feature = "peer") => Ok(()),
         FaultMethod::PeerLoop => Err(no_peer()),
     }
@@ -442,6 +457,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         }
     }
     progress.finish_and_clear();
+    add_sigbus_ratios(&mut faults);
 
     let failures = measurements.iter().filter(|m| !m.verified).count()
         + faults.iter().filter(|f| !f.verified).count();
@@ -538,6 +554,22 @@ fn measure_bulk(
     }
 }
 
+/// Fills in each fault figure's p50 over `server-sigbus`'s with the same mutator count (the
+/// target of adaptive waiting: a handler thread within 2x of the faulting thread serving itself).
+fn add_sigbus_ratios(faults: &mut [FaultMeasurement]) {
+    let sigbus: HashMap<u32, f64> = faults
+        .iter()
+        .filter(|f| f.method == FaultMethod::ServerSigbus && f.verified)
+        .map(|f| (f.mutators, f.p50_ns.median))
+        .collect();
+    for f in faults.iter_mut().filter(|f| f.verified) {
+        f.vs_sigbus_p50 = sigbus
+            .get(&f.mutators)
+            .filter(|b| **b > 0.0)
+            .map(|b| f.p50_ns.median / b);
+    }
+}
+
 /// Fills in the ratios to `move-raw`, `memcpy-prefaulted` and `copy` at equal settings.
 fn add_ratios(measurements: &mut [Measurement]) {
     let mut base: HashMap<(Method, u64, bool, bool), f64> = HashMap::new();
@@ -586,6 +618,7 @@ fn measure_fault(
     progress: &ProgressBar,
 ) -> FaultMeasurement {
     let (mut p50, mut p99, mut p999, mut fps) = (vec![], vec![], vec![], vec![]);
+    let mut cpu = vec![];
     let mut taken = vec![];
     let mut error = None;
     let mut pages = 0;
@@ -614,6 +647,7 @@ fn measure_fault(
                     // Faults taken over the mutators' own window, first touch to last completed
                     // touch (see `fault::mutate`).
                     fps.push(out.faults as f64 / out.wall.as_secs_f64());
+                    cpu.push(out.handler_cpu.as_nanos() as f64 / out.faults.max(1) as f64);
                 }
             }
             Err(e) => {
@@ -633,6 +667,8 @@ fn measure_fault(
         p99_ns: Spread::of_or_nan(&p99),
         p999_ns: Spread::of_or_nan(&p999),
         faults_per_s: Spread::of_or_nan(&fps),
+        handler_cpu_ns_per_fault: Spread::of_or_nan(&cpu),
+        vs_sigbus_p50: None,
         verified: error.is_none(),
         error,
     }

@@ -80,19 +80,29 @@ pub enum FaultMethod {
     ServerMove,
     /// `remap::server::FaultServer` in SIGBUS mode (the faulting thread resolves its own fault).
     ServerSigbus,
+    /// `server-copy` with adaptive waiting: handler threads spin on non-blocking reads for up to
+    /// 100 us before they park in `poll` (`FaultServerBuilder::spin`).
+    ServerCopySpin,
+    /// `server-copy` with handler thread `i` pinned to CPU `i` (`FaultServerBuilder::pin_cpus`).
+    ServerCopyPin,
+    /// `server-copy` with adaptive waiting and pinning both on.
+    ServerCopySpinPin,
     /// The peer crate `userfaultfd` 0.9: `read_event` and `copy` in a loop.
     PeerLoop,
 }
 
 impl FaultMethod {
     /// Every fault-service method, in table order.
-    pub const ALL: [FaultMethod; 6] = [
+    pub const ALL: [FaultMethod; 9] = [
         FaultMethod::RawLoop,
         FaultMethod::ServerZero,
         FaultMethod::ServerCopy,
         FaultMethod::ServerMove,
         FaultMethod::ServerSigbus,
         FaultMethod::PeerLoop,
+        FaultMethod::ServerCopySpin,
+        FaultMethod::ServerCopyPin,
+        FaultMethod::ServerCopySpinPin,
     ];
 
     /// The name used on the command line, in JSON and in the chart legend.
@@ -104,6 +114,9 @@ impl FaultMethod {
             FaultMethod::ServerMove => "server-move",
             FaultMethod::ServerSigbus => "server-sigbus",
             FaultMethod::PeerLoop => "peer-loop",
+            FaultMethod::ServerCopySpin => "server-copy-spin",
+            FaultMethod::ServerCopyPin => "server-copy-pin",
+            FaultMethod::ServerCopySpinPin => "server-copy-spin-pin",
         }
     }
 }
@@ -211,6 +224,13 @@ pub struct FaultMeasurement {
     /// time from the earliest first touch to the latest completed touch across all mutators
     /// (each mutator reads the clock itself, so no thread's scheduling delay shortens the window).
     pub faults_per_s: Spread,
+    /// CPU time spent outside the mutator threads per fault taken, ns (the handler threads'
+    /// CPU: the process's CPU clock over the run minus the mutators' own thread CPU clocks; in
+    /// SIGBUS mode the handler runs in the mutators, so this is about zero): median and spread.
+    pub handler_cpu_ns_per_fault: Spread,
+    /// The median p50 divided by `server-sigbus`'s with the same mutator count in this run
+    /// (null when SIGBUS mode was not measured).
+    pub vs_sigbus_p50: Option<f64>,
     /// Whether every faulted page held the right bytes.
     pub verified: bool,
     /// The first verification failure or error, if any.
@@ -446,7 +466,7 @@ impl Report {
         )?;
         writeln!(
             w,
-            "{:<14} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12} {:>19} {:>4}",
+            "{:<20} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12} {:>19} {:>12} {:>10} {:>4}",
             "method",
             "handlers",
             "mutators",
@@ -456,12 +476,14 @@ impl Report {
             "p99.9 us",
             "faults/s",
             "spread faults/s",
+            "cpu/fault us",
+            "p50/sigbus",
             "ok"
         )?;
         for f in &self.faults {
             writeln!(
                 w,
-                "{:<14} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12.0} {:>19} {:>4}",
+                "{:<20} {:>8} {:>8} {:>7} {:>19} {:>19} {:>19} {:>12.0} {:>19} {:>12} {:>10} {:>4}",
                 f.method.name(),
                 f.handlers,
                 f.mutators,
@@ -471,6 +493,9 @@ impl Report {
                 micros(&f.p999_ns),
                 f.faults_per_s.median,
                 format!("{:.0}..{:.0}", f.faults_per_s.min, f.faults_per_s.max),
+                micros(&f.handler_cpu_ns_per_fault),
+                f.vs_sigbus_p50
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
                 if f.verified { "ok" } else { "FAIL" }
             )?;
         }

@@ -12,6 +12,7 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         warmup: 0,
         fault_size: 64 * 4096,
         fault_threads: vec![(1, 1), (2, 2)],
+        fault_methods: FaultMethod::ALL.to_vec(),
         ..BenchConfig::quick()
     };
     let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();

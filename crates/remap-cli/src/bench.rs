@@ -71,6 +71,12 @@ enum MethodName {
     ServerSigbus,
     /// Faults: the peer crate's loop (needs the `peer` feature).
     PeerLoop,
+    /// Faults: server-copy with adaptive waiting (handlers spin before they park).
+    ServerCopySpin,
+    /// Faults: server-copy with handler threads pinned one per CPU.
+    ServerCopyPin,
+    /// Faults: server-copy with adaptive waiting and pinning.
+    ServerCopySpinPin,
 }
 
 /// A bulk method or a fault-service method.
@@ -97,6 +103,9 @@ impl MethodName {
             MethodName::ServerMove => Fault(FaultMethod::ServerMove),
             MethodName::ServerSigbus => Fault(FaultMethod::ServerSigbus),
             MethodName::PeerLoop => Fault(FaultMethod::PeerLoop),
+            MethodName::ServerCopySpin => Fault(FaultMethod::ServerCopySpin),
+            MethodName::ServerCopyPin => Fault(FaultMethod::ServerCopyPin),
+            MethodName::ServerCopySpinPin => Fault(FaultMethod::ServerCopySpinPin),
         }
     }
 }

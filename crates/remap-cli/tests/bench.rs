@@ -207,6 +207,17 @@ fn measurement_schema(method: &str, baselines: [bool; 3]) -> Vec<(&'static str, 
     ]
 }
 
+/// The fields of a `fault` record of a verified figure; `vs_sigbus_p50` is a number when SIGBUS
+/// mode was measured in the same run.
+fn fault_schema(sigbus_measured: bool) -> Vec<(&'static str, Ty)> {
+    let mut fields = FAULT.to_vec();
+    let at = fields.len() - 2;
+    fields.insert(at, ("handler_cpu_ns_per_fault", Ty::Spread));
+    let ratio = if sigbus_measured { Ty::Num } else { Ty::Null };
+    fields.insert(at + 1, ("vs_sigbus_p50", ratio));
+    fields
+}
+
 const FAULT: &[(&str, Ty)] = &[
     ("method", Ty::Str),
     ("handlers", Ty::Int),
@@ -381,9 +392,14 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
     let faults = of_type(&records, "fault");
     assert_eq!(summary["faults"].as_u64(), Some(faults.len() as u64));
     let mut pairs: BTreeMap<&str, BTreeSet<(u64, u64)>> = BTreeMap::new();
+    let sigbus_measured = faults.iter().any(|f| f["method"] == "server-sigbus");
     for f in &faults {
         let method = f["method"].as_str().unwrap();
-        check(&format!("fault {method}"), f, FAULT);
+        check(
+            &format!("fault {method}"),
+            f,
+            &fault_schema(sigbus_measured),
+        );
         assert_eq!(f["verified"], true, "{f}");
         assert_eq!(f["pages"].as_u64(), Some(fault_size / 4096), "{f}");
         assert_eq!(f["reps"], config["fault_reps"], "{f}");
@@ -430,10 +446,11 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
     }
     for f in &faults {
         let label = format!(
-            "{} {}h/{}m",
+            "{} {}h/{}m, cpu {:.1} us",
             f["method"].as_str().unwrap(),
             f["handlers"],
-            f["mutators"]
+            f["mutators"],
+            f["handler_cpu_ns_per_fault"]["median"].as_f64().unwrap() / 1e3
         );
         assert!(texts.contains(label.as_str()), "legend lacks {label}");
     }

@@ -1,6 +1,6 @@
 //! The crate's only `unsafe`: the engine's own mappings (from-space, spare buffers), the flip's
 //! `mremap`, plain memory access to from-space and buffer pages, the MOVE / COPY / ZEROPAGE
-//! ioctls on the heap, and the SIGBUS handler.
+//! ioctls on the heap, and the registration of a cycle's heap with remap's SIGBUS handler.
 //!
 //! # Why plain (non-atomic) copies are sound here
 //!
@@ -31,8 +31,7 @@
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use remap::region::HUGE_PAGE_SIZE;
 use remap::{Region, Thp};
@@ -433,57 +432,17 @@ pub(crate) fn move_back(
 }
 
 // -------------------------------------------------------------------------------------------------
-// SIGBUS mode: the handler, and a registry of active cycles it dispatches to.
+// SIGBUS mode: a cycle's heap in the process-wide registry of `remap::sigbus` (one handler per
+// process, shared with remap's `SigbusServer`).
 // -------------------------------------------------------------------------------------------------
 
-/// What the SIGBUS handler calls for a fault inside a registered heap. Implementations must be
-/// async-signal-safe (no allocation, locks, logging or panics).
-pub(crate) trait SigbusTarget: Send + Sync {
-    /// Handles the missing-page SIGBUS at `addr`. `false`: not handled (the signal goes on to the
-    /// previous handler, which normally kills the process).
-    fn on_sigbus(&self, addr: usize) -> bool;
-}
-
-struct Entry {
-    start: usize,
-    end: usize,
-    target: Arc<dyn SigbusTarget>,
-}
-
-/// A registry slot: a handler increments `active` before loading `entry` and decrements it after;
-/// the retiring thread swaps `entry` to null and waits for `active` to drop to zero before
-/// freeing it, so an entry a handler loaded stays alive while it is used.
-///
-/// `retired_start..retired_end` is the heap range of the last cycle retired from the slot: a
-/// SIGBUS raised just before that cycle unregistered its heap can be delivered after the
-/// retirement; the access is then simply retried (the heap is ordinary memory again, or
-/// registered by a newer cycle whose entry handles it).
-struct Slot {
-    active: AtomicUsize,
-    entry: AtomicPtr<Entry>,
-    retired_start: AtomicUsize,
-    retired_end: AtomicUsize,
-}
-
-const SLOTS: usize = 8;
-
-static TABLE: [Slot; SLOTS] = [const {
-    Slot {
-        active: AtomicUsize::new(0),
-        entry: AtomicPtr::new(ptr::null_mut()),
-        retired_start: AtomicUsize::new(0),
-        retired_end: AtomicUsize::new(0),
-    }
-}; SLOTS];
-
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-static INSTALLED: OnceLock<Result<(), Errno>> = OnceLock::new();
+/// What the SIGBUS handler calls for a fault inside a registered heap: `remap`'s
+/// [`SigbusHandler`](remap::sigbus::SigbusHandler). Implementations must be async-signal-safe (no
+/// allocation, locks, logging or panics).
+pub(crate) use remap::sigbus::SigbusHandler as SigbusTarget;
 
 /// A registered SIGBUS target; retired (waiting for handlers using it) on drop.
-#[derive(Debug)]
-pub(crate) struct SigbusRegistration {
-    slot: usize,
-}
+pub(crate) type SigbusRegistration = remap::sigbus::SigbusRegistration;
 
 /// Installs the handler (once per process) and registers `target` for `[start, end)`.
 pub(crate) fn register_sigbus(
@@ -491,171 +450,15 @@ pub(crate) fn register_sigbus(
     end: usize,
     target: Arc<dyn SigbusTarget>,
 ) -> Result<SigbusRegistration, CompactError> {
-    install()?;
-    let entry = Box::into_raw(Box::new(Entry { start, end, target }));
-    for (i, slot) in TABLE.iter().enumerate() {
-        if slot
-            .entry
-            .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            return Ok(SigbusRegistration { slot: i });
-        }
-    }
-    // SAFETY: `entry` came from `Box::into_raw` above and was published nowhere.
-    drop(unsafe { Box::from_raw(entry) });
-    Err(CompactError::Sigbus {
-        what: "every SIGBUS-mode slot is taken",
-        errno: Errno::NOSPC,
+    // SAFETY: `register` needs an async-signal-safe `on_sigbus`. The only `SigbusTarget` the
+    // crate registers is `Shared<C>` with `C: SignalSafeCompactor` (engine.rs), whose
+    // `on_sigbus` runs the claim protocol on atomics, the compactor's fill (async-signal-safe:
+    // the `SignalSafeCompactor` promise), the heap ioctls and `sched_yield`.
+    unsafe { remap::sigbus::register(start..end, target) }.map_err(|err| CompactError::Sigbus {
+        what: match err {
+            remap::sigbus::SigbusError::Full => "every SIGBUS-mode slot is taken",
+            _ => "installing the SIGBUS handler",
+        },
+        errno: err.errno(),
     })
-}
-
-impl Drop for SigbusRegistration {
-    fn drop(&mut self) {
-        let slot = &TABLE[self.slot];
-        let current = slot.entry.load(Ordering::SeqCst);
-        // SAFETY: the entry is ours (this registration put it there) and alive until freed below.
-        if let Some(e) = unsafe { current.as_ref() } {
-            slot.retired_start.store(e.start, Ordering::SeqCst);
-            slot.retired_end.store(e.end, Ordering::SeqCst);
-        }
-        let entry = slot.entry.swap(ptr::null_mut(), Ordering::SeqCst);
-        while slot.active.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-        if !entry.is_null() {
-            // SAFETY: `entry` came from `Box::into_raw` in `register_sigbus`; it is out of the
-            // slot and no handler holds it (`active` is zero after the swap), so we own it.
-            drop(unsafe { Box::from_raw(entry) });
-        }
-    }
-}
-
-fn install() -> Result<(), CompactError> {
-    let outcome = *INSTALLED.get_or_init(|| {
-        // SAFETY: all-zero bytes are a valid `sigaction` (no handler, no flags, empty mask).
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: with a null new action `sigaction(2)` only writes the current one into `old`.
-        if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), &mut old) } != 0 {
-            return Err(last_errno());
-        }
-        let _ = PREVIOUS.set(old);
-        // SAFETY: as above.
-        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-        new.sa_sigaction = on_sigbus
-            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void)
-            as libc::sighandler_t;
-        // No SA_ONSTACK: the handler runs the runtime's fill, which needs a real stack, not the
-        // few KiB of the alternate signal stack Rust installs for overflow reports (a missing-page
-        // SIGBUS is an ordinary access on a healthy stack).
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        // SAFETY: `sigemptyset` needs a valid, writable `sigset_t`: our local's field.
-        unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: valid pointers to a `sigaction` to read (and none to write); `on_sigbus` has
-        // the SA_SIGINFO signature and is async-signal-safe.
-        if unsafe { libc::sigaction(libc::SIGBUS, &new, ptr::null_mut()) } != 0 {
-            return Err(last_errno());
-        }
-        Ok(())
-    });
-    outcome.map_err(|errno| CompactError::Sigbus {
-        what: "installing the SIGBUS handler",
-        errno,
-    })
-}
-
-fn last_errno() -> Errno {
-    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL)
-}
-
-/// The handler. A panic cannot unwind out of an `extern "C"` function: it aborts the process,
-/// which is the engine's policy for a panicking fill anyway.
-extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life;
-    // saved here and restored below so the interrupted code keeps its errno.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: valid and aligned (above).
-    let saved = unsafe { errno_slot.read() };
-    // SAFETY: the kernel passes a valid `siginfo_t` to an SA_SIGINFO handler; for SIGBUS
-    // `si_addr` is the member of the union it fills.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    let handled = code == libc::BUS_ADRERR && dispatch(addr);
-    // SAFETY: as above.
-    unsafe { errno_slot.write(saved) };
-    if !handled {
-        chain(sig, info, ctx);
-    }
-}
-
-fn dispatch(addr: usize) -> bool {
-    for slot in &TABLE {
-        slot.active.fetch_add(1, Ordering::SeqCst);
-        let entry = slot.entry.load(Ordering::SeqCst);
-        // SAFETY: a non-null entry came from `Box::into_raw` and is freed only after it left the
-        // slot and `active` reached zero; our increment precedes the load, so it lives until our
-        // decrement.
-        let hit = unsafe { entry.as_ref() }
-            .filter(|e| (e.start..e.end).contains(&addr))
-            .map(|e| e.target.on_sigbus(addr));
-        slot.active.fetch_sub(1, Ordering::SeqCst);
-        if let Some(handled) = hit {
-            return handled;
-        }
-    }
-    retired(addr)
-}
-
-thread_local! {
-    /// Consecutive SIGBUSes of this thread answered from a retired range, and the address: a
-    /// const-initialised `Cell` (no lazy set-up, no destructor), so a plain thread-local access.
-    static RETIRED_HITS: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// A SIGBUS in the heap of a retired cycle: retry the access, unless the same address keeps
-/// faulting there (then it is not ours).
-fn retired(addr: usize) -> bool {
-    let hit = TABLE.iter().any(|slot| {
-        let start = slot.retired_start.load(Ordering::SeqCst);
-        (start..slot.retired_end.load(Ordering::SeqCst)).contains(&addr)
-    });
-    if !hit {
-        return false;
-    }
-    let (last, n) = RETIRED_HITS.get();
-    let n = if last == addr { n + 1 } else { 1 };
-    RETIRED_HITS.set((addr, n));
-    if n > 1000 {
-        RETIRED_HITS.set((0, 0));
-        return false;
-    }
-    rustix::thread::sched_yield();
-    true
-}
-
-/// Hands a SIGBUS that is not ours to the previous handler, or dies of it.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    if let Some(prev) = PREVIOUS.get() {
-        let action = prev.sa_sigaction;
-        if action != libc::SIG_DFL && action != libc::SIG_IGN {
-            if prev.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: with SA_SIGINFO, a non-default `sa_sigaction` is a three-argument
-                // handler installed for this signal; we pass the kernel's own arguments.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
-                    unsafe { std::mem::transmute(action) };
-                f(sig, info, ctx);
-            } else {
-                // SAFETY: without SA_SIGINFO it is a one-argument handler.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
-                f(sig);
-            }
-            return;
-        }
-    }
-    // SAFETY: all-zero is a valid `sigaction` (SIG_DFL); `sigaction` and `raise` are
-    // async-signal-safe. The re-raised signal kills the process once we return.
-    unsafe {
-        let dfl: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, &dfl, ptr::null_mut());
-        libc::raise(sig);
-    }
 }

@@ -55,11 +55,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Examples to start from
+//!
+//! `crates/remap/examples/` holds complete programs, each run by CI (`cargo run --release -p
+//! remap --example NAME`): `lazy_restore` (a region served lazily from a snapshot file, as a
+//! VMM restores a guest) and `sigbus_server` (faults resolved in the faulting thread's SIGBUS
+//! handler). See the [`server`] docs.
+//!
 //! # Where `unsafe` lives
 //!
 //! The crate denies `unsafe` except in [`region`] (mapping code and the region-level ioctl calls,
-//! bounds-checked against regions remap owns), in the SIGBUS handler installation of
-//! [`server::SigbusServer`], and in one tokio registration call; each block says why it is sound.
+//! bounds-checked against regions remap owns), in the process-wide SIGBUS handler and its
+//! registry ([`sigbus`], which [`server::SigbusServer`] and remap-compact share), in the
+//! async-signal-safety promises of [`server::SignalSafeSource`], and in one tokio registration
+//! call; each block says why it is sound.
 
 #![deny(unsafe_code)]
 
@@ -68,6 +77,7 @@ pub mod inspect;
 pub mod mover;
 pub mod region;
 pub mod server;
+pub mod sigbus;
 pub mod system;
 
 pub use mover::{

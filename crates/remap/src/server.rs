@@ -27,11 +27,39 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Two complete programs to start from, each run by CI: `crates/remap/examples/lazy_restore.rs`
+//! (serve a region lazily from a snapshot file, the way a VMM restores a guest: a
+//! [`PageSource`] that `pread`s the faulting page into its scratch page and answers
+//! [`Resolution::Copy`]) and `crates/remap/examples/sigbus_server.rs` (a [`SigbusServer`] over a
+//! [`CopySource`] and a [`MovePool`], pages given back and served again). Run them with
+//! `cargo run --release -p remap --example lazy_restore` (or `sigbus_server`).
+//!
 //! Each resolve is one ioctl that also wakes the faulting thread: faults arrive one page at a
 //! time, so `DONTWAKE` plus a separate `UFFDIO_WAKE` would cost two ioctls per fault for nothing.
 //! A fault that another thread resolved first (EEXIST: two threads faulted on the same page and
 //! both events were read) is answered with `UFFDIO_WAKE` and counted as a race
 //! ([`ServerStats::races`]), never as a second serve.
+//!
+//! # Choosing a mode: latency against CPU
+//!
+//! - **SIGBUS mode** ([`SigbusServer`]) is the fastest and costs no thread: the faulting
+//!   thread resolves its own fault (p50 8.8 us on this 2-CPU VM, against 15 us for a handler
+//!   thread; handler CPU about 0.3 us per fault). It needs an async-signal-safe source and
+//!   gives up the non-cooperative events.
+//! - **Handler threads, parked in `poll`** (the default) cost CPU only per fault (about 10 us
+//!   of handler CPU per fault here, most of it the wake-up) and nothing while idle.
+//! - **Adaptive waiting** ([`FaultServerBuilder::spin`]) takes the wake-up out of a burst of
+//!   faults: a handler thread keeps reading for a bounded time before it parks. With a CPU
+//!   free for it, p50 fell to 13 us (1.5x SIGBUS mode's, one mutator); with two spinning
+//!   threads for one mutator the idle one doubles the CPU per fault (20 us). It cannot help
+//!   when the faulting threads already use every CPU (two mutators on two CPUs: about 3x
+//!   SIGBUS mode's p50 whatever the waiting).
+//! - **Pinning** ([`FaultServerBuilder::pin_cpus`]) keeps each handler on one CPU; with two
+//!   pinned, spinning handlers and one mutator the p50 was 11 us (1.25x SIGBUS mode's).
+//!
+//! Figures from one `scripts/bench.sh --quick --reps 5 --only raw-loop,peer-loop,server-copy,
+//! server-copy-spin,server-copy-pin,server-copy-spin-pin,server-sigbus` run on a loaded
+//! machine (the `server-copy-*` rows; medians of 5, the spreads are wide): run it on yours.
 //!
 //! # Event ordering
 //!
@@ -113,6 +141,14 @@
 //! region, so such threads can finish their access before it is unmapped; dropping the server
 //! unmaps it, so only drop it when no thread touches the region any more.
 //!
+//! Threads that borrow the region from the server ([`FaultServer::region`], in
+//! `std::thread::scope`, say) keep `stop` from being called, since it consumes the server: call
+//! [`FaultServer::stop_serving`] (`&self`) instead, which stops and unregisters the same way
+//! but leaves the region in the server, so the borrowers finish their accesses on mapped,
+//! ordinary memory; then `stop` hands the region back. [`FaultServer::into_parts`] returns the
+//! source as well (a [`MovePool`] can then give its own region back with
+//! [`MovePool::into_region`]). [`SigbusServer`] has the same pair of methods.
+//!
 //! Ranges of the region that were unmapped or remapped away while it was served are re-reserved
 //! by the server as they go, so the returned region (or the dropped server) unmaps only its own
 //! reservations there; they are `PROT_NONE`, and touching them raises SIGSEGV. If someone mapped
@@ -135,7 +171,7 @@
 //! [`SigbusServer`] uses `UFFD_FEATURE_SIGBUS` instead of handler threads: the faulting thread
 //! gets SIGBUS and resolves its own fault inside the signal handler; see its docs for what that
 //! requires of the source ([`SignalSafeSource`]). It shares the resolve code with the handler
-//! threads (kept async-signal-safe for it). Nothing reads its userfaultfd, so it enables no
+//! threads (one engine under all three servers, kept async-signal-safe for it). Nothing reads its userfaultfd, so it enables no
 //! events: do not `munmap` or `mremap` part of its region while it is served. A failed resolve
 //! falls back to the zero page; a page poisoned by the source raises a SIGBUS that the server
 //! leaves to the previous handler (normally fatal). Stopping it while threads fault is safe:
@@ -147,21 +183,25 @@ use std::sync::atomic::AtomicU64;
 
 use crate::region::Region;
 
-mod core;
+mod engine;
+mod holes;
 mod page_bits;
 mod pool;
-pub(crate) mod sigbus;
+mod reader;
+mod retry;
+mod sigbus;
 mod sources;
+mod threads;
 #[cfg(feature = "tokio")]
 mod tokio_server;
 
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{FaultServer, FaultServerBuilder};
 pub use self::pool::{MovePool, PoolEmpty, PoolError, PoolLease};
 pub use self::sigbus::{SigbusServer, SignalSafeSource};
 pub use self::sources::{CopySource, FnSource, ZeroSource};
+pub use self::threads::{FaultServer, FaultServerBuilder};
 #[cfg(feature = "tokio")]
 pub use self::tokio_server::AsyncFaultServer;
 

@@ -210,8 +210,21 @@ pub(super) fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
 }
 
 /// The legend label of a fault series.
+/// The legend label of a fault series, with the CPU spent outside the mutators per fault (the
+/// handler threads' cost) when it was measured.
 pub(super) fn fault_label(f: &FaultMeasurement) -> String {
-    format!("{} {}h/{}m", f.method.name(), f.handlers, f.mutators)
+    let cpu = f.handler_cpu_ns_per_fault.median;
+    if cpu.is_finite() {
+        format!(
+            "{} {}h/{}m, cpu {:.1} us",
+            f.method.name(),
+            f.handlers,
+            f.mutators,
+            cpu / 1e3
+        )
+    } else {
+        format!("{} {}h/{}m", f.method.name(), f.handlers, f.mutators)
+    }
 }
 
 pub(super) fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {

@@ -135,6 +135,8 @@ fn full_report() -> Report {
                 p99_ns: spread(base * 3.0),
                 p999_ns: spread(base * 7.0),
                 faults_per_s: spread(1e5),
+                handler_cpu_ns_per_fault: spread(base / 2.0),
+                vs_sigbus_p50: None,
                 verified: true,
                 error: None,
             });
@@ -420,7 +422,7 @@ fn every_series_is_named_once_in_a_legend_beside_the_plots() {
     labels.extend(report.faults.iter().map(fault_label));
     labels.sort();
     labels.dedup();
-    assert_eq!(labels.len(), 7 * 4 + 5 * 4 + 2);
+    assert_eq!(labels.len(), 7 * 4 + 8 * 4 + 2);
     for label in &labels {
         let xs = text_x(&svg, label);
         assert_eq!(xs.len(), 1, "{label}: {xs:?}");

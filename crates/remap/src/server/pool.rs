@@ -209,6 +209,28 @@ impl MovePool {
         self
     }
 
+    /// Takes the pool's region back: closes the pool's userfaultfd (which unregisters the
+    /// region), so it is ordinary memory again. Pages in the pool read as they were given; slots
+    /// that were empty read as zero. A pool given to a server comes back with
+    /// [`FaultServer::into_parts`](super::FaultServer::into_parts).
+    ///
+    /// ```
+    /// use remap::region::Region;
+    ///
+    /// let region = Region::new(2 * 4096)?;
+    /// region.write_u8(4096, 9);
+    /// let pool = remap::server::MovePool::from_region(region)?;
+    /// let region = pool.into_region();
+    /// assert_eq!(region.read_u8(4096), 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_region(self) -> Region {
+        // No lease can be out: a lease borrows the pool.
+        let MovePool { region, uffd, .. } = self;
+        drop(uffd);
+        region
+    }
+
     /// Pages the pool can hand out now.
     ///
     /// ```

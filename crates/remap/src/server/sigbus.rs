@@ -2,19 +2,19 @@
 //!
 //! # Why this module contains `unsafe`
 //!
-//! remap keeps `unsafe` to the region mapping code. A signal handler cannot be installed without
-//! `sigaction(2)`, which no safe wrapper in our dependencies offers, and the handler must read
-//! `siginfo_t::si_addr` from a raw pointer and follow a pointer from a lock-free registry: so this
-//! module is a documented exception. Its `unsafe` is limited to installing the handler, reading
-//! the siginfo, calling the previous handler, and dereferencing registry entries that stay alive
-//! while a handler may use them (see [`Slot`]). The ioctls themselves go through the bounds-checked
-//! functions of the region module like every other resolve.
+//! Two promises, both about async-signal-safety: the `unsafe` marker trait
+//! [`SignalSafeSource`] (and its impls for the crate's own sources), and the one call of
+//! [`crate::sigbus::register`], which needs that promise. The handler itself, its installation
+//! and its registry are [`crate::sigbus`]'s, shared with every other user of SIGBUS mode in the
+//! process (remap-compact's cycles). The ioctls go through the [`Engine`] like every other
+//! resolve.
 //!
 //! # What runs in the signal handler, and why it is async-signal-safe
 //!
 //! The handler runs on the faulting thread, interrupting arbitrary code (possibly inside `malloc`
-//! or holding a lock). It does only this: reads `si_addr`; scans a fixed table of 16 slots with
-//! atomic loads and increments; calls the registered source's [`PageSource::resolve`] with an
+//! or holding a lock). It does only this: reads `si_addr`; scans the fixed table of
+//! [`crate::sigbus`] with atomic loads and increments; calls the registered source's
+//! [`PageSource::resolve`] with an
 //! empty scratch buffer; issues one ioctl (`UFFDIO_ZEROPAGE`, `COPY`, `MOVE` or `POISON`, which are
 //! system calls and so async-signal-safe) and, when the kernel says EAGAIN, `sched_yield` before
 //! retrying; bumps atomic counters; saves and restores `errno`. It never allocates, locks, logs
@@ -26,10 +26,8 @@
 //! Only a SIGBUS with `si_code == BUS_ADRERR` at an address of a registered server is ours: that
 //! is what the kernel sends for a missing page under `UFFD_FEATURE_SIGBUS` (`VM_FAULT_SIGBUS`).
 //! Everything else, including `BUS_MCEERR_AR` from touching a page poisoned with `UFFDIO_POISON`,
-//! goes to the handler that was installed before ours (Rust's own stack-overflow handler,
-//! typically, which resets SIGBUS to the default action), or, if that was the default action,
-//! the default action is restored and the signal re-raised, so a stray SIGBUS still kills the
-//! process.
+//! goes to the handler that was installed before ours (see [`crate::sigbus`]), so a stray SIGBUS
+//! still kills the process.
 //!
 //! A SIGBUS that is ours is never passed on because its resolve failed: a resolve that lost its
 //! race (EEXIST: another thread resolved the page first) may find the page gone again by the time
@@ -63,27 +61,38 @@
 //! registry entry (waiting for handlers still using it). A handler whose resolve fails once the
 //! server is stopping (the range was just unregistered: ENOENT or EINVAL) reports the fault as
 //! handled, so the access is retried and finds ordinary memory. A SIGBUS raised just before the
-//! unregistration but delivered after the entry was retired finds the range among the slot's
-//! retired ranges and is retried once the same way (a second SIGBUS at the same address in a row
-//! from a retired range is chained, so a genuine bus error there cannot loop).
+//! unregistration but delivered after the entry was retired finds the range among the registry's
+//! retired ranges and is retried the same way (a bounded number of times in a row at one
+//! address, [`crate::sigbus::RETIRED_RETRIES`], so a genuine bus error there cannot loop).
 
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::ffi::c_void;
 use std::os::fd::OwnedFd;
-use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use uffd::{Features, RangeError, Uffd};
+use uffd::Features;
 
-use super::core::{apply, fall_back, Failure};
+use super::engine::{Attempt, Engine, EngineConfig};
 use super::{
-    bump, CopySource, Counters, FailurePolicy, Fault, MovePool, PageSource, Resolution,
-    ServerError, ServerStats, ZeroSource,
+    bump, CopySource, FailurePolicy, Fault, MovePool, PageSource, ServerError, ServerStats,
+    ZeroSource,
 };
-use crate::region::{self, Region};
+use crate::region::Region;
+use crate::sigbus::{SigbusHandler, SigbusRegistration};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// This thread's streak of SIGBUSes at one address that the server could not resolve
+    /// (address, count); reset by any resolved fault. A `Cell` with a const initialiser: no
+    /// lazy set-up, no destructor, so reading it in a signal handler is a plain thread-local
+    /// access.
+    static UNRESOLVED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
 
 /// How many SIGBUSes in a row at one address a thread may take without the server resolving
 /// one before the handler stops retrying the access and passes the signal on: a bound for a
@@ -105,7 +114,7 @@ pub(crate) const EAGAIN_RETRIES: usize = 64;
 /// `Once` initialisation, stdio and `tracing`), panic, or call any function that is not
 /// async-signal-safe; they may read their own data and use atomics. They run inside a signal
 /// handler that may have interrupted any code of the process, including the allocator. `resolve`
-/// gets an empty scratch buffer and must not answer [`Resolution::Leave`] expecting the fault to
+/// gets an empty scratch buffer and must not answer [`Resolution::Leave`](super::Resolution::Leave) expecting the fault to
 /// wait (SIGBUS mode resolves it with the zero page instead).
 ///
 /// ```
@@ -128,195 +137,9 @@ unsafe impl SignalSafeSource for CopySource {}
 // the pool's own `resolve` handed out). `move_done` is the no-op default.
 unsafe impl SignalSafeSource for MovePool {}
 
-/// What the handler calls for an address inside a registered range.
-trait SigResolve: Send + Sync {
-    /// Resolves the fault at `addr`; `false` when it could not.
-    fn resolve_at(&self, addr: usize) -> bool;
-}
-
-/// One registered server: its address range and its resolver.
-struct Entry {
-    start: usize,
-    end: usize,
-    resolver: Arc<dyn SigResolve>,
-}
-
-/// A registry slot. `entry` is published with a release store; a handler increments `active`
-/// before loading `entry` and decrements it when done with the entry, and the unregistering thread
-/// swaps `entry` to null and then waits for `active` to reach zero before freeing the entry. So an
-/// entry a handler loaded stays alive until that handler is done with it.
-///
-/// `retired_start..retired_end` is the range of the last server retired from this slot (empty
-/// when none), kept until the slot is reused, for SIGBUSes delivered after the retirement.
-struct Slot {
-    active: AtomicUsize,
-    entry: AtomicPtr<Entry>,
-    retired_start: AtomicUsize,
-    retired_end: AtomicUsize,
-}
-
-const SLOTS: usize = 16;
-
-static TABLE: [Slot; SLOTS] = [const {
-    Slot {
-        active: AtomicUsize::new(0),
-        entry: AtomicPtr::new(ptr::null_mut()),
-        retired_start: AtomicUsize::new(0),
-        retired_end: AtomicUsize::new(0),
-    }
-}; SLOTS];
-
-thread_local! {
-    /// The address of this thread's last SIGBUS answered from a retired range (0: none). A `Cell`
-    /// of a `usize` with a const initialiser: no lazy set-up, no destructor, so reading it in a
-    /// signal handler is a plain thread-local access.
-    static RETIRED_HIT: Cell<usize> = const { Cell::new(0) };
-    /// This thread's streak of SIGBUSes at one address that the server could not resolve
-    /// (address, count); reset by any resolved fault. Same kind of thread-local as above.
-    static UNRESOLVED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-}
-
-/// The SIGBUS action installed before ours.
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-/// The outcome of installing our handler (once per process).
-static INSTALLED: OnceLock<Result<(), uffd::Errno>> = OnceLock::new();
-
-fn install() -> Result<(), ServerError> {
-    let outcome = *INSTALLED.get_or_init(|| {
-        // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid value (no
-        // handler, empty flags; the mask is set below).
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: `sigaction(2)` with a null new action only writes the current action into
-        // `old`, a valid, writable `sigaction`.
-        if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), &mut old) } != 0 {
-            return Err(uffd::Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(uffd::Errno::INVAL));
-        }
-        let _ = PREVIOUS.set(old);
-        // SAFETY: as above, all-zero is a valid `sigaction`.
-        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-        new.sa_sigaction = on_sigbus
-            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void)
-            as libc::sighandler_t;
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
-        // SAFETY: `sigemptyset` requires a valid, writable `sigset_t`: the field of our local.
-        unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: `sigaction(2)` requires valid pointers to a `sigaction` to read and one to
-        // write (or null). `on_sigbus` has the `SA_SIGINFO` signature and is async-signal-safe
-        // (see the module docs), which is what a handler must be.
-        if unsafe { libc::sigaction(libc::SIGBUS, &new, ptr::null_mut()) } != 0 {
-            return Err(uffd::Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(uffd::Errno::INVAL));
-        }
-        Ok(())
-    });
-    outcome.map_err(|errno| ServerError::Sigbus {
-        what: "installing the SIGBUS handler",
-        errno,
-    })
-}
-
-extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, valid for the thread's
-    // life; we save it here and restore it below so the interrupted code sees its own errno.
-    let errno_slot = unsafe { libc::__errno_location() };
-    // SAFETY: `errno_slot` is valid and aligned (above).
-    let saved = unsafe { errno_slot.read() };
-    // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler; `si_code` is a
-    // plain field, and for SIGBUS `si_addr` is the member of the union that it fills.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    // Only a missing page under UFFD_FEATURE_SIGBUS (BUS_ADRERR) is ours: a poisoned page
-    // (BUS_MCEERR_AR) or anything else goes on to the previous handler.
-    let handled = if code == libc::BUS_ADRERR {
-        dispatch(addr)
-    } else {
-        None
-    };
-    // SAFETY: as above.
-    unsafe { errno_slot.write(saved) };
-    if handled != Some(true) {
-        chain(sig, info, ctx);
-    }
-}
-
-/// Finds the server owning `addr` and resolves: `None` when no server owns it.
-fn dispatch(addr: usize) -> Option<bool> {
-    for slot in &TABLE {
-        slot.active.fetch_add(1, Ordering::SeqCst);
-        let entry = slot.entry.load(Ordering::SeqCst);
-        // SAFETY: a non-null `entry` came from `Box::into_raw` in `register`, and it is freed only
-        // after it was swapped out of the slot and `active` dropped to zero; our increment above
-        // happened before the load, so it stays alive until our decrement below.
-        let hit = unsafe { entry.as_ref() }
-            .filter(|e| (e.start..e.end).contains(&addr))
-            .map(|e| e.resolver.resolve_at(addr));
-        slot.active.fetch_sub(1, Ordering::SeqCst);
-        if hit.is_some() {
-            return hit;
-        }
-    }
-    retired(addr)
-}
-
-/// A SIGBUS at `addr` in the range of a server retired from some slot: raised before the server
-/// unregistered its region, delivered after. Retry the access once (it is ordinary memory now);
-/// a second one in a row at the same address is not ours.
-fn retired(addr: usize) -> Option<bool> {
-    let hit = TABLE.iter().any(|slot| {
-        let (start, end) = (
-            slot.retired_start.load(Ordering::SeqCst),
-            slot.retired_end.load(Ordering::SeqCst),
-        );
-        (start..end).contains(&addr)
-    });
-    if !hit {
-        return None;
-    }
-    // The same faulting access repeats at the same address.
-    if RETIRED_HIT.get() == addr {
-        RETIRED_HIT.set(0);
-        return None;
-    }
-    RETIRED_HIT.set(addr);
-    Some(true)
-}
-
-/// Hands a SIGBUS that is not ours to the previous handler, or dies of it.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    if let Some(prev) = PREVIOUS.get() {
-        let action = prev.sa_sigaction;
-        if action != libc::SIG_DFL && action != libc::SIG_IGN {
-            if prev.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: with SA_SIGINFO, `sa_sigaction` holds a three-argument handler (it is
-                // neither SIG_DFL nor SIG_IGN), installed by whoever set it for this signal; we
-                // pass it the kernel's own arguments.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
-                    unsafe { std::mem::transmute(action) };
-                f(sig, info, ctx);
-            } else {
-                // SAFETY: without SA_SIGINFO, `sa_sigaction` holds a one-argument handler.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
-                f(sig);
-            }
-            return;
-        }
-    }
-    // SAFETY: all-zero is a valid `sigaction` (SIG_DFL, no flags, empty mask); `sigaction(2)`
-    // and `raise(3)` are async-signal-safe. Restoring the default and re-raising makes the
-    // pending signal kill the process once this handler returns.
-    unsafe {
-        let dfl: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, &dfl, ptr::null_mut());
-        libc::raise(sig);
-    }
-}
-
-/// A SIGBUS-mode server's state.
-struct SigCore<S> {
-    uffd: Uffd,
-    region: Region,
-    source: S,
-    counters: Counters,
+/// A SIGBUS-mode server's state: the engine, and what the signal handler needs besides.
+struct SigbusResolver<S> {
+    engine: Engine<S>,
     /// Set (before the region is unregistered) when the server stops.
     stopping: AtomicBool,
     /// `/proc/self/pagemap`, to check that a page is present after EEXIST (`None` if it could
@@ -324,7 +147,7 @@ struct SigCore<S> {
     pagemap: Option<OwnedFd>,
 }
 
-impl<S> SigCore<S> {
+impl<S: PageSource> SigbusResolver<S> {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -338,7 +161,7 @@ impl<S> SigCore<S> {
             return true;
         };
         let mut entry = [0u8; 8];
-        let at = (address / self.region.page_size()) as u64 * 8;
+        let at = (address / self.engine.page_size()) as u64 * 8;
         match rustix::io::pread(pagemap, &mut entry, at) {
             Ok(8) => u64::from_ne_bytes(entry) & (1 << 63) != 0,
             _ => true,
@@ -346,7 +169,7 @@ impl<S> SigCore<S> {
     }
 }
 
-impl<S> SigCore<S> {
+impl<S: PageSource> SigbusResolver<S> {
     /// The outcome of a SIGBUS whose fault this server resolved.
     fn resolved(&self) -> bool {
         UNRESOLVED.set((0, 0));
@@ -377,12 +200,15 @@ impl<S> SigCore<S> {
     }
 }
 
-impl<S: SignalSafeSource> SigResolve for SigCore<S> {
-    fn resolve_at(&self, addr: usize) -> bool {
-        let page = self.region.page_size();
+impl<S: SignalSafeSource> SigbusHandler for SigbusResolver<S> {
+    fn on_sigbus(&self, addr: usize) -> bool {
+        let engine = &self.engine;
+        let page = engine.page_size();
         let address = addr & !(page - 1);
-        let offset = address - self.region.addr();
-        bump(&self.counters.faults);
+        let Some(offset) = engine.region.offset_of(address) else {
+            return false;
+        };
+        bump(&engine.counters.faults);
         let fault = Fault {
             offset,
             address,
@@ -392,28 +218,11 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
         };
         let mut scratch: [u8; 0] = [];
         for _ in 0..EAGAIN_RETRIES {
-            let resolution = match self.source.resolve(&fault, &mut scratch) {
-                Resolution::Leave => Resolution::Zero,
-                other => other,
-            };
-            match apply(
-                &self.uffd,
-                &self.region,
-                &self.counters,
-                &self.source,
-                offset,
-                resolution,
-            ) {
-                Ok(()) => return self.resolved(),
-                Err(Failure::Kernel(RangeError::Exists { .. })) => {
-                    bump(&self.counters.races);
-                    return self.unresolved(address);
-                }
-                Err(Failure::Kernel(RangeError::EventsPending { .. })) => {
-                    bump(&self.counters.retries);
-                    rustix::thread::sched_yield();
-                }
-                Err(_) => break,
+            match engine.attempt(&fault, &mut scratch, true) {
+                Attempt::Done => return self.resolved(),
+                Attempt::Raced => return self.unresolved(address),
+                Attempt::Pending => rustix::thread::sched_yield(),
+                Attempt::Failed { .. } => break,
             }
         }
         if self.stopping() {
@@ -421,14 +230,7 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
             // access is an ordinary one.
             return self.resolved();
         }
-        bump(&self.counters.errors);
-        match fall_back(
-            &self.uffd,
-            &self.region,
-            &self.counters,
-            offset,
-            FailurePolicy::Zero,
-        ) {
+        match engine.fall_back(offset).1 {
             Ok(()) => self.resolved(),
             Err(_) => self.unresolved(address),
         }
@@ -444,7 +246,7 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
 /// the region while it is served), no write/read distinction, at most 16 SIGBUS-mode servers per
 /// process, and only async-signal-safe sources (see the module docs of this mode in
 /// [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error, or an unusable
-/// [`Resolution`] such as a move from outside its region) gets the zero page instead, counted in
+/// [`Resolution`](super::Resolution) such as a move from outside its region) gets the zero page instead, counted in
 /// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; if that fails too, or the resolve
 /// lost its race to another thread, the access is retried (a page zapped or swapped out
 /// meanwhile is benign), and only a long streak of unresolved faults at one address is passed on
@@ -466,15 +268,16 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SigbusServer<S: SignalSafeSource> {
-    core: Arc<SigCore<S>>,
-    slot: Option<usize>,
+    resolver: Arc<SigbusResolver<S>>,
+    /// Taken by the first [`stop_serving`](SigbusServer::stop_serving).
+    registration: Mutex<Option<SigbusRegistration>>,
 }
 
 impl<S: SignalSafeSource> std::fmt::Debug for SigbusServer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigbusServer")
-            .field("region", &self.core.region)
-            .field("slot", &self.slot)
+            .field("region", &self.resolver.engine.region)
+            .field("registration", &self.registration)
             .finish_non_exhaustive()
     }
 }
@@ -488,53 +291,55 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// [`ServerError::Create`] (no userfaultfd, or no SIGBUS feature), [`ServerError::Register`],
     /// [`ServerError::Sigbus`] (handler installation failed, or 16 servers already exist: ENOSPC).
     pub fn start(region: Region, source: S) -> Result<Self, ServerError> {
-        install()?;
-        let uffd = Uffd::builder().features(Features::SIGBUS).create()?;
-        region::register_range(&uffd, &region, 0, region.len(), true)?;
-        let (start, end) = (region.addr(), region.range().end);
+        let config = EngineConfig {
+            features: Features::SIGBUS,
+            kernel_faults: false,
+            non_blocking: false,
+            // What the handler can do without a thread to log or retry later.
+            policy: FailurePolicy::Zero,
+        };
+        let engine = Engine::new(region, source, config)?;
+        let range = engine.region.range();
         let pagemap = rustix::fs::open(
             "/proc/self/pagemap",
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
         .ok();
-        let core = Arc::new(SigCore {
-            uffd,
-            region,
-            source,
-            counters: Counters::default(),
+        let resolver = Arc::new(SigbusResolver {
+            engine,
             stopping: AtomicBool::new(false),
             pagemap,
         });
-        let resolver: Arc<dyn SigResolve> = core.clone();
-        let entry = Box::into_raw(Box::new(Entry {
-            start,
-            end,
+        let handler: Arc<dyn SigbusHandler> = resolver.clone();
+        // SAFETY: `SigbusResolver::on_sigbus` is async-signal-safe: it reads its own fields,
+        // bumps atomics, calls the source's `resolve` and `move_done` (async-signal-safe: the
+        // `SignalSafeSource` promise), issues ioctls, `sched_yield` and one `pread(2)` into a
+        // stack buffer, and reads and writes a const-initialised thread-local `Cell`. The
+        // engine's `attempt`, `apply` and `fall_back` allocate, lock, log and panic nowhere.
+        let registered = unsafe { crate::sigbus::register(range, handler) };
+        let server = Self {
             resolver,
-        }));
-        let slot = TABLE.iter().position(|slot| {
-            let won = slot
-                .entry
-                .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-            if won {
-                // The slot's retired range is forgotten once the slot serves again.
-                slot.retired_end.store(0, Ordering::SeqCst);
-                slot.retired_start.store(0, Ordering::SeqCst);
+            registration: Mutex::new(None),
+        };
+        match registered {
+            Ok(registration) => {
+                *lock(&server.registration) = Some(registration);
+                Ok(server)
             }
-            won
-        });
-        let server = Self { core, slot };
-        if server.slot.is_none() {
-            // SAFETY: `entry` came from `Box::into_raw` above and was never published.
-            drop(unsafe { Box::from_raw(entry) });
-            server.unregister();
-            return Err(ServerError::Sigbus {
-                what: "every SIGBUS-mode registry slot is taken",
-                errno: uffd::Errno::NOSPC,
-            });
+            Err(err) => {
+                server.unregister();
+                Err(ServerError::Sigbus {
+                    what: match err {
+                        crate::sigbus::SigbusError::Full => {
+                            "every SIGBUS-mode registry slot is taken"
+                        }
+                        _ => "installing the SIGBUS handler",
+                    },
+                    errno: err.errno(),
+                })
+            }
         }
-        Ok(server)
     }
 
     /// The served region.
@@ -546,7 +351,7 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn region(&self) -> &Region {
-        &self.core.region
+        &self.resolver.engine.region
     }
 
     /// The page source.
@@ -558,7 +363,7 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn source(&self) -> &S {
-        &self.core.source
+        &self.resolver.engine.source
     }
 
     /// A snapshot of the counters (`faults` counts SIGBUS faults taken).
@@ -570,35 +375,40 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> ServerStats {
-        self.core.counters.snapshot()
+        self.resolver.engine.counters.snapshot()
     }
 
     fn unregister(&self) {
-        let region = &self.core.region;
-        if let Err(err) = region::register_range(&self.core.uffd, region, 0, region.len(), false) {
+        let region = &self.resolver.engine.region;
+        if let Err(err) = self.resolver.engine.set_registered(0, region.len(), false) {
             tracing::warn!(%err, "unregistering a SIGBUS-mode region");
         }
     }
 
-    fn shutdown(&mut self) {
-        let Some(slot) = self.slot.take() else {
+    /// Stops serving without giving up the region: marks the server stopping, unregisters the
+    /// region (a thread faulting meanwhile retries its access and finds ordinary memory) and
+    /// leaves the handler's registry. The region stays borrowed from the server, so threads
+    /// still touching it can finish; then [`stop`](Self::stop) hands it back. Calling it again
+    /// does nothing. See [`FaultServer::stop_serving`](super::FaultServer::stop_serving) for an
+    /// example of the pattern.
+    ///
+    /// ```
+    /// # let server = remap::server::SigbusServer::start(
+    /// #     remap::region::Region::new(4096)?, remap::server::ZeroSource)?;
+    /// server.stop_serving();
+    /// server.region().write_u8(0, 1); // ordinary memory now
+    /// assert_eq!(server.stats().faults, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_serving(&self) {
+        let Some(registration) = lock(&self.registration).take() else {
             return;
         };
         // Mark the server stopping (a handler whose resolve now fails retries the access),
-        // stop the SIGBUS faults, then retire the entry.
-        self.core.stopping.store(true, Ordering::SeqCst);
+        // stop the SIGBUS faults, then retire the entry (waiting for handlers using it).
+        self.resolver.stopping.store(true, Ordering::SeqCst);
         self.unregister();
-        let slot = &TABLE[slot];
-        let range = self.core.region.range();
-        slot.retired_start.store(range.start, Ordering::SeqCst);
-        slot.retired_end.store(range.end, Ordering::SeqCst);
-        let entry = slot.entry.swap(ptr::null_mut(), Ordering::SeqCst);
-        while slot.active.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-        // SAFETY: `entry` came from `Box::into_raw` in `start`, it is no longer reachable from the
-        // table, and no handler still uses it (`active` is zero after the swap; see `Slot`).
-        drop(unsafe { Box::from_raw(entry) });
+        drop(registration);
     }
 
     /// Unregisters the region (later faults are ordinary), leaves the registry, and returns the
@@ -611,12 +421,25 @@ impl<S: SignalSafeSource> SigbusServer<S> {
     /// region.write_u8(0, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stop(mut self) -> Region {
-        self.shutdown();
-        let core = Arc::clone(&self.core);
+    pub fn stop(self) -> Region {
+        self.into_parts().0
+    }
+
+    /// Stops as [`stop`](Self::stop) does and hands back the source too.
+    ///
+    /// ```
+    /// # let server = remap::server::SigbusServer::start(
+    /// #     remap::region::Region::new(4096)?, remap::server::MovePool::new(1)?)?;
+    /// let (_region, pool) = server.into_parts();
+    /// assert_eq!(pool.available(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_parts(self) -> (Region, S) {
+        self.stop_serving();
+        let resolver = Arc::clone(&self.resolver);
         drop(self);
-        match Arc::try_unwrap(core) {
-            Ok(core) => core.region,
+        match Arc::try_unwrap(resolver) {
+            Ok(resolver) => (resolver.engine.region, resolver.engine.source),
             Err(_) => unreachable!("the registry entry was dropped"),
         }
     }
@@ -624,6 +447,6 @@ impl<S: SignalSafeSource> SigbusServer<S> {
 
 impl<S: SignalSafeSource> Drop for SigbusServer<S> {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop_serving();
     }
 }

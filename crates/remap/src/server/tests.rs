@@ -113,7 +113,7 @@ fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
 
 #[test]
 fn retry_clock_doubles_within_a_generation_and_resets_on_a_new_one() {
-    use super::core::{RetryClock, MAX_BACKOFF, MIN_BACKOFF};
+    use super::retry::{RetryClock, MAX_BACKOFF, MIN_BACKOFF};
     let mut clock = RetryClock::new(7);
     assert!(!clock.new_generation(7));
     assert!(clock.new_generation(8));

@@ -5,7 +5,7 @@
 //! Registering a raw fd with tokio's reactor is `AsyncFd::register_with_interest`, an `unsafe fn`
 //! since tokio 1.5x (its safe predecessor is deprecated as unsound: nothing stops the caller from
 //! closing the fd while it is registered). The two `unsafe` blocks below uphold that contract:
-//! the userfaultfd belongs to the server's core, which the `AsyncFd` itself owns through an
+//! the userfaultfd belongs to the server's event reader, which the `AsyncFd` itself owns through an
 //! `Arc`, and the back-off timer's fd is an `OwnedFd` the `AsyncFd` owns.
 //!
 //! # Only the IO driver
@@ -26,19 +26,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use uffd::{EventBuffer, Features, Pagefault};
+use uffd::{EventBuffer, Pagefault};
 
-use super::core::{panic_message, Core, CoreConfig, RetryClock, PARKED_FAULTS};
+use super::engine::{check_policy, panic_message, reader_features, EngineConfig};
+use super::reader::EventReader;
+use super::retry::{RetryClock, PARKED_FAULTS};
 use super::{FailurePolicy, PageSource, PanicPolicy, ServerError, ServerStats};
 use crate::region::Region;
 
-/// Lends the core's userfaultfd to tokio's reactor.
+/// Lends the reader's userfaultfd to tokio's reactor.
 #[derive(Debug)]
-struct UffdHandle<S>(Arc<Core<S>>);
+struct UffdHandle<S>(Arc<EventReader<S>>);
 
 impl<S: PageSource> AsRawFd for UffdHandle<S> {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.uffd.as_fd().as_raw_fd()
+        self.0.uffd().as_fd().as_raw_fd()
     }
 }
 
@@ -156,16 +158,13 @@ impl<S: PageSource> AsyncFaultServer<S> {
     /// hook still reports it, on stderr by default).
     pub fn start(region: Region, source: S) -> Result<Self, ServerError> {
         let supported = uffd::Capabilities::probe()?.features();
-        let features = (Features::EVENT_REMOVE
-            | Features::EVENT_UNMAP
-            | Features::EVENT_REMAP
-            | Features::THREAD_ID)
-            & supported;
-        let config = CoreConfig {
-            features,
+        let policy = FailurePolicy::Zero;
+        check_policy(policy, supported)?;
+        let config = EngineConfig {
+            features: reader_features(None, supported),
             kernel_faults: false,
-            policy: FailurePolicy::Zero,
-            wakers: 0,
+            non_blocking: true,
+            policy,
         };
         // Without a runtime, or on one without IO, tokio panics on registration: check first
         // (the timer's registration catches the second case).
@@ -173,14 +172,14 @@ impl<S: PageSource> AsyncFaultServer<S> {
             return Err(ServerError::Reactor(std::io::Error::other(err)));
         }
         let timer = Timer::register()?;
-        let core = Arc::new(Core::new(region, source, config)?);
+        let reader = Arc::new(EventReader::new(region, source, config, 0)?);
         // SAFETY: `register_with_interest` requires `as_raw_fd()` to return the same valid, open
         // fd for the whole life of the `AsyncFd`. `UffdHandle` returns the fd of the `Uffd` inside
-        // the `Core` it holds an `Arc` to; the `Uffd` (an `OwnedFd`) is never replaced and is
+        // the `EventReader` it holds an `Arc` to; the `Uffd` (an `OwnedFd`) is never replaced and is
         // closed only when the last `Arc` goes, which the `AsyncFd` keeps alive until it is
         // dropped or `into_inner` hands the handle back.
         let fd = unsafe {
-            AsyncFd::register_with_interest(UffdHandle(core), tokio::io::Interest::READABLE)
+            AsyncFd::register_with_interest(UffdHandle(reader), tokio::io::Interest::READABLE)
         }
         .map_err(|err| ServerError::Reactor(err.into()))?;
         Ok(Self {
@@ -208,7 +207,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         self
     }
 
-    fn core(&self) -> &Core<S> {
+    fn reader(&self) -> &EventReader<S> {
         match &self.fd {
             Some(fd) => &fd.get_ref().0,
             None => unreachable!("the fd is taken only when the server is consumed"),
@@ -223,7 +222,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
     /// # }
     /// ```
     pub fn region(&self) -> &Region {
-        &self.core().region
+        self.reader().region()
     }
 
     /// A snapshot of the counters.
@@ -234,7 +233,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
     /// # }
     /// ```
     pub fn stats(&self) -> ServerStats {
-        self.core().counters.snapshot()
+        self.reader().engine.counters.snapshot()
     }
 
     /// Serves faults until an error (or forever): await it in a task, or race it against a
@@ -258,11 +257,11 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let Some(fd) = &self.fd else {
             return Ok(());
         };
-        let core = &fd.get_ref().0;
+        let reader = &fd.get_ref().0;
         let mut buf = EventBuffer::new(64);
         let mut faults = Vec::with_capacity(64);
-        let mut scratch = vec![0u8; core.region.page_size()];
-        let mut clock = RetryClock::new(core.generation());
+        let mut scratch = vec![0u8; reader.region().page_size()];
+        let mut clock = RetryClock::new(reader.generation());
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Err(ServerError::HandlerPanicked {
@@ -300,7 +299,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
                 let mut pending = self.lock_pending();
                 if let Some(guard) = &mut guard {
-                    let n = core.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
+                    let n = reader.batch(&mut buf, &mut faults, &mut pending, &mut scratch)?;
                     if n == 0 {
                         guard.clear_ready();
                     }
@@ -308,8 +307,8 @@ impl<S: PageSource> AsyncFaultServer<S> {
                 if !pending.is_empty() {
                     // As a handler thread does: right away after a new event generation,
                     // else after a doubling back-off.
-                    clock.retried(core.generation());
-                    core.retry(&mut pending, &mut scratch);
+                    clock.retried(reader.generation());
+                    reader.retry(&mut pending, &mut scratch);
                 }
                 Ok(())
             }));
@@ -323,7 +322,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
                         PanicPolicy::Abort => std::process::abort(),
                         PanicPolicy::UnregisterAndStop => {
                             self.stopped.store(true, Ordering::SeqCst);
-                            core.unregister();
+                            reader.unregister();
                             return Err(ServerError::HandlerPanicked { message });
                         }
                     }
@@ -351,16 +350,31 @@ impl<S: PageSource> AsyncFaultServer<S> {
     /// [`ServerError::RegionLost`] when part of the region was unmapped and someone else mapped
     /// memory at its start since (see the [module docs](super#shutdown)); a region cut short
     /// before such a hole is returned as `Ok`.
-    pub fn into_region(mut self) -> Result<Region, ServerError> {
+    pub fn into_region(self) -> Result<Region, ServerError> {
+        self.into_parts().map(|(region, _)| region)
+    }
+
+    /// As [`into_region`](Self::into_region), and hands back the source too.
+    ///
+    /// ```no_run
+    /// # fn f(server: remap::server::AsyncFaultServer<remap::server::ZeroSource>) {
+    /// let (_region, _source) = server.into_parts().expect("the region");
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`into_region`](Self::into_region).
+    pub fn into_parts(mut self) -> Result<(Region, S), ServerError> {
         let fd = self.fd.take();
         let Some(fd) = fd else {
             unreachable!("the fd is taken only here")
         };
-        let core = fd.into_inner().0;
-        core.unregister();
-        match Arc::try_unwrap(core) {
-            Ok(core) => core.into_region(),
-            Err(_) => unreachable!("only the server holds the core"),
+        let reader = fd.into_inner().0;
+        reader.unregister();
+        match Arc::try_unwrap(reader) {
+            Ok(reader) => reader.into_parts(),
+            Err(_) => unreachable!("only the server holds the reader"),
         }
     }
 }

@@ -554,6 +554,26 @@ const SCENARIOS: &[Scenario] = &[
         outcome: Outcome::Pass,
         needs: &[Need::Feature(Features::SIGBUS)],
     },
+    Scenario {
+        name: "stop-serving",
+        outcome: Outcome::Pass,
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "spin-stop",
+        outcome: Outcome::Pass,
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "spin-many",
+        outcome: Outcome::Pass,
+        needs: &[Need::Uffd],
+    },
+    Scenario {
+        name: "pool-into-region",
+        outcome: Outcome::Pass,
+        needs: &[Need::Move],
+    },
     #[cfg(feature = "tokio")]
     Scenario {
         name: "async-abort",
@@ -621,6 +641,10 @@ fn child_scenarios() {
         "sigbus-poison" => sigbus_poison_child(),
         "sigbus-stop" => sigbus_stop_child(),
         "sigbus-bad-move" => sigbus_bad_move_child(),
+        "stop-serving" => stop_serving_child(),
+        "pool-into-region" => pool_into_region_child(),
+        "spin-stop" => spin_stop_child(),
+        "spin-many" => spin_many_child(),
         #[cfg(feature = "tokio")]
         "async-abort" => async_abort_child(),
         other => panic!("unknown scenario {other}"),
@@ -1262,4 +1286,156 @@ fn async_abort_child() {
         let _ = server.serve().await;
     });
     unreachable!("the process should have aborted");
+}
+
+/// Never resolves a fault (and counts the faults it saw).
+#[derive(Default)]
+struct Never(AtomicUsize);
+
+impl PageSource for Never {
+    fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Resolution::Leave
+    }
+}
+
+#[test]
+fn stop_serving_wakes_threads_blocked_in_faults_while_they_borrow_the_region() {
+    require!(Need::Uffd);
+    run_child_ok("stop-serving");
+}
+
+/// Child: three threads borrow the served region and block in faults the source leaves;
+/// `stop_serving` (through `&self`) wakes them to zero pages while they still hold the borrow,
+/// and `into_parts` then hands back the region and the source.
+fn stop_serving_child() {
+    let server = FaultServer::builder(Region::new(4 * page()).unwrap(), Never::default())
+        .threads(2)
+        .start()
+        .unwrap();
+    std::thread::scope(|s| {
+        let region = server.region();
+        let touchers: Vec<_> = (0..3)
+            .map(|i| s.spawn(move || region.read_u64(i * page() + 8)))
+            .collect();
+        wait_until("three faults left", || server.stats().left == 3);
+        assert!(server.is_running());
+        server.stop_serving();
+        assert!(!server.is_running());
+        for toucher in touchers {
+            assert_eq!(toucher.join().unwrap(), 0);
+        }
+        // Ordinary memory now, still borrowed from the server.
+        region.write_u64(3 * page(), 5);
+        server.stop_serving(); // a second call does nothing
+    });
+    let (region, source) = server.into_parts().unwrap();
+    assert_eq!(region.read_u64(3 * page()), 5);
+    assert_eq!(source.0.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_pool_comes_back_from_a_server_and_gives_back_its_region() {
+    require!(Need::Move);
+    run_child_ok("pool-into-region");
+}
+
+/// Child (an empty slot would block a read for ever if the pool's region stayed registered).
+fn pool_into_region_child() {
+    let pool = MovePool::new(3).unwrap();
+    let server = FaultServer::builder(Region::new(4 * page()).unwrap(), pool)
+        .start()
+        .unwrap();
+    server.region().write_u64(0, 1);
+    server.region().write_u64(page(), 2);
+    let (region, pool) = server.into_parts().unwrap();
+    assert_eq!(region.read_u64(page()), 2);
+    assert_eq!(pool.available(), 1);
+    let pool_region = pool.into_region();
+    assert_eq!(pool_region.pages(), 3);
+    // Unregistered: every slot reads without blocking (moved-out slots as zero).
+    for p in 0..3 {
+        assert_eq!(pool_region.read_u64(p * page()), 0);
+    }
+}
+
+#[test]
+fn adaptive_waiting_stops_promptly_while_threads_spin() {
+    require!(Need::Uffd);
+    run_child_ok("spin-stop");
+}
+
+/// Child: handler threads told to spin for 30 s after each batch must still stop at once
+/// (the spin checks the stop flag), both right after faults and when idle from the start.
+fn spin_stop_child() {
+    let spin = Duration::from_secs(30);
+    for touch in [true, false] {
+        let server = FaultServer::builder(Region::new(8 * page()).unwrap(), ZeroSource)
+            .threads(2)
+            .spin(spin)
+            .start()
+            .unwrap();
+        if touch {
+            for p in 0..8 {
+                server.region().write_u64(p * page(), 1);
+            }
+            assert_eq!(server.stats().served_zero, 8);
+        }
+        let started = Instant::now();
+        let region = server.stop().unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < spin / 6,
+            "stopping spinning handlers took {took:?} (touched: {touch})"
+        );
+        assert_eq!(region.read_u64(0), u64::from(touch));
+    }
+}
+
+#[test]
+fn adaptive_waiting_and_pinning_never_lose_a_fault() {
+    require!(Need::Uffd);
+    run_child_ok("spin-many");
+}
+
+/// Child: 4096 faults from four threads, served by two spinning, pinned handler threads whose
+/// spin (50 us) runs out between bursts: every page is served once with the right contents,
+/// and the counters add up.
+fn spin_many_child() {
+    let pages = 4096;
+    let server = FaultServer::builder(
+        Region::new(pages * page()).unwrap(),
+        CopySource::new(pattern_image(pages)),
+    )
+    .threads(2)
+    .spin(Duration::from_micros(50))
+    .pin_cpus(true)
+    .start()
+    .unwrap();
+    let region = server.region();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for (i, p) in (t..pages).step_by(4).enumerate() {
+                    if i % 64 == 63 {
+                        // A pause longer than the spin: the handlers park, then must wake.
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    assert_eq!(
+                        region.read_u64(p * page()),
+                        pattern_word(SEED, p as u64, 0),
+                        "page {p}"
+                    );
+                }
+            });
+        }
+    });
+    let stats = server.stats();
+    assert_eq!(stats.served_copy, pages as u64, "{stats}");
+    assert_eq!(stats.faults, stats.served() + stats.races, "{stats}");
+    assert_eq!(stats.errors + stats.dropped + stats.left, 0, "{stats}");
+    let region = server.stop().unwrap();
+    for p in (0..pages).step_by(97) {
+        region.verify_page(p, SEED, p as u64).unwrap();
+    }
 }
