@@ -109,6 +109,7 @@ impl<W: NewWorkload> Session<W> {
                 std::thread::Builder::new()
                     .name(format!("mutator-{i}"))
                     .spawn(move || {
+                        m.bind_to_current_thread();
                         let mut rng = Rng::new(seed);
                         let mut st = match workload.setup(&mut m, &mut rng) {
                             Ok(st) => st,
@@ -124,13 +125,12 @@ impl<W: NewWorkload> Session<W> {
                         ready.fetch_add(1, Ordering::AcqRel);
                         while !stop.load(Ordering::Acquire) {
                             m.safepoint();
-                            let t = m.heap().now_ns();
                             if let Err(e) = workload.step(&mut m, &mut st, &mut rng) {
                                 tracing::error!(%e, "mutator {i} stops");
                                 errors.lock().unwrap().push(e);
                                 return;
                             }
-                            m.op_done(t);
+                            m.op_done();
                         }
                     })
                     .expect("spawning a mutator thread"),

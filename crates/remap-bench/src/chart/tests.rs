@@ -165,6 +165,7 @@ fn full_report() -> Report {
         },
         measurements,
         faults,
+        compaction: vec![],
     }
 }
 

@@ -204,3 +204,97 @@ fn compact_bad_usage_exits_2() {
     let out = compact(&["--live", "99%"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn compact_sweep_prints_per_page_costs_for_every_point_and_mode() {
+    require!(Need::Move);
+    let out = compact(
+        &[
+            "--sweep",
+            "--quick",
+            "--sweep-heaps",
+            "8M",
+            "--sweep-mutators",
+            "1,2",
+            "--workload",
+            "kv",
+            "--json",
+        ],
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let records: Vec<Value> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert_eq!(records.first().unwrap()["type"], "config");
+    assert_eq!(
+        records[0]["data"]["points"].as_array().unwrap().len(),
+        2,
+        "8 MiB with 1 and with 2 mutators"
+    );
+    let costs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "page_cost")
+        .map(|r| &r["data"])
+        .collect();
+    assert_eq!(costs.len(), 2 * 2, "two points, move and copy each");
+    for c in &costs {
+        assert_eq!(c["verified"], true, "{c}");
+        assert!(c["pages"].as_u64().unwrap() > 0, "{c}");
+        assert!(
+            c["cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        assert!(
+            c["floor_cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        assert!(c["vs_floor_cpu"]["median"].as_f64().unwrap() > 0.0, "{c}");
+        let share = c["compactor_share"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{c}");
+    }
+    let mutators: Vec<u64> = costs
+        .iter()
+        .map(|c| c["point"]["mutators"].as_u64().unwrap())
+        .collect();
+    assert_eq!(mutators, [1, 1, 2, 2]);
+    for c in costs.iter().filter(|c| c["mode"] == "copy") {
+        assert_eq!(c["vs_copy_cpu"]["median"].as_f64(), Some(1.0), "{c}");
+    }
+    for c in costs.iter().filter(|c| c["mode"] == "move") {
+        assert!(c["vs_copy_cpu"]["median"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    let summary = &records.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["data"]["verified"], true);
+    assert_eq!(summary["data"]["points"], 2);
+}
+
+#[test]
+fn compact_sweep_table_has_one_row_per_point_and_mode() {
+    require!(Need::Move);
+    let out = compact(
+        &[
+            "--sweep",
+            "--quick",
+            "--sweep-heaps",
+            "8M",
+            "--sweep-mutators",
+            "1",
+        ],
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for column in ["CPU ns/page", "CPU / COPY", "CPU / floor", "by compactor"] {
+        assert!(stdout.contains(column), "{column} missing from:\n{stdout}");
+    }
+    let rows = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("8 MiB"))
+        .count();
+    assert_eq!(rows, 2, "move and copy at 8 MiB:\n{stdout}");
+}
