@@ -441,12 +441,12 @@ impl Report {
         };
         writeln!(
             w,
-            "\ncompaction (remap compact): a {} key-value heap, {} live, {} mutator(s) live, \
-             modes interleaved; compaction-thread CPU time, ratios to COPY's in the same \
+            "\ncompaction (remap compact): a {} key-value heap, {:.1} MiB live, {} mutator(s) \
+             live, modes interleaved; compaction-thread CPU time, ratios to COPY's in the same \
              repetition and to a memcpy of the live bytes in the same cycle; median (min..max) \
              of {} reps",
             human_bytes(first.heap_bytes),
-            human_bytes(first.live_bytes),
+            first.live_bytes as f64 / f64::from(1 << 20),
             first.mutators,
             first.reps
         )?;

@@ -27,37 +27,40 @@ use crate::state::{
 };
 use crate::stats::{CompactorTime, PhaseClock};
 
-/// The live counters behind [`CycleStats`](crate::CycleStats).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) by_compactor: AtomicU64,
-    pub(crate) by_handlers: AtomicU64,
-    pub(crate) by_mutators: AtomicU64,
-    pub(crate) published_move: AtomicU64,
-    pub(crate) published_copy: AtomicU64,
-    pub(crate) busy_fallbacks: AtomicU64,
-    pub(crate) error_fallbacks: AtomicU64,
-    pub(crate) zero_pages: AtomicU64,
-    pub(crate) ioctls: AtomicU64,
-    pub(crate) runs: AtomicU64,
-    pub(crate) pmd_runs: AtomicU64,
-    pub(crate) recycled_buffers: AtomicU64,
-    pub(crate) fresh_buffers: AtomicU64,
-    pub(crate) races: AtomicU64,
-    pub(crate) misreported_moves: AtomicU64,
-    pub(crate) eagain_retries: AtomicU64,
-    pub(crate) events: AtomicU64,
-    pub(crate) faults: AtomicU64,
-    pub(crate) released_bytes: AtomicU64,
-    pub(crate) release_calls: AtomicU64,
+remap::counters! {
+    /// The counts of one cycle, read from [`Counters`] at its end; each is the
+    /// [`CycleStats`](crate::CycleStats) field of the same name, documented there.
+    pub(crate) struct Counts;
+    /// The live counters behind [`CycleStats`](crate::CycleStats), bumped by the compaction
+    /// thread, handler threads and SIGBUS handlers (relaxed atomics: async-signal-safe).
+    pub(crate) struct Counters {
+        by_compactor,
+        by_handlers,
+        by_mutators,
+        published_move,
+        published_copy,
+        busy_fallbacks,
+        error_fallbacks,
+        zero_pages,
+        ioctls,
+        runs,
+        pmd_runs,
+        recycled_buffers,
+        fresh_buffers,
+        races,
+        misreported_moves,
+        eagain_retries,
+        events,
+        faults,
+        released_bytes,
+        release_calls,
+    }
 }
 
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) use remap::counters::bump;
 
 fn add(c: &AtomicU64, n: usize) {
-    c.fetch_add(n as u64, Ordering::Relaxed);
+    remap::counters::add(c, n as u64);
 }
 
 /// The first fatal publication error of the cycle, in atomics (the SIGBUS handler may record it).
@@ -468,11 +471,12 @@ impl<C: Compactor> Shared<C> {
             let len = (n - done) * page;
             let (dst, src) = ((first + done) * page, buf_off + done * page);
             bump(&self.counters.ioctls);
-            let result = if use_move {
-                raw::move_in(&self.uffd, &self.heap, dst, map, src, len)
+            let how = if use_move {
+                raw::Publish::Move
             } else {
-                raw::copy_in(&self.uffd, &self.heap, dst, map, src, len)
+                raw::Publish::Copy
             };
+            let result = raw::publish_in(how, &self.uffd, &self.heap, dst, map, src, len);
             let (ok_pages, err) = match result {
                 Ok(bytes) => (bytes / page, None),
                 Err(e) => (e.done() / page, Some(e)),
@@ -559,7 +563,16 @@ impl<C: Compactor> Shared<C> {
     fn copy_one(&self, at: usize, map: &Mapping, src: usize, on_eagain: &mut dyn OnEagain) -> bool {
         loop {
             bump(&self.counters.ioctls);
-            match raw::copy_in(&self.uffd, &self.heap, at * self.page, map, src, self.page) {
+            let copied = raw::publish_in(
+                raw::Publish::Copy,
+                &self.uffd,
+                &self.heap,
+                at * self.page,
+                map,
+                src,
+                self.page,
+            );
+            match copied {
                 Ok(_) | Err(RangeError::Exists { .. }) => return true,
                 Err(RangeError::EventsPending { .. } | RangeError::Partial { .. }) => {
                     bump(&self.counters.eagain_retries);

@@ -298,3 +298,66 @@ fn compact_sweep_table_has_one_row_per_point_and_mode() {
         .count();
     assert_eq!(rows, 2, "move and copy at 8 MiB:\n{stdout}");
 }
+
+/// `remap bench`'s compaction section (here, not in the bench's own test binary: it drives whole
+/// compaction cycles, which must not run beside the tests that count MOVEs exactly).
+#[test]
+fn bench_compaction_section_reports_every_mode_against_copy_and_the_floor() {
+    require!(Need::Move);
+    let dir = std::env::temp_dir().join(format!("remap-bench-compaction-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chart = dir.join("bench.svg");
+    let out = test_support::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_remap"))
+            .args([
+                "bench",
+                "--quick",
+                "--only",
+                "compaction",
+                "--json",
+                "--chart",
+            ])
+            .arg(&chart),
+        Duration::from_secs(300),
+    );
+    let code = out.status.and_then(|s| s.code());
+    assert_eq!(code, Some(0), "stderr: {}", out.stderr);
+    let records: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let figures: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "compaction")
+        .map(|r| &r["data"])
+        .collect();
+    let modes: Vec<&str> = figures
+        .iter()
+        .map(|f| f["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["move", "move-single", "copy"]);
+    for f in &figures {
+        assert_eq!(f["verified"], true, "{f}");
+        assert!(
+            f["compaction_cpu_ms"]["median"].as_f64().unwrap() > 0.0,
+            "{f}"
+        );
+        assert!(f["vs_floor_cpu"]["median"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(
+            f["cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{f}"
+        );
+        assert!(f["vs_copy_cpu"]["median"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert_eq!(figures[2]["vs_copy_cpu"]["median"].as_f64(), Some(1.0));
+    let summary = &records.last().unwrap()["data"];
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert_eq!(summary["measurements"], 0, "no bulk figure was asked for");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("CPU / COPY"),
+        "the chart lacks the compaction row"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
