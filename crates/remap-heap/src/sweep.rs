@@ -94,6 +94,10 @@ pub struct PageCost {
     pub vs_floor_cpu: Spread,
     /// `cpu_ns_per_page` over COPY's in the same repetition (None without COPY).
     pub vs_copy_cpu: Option<Spread>,
+    /// The compaction thread's whole CPU time over COPY's in the same repetition (the P3
+    /// ratio; it differs from the per-page one when the mutators' faults take a different share
+    /// of the pages in the two modes).
+    pub vs_copy_cpu_total: Option<Spread>,
     /// `wall_ns_per_page` over COPY's in the same repetition.
     pub vs_copy_wall: Option<Spread>,
     /// The compaction thread's wall time per page it published, phase by phase (medians): what
@@ -228,6 +232,7 @@ pub fn page_cost(point: SweepPoint, mode: Mode, report: &BenchReport) -> PageCos
             cpu / floor.max(1e-9)
         }),
         vs_copy_cpu: vs_copy(0),
+        vs_copy_cpu_total: summary.and_then(|s| s.vs_copy_cpu),
         vs_copy_wall: vs_copy(1),
         breakdown: PerPage::median(&mine.iter().map(|c| PerPage::of(c)).collect::<Vec<_>>()),
         tlb_per_page: summary.and_then(|s| s.tlb_per_page),

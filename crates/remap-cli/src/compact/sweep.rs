@@ -172,7 +172,7 @@ fn write_table(r: &SweepReport, w: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         w,
-        "per page the compaction thread published (the floor: per page of the cycle); fill, publish, wait, release: the compaction thread's CPU ns/page in each phase; medians (min..max); ratios same repetition / same cycle\n"
+        "per page the compaction thread published (the floor: per page of the cycle); fill, publish, wait, release: the compaction thread's CPU ns/page in each phase; medians (min..max); CPU / COPY per page, total CPU / COPY of the whole thread (P3); ratios same repetition / same cycle\n"
     )?;
     let header = [
         "heap",
@@ -188,6 +188,7 @@ fn write_table(r: &SweepReport, w: &mut impl Write) -> anyhow::Result<()> {
         "wait",
         "release",
         "CPU / COPY",
+        "total CPU / COPY",
         "wall / COPY",
         "CPU / floor",
         "TLB/page",
@@ -212,6 +213,7 @@ fn write_table(r: &SweepReport, w: &mut impl Write) -> anyhow::Result<()> {
                 format!("{:.0}", k.breakdown.wait),
                 format!("{:.0}", k.breakdown.release),
                 ratio(k.vs_copy_cpu.as_ref()),
+                ratio(k.vs_copy_cpu_total.as_ref()),
                 ratio(k.vs_copy_wall.as_ref()),
                 ratio(Some(&k.vs_floor_cpu)),
                 k.tlb_per_page.map_or("-".into(), |t| format!("{t:.2}")),
