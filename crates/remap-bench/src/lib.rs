@@ -29,6 +29,7 @@
 
 mod bulk;
 pub mod chart;
+mod compaction;
 mod fault;
 mod raw;
 mod report;
@@ -40,6 +41,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use remap::region::{Region, HUGE_PAGE_SIZE};
 
+pub use compaction::{CompactionConfig, CompactionMeasurement};
 /// The machine every report describes: the project's one reader of `uname`, `/proc` and `/sys`.
 pub use remap::system::Machine;
 pub use report::{
@@ -108,6 +110,9 @@ pub struct BenchConfig {
     pub thp: bool,
     /// Whether this is the `--quick` preset (recorded in the report).
     pub quick: bool,
+    /// The compaction section (a small heap compacted by MOVE, MOVE page by page and COPY side
+    /// by side), or `None` to leave it out.
+    pub compaction: Option<CompactionConfig>,
     /// Seed of the verification pattern.
     pub seed: u64,
     /// Test hook: flip a byte of the destination after every repetition of this bulk method,
@@ -133,6 +138,7 @@ impl BenchConfig {
             interference: true,
             thp: true,
             quick: false,
+            compaction: Some(CompactionConfig::standard()),
             seed: 42,
             corrupt: None,
         }
@@ -165,6 +171,9 @@ impl BenchConfig {
                 })
                 .collect(),
             quick: true,
+            // The section drives whole compaction cycles: only when asked for (`--only
+            // compaction`), so that the quick run stays a run of bare ioctls.
+            compaction: None,
             ..BenchConfig::standard()
         }
     }
@@ -456,11 +465,25 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
             faults.push(measure_fault(config, method, handlers, mutators, progress));
         }
     }
+    let mut compaction = Vec::new();
+    if let Some(c) = &config.compaction {
+        progress.set_message("compaction");
+        match compaction::measure(c, config.seed, &|msg| {
+            progress.set_message(format!("compaction: {msg}"));
+        }) {
+            Ok(figures) => compaction = figures,
+            Err(reason) => skipped.push(Skipped {
+                method: "compaction".into(),
+                reason,
+            }),
+        }
+    }
     progress.finish_and_clear();
     add_sigbus_ratios(&mut faults);
 
     let failures = measurements.iter().filter(|m| !m.verified).count()
-        + faults.iter().filter(|f| !f.verified).count();
+        + faults.iter().filter(|f| !f.verified).count()
+        + compaction.iter().filter(|c| !c.verified).count();
     let summary = Summary {
         measurements: measurements.len(),
         faults: faults.len(),
@@ -487,6 +510,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         config: config_record,
         measurements,
         faults,
+        compaction,
         summary,
     })
 }

@@ -312,6 +312,8 @@ pub enum Record<'a> {
     Measurement(&'a Measurement),
     /// One fault-service figure.
     Fault(&'a FaultMeasurement),
+    /// One publication mode of the compaction section.
+    Compaction(&'a crate::compaction::CompactionMeasurement),
     /// Counts and elapsed time; last.
     Summary(&'a Summary),
 }
@@ -325,16 +327,19 @@ pub struct Report {
     pub measurements: Vec<Measurement>,
     /// Fault-service figures.
     pub faults: Vec<FaultMeasurement>,
+    /// The compaction section, one figure per publication mode (empty when not selected).
+    pub compaction: Vec<crate::compaction::CompactionMeasurement>,
     /// Counts.
     pub summary: Summary,
 }
 
 impl Report {
-    /// The records in wire order: config, measurements, faults, summary.
+    /// The records in wire order: config, measurements, faults, compaction, summary.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         std::iter::once(Record::Config(&self.config))
             .chain(self.measurements.iter().map(Record::Measurement))
             .chain(self.faults.iter().map(Record::Fault))
+            .chain(self.compaction.iter().map(Record::Compaction))
             .chain(std::iter::once(Record::Summary(&self.summary)))
     }
 
@@ -428,6 +433,7 @@ impl Report {
         }
         writeln!(w)?;
         self.write_fault_table(w)?;
+        self.write_compaction_table(w)?;
         for s in &self.summary.skipped {
             writeln!(w, "not measured: {}: {}", s.method, s.reason)?;
         }
@@ -446,6 +452,66 @@ impl Report {
             self.summary.elapsed_total
         )?;
         w.flush()
+    }
+
+    /// The compaction section of [`Report::write_table`], when it ran.
+    fn write_compaction_table(&self, w: &mut impl Write) -> io::Result<()> {
+        let Some(first) = self.compaction.first() else {
+            return Ok(());
+        };
+        writeln!(
+            w,
+            "\ncompaction (remap compact): a {} key-value heap, {:.1} MiB live, {} mutator(s) \
+             live, modes interleaved; compaction-thread CPU time, ratios to COPY's in the same \
+             repetition and to a memcpy of the live bytes in the same cycle; median (min..max) \
+             of {} reps",
+            human_bytes(first.heap_bytes),
+            first.live_bytes as f64 / f64::from(1 << 20),
+            first.mutators,
+            first.reps
+        )?;
+        writeln!(
+            w,
+            "{:<12} {:>22} {:>19} {:>19} {:>19} {:>17} {:>10} {:>8} {:>4}",
+            "mode",
+            "CPU ms",
+            "CPU / COPY",
+            "wall / COPY",
+            "CPU / floor",
+            "CPU ns/page",
+            "compactor",
+            "TLB/page",
+            "ok"
+        )?;
+        let r = |s: &Option<remap_heap::bench::Spread>| {
+            s.map_or_else(
+                || "-".to_owned(),
+                |s| format!("{:.2} ({:.2}..{:.2})", s.median, s.min, s.max),
+            )
+        };
+        for c in &self.compaction {
+            writeln!(
+                w,
+                "{:<12} {:>22} {:>19} {:>19} {:>19} {:>17} {:>9.0}% {:>8} {:>4}",
+                c.mode,
+                format!(
+                    "{:.1} ({:.1}..{:.1})",
+                    c.compaction_cpu_ms.median, c.compaction_cpu_ms.min, c.compaction_cpu_ms.max
+                ),
+                r(&c.vs_copy_cpu),
+                r(&c.vs_copy_wall),
+                r(&Some(c.vs_floor_cpu)),
+                format!(
+                    "{:.0} ({:.0}..{:.0})",
+                    c.cpu_ns_per_page.median, c.cpu_ns_per_page.min, c.cpu_ns_per_page.max
+                ),
+                c.compactor_share * 100.0,
+                c.tlb_per_page
+                    .map_or_else(|| "-".to_owned(), |t| format!("{t:.2}")),
+                if c.verified { "ok" } else { "FAIL" }
+            )?;
+        }
+        Ok(())
     }
 
     /// The fault-service section of [`Report::write_table`]: a header and one row per figure, or

@@ -12,7 +12,8 @@ use crate::Outcome;
 /// Options of `remap bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// A short run (8 MiB, 3 repetitions) that finishes in under 20 seconds.
+    /// A short run (8 MiB, 3 repetitions) that finishes in under 20 seconds; it leaves the
+    /// compaction section out unless `--only compaction` asks for it (then a 16 MiB heap).
     #[arg(long)]
     quick: bool,
 
@@ -25,7 +26,8 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     reps: Option<u32>,
 
-    /// Only these methods, comma-separated (bulk and fault-service methods alike).
+    /// Only these methods, comma-separated (bulk and fault-service methods alike; `compaction`
+    /// for the compaction section).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<MethodName>,
 
@@ -77,6 +79,8 @@ enum MethodName {
     ServerCopyPin,
     /// Faults: server-copy with adaptive waiting and pinning.
     ServerCopySpinPin,
+    /// The compaction section: a small heap compacted by MOVE, MOVE page by page and COPY.
+    Compaction,
 }
 
 /// A bulk method or a fault-service method.
@@ -84,6 +88,8 @@ enum MethodName {
 enum AnyMethod {
     Bulk(Method),
     Fault(FaultMethod),
+    /// The compaction section (one name for the three publication modes).
+    Compaction,
 }
 
 impl MethodName {
@@ -106,6 +112,7 @@ impl MethodName {
             MethodName::ServerCopySpin => Fault(FaultMethod::ServerCopySpin),
             MethodName::ServerCopyPin => Fault(FaultMethod::ServerCopyPin),
             MethodName::ServerCopySpinPin => Fault(FaultMethod::ServerCopySpinPin),
+            MethodName::Compaction => AnyMethod::Compaction,
         }
     }
 }
@@ -197,16 +204,23 @@ fn config(args: &BenchArgs) -> BenchConfig {
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Bulk(m) => Some(*m),
-                AnyMethod::Fault(_) => None,
+                AnyMethod::Fault(_) | AnyMethod::Compaction => None,
             })
             .collect();
         c.fault_methods = chosen
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Fault(m) => Some(*m),
-                AnyMethod::Bulk(_) => None,
+                AnyMethod::Bulk(_) | AnyMethod::Compaction => None,
             })
             .collect();
+        c.compaction = chosen.contains(&AnyMethod::Compaction).then(|| {
+            if args.quick {
+                remap_bench::CompactionConfig::quick()
+            } else {
+                remap_bench::CompactionConfig::standard()
+            }
+        });
     }
     c
 }
@@ -271,6 +285,7 @@ mod tests {
             let reported = match name.method() {
                 AnyMethod::Bulk(m) => m.name(),
                 AnyMethod::Fault(m) => m.name(),
+                AnyMethod::Compaction => "compaction",
             };
             assert_eq!(spelled, reported);
         }

@@ -24,6 +24,8 @@ use remap_heap::plan::Corruption;
 use remap_heap::workload::WorkloadKind;
 use serde::Serialize;
 
+mod sweep;
+
 /// Options of `remap compact`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CompactArgs {
@@ -75,6 +77,21 @@ pub(crate) struct CompactArgs {
     /// Keep the mutators stopped during compaction (the crossover without live mutators).
     #[arg(long)]
     idle_mutators: bool,
+
+    /// How cost grows with the work: run the comparison at every heap size of `--sweep-heaps`
+    /// (with the first of `--sweep-mutators`) and at every mutator count of `--sweep-mutators`
+    /// (at the first heap size), and print per-page costs in one table. Default modes move and
+    /// copy, 2 repetitions (1 with --quick); --heap-size and --mutators are not used.
+    #[arg(long)]
+    sweep: bool,
+
+    /// Heap sizes of `--sweep`, comma-separated; default 256M,1G,4G (8M,16M with --quick).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, requires = "sweep")]
+    sweep_heaps: Vec<usize>,
+
+    /// Mutator counts of `--sweep`, comma-separated; default 1,2,4 (1,2 with --quick).
+    #[arg(long, value_delimiter = ',', requires = "sweep")]
+    sweep_mutators: Vec<usize>,
 
     /// Write an SVG chart here: MMU curves and stall distributions per mode.
     #[arg(long, value_name = "FILE.svg")]
@@ -208,6 +225,9 @@ fn config(args: &CompactArgs) -> BenchConfig {
 
 /// Runs `remap compact`.
 pub(crate) fn run(args: &CompactArgs, out: crate::Output) -> anyhow::Result<crate::Outcome> {
+    if args.sweep {
+        return sweep::run(args, out);
+    }
     let config = config(args);
     let bar = remap_bench::progress_bar(out.progress);
     let progress = |msg: &str, done: u64, total: u64| {
@@ -376,6 +396,27 @@ fn write_table(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
     row("  CPU / memcpy floor (same cycle)", &|m| {
         spread(&m.vs_floor_cpu, 2)
     });
+    row("compaction thread CPU per page it published (ns)", &|m| {
+        format!("{:.0}", m.per_page.cpu)
+    });
+    row("  claiming and filling (relocation, references)", &|m| {
+        format!("{:.0}", m.per_page.fill)
+    });
+    row("  publication ioctls", &|m| {
+        format!("{:.0}", m.per_page.publish)
+    });
+    row("  waiting for pages mutators took", &|m| {
+        format!("{:.0}", m.per_page.wait)
+    });
+    row("  MADV_DONTNEED of from-space", &|m| {
+        format!("{:.0}", m.per_page.release)
+    });
+    row("  minor faults per page", &|m| {
+        format!("{:.2}", m.per_page.minor_faults)
+    });
+    row("memcpy floor CPU per page (ns)", &|m| {
+        format!("{:.0}", m.per_page.floor_cpu)
+    });
     row("memcpy of the live bytes, wall (ms)", &|m| {
         spread(&m.floor_ms, 1)
     });
@@ -394,6 +435,9 @@ fn write_table(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
     });
     row("stall per fault max (us)", &|m| {
         format!("{:.1}", m.stall_max_us)
+    });
+    row("mutator time stalled in faults", &|m| {
+        format!("{:.0}%", m.fault_stall_share * 100.0)
     });
     for wms in [1.0, 10.0, 100.0] {
         row(&format!("MMU {wms:.0} ms, concurrent phase"), &|m| {

@@ -168,21 +168,25 @@ impl<'a> FromSpace<'a> {
     }
 
     /// The from-space page indices this view covers.
+    #[inline]
     pub fn pages(&self) -> Range<usize> {
         self.pages.clone()
     }
 
     /// The byte range (from-space offsets) this view covers.
+    #[inline]
     pub fn bytes(&self) -> Range<usize> {
         self.pages.start * self.page_size..self.pages.end * self.page_size
     }
 
     /// The page size.
+    #[inline]
     pub fn page_size(&self) -> usize {
         self.page_size
     }
 
     /// Checks the access and returns its offset in the span.
+    #[inline]
     #[track_caller]
     fn check(&self, off: usize, len: usize) -> usize {
         let bytes = self.bytes();
@@ -198,6 +202,7 @@ impl<'a> FromSpace<'a> {
     /// # Panics
     ///
     /// If the word is not inside [`bytes`](Self::bytes).
+    #[inline]
     #[track_caller]
     pub fn read_u64(&self, off: usize) -> u64 {
         let at = self.check(off, 8);
@@ -209,6 +214,7 @@ impl<'a> FromSpace<'a> {
     /// # Panics
     ///
     /// If `off` is not inside [`bytes`](Self::bytes).
+    #[inline]
     #[track_caller]
     pub fn read_u8(&self, off: usize) -> u8 {
         let at = self.check(off, 1);
@@ -220,6 +226,7 @@ impl<'a> FromSpace<'a> {
     /// # Panics
     ///
     /// If the range is not inside [`bytes`](Self::bytes).
+    #[inline]
     #[track_caller]
     pub fn copy_to_slice(&self, off: usize, dst: &mut [u8]) {
         let at = self.check(off, dst.len());
@@ -251,25 +258,30 @@ impl<'a> PageBuffer<'a> {
     }
 
     /// The page size.
+    #[inline]
     pub fn len(&self) -> usize {
         self.span.len()
     }
 
     /// Always `false`: a page is never empty (for clippy's `len_without_is_empty`).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.span.len() == 0
     }
 
     /// The to-space page index being filled.
+    #[inline]
     pub fn page(&self) -> usize {
         self.page
     }
 
     /// Who is filling it.
+    #[inline]
     pub fn filler(&self) -> Filler {
         self.filler
     }
 
+    #[inline]
     #[track_caller]
     fn check(&self, off: usize, len: usize) {
         if off.checked_add(len).is_none_or(|e| e > self.span.len()) {
@@ -282,6 +294,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If the word is not inside the page.
+    #[inline]
     #[track_caller]
     pub fn write_u64(&mut self, off: usize, v: u64) {
         self.check(off, 8);
@@ -293,6 +306,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If the word is not inside the page.
+    #[inline]
     #[track_caller]
     pub fn read_u64(&self, off: usize) -> u64 {
         self.check(off, 8);
@@ -304,6 +318,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If `off` is not inside the page.
+    #[inline]
     #[track_caller]
     pub fn write_u8(&mut self, off: usize, v: u8) {
         self.check(off, 1);
@@ -315,6 +330,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If the range is not inside the page.
+    #[inline]
     #[track_caller]
     pub fn fill(&mut self, off: usize, len: usize, byte: u8) {
         self.check(off, len);
@@ -326,6 +342,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If the range is not inside the page.
+    #[inline]
     #[track_caller]
     pub fn copy_from_slice(&mut self, off: usize, src: &[u8]) {
         self.check(off, src.len());
@@ -338,6 +355,7 @@ impl<'a> PageBuffer<'a> {
     /// # Panics
     ///
     /// If either range is out of its view's bounds.
+    #[inline]
     #[track_caller]
     pub fn copy_from(&mut self, dst_off: usize, src: &FromSpace<'_>, src_off: usize, len: usize) {
         self.check(dst_off, len);

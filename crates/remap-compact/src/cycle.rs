@@ -25,38 +25,42 @@ use crate::state::{
     buf_of, owner_of, pack, state_of, Buf, FreeStack, BUFFER, FREE, GONE, LIVE, MAPPED, MAPPING,
     PROCESSED, PROCESSING, STACKED, SURPLUS, UNPROCESSED,
 };
+use crate::stats::{CompactorTime, PhaseClock};
 
-/// The live counters behind [`CycleStats`](crate::CycleStats).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) by_compactor: AtomicU64,
-    pub(crate) by_handlers: AtomicU64,
-    pub(crate) by_mutators: AtomicU64,
-    pub(crate) published_move: AtomicU64,
-    pub(crate) published_copy: AtomicU64,
-    pub(crate) busy_fallbacks: AtomicU64,
-    pub(crate) error_fallbacks: AtomicU64,
-    pub(crate) zero_pages: AtomicU64,
-    pub(crate) ioctls: AtomicU64,
-    pub(crate) runs: AtomicU64,
-    pub(crate) pmd_runs: AtomicU64,
-    pub(crate) recycled_buffers: AtomicU64,
-    pub(crate) fresh_buffers: AtomicU64,
-    pub(crate) races: AtomicU64,
-    pub(crate) misreported_moves: AtomicU64,
-    pub(crate) eagain_retries: AtomicU64,
-    pub(crate) events: AtomicU64,
-    pub(crate) faults: AtomicU64,
-    pub(crate) released_bytes: AtomicU64,
-    pub(crate) release_calls: AtomicU64,
+remap::counters! {
+    /// The counts of one cycle, read from [`Counters`] at its end; each is the
+    /// [`CycleStats`](crate::CycleStats) field of the same name, documented there.
+    pub(crate) struct Counts;
+    /// The live counters behind [`CycleStats`](crate::CycleStats), bumped by the compaction
+    /// thread, handler threads and SIGBUS handlers (relaxed atomics: async-signal-safe).
+    pub(crate) struct Counters {
+        by_compactor,
+        by_handlers,
+        by_mutators,
+        published_move,
+        published_copy,
+        busy_fallbacks,
+        error_fallbacks,
+        zero_pages,
+        ioctls,
+        runs,
+        pmd_runs,
+        recycled_buffers,
+        fresh_buffers,
+        races,
+        misreported_moves,
+        eagain_retries,
+        events,
+        faults,
+        released_bytes,
+        release_calls,
+    }
 }
 
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) use remap::counters::bump;
 
 fn add(c: &AtomicU64, n: usize) {
-    c.fetch_add(n as u64, Ordering::Relaxed);
+    remap::counters::add(c, n as u64);
 }
 
 /// The first fatal publication error of the cycle, in atomics (the SIGBUS handler may record it).
@@ -184,7 +188,12 @@ pub(crate) struct Shared<C> {
     surplus_lo: AtomicUsize,
     pub(crate) counters: Counters,
     stalls: Box<[AtomicU64]>,
+    /// When each stall of `stalls` began (ns since `began`) and the faulting thread (0: unknown).
+    stall_starts: Box<[AtomicU64]>,
+    stall_threads: Box<[AtomicU32]>,
     stall_len: AtomicUsize,
+    /// The clock of `stall_starts`.
+    pub(crate) began: Instant,
     pub(crate) failure: Failure,
     /// Set once the heap is unregistered: fault paths stop waiting then.
     pub(crate) finished: AtomicBool,
@@ -274,7 +283,10 @@ impl<C: Compactor> Shared<C> {
             surplus_lo: AtomicUsize::new(heap_pages),
             counters: Counters::default(),
             stalls: (0..pages + 4096).map(|_| AtomicU64::new(0)).collect(),
+            stall_starts: (0..pages + 4096).map(|_| AtomicU64::new(0)).collect(),
+            stall_threads: (0..pages + 4096).map(|_| AtomicU32::new(0)).collect(),
             stall_len: AtomicUsize::new(0),
+            began: Instant::now(),
             failure: Failure::default(),
             finished: AtomicBool::new(false),
             pagemap: Pagemap::open().ok(),
@@ -459,11 +471,12 @@ impl<C: Compactor> Shared<C> {
             let len = (n - done) * page;
             let (dst, src) = ((first + done) * page, buf_off + done * page);
             bump(&self.counters.ioctls);
-            let result = if use_move {
-                raw::move_in(&self.uffd, &self.heap, dst, map, src, len)
+            let how = if use_move {
+                raw::Publish::Move
             } else {
-                raw::copy_in(&self.uffd, &self.heap, dst, map, src, len)
+                raw::Publish::Copy
             };
+            let result = raw::publish_in(how, &self.uffd, &self.heap, dst, map, src, len);
             let (ok_pages, err) = match result {
                 Ok(bytes) => (bytes / page, None),
                 Err(e) => (e.done() / page, Some(e)),
@@ -550,7 +563,16 @@ impl<C: Compactor> Shared<C> {
     fn copy_one(&self, at: usize, map: &Mapping, src: usize, on_eagain: &mut dyn OnEagain) -> bool {
         loop {
             bump(&self.counters.ioctls);
-            match raw::copy_in(&self.uffd, &self.heap, at * self.page, map, src, self.page) {
+            let copied = raw::publish_in(
+                raw::Publish::Copy,
+                &self.uffd,
+                &self.heap,
+                at * self.page,
+                map,
+                src,
+                self.page,
+            );
+            match copied {
                 Ok(_) | Err(RangeError::Exists { .. }) => return true,
                 Err(RangeError::EventsPending { .. } | RangeError::Partial { .. }) => {
                     bump(&self.counters.eagain_retries);
@@ -591,11 +613,13 @@ impl<C: Compactor> Shared<C> {
 
     // ---- the fault path (handler threads and SIGBUS handlers) ----
 
-    /// Resolves a fault at heap address `addr`, on behalf of a mutator, by `filler`
-    /// ([`Filler::Handler`] or [`Filler::Mutator`]). Async-signal-safe when `log` is false.
+    /// Resolves a fault at heap address `addr` of thread `thread` (its kernel thread id; 0 if
+    /// unknown), on behalf of that mutator, by `filler` ([`Filler::Handler`] or
+    /// [`Filler::Mutator`]). Async-signal-safe when `log` is false.
     pub(crate) fn fault(
         &self,
         addr: usize,
+        thread: u32,
         filler: Filler,
         log: bool,
         on_eagain: &mut dyn OnEagain,
@@ -610,7 +634,7 @@ impl<C: Compactor> Shared<C> {
             self.fault_page(page, filler, log, on_eagain)
         };
         if outcome != FaultOutcome::Present {
-            self.record_stall(start.elapsed());
+            self.record_stall(start, start.elapsed(), thread);
         }
         outcome
     }
@@ -715,23 +739,33 @@ impl<C: Compactor> Shared<C> {
         }
     }
 
-    fn record_stall(&self, d: Duration) {
+    fn record_stall(&self, start: Instant, d: Duration, thread: u32) {
+        #[allow(clippy::cast_possible_truncation)] // a stall of 584 years saturates
+        let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         let i = self.stall_len.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = self.stalls.get(i) {
-            #[allow(clippy::cast_possible_truncation)] // a stall of 584 years saturates
-            slot.store(
-                d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            slot.store(ns(d), Ordering::Relaxed);
+            self.stall_starts[i].store(
+                ns(start.saturating_duration_since(self.began)),
                 Ordering::Relaxed,
             );
+            self.stall_threads[i].store(thread, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn stall_samples(&self) -> impl Iterator<Item = u64> + '_ {
+    /// Every recorded stall: (start in ns since `began`, length in ns, thread id or 0).
+    pub(crate) fn stall_samples(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
         let n = self
             .stall_len
             .load(Ordering::Acquire)
             .min(self.stalls.len());
-        self.stalls[..n].iter().map(|s| s.load(Ordering::Relaxed))
+        (0..n).map(|i| {
+            (
+                self.stall_starts[i].load(Ordering::Relaxed),
+                self.stalls[i].load(Ordering::Relaxed),
+                self.stall_threads[i].load(Ordering::Relaxed),
+            )
+        })
     }
 
     // ---- the compaction thread ----
@@ -740,7 +774,7 @@ impl<C: Compactor> Shared<C> {
     /// monotone, this frees from-space pages earliest), filling unclaimed ones into buffers and
     /// publishing each aligned window of `batch` pages in runs. Gives surplus from-space back as
     /// it goes. Returns `false` when the cycle failed.
-    pub(crate) fn compact(&self) -> bool {
+    pub(crate) fn compact(&self, time: &mut CompactorTime) -> bool {
         let mut backoff = Backoff::default();
         let mut window: Vec<(usize, Buf)> = Vec::with_capacity(self.batch);
         let mut stolen: Vec<usize> = Vec::new();
@@ -751,6 +785,7 @@ impl<C: Compactor> Shared<C> {
             }
             let end = (start - start % self.batch + self.batch).min(self.pages);
             window.clear();
+            let mut clock = PhaseClock::start();
             let (mut recycled_here, mut fresh_here) = (0, 0);
             for page in start..end {
                 let claimed = self.states[page]
@@ -779,7 +814,10 @@ impl<C: Compactor> Shared<C> {
                 window.push((page, buf));
             }
             self.count_fills(Filler::Compactor, recycled_here, fresh_here);
-            if !self.publish_window(&window, &mut stolen, &mut backoff) {
+            clock.lap(&mut time.fill);
+            let published = self.publish_window(&window, &mut stolen, &mut backoff);
+            clock.lap(&mut time.publish);
+            if !published {
                 return false;
             }
             // A fault that took a processed page publishes it from our staging slot: wait for
@@ -788,16 +826,20 @@ impl<C: Compactor> Shared<C> {
                 self.wait_mapped(page);
             }
             stolen.clear();
+            clock.lap(&mut time.wait);
             if self.surplus.load(Ordering::Relaxed) >= self.release_chunk_pages {
                 self.release_surplus();
+                clock.lap(&mut time.release);
             }
             start = end;
         }
+        let mut clock = PhaseClock::start();
         for page in 0..self.pages {
             if !self.wait_mapped(page) {
                 return false;
             }
         }
+        clock.lap(&mut time.wait);
         true
     }
 
@@ -919,7 +961,12 @@ impl<C: Compactor> Shared<C> {
 /// SIGBUS mode: the faulting mutator resolves its own fault.
 impl<C: crate::compactor::SignalSafeCompactor> raw::SigbusTarget for Shared<C> {
     fn on_sigbus(&self, addr: usize) -> bool {
-        match self.fault(addr, Filler::Mutator, false, &mut Yield) {
+        // The faulting thread is this one (gettid is a plain system call: async-signal-safe).
+        let thread = rustix::thread::gettid()
+            .as_raw_nonzero()
+            .get()
+            .unsigned_abs();
+        match self.fault(addr, thread, Filler::Mutator, false, &mut Yield) {
             // Someone else's ioctl will map it: let the access retry (it faults again until then).
             FaultOutcome::InProgress => rustix::thread::sched_yield(),
             // A failed cycle: the compaction thread unregisters the heap soon; retry until then.

@@ -14,7 +14,7 @@ use crate::cycle::{Shared, SharedParts};
 use crate::error::CompactError;
 use crate::handler::Handlers;
 use crate::raw::{self, Mapping, SigbusRegistration};
-use crate::stats::CycleStats;
+use crate::stats::{thread_cpu_time, CycleStats};
 
 /// A compaction engine for one heap: owns the heap's [`Region`] (the to-space the program keeps
 /// using) and runs compaction cycles on it, one at a time, as often as the runtime likes.
@@ -179,10 +179,11 @@ impl Engine {
         };
         let heap = &self.heap;
         let from = Mapping::new(heap.len(), heap.addr(), heap.thp(), heap.dontfork())?;
+        // THREAD_ID: each fault event names its thread, so that stalls are known per mutator.
         let features = if sigbus.is_some() {
             Features::SIGBUS
         } else {
-            Features::EVENT_REMOVE
+            Features::EVENT_REMOVE | Features::THREAD_ID
         };
         let uffd = create_uffd(features)?;
         let shared = Arc::new(Shared::new(SharedParts {
@@ -230,6 +231,7 @@ impl Engine {
             tlb_before,
             cycle,
             done: false,
+            compactor_time: crate::stats::CompactorTime::default(),
         })
     }
 
@@ -309,6 +311,7 @@ pub struct Cycle<'e, C: Compactor> {
     tlb_before: Option<u64>,
     cycle: u64,
     done: bool,
+    compactor_time: crate::stats::CompactorTime,
 }
 
 impl<C: Compactor> Cycle<'_, C> {
@@ -358,12 +361,20 @@ impl<C: Compactor> Cycle<'_, C> {
         let shared = &self.shared;
         let wall = Instant::now();
         let cpu = thread_cpu_time();
-        let ok = shared.compact();
+        let faults_before = thread_minor_faults();
+        let mut time = crate::stats::CompactorTime::default();
+        let ok = shared.compact(&mut time);
         if ok {
+            let mut clock = crate::stats::PhaseClock::start();
             shared.release_surplus();
+            clock.lap(&mut time.release);
         }
         let compaction_cpu = thread_cpu_time().saturating_sub(cpu);
         let compaction_wall = wall.elapsed();
+        time.minor_faults = thread_minor_faults()
+            .zip(faults_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        self.compactor_time = time;
 
         // Every page is mapped (or the cycle failed): the heap is ordinary memory again.
         shared.finished.store(true, Ordering::Release);
@@ -408,13 +419,18 @@ impl<C: Compactor> Cycle<'_, C> {
         compaction_cpu: Duration,
         tlb_after: Option<u64>,
     ) -> CycleStats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.shared.counters.snapshot();
         // 1 ns to one hour, 3 significant figures; a longer stall saturates.
         let mut stall_ns = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
             .expect("valid histogram bounds");
-        for ns in self.shared.stall_samples() {
+        let mut fault_spans = Vec::new();
+        for (start, ns, thread) in self.shared.stall_samples() {
             stall_ns.saturating_record(ns.max(1));
+            fault_spans.push(crate::stats::FaultSpan {
+                start: self.shared.began + Duration::from_nanos(start),
+                len: Duration::from_nanos(ns),
+                thread: (thread != 0).then_some(thread),
+            });
         }
         CycleStats {
             cycle: self.cycle,
@@ -427,27 +443,29 @@ impl<C: Compactor> Cycle<'_, C> {
             compaction_wall,
             compaction_cpu,
             cycle_wall: self.begin.elapsed(),
-            by_compactor: get(&c.by_compactor),
-            by_handlers: get(&c.by_handlers),
-            by_mutators: get(&c.by_mutators),
-            published_move: get(&c.published_move),
-            published_copy: get(&c.published_copy),
-            busy_fallbacks: get(&c.busy_fallbacks),
-            error_fallbacks: get(&c.error_fallbacks),
-            zero_pages: get(&c.zero_pages),
-            ioctls: get(&c.ioctls),
-            runs: get(&c.runs),
-            pmd_runs: get(&c.pmd_runs),
-            recycled_buffers: get(&c.recycled_buffers),
-            fresh_buffers: get(&c.fresh_buffers),
-            races: get(&c.races),
-            misreported_moves: get(&c.misreported_moves),
-            eagain_retries: get(&c.eagain_retries),
-            events: get(&c.events),
-            faults: get(&c.faults),
-            released_bytes: get(&c.released_bytes),
-            release_calls: get(&c.release_calls),
+            by_compactor: c.by_compactor,
+            by_handlers: c.by_handlers,
+            by_mutators: c.by_mutators,
+            published_move: c.published_move,
+            published_copy: c.published_copy,
+            busy_fallbacks: c.busy_fallbacks,
+            error_fallbacks: c.error_fallbacks,
+            zero_pages: c.zero_pages,
+            ioctls: c.ioctls,
+            runs: c.runs,
+            pmd_runs: c.pmd_runs,
+            recycled_buffers: c.recycled_buffers,
+            fresh_buffers: c.fresh_buffers,
+            races: c.races,
+            misreported_moves: c.misreported_moves,
+            eagain_retries: c.eagain_retries,
+            events: c.events,
+            faults: c.faults,
+            released_bytes: c.released_bytes,
+            release_calls: c.release_calls,
             stall_ns,
+            fault_spans,
+            compactor_time: self.compactor_time,
             tlb_shootdowns: self
                 .tlb_before
                 .zip(tlb_after)
@@ -470,13 +488,12 @@ impl<C: Compactor> Drop for Cycle<'_, C> {
     }
 }
 
-/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
+/// This thread's minor page faults so far (field 10 of `/proc/thread-self/stat`), when readable.
+fn thread_minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(7)?.parse().ok()
 }
 
 /// The sum over CPUs of the `TLB` line of `/proc/interrupts` (x86: "TLB shootdowns").

@@ -24,7 +24,7 @@ pub(crate) fn run<C: Compactor>(
     error: &Mutex<Option<CompactError>>,
 ) {
     let mut events = EventBuffer::new(64);
-    let mut queue: VecDeque<u64> = VecDeque::new();
+    let mut queue: VecDeque<(u64, u32)> = VecDeque::new();
     loop {
         if queue.is_empty() {
             let mut fds = [
@@ -43,14 +43,14 @@ pub(crate) fn run<C: Compactor>(
         if let Err(errno) = read(shared, &mut events, &mut queue) {
             return fail(error, errno);
         }
-        while let Some(addr) = queue.pop_front() {
+        while let Some((addr, thread)) = queue.pop_front() {
             let mut reader = ReadEvents {
                 shared,
                 events: &mut events,
                 queue: &mut queue,
             };
             #[allow(clippy::cast_possible_truncation)] // a user address fits a usize
-            shared.fault(addr as usize, Filler::Handler, true, &mut reader);
+            shared.fault(addr as usize, thread, Filler::Handler, true, &mut reader);
         }
     }
 }
@@ -67,7 +67,7 @@ fn fail(error: &Mutex<Option<CompactError>>, errno: rustix::io::Errno) {
 fn read<C: Compactor>(
     shared: &Shared<C>,
     events: &mut EventBuffer,
-    queue: &mut VecDeque<u64>,
+    queue: &mut VecDeque<(u64, u32)>,
 ) -> Result<(), rustix::io::Errno> {
     match shared.uffd.read_events(events) {
         Ok(_) => {}
@@ -77,7 +77,7 @@ fn read<C: Compactor>(
     }
     while let Some(event) = events.next_event() {
         match event {
-            Event::Pagefault(pf) => queue.push_back(pf.address),
+            Event::Pagefault(pf) => queue.push_back((pf.address, pf.thread_id.unwrap_or(0))),
             Event::Remove { .. } => bump(&shared.counters.events),
             _ => bump(&shared.counters.events),
         }
@@ -91,7 +91,7 @@ fn read<C: Compactor>(
 struct ReadEvents<'a, C> {
     shared: &'a Shared<C>,
     events: &'a mut EventBuffer,
-    queue: &'a mut VecDeque<u64>,
+    queue: &'a mut VecDeque<(u64, u32)>,
 }
 
 impl<C: Compactor> OnEagain for ReadEvents<'_, C> {

@@ -158,4 +158,4 @@ pub use config::{
 };
 pub use engine::{Cycle, Engine};
 pub use error::{CompactError, MapOp, PublishOp};
-pub use stats::CycleStats;
+pub use stats::{CompactorTime, CycleStats, FaultSpan, Phase};

@@ -323,27 +323,19 @@ fn map_ptr(m: &Mapping, off: usize, len: usize) -> Option<*mut u8> {
     (off.checked_add(len)? <= m.len).then(|| m.ptr.as_ptr().wrapping_add(off))
 }
 
-/// `UFFDIO_MOVE` of `len` bytes of `src` at `src_off` into the heap at `heap_off` (one ioctl).
-pub(crate) fn move_in(
-    uffd: &uffd::Uffd,
-    heap: &Region,
-    heap_off: usize,
-    src: &Mapping,
-    src_off: usize,
-    len: usize,
-) -> Result<usize, uffd::RangeError> {
-    let (Some(d), Some(s)) = (heap_ptr(heap, heap_off, len), map_ptr(src, src_off, len)) else {
-        return Err(uffd::RangeError::Invalid { done: 0 });
-    };
-    // SAFETY: `move_pages` requires no Rust reference into either range during or (source)
-    // after the call, and memory the caller controls. The heap range is inside a live `Region`
-    // (no references into it ever exist); the source is inside our own mapping, in buffer pages
-    // whose fill (and span) is over (claim protocol), and nothing references them afterwards.
-    unsafe { uffd.move_pages(d, s, len, uffd::MoveFlags::empty()) }
+/// How a filled buffer is published into the heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// `UFFDIO_MOVE`: the buffer's pages themselves go into the heap.
+    Move,
+    /// `UFFDIO_COPY`: the kernel copies them into fresh pages.
+    Copy,
 }
 
-/// `UFFDIO_COPY` of `len` bytes of `src` at `src_off` into the heap at `heap_off` (one ioctl).
-pub(crate) fn copy_in(
+/// `UFFDIO_MOVE` or `UFFDIO_COPY` (`how`) of `len` bytes of `src` at `src_off` into the heap at
+/// `heap_off` (one ioctl). Returns the bytes done.
+pub(crate) fn publish_in(
+    how: Publish,
     uffd: &uffd::Uffd,
     heap: &Region,
     heap_off: usize,
@@ -354,11 +346,19 @@ pub(crate) fn copy_in(
     let (Some(d), Some(s)) = (heap_ptr(heap, heap_off, len), map_ptr(src, src_off, len)) else {
         return Err(uffd::RangeError::Invalid { done: 0 });
     };
-    // SAFETY: `copy` requires no reference into the destination (a live `Region`'s missing
-    // pages: none exists) and a readable source not written during the call: buffer pages of our
-    // own mapping whose fill is over, written by no one until the engine releases them after
-    // this call (claim protocol).
-    unsafe { uffd.copy(d, s, len, uffd::CopyFlags::empty()) }
+    match how {
+        // SAFETY: `move_pages` requires no Rust reference into either range during or (source)
+        // after the call, and memory the caller controls. The heap range is inside a live
+        // `Region` (no references into it ever exist); the source is inside our own mapping, in
+        // buffer pages whose fill (and span) is over (claim protocol), and nothing references
+        // them afterwards.
+        Publish::Move => unsafe { uffd.move_pages(d, s, len, uffd::MoveFlags::empty()) },
+        // SAFETY: `copy` requires no reference into the destination (a live `Region`'s missing
+        // pages: none exists) and a readable source not written during the call: buffer pages
+        // of our own mapping whose fill is over, written by no one until the engine releases
+        // them after this call (claim protocol).
+        Publish::Copy => unsafe { uffd.copy(d, s, len, uffd::CopyFlags::empty()) },
+    }
 }
 
 /// `UFFDIO_ZEROPAGE` of `len` bytes of the heap at `off`.
@@ -384,7 +384,7 @@ pub(crate) fn move_out_all(
     heap: &Region,
 ) -> Result<usize, uffd::RangeError> {
     assert_eq!(heap.len(), from.len(), "from-space must match the heap");
-    // SAFETY: as `move_in`, with the roles swapped: the heap (a live `Region`, never referenced)
+    // SAFETY: as `publish_in`'s MOVE, with the roles swapped: the heap (a live `Region`, never referenced)
     // is the source, and our own reservation (no span exists between cycles) the destination.
     unsafe {
         uffd.move_all(
@@ -416,7 +416,7 @@ pub(crate) fn move_back(
         let (Some(d), Some(s)) = (heap_ptr(heap, offset, rest), map_ptr(from, offset, rest)) else {
             return Err(uffd::RangeError::Invalid { done: moved });
         };
-        // SAFETY: as `move_in`: the heap (a live `Region`, never referenced) is the destination,
+        // SAFETY: as `publish_in`'s MOVE: the heap (a live `Region`, never referenced) is the destination,
         // our own from-space mapping (no span exists: the cycle never started) the source.
         match unsafe { uffd.move_all(d, s, rest, uffd::MoveFlags::ALLOW_SRC_HOLES) } {
             Ok(done) => return Ok(moved + done),

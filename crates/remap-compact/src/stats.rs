@@ -85,6 +85,11 @@ pub struct CycleStats {
     /// Per-fault mutator stall in nanoseconds: from the handler reading the fault (or the SIGBUS
     /// handler starting) to the page being published (or found published).
     pub stall_ns: Histogram<u64>,
+    /// Every fault's stall as an interval on the monotonic clock, with the faulting thread, in
+    /// the order recorded (for minimum mutator utilisation per thread).
+    pub fault_spans: Vec<FaultSpan>,
+    /// Where the compaction thread's wall time went.
+    pub compactor_time: CompactorTime,
     /// TLB shootdown interrupts during the cycle, all CPUs (the `TLB` line of
     /// `/proc/interrupts`, read before the flip and after the cycle), when counted and readable.
     pub tlb_shootdowns: Option<u64>,
@@ -108,6 +113,86 @@ impl CycleStats {
             .filter(|_| published > 0)
             .map(|t| t as f64 / published as f64)
     }
+}
+
+/// Where the compaction thread's time went in one cycle ([`CycleStats::compactor_time`]), phase
+/// by phase, in wall and thread CPU time. The thread walks the heap in windows of
+/// [`batch_pages`](crate::EngineBuilder::batch_pages) pages and reads both clocks between the
+/// phases of each window (four `clock_gettime` pairs per window, not per page); on a loaded
+/// machine the CPU times are the ones to compare (wall time includes time descheduled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactorTime {
+    /// Claiming and filling a window's pages: the runtime's
+    /// [`Compactor::fill`](crate::Compactor::fill) (relocation and reference rewriting,
+    /// including the page faults of writing a fresh buffer for the first time) and choosing
+    /// each page's buffer.
+    pub fill: Phase,
+    /// Publishing the window: the MOVE or COPY ioctls (COPY: the kernel's allocation, zeroing
+    /// and copy; MOVE: the page-table moves and TLB flushes), retries and COPY fallbacks.
+    pub publish: Phase,
+    /// Waiting for pages a mutator's fault took over (it publishes from our staging slot), and
+    /// at the end for every page to be mapped.
+    pub wait: Phase,
+    /// Giving surplus from-space back (`MADV_DONTNEED`).
+    pub release: Phase,
+    /// Minor page faults the compaction thread took during the cycle (first touches of fresh
+    /// buffer pages, mostly), from `/proc/thread-self/stat`, when readable.
+    pub minor_faults: Option<u64>,
+}
+
+/// One mutator fault's stall ([`CycleStats::fault_spans`]): from the handler reading the fault
+/// (handler threads; the time the fault waited in the queue before is not seen) or the SIGBUS
+/// handler starting, to the page being published or found published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSpan {
+    /// When the stall began.
+    pub start: std::time::Instant,
+    /// How long it lasted.
+    pub len: Duration,
+    /// The faulting thread's kernel id (`gettid`), when known (SIGBUS mode; handler threads
+    /// with `UFFD_FEATURE_THREAD_ID`).
+    pub thread: Option<u32>,
+}
+
+/// Time spent in one phase: wall and thread CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phase {
+    /// Wall time.
+    pub wall: Duration,
+    /// The thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+    pub cpu: Duration,
+}
+
+/// Both clocks at the end of the last phase.
+pub(crate) struct PhaseClock {
+    wall: std::time::Instant,
+    cpu: Duration,
+}
+
+impl PhaseClock {
+    pub(crate) fn start() -> Self {
+        PhaseClock {
+            wall: std::time::Instant::now(),
+            cpu: thread_cpu_time(),
+        }
+    }
+
+    /// Adds the time since the last lap to `phase` and starts the next.
+    pub(crate) fn lap(&mut self, phase: &mut Phase) {
+        let now = PhaseClock::start();
+        phase.wall += now.wall - self.wall;
+        phase.cpu += now.cpu.saturating_sub(self.cpu);
+        *self = now;
+    }
+}
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+pub(crate) fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The stall histogram summarised (count and percentiles): the derived `Debug` of a histogram
@@ -165,6 +250,8 @@ impl std::fmt::Debug for CycleStats {
             .field("released_bytes", &self.released_bytes)
             .field("release_calls", &self.release_calls)
             .field("stall_ns", &Stalls(&self.stall_ns))
+            .field("fault_spans", &self.fault_spans.len())
+            .field("compactor_time", &self.compactor_time)
             .field("tlb_shootdowns", &self.tlb_shootdowns)
             .finish()
     }

@@ -160,6 +160,8 @@ pub struct CycleRecord {
     pub rep: usize,
     /// Whether this was the warm-up cycle (not in the summaries).
     pub warmup: bool,
+    /// Mutator threads running during compaction (0 with idle mutators).
+    pub mutators: usize,
     /// Compaction-thread wall time.
     pub compaction_wall_ns: u64,
     /// Compaction-thread CPU time.
@@ -218,6 +220,21 @@ pub struct CycleRecord {
     pub mmu_concurrent: Vec<MmuPoint>,
     /// The length of the concurrent phase, ns.
     pub concurrent_ns: u64,
+    /// Where the compaction thread's time went ([`remap_compact::CompactorTime`]): claiming and
+    /// filling pages (relocation and reference rewriting), thread CPU ns.
+    pub compactor_fill_cpu_ns: u64,
+    /// The publication ioctls, thread CPU ns.
+    pub compactor_publish_cpu_ns: u64,
+    /// Waiting for pages mutators took over, and for the last pages, thread CPU ns.
+    pub compactor_wait_cpu_ns: u64,
+    /// `MADV_DONTNEED` of surplus from-space, thread CPU ns.
+    pub compactor_release_cpu_ns: u64,
+    /// The same four phases in wall time, ns: fill, publish, wait, release.
+    pub compactor_phase_wall_ns: [u64; 4],
+    /// Minor page faults the compaction thread took.
+    pub compactor_minor_faults: Option<u64>,
+    /// The sum of every fault's stall (all mutators), ns.
+    pub fault_stall_total_ns: u64,
     /// Whether the heap verified before and after.
     pub verified: bool,
     /// What failed verification.
@@ -277,8 +294,71 @@ pub struct ModeSummary {
     pub by_compactor: u64,
     /// Pages filled on mutator faults, all repetitions.
     pub by_faults: u64,
+    /// The compaction thread's wall time per page it published, phase by phase (medians).
+    pub per_page: PerPage,
+    /// The share of the concurrent phase the mutators spent stalled in faults (the sum of
+    /// every fault's stall over mutators times the phase), median.
+    pub fault_stall_share: f64,
     /// Every cycle of this mode verified, warm-up included.
     pub verified: bool,
+}
+
+/// The compaction thread's time per page it published, phase by phase, ns (medians over the
+/// repetitions; see [`remap_compact::CompactorTime`]). The phases are thread CPU time.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PerPage {
+    /// Thread CPU time, all of it.
+    pub cpu: f64,
+    /// Wall time, all of it.
+    pub wall: f64,
+    /// Claiming and filling pages (relocation, reference rewriting, first touches of fresh
+    /// buffers), CPU.
+    pub fill: f64,
+    /// The MOVE or COPY ioctls, CPU.
+    pub publish: f64,
+    /// Waiting for pages mutators took over, CPU (spinning and yielding).
+    pub wait: f64,
+    /// `MADV_DONTNEED` of surplus from-space, CPU.
+    pub release: f64,
+    /// The memcpy floor per page of the cycle (CPU time).
+    pub floor_cpu: f64,
+    /// Minor faults of the compaction thread per page it published.
+    pub minor_faults: f64,
+}
+
+impl PerPage {
+    /// The per-page figures of one cycle.
+    pub fn of(c: &CycleRecord) -> PerPage {
+        let own = c.by_compactor.max(1) as f64;
+        let per = |ns: u64| ns as f64 / own;
+        PerPage {
+            cpu: per(c.compaction_cpu_ns),
+            wall: per(c.compaction_wall_ns),
+            fill: per(c.compactor_fill_cpu_ns),
+            publish: per(c.compactor_publish_cpu_ns),
+            wait: per(c.compactor_wait_cpu_ns),
+            release: per(c.compactor_release_cpu_ns),
+            floor_cpu: c.floor_cpu_ns as f64 / c.pages.max(1) as f64,
+            minor_faults: c.compactor_minor_faults.map_or(f64::NAN, per),
+        }
+    }
+
+    /// The field-by-field median of `all` (zeros when empty).
+    pub fn median(all: &[PerPage]) -> PerPage {
+        let m = |f: fn(&PerPage) -> f64| {
+            Spread::of(&all.iter().map(f).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
+        };
+        PerPage {
+            cpu: m(|p| p.cpu),
+            wall: m(|p| p.wall),
+            fill: m(|p| p.fill),
+            publish: m(|p| p.publish),
+            wait: m(|p| p.wait),
+            release: m(|p| p.release),
+            floor_cpu: m(|p| p.floor_cpu),
+            minor_faults: m(|p| p.minor_faults),
+        }
+    }
 }
 
 /// A whole run.
@@ -422,7 +502,12 @@ fn run_with<W: NewWorkload>(
                     hists[i].add(&stats.stall_ns).ok();
                 }
             }
-            cycles.push(record(*mode, rep, &report));
+            let live = if config.idle_mutators {
+                0
+            } else {
+                config.mutators
+            };
+            cycles.push(record(*mode, rep, live, &report));
             done += 1;
         }
     }
@@ -451,7 +536,12 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn record(mode: Mode, rep: usize, r: &CycleReport<remap_compact::CycleStats>) -> CycleRecord {
+fn record(
+    mode: Mode,
+    rep: usize,
+    mutators: usize,
+    r: &CycleReport<remap_compact::CycleStats>,
+) -> CycleRecord {
     let s = r.backend.as_ref();
     let mmu = r.timeline.mmu(&MMU_WINDOWS_MS);
     let mut concurrent = r.timeline.clone();
@@ -461,6 +551,7 @@ fn record(mode: Mode, rep: usize, r: &CycleReport<remap_compact::CycleStats>) ->
         mode,
         rep,
         warmup: rep == 0,
+        mutators,
         compaction_wall_ns: s.map_or(0, |s| nanos(s.compaction_wall)),
         compaction_cpu_ns: s.map_or(0, |s| nanos(s.compaction_cpu)),
         floor_ns: r.floor.map_or(0, |f| nanos(f.wall)),
@@ -489,6 +580,16 @@ fn record(mode: Mode, rep: usize, r: &CycleReport<remap_compact::CycleStats>) ->
         mmu,
         mmu_concurrent,
         concurrent_ns: concurrent.span.1 - concurrent.span.0,
+        compactor_fill_cpu_ns: s.map_or(0, |s| nanos(s.compactor_time.fill.cpu)),
+        compactor_publish_cpu_ns: s.map_or(0, |s| nanos(s.compactor_time.publish.cpu)),
+        compactor_wait_cpu_ns: s.map_or(0, |s| nanos(s.compactor_time.wait.cpu)),
+        compactor_release_cpu_ns: s.map_or(0, |s| nanos(s.compactor_time.release.cpu)),
+        compactor_phase_wall_ns: s.map_or([0; 4], |s| {
+            let t = &s.compactor_time;
+            [t.fill, t.publish, t.wait, t.release].map(|p| nanos(p.wall))
+        }),
+        compactor_minor_faults: s.and_then(|s| s.compactor_time.minor_faults),
+        fault_stall_total_ns: s.map_or(0, |s| (s.stall_ns.mean() * s.stall_ns.len() as f64) as u64),
         verified: r.verified.is_ok(),
         failure: r.verified.as_ref().err().map(|e| e.to_string()),
     }
@@ -579,6 +680,12 @@ fn summarise(mode: Mode, cycles: &[CycleRecord], hist: &Histogram<u64>) -> ModeS
         tlb_per_page: tlb.get(tlb.len() / 2).copied(),
         by_compactor: mine.iter().map(|c| c.by_compactor).sum(),
         by_faults: mine.iter().map(|c| c.by_faults).sum(),
+        per_page: PerPage::median(&mine.iter().map(|c| PerPage::of(c)).collect::<Vec<_>>()),
+        fault_stall_share: spread(&|c| {
+            c.fault_stall_total_ns as f64
+                / (c.concurrent_ns.max(1) as f64 * c.mutators.max(1) as f64)
+        })
+        .median,
         verified: cycles.iter().filter(|c| c.mode == mode).all(|c| c.verified),
     }
 }

@@ -47,6 +47,12 @@ pub trait Backend {
     ///
     /// The backend's.
     fn compact(running: Self::Running<'_>) -> Result<Self::Stats, Self::Error>;
+
+    /// The mutators' fault stalls the backend measured: (kernel thread id, start, length).
+    /// None by default (a backend whose mutators never fault).
+    fn fault_stalls(_stats: &Self::Stats) -> Vec<(u32, Instant, Duration)> {
+        Vec::new()
+    }
 }
 
 /// Compaction inside the pause with the same plan and fill: a snapshot of the heap is the
@@ -309,7 +315,21 @@ pub fn collect<B: Backend>(
     verify_time += v1.elapsed();
     report.verify_time = verify_time;
     report.corruption_applied = plan.corruption_applied();
-    let stalls: Vec<Vec<Stall>> = heap.take_stalls();
+    let mut stalls: Vec<(u32, Vec<Stall>)> = heap.take_stalls();
+    if let Some(stats) = &report.backend {
+        // Each fault stall goes to the mutator running on the faulting thread; the slow
+        // operations around them are the mutator's own work, not counted.
+        for (thread, start, len) in B::fault_stalls(stats) {
+            if let Some((_, list)) = stalls.iter_mut().find(|(t, _)| *t == thread && *t != 0) {
+                list.push(Stall {
+                    start_ns: heap.clock_ns(start),
+                    len_ns: u64::try_from(len.as_nanos()).unwrap_or(u64::MAX),
+                    parked: false,
+                });
+            }
+        }
+    }
+    let stalls = stalls.into_iter().map(|(_, list)| list).collect();
     report.timeline = Timeline {
         span: (span_start, span_end),
         excluded,

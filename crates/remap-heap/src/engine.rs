@@ -128,4 +128,12 @@ impl Backend for EngineBackend {
     fn compact(running: Self::Running<'_>) -> Result<CycleStats, CompactError> {
         running.compact()
     }
+
+    fn fault_stalls(stats: &CycleStats) -> Vec<(u32, std::time::Instant, std::time::Duration)> {
+        stats
+            .fault_spans
+            .iter()
+            .filter_map(|f| Some((f.thread?, f.start, f.len)))
+            .collect()
+    }
 }

@@ -68,15 +68,16 @@ pub enum AllocError {
     },
 }
 
-/// One interval in which a mutator made no progress: parked at a safepoint, or one operation
-/// that took longer than the stall threshold (it faulted on unpublished pages).
+/// One interval in which a mutator made no progress of its own: parked at a safepoint, or
+/// stalled in one fault on a page not yet published (serving it itself in its SIGBUS handler,
+/// or waiting for a handler thread).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stall {
     /// Start, in nanoseconds since the heap was created.
     pub start_ns: u64,
     /// Length in nanoseconds.
     pub len_ns: u64,
-    /// Whether this was a safepoint park (else a slow operation).
+    /// Whether this was a safepoint park (else a fault).
     pub parked: bool,
 }
 
@@ -89,6 +90,9 @@ pub(crate) struct MutatorShared {
     pub(crate) stalls: Mutex<Vec<Stall>>,
     pub(crate) ops: AtomicU64,
     pub(crate) live: AtomicBool,
+    /// The kernel id of the thread running the mutator (0 until it is bound), which is how the
+    /// engine's fault stalls are told apart per mutator.
+    pub(crate) thread: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -114,8 +118,6 @@ pub(crate) struct HeapInner {
     state: Mutex<SafepointState>,
     cv: Condvar,
     pub(crate) created: Instant,
-    /// Operations slower than this count as stalls.
-    pub(crate) stall_threshold_ns: u64,
 }
 
 /// Where a heap's words live: a plain region (compacted only by the stop-the-world backend), or
@@ -206,7 +208,6 @@ impl Heap {
                 state: Mutex::new(SafepointState::default()),
                 cv: Condvar::new(),
                 created: Instant::now(),
-                stall_threshold_ns: 10_000,
             }),
         }
     }
@@ -262,6 +263,7 @@ impl Heap {
             stalls: Mutex::new(Vec::new()),
             ops: AtomicU64::new(0),
             live: AtomicBool::new(true),
+            thread: AtomicU32::new(0),
         });
         self.inner
             .mutators
@@ -326,13 +328,25 @@ impl Heap {
         })
     }
 
-    /// Every mutator's stalls since the last call (mutators must be stopped), one list each.
-    pub(crate) fn take_stalls(&self) -> Vec<Vec<Stall>> {
+    /// Every live mutator's safepoint parks since the last call (mutators must be stopped), one
+    /// list each, with the mutator's thread id (0 if unbound).
+    pub(crate) fn take_stalls(&self) -> Vec<(u32, Vec<Stall>)> {
         let ms = self.inner.mutators.lock().unwrap();
         ms.iter()
             .filter(|m| m.live.load(Ordering::Acquire))
-            .map(|m| std::mem::take(&mut *m.stalls.lock().unwrap()))
+            .map(|m| {
+                (
+                    m.thread.load(Ordering::Acquire),
+                    std::mem::take(&mut *m.stalls.lock().unwrap()),
+                )
+            })
             .collect()
+    }
+
+    /// `t` on the heap's clock (nanoseconds since the heap was created; 0 before).
+    pub(crate) fn clock_ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.inner.created).as_nanos())
+            .unwrap_or(u64::MAX)
     }
 
     /// Operations completed by all mutators so far.
@@ -443,23 +457,21 @@ impl Mutator {
         });
     }
 
-    /// Records the end of one operation that started at `start_ns` (the heap's clock): counts
-    /// it, and logs it as a stall if it took longer than the threshold.
+    /// Counts one operation of the workload.
     #[inline]
-    pub fn op_done(&mut self, start_ns: u64) {
+    pub fn op_done(&mut self) {
         self.shared.ops.fetch_add(1, Ordering::Relaxed);
-        let now = self.heap.now_ns();
-        let len = now.saturating_sub(start_ns);
-        if len > self.heap.inner.stall_threshold_ns {
-            self.local_stalls.push(Stall {
-                start_ns,
-                len_ns: len,
-                parked: false,
-            });
-            if self.local_stalls.len() >= 4096 {
-                self.flush_stalls();
-            }
-        }
+    }
+
+    /// Binds the mutator to the calling thread (call it on the thread that runs it): the
+    /// engine reports fault stalls by kernel thread id, and this is how the heap knows which
+    /// are this mutator's (for minimum mutator utilisation).
+    pub fn bind_to_current_thread(&mut self) {
+        let tid = rustix::thread::gettid()
+            .as_raw_nonzero()
+            .get()
+            .unsigned_abs();
+        self.shared.thread.store(tid, Ordering::Release);
     }
 
     fn flush_stalls(&mut self) {

@@ -58,6 +58,7 @@ pub mod plan;
 pub mod rss;
 pub mod runner;
 pub mod shape;
+pub mod sweep;
 pub mod verify;
 pub mod workload;
 

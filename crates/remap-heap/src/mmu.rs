@@ -1,6 +1,13 @@
 //! Minimum mutator utilisation (Cheng and Blelloch; Printezis 2006): over every window of a given
 //! length, the smallest fraction of the mutators' time spent doing their own work rather than
 //! parked at a safepoint or stalled on a fault.
+//!
+//! What counts as a stall is exact, not inferred: a mutator's safepoint parks (it records them)
+//! and each of its faults on a page not yet published, as the engine timed them (from the
+//! SIGBUS handler's start, or the handler thread reading the fault, to the page being there),
+//! matched to the mutator by kernel thread id. An operation that merely took long (preempted by
+//! other load, or doing the work of a fault and then its own) is not counted whole: only its
+//! faults are. The time line has a resolution of [`BIN_NS`]; a window is a whole number of bins.
 
 use serde::Serialize;
 
@@ -27,8 +34,8 @@ pub struct MmuPoint {
     pub mmu: f64,
 }
 
-/// The resolution of the time line.
-const BIN_NS: u64 = 10_000;
+/// The resolution of the time line, ns.
+pub const BIN_NS: u64 = 10_000;
 
 impl Timeline {
     /// Maps a time to the time line with the cut-outs removed.
@@ -130,6 +137,69 @@ mod tests {
         assert_eq!(m[0].mmu, 0.0);
         assert!((m[1].mmu - 0.5).abs() < 1e-9, "{m:?}");
         assert!((m[2].mmu - 0.95).abs() < 1e-9, "{m:?}");
+    }
+
+    fn fault(start_ns: u64, len_ns: u64) -> Stall {
+        Stall {
+            start_ns,
+            len_ns,
+            parked: false,
+        }
+    }
+
+    #[test]
+    fn short_faults_take_only_their_own_time() {
+        // 100 ms, one mutator faulting every 100 us for 20 us (a bin-aligned trace): it works 80 %
+        // of every window, however short, as long as the window holds whole periods.
+        let stalls = (0..1000).map(|k| fault(k * 100_000, 20_000)).collect();
+        let t = Timeline {
+            span: (0, 100_000_000),
+            excluded: vec![],
+            stalls: vec![stalls],
+        };
+        for p in t.mmu(&[0.1, 1.0, 10.0, 100.0]) {
+            assert!((p.mmu - 0.8).abs() < 1e-9, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn one_mutator_stalled_leaves_the_others_utilisation() {
+        // Two mutators; one stalls 5 ms from 20 ms, the other never: every window up to 5 ms
+        // inside the stall is half used.
+        let t = Timeline {
+            span: (0, 100_000_000),
+            excluded: vec![],
+            stalls: vec![vec![fault(20_000_000, 5_000_000)], vec![]],
+        };
+        let m = t.mmu(&[1.0, 5.0, 10.0]);
+        assert!((m[0].mmu - 0.5).abs() < 1e-9, "{m:?}");
+        assert!((m[1].mmu - 0.5).abs() < 1e-9, "{m:?}");
+        assert!((m[2].mmu - 0.75).abs() < 1e-9, "{m:?}");
+    }
+
+    #[test]
+    fn a_stall_before_the_span_counts_only_inside_it() {
+        // The park that ends 1 ms into the concurrent phase began long before it: only its last
+        // millisecond is inside the span.
+        let t = Timeline {
+            span: (50_000_000, 150_000_000),
+            excluded: vec![],
+            stalls: vec![vec![stall(0, 51_000_000)]],
+        };
+        let m = t.mmu(&[1.0, 2.0, 100.0]);
+        assert_eq!(m[0].mmu, 0.0);
+        assert!((m[1].mmu - 0.5).abs() < 1e-9, "{m:?}");
+        assert!((m[2].mmu - 0.99).abs() < 1e-9, "{m:?}");
+    }
+
+    #[test]
+    fn no_stall_is_full_utilisation() {
+        let t = Timeline {
+            span: (0, 10_000_000),
+            excluded: vec![],
+            stalls: vec![vec![], vec![]],
+        };
+        assert!(t.mmu(&[0.1, 1.0, 100.0]).iter().all(|p| p.mmu == 1.0));
     }
 
     #[test]

@@ -27,13 +27,25 @@ pub enum Corruption {
     DanglingRef,
 }
 
+/// One chunk's forwarding data (16 bytes, a quarter of a cache line).
+#[derive(Debug, Clone, Copy)]
+struct ForwardChunk {
+    /// The chunk's live bits (a copy of its word of the live bitmap).
+    bits: u64,
+    /// Live words before the chunk.
+    before: u32,
+}
+
 /// The compaction plan of one cycle: built from the marks in the pause, then read-only.
 #[derive(Debug)]
 pub struct Plan {
     pub(crate) live: Bitmap,
     pub(crate) begin: Bitmap,
-    /// Live words before chunk `c` (a chunk is 64 words, one word of `live`).
-    prefix: Vec<u32>,
+    /// Per chunk of 64 words: its live bits and the live words before it (the prefix sum),
+    /// side by side, so that forwarding a reference costs one cache line, not one in the live
+    /// bitmap and another in a separate prefix array (references point anywhere in the heap:
+    /// on a large heap each forwarding is a cache miss, which dominates the fill).
+    chunks: Vec<ForwardChunk>,
     /// Per to-space page: the from-space word of the first live word landing on it (one more
     /// entry, the bitmap length, as a sentinel). Computed once, in one pass, so that neither the
     /// fill nor `reads` searches the prefix sums.
@@ -60,8 +72,12 @@ impl Plan {
         let mut prefix = Vec::with_capacity(chunks);
         let mut before: u64 = 0;
         for c in 0..chunks {
-            prefix.push(u32::try_from(before).expect("a heap of fewer than 2^32 words"));
-            before += u64::from(marks.live.word(c).count_ones());
+            let bits = marks.live.word(c);
+            prefix.push(ForwardChunk {
+                bits,
+                before: u32::try_from(before).expect("a heap of fewer than 2^32 words"),
+            });
+            before += u64::from(bits.count_ones());
         }
         let page_words = page_size / 8;
         let live_end = RESERVED_WORDS + marks.live_words;
@@ -77,10 +93,10 @@ impl Plan {
                 continue;
             }
             let k = d0 - RESERVED_WORDS;
-            while c + 1 < chunks && prefix[c + 1] as usize <= k {
+            while c + 1 < chunks && prefix[c + 1].before as usize <= k {
                 c += 1;
             }
-            let n = u32::try_from(k - prefix[c] as usize).expect("within a 64-word chunk");
+            let n = u32::try_from(k - prefix[c].before as usize).expect("within a 64-word chunk");
             let s = c * 64 + select_bit(marks.live.word(c), n) as usize;
             page_start.push(s);
             page_first_object.push(
@@ -94,7 +110,7 @@ impl Plan {
         Plan {
             live: marks.live,
             begin: marks.begin,
-            prefix,
+            chunks: prefix,
             page_start,
             page_first_object,
             live_words: marks.live_words,
@@ -158,9 +174,9 @@ impl Plan {
     /// reserved words). Meaningless for a word that is not live.
     #[inline]
     pub fn forward(&self, w: usize) -> usize {
-        let c = w / 64;
-        let below = self.live.word(c) & ((1u64 << (w % 64)) - 1);
-        RESERVED_WORDS + self.prefix[c] as usize + below.count_ones() as usize
+        let chunk = &self.chunks[w / 64];
+        let below = chunk.bits & ((1u64 << (w % 64)) - 1);
+        RESERVED_WORDS + chunk.before as usize + below.count_ones() as usize
     }
 
     /// The to-space word range `d0..d1` of page `page` that live data lands on (empty for a

@@ -65,6 +65,67 @@ pub enum SessionError {
     /// A mutator could not build its part of the live structure.
     #[error(transparent)]
     Setup(#[from] WorkloadError),
+    /// A mutator thread panicked while building its part of the live structure (the number
+    /// is how many mutators had finished theirs).
+    #[error("a mutator panicked while building its part of the live structure ({0} had finished theirs)")]
+    SetupPanicked(usize),
+}
+
+/// Where the mutators wait for each other after building their live parts: every one arrives,
+/// or one fails (an error or a panic) and the others stop waiting. A `Barrier` would leave them
+/// waiting for ever for a mutator that panicked.
+#[derive(Debug)]
+struct StartGate {
+    mutators: usize,
+    /// (arrived, failed)
+    state: Mutex<(usize, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl StartGate {
+    fn new(mutators: usize) -> Self {
+        StartGate {
+            mutators,
+            state: Mutex::new((0, false)),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Arrives and waits for the others: `true` when all arrived, `false` when one failed.
+    fn arrive(&self) -> bool {
+        let mut st = self.lock();
+        st.0 += 1;
+        self.cv.notify_all();
+        while st.0 < self.mutators && !st.1 {
+            st = self
+                .cv
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !st.1
+    }
+
+    fn fail(&self) {
+        self.lock().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Fails the gate when dropped armed: a mutator thread that unwinds out of its set-up.
+struct FailOnUnwind<'a>(&'a StartGate, bool);
+
+impl Drop for FailOnUnwind<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.fail();
+        }
+    }
 }
 
 impl<W: NewWorkload> Session<W> {
@@ -93,7 +154,7 @@ impl<W: NewWorkload> Session<W> {
         let (setup_tx, setup_rx) = std::sync::mpsc::channel();
         // No mutator makes garbage before every mutator has built its live part: otherwise a
         // fast one could fill the heap while another is still building.
-        let barrier = Arc::new(std::sync::Barrier::new(mutators));
+        let gate = Arc::new(StartGate::new(mutators));
         for i in 0..mutators {
             let mut m = heap.mutator(workload.roots());
             let (workload, stop, ready, errors, setup_tx) = (
@@ -103,34 +164,38 @@ impl<W: NewWorkload> Session<W> {
                 Arc::clone(&errors),
                 setup_tx.clone(),
             );
-            let barrier = Arc::clone(&barrier);
+            let gate = Arc::clone(&gate);
             let seed = crate::object::mix(config.seed ^ (i as u64) << 32);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("mutator-{i}"))
                     .spawn(move || {
+                        m.bind_to_current_thread();
                         let mut rng = Rng::new(seed);
+                        let mut armed = FailOnUnwind(&gate, true);
                         let mut st = match workload.setup(&mut m, &mut rng) {
                             Ok(st) => st,
                             Err(e) => {
                                 let _ = setup_tx.send(Err(e));
-                                barrier.wait();
-                                return;
+                                return; // `armed` fails the gate
                             }
                         };
+                        armed.1 = false;
+                        drop(armed);
                         let _ = setup_tx.send(Ok(()));
                         drop(setup_tx);
-                        barrier.wait();
+                        if !gate.arrive() {
+                            return;
+                        }
                         ready.fetch_add(1, Ordering::AcqRel);
                         while !stop.load(Ordering::Acquire) {
                             m.safepoint();
-                            let t = m.heap().now_ns();
                             if let Err(e) = workload.step(&mut m, &mut st, &mut rng) {
                                 tracing::error!(%e, "mutator {i} stops");
                                 errors.lock().unwrap().push(e);
                                 return;
                             }
-                            m.op_done(t);
+                            m.op_done();
                         }
                     })
                     .expect("spawning a mutator thread"),
@@ -145,11 +210,21 @@ impl<W: NewWorkload> Session<W> {
             errors,
             threads,
         };
+        // Every mutator sends one result, or drops its sender unwinding (a panic): fewer
+        // results than mutators means one panicked.
+        let mut ok = 0;
         for r in setup_rx.iter().take(mutators) {
-            if let Err(e) = r {
-                session.finish();
-                return Err(SessionError::Setup(e));
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    session.finish();
+                    return Err(SessionError::Setup(e));
+                }
             }
+        }
+        if ok < mutators {
+            session.finish();
+            return Err(SessionError::SetupPanicked(ok));
         }
         Ok(session)
     }

@@ -60,7 +60,8 @@ pub fn series_label(method: Method, thp: bool, interference: bool) -> String {
 /// latencies in microseconds (log; the median over the repetitions of each), one small panel per mutator-thread count: one colour per
 /// fault-service method, the line style telling the handler-thread count. Each panel has its
 /// legend in a column to its right, with one entry per series labelled as [`series_label`] (bulk)
-/// or `method Nh/Mm` (faults) says.
+/// or `method Nh/Mm` (faults) says. When the report has a compaction section, a last row shows
+/// each publication mode's compaction-thread CPU time over COPY's and over the memcpy floor.
 ///
 /// # Errors
 ///
@@ -76,8 +77,19 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
             source,
         })?;
     }
-    let root = SVGBackend::new(path, (WIDTH, BULK_HEIGHT + FAULT_HEIGHT + TITLE_HEIGHT))
-        .into_drawing_area();
+    let compaction_height = if report.compaction.is_empty() {
+        0
+    } else {
+        COMPACTION_HEIGHT
+    };
+    let root = SVGBackend::new(
+        path,
+        (
+            WIDTH,
+            BULK_HEIGHT + FAULT_HEIGHT + compaction_height + TITLE_HEIGHT,
+        ),
+    )
+    .into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let m = &report.config.machine;
     let title = format!(
@@ -95,9 +107,11 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
         (i32::try_from(WIDTH / 2).unwrap_or(0), 22),
     )
     .map_err(|e| err(&e))?;
-    let (bulk, faults) = rest.split_vertically(BULK_HEIGHT);
+    let (bulk, rest) = rest.split_vertically(BULK_HEIGHT);
+    let (faults, compaction) = rest.split_vertically(FAULT_HEIGHT);
     draw_bulk(report, &bulk).map_err(|e| err(&e))?;
     draw_faults(report, &faults).map_err(|e| err(&e))?;
+    draw_compaction(&report.compaction, &compaction).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
@@ -110,6 +124,8 @@ const TITLE_HEIGHT: u32 = 44;
 const BULK_HEIGHT: u32 = 760;
 /// Height of the fault row.
 const FAULT_HEIGHT: u32 = 600;
+/// Height of the compaction row, when the report has one.
+const COMPACTION_HEIGHT: u32 = 420;
 /// Width of the legend column right of each row's plots.
 const LEGEND_WIDTH: u32 = 300;
 /// Height of a row's caption and encoding lines.
@@ -119,9 +135,11 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 mod axes;
+mod compaction;
 mod look;
 mod panels;
 #[cfg(test)]
 mod tests;
 
+use compaction::draw_compaction;
 use panels::{draw_bulk, draw_faults};

@@ -167,6 +167,7 @@ fn full_report() -> Report {
         },
         measurements,
         faults,
+        compaction: vec![],
     }
 }
 

@@ -204,3 +204,160 @@ fn compact_bad_usage_exits_2() {
     let out = compact(&["--live", "99%"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn compact_sweep_prints_per_page_costs_for_every_point_and_mode() {
+    require!(Need::Move);
+    let out = compact(
+        &[
+            "--sweep",
+            "--quick",
+            "--sweep-heaps",
+            "8M",
+            "--sweep-mutators",
+            "1,2",
+            "--workload",
+            "kv",
+            "--json",
+        ],
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let records: Vec<Value> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert_eq!(records.first().unwrap()["type"], "config");
+    assert_eq!(
+        records[0]["data"]["points"].as_array().unwrap().len(),
+        2,
+        "8 MiB with 1 and with 2 mutators"
+    );
+    let costs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "page_cost")
+        .map(|r| &r["data"])
+        .collect();
+    assert_eq!(costs.len(), 2 * 2, "two points, move and copy each");
+    for c in &costs {
+        assert_eq!(c["verified"], true, "{c}");
+        assert!(c["pages"].as_u64().unwrap() > 0, "{c}");
+        assert!(
+            c["cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        assert!(
+            c["floor_cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        assert!(c["vs_floor_cpu"]["median"].as_f64().unwrap() > 0.0, "{c}");
+        let share = c["compactor_share"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{c}");
+    }
+    let mutators: Vec<u64> = costs
+        .iter()
+        .map(|c| c["point"]["mutators"].as_u64().unwrap())
+        .collect();
+    assert_eq!(mutators, [1, 1, 2, 2]);
+    for c in costs.iter().filter(|c| c["mode"] == "copy") {
+        assert_eq!(c["vs_copy_cpu"]["median"].as_f64(), Some(1.0), "{c}");
+    }
+    for c in costs.iter().filter(|c| c["mode"] == "move") {
+        assert!(c["vs_copy_cpu"]["median"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    let summary = &records.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["data"]["verified"], true);
+    assert_eq!(summary["data"]["points"], 2);
+}
+
+#[test]
+fn compact_sweep_table_has_one_row_per_point_and_mode() {
+    require!(Need::Move);
+    let out = compact(
+        &[
+            "--sweep",
+            "--quick",
+            "--sweep-heaps",
+            "8M",
+            "--sweep-mutators",
+            "1",
+        ],
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for column in ["CPU ns/page", "CPU / COPY", "CPU / floor", "by compactor"] {
+        assert!(stdout.contains(column), "{column} missing from:\n{stdout}");
+    }
+    let rows = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("8 MiB"))
+        .count();
+    assert_eq!(rows, 2, "move and copy at 8 MiB:\n{stdout}");
+}
+
+/// `remap bench`'s compaction section (here, not in the bench's own test binary: it drives whole
+/// compaction cycles, which must not run beside the tests that count MOVEs exactly).
+#[test]
+fn bench_compaction_section_reports_every_mode_against_copy_and_the_floor() {
+    require!(Need::Move);
+    let dir = std::env::temp_dir().join(format!("remap-bench-compaction-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chart = dir.join("bench.svg");
+    let out = test_support::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_remap"))
+            .args([
+                "bench",
+                "--quick",
+                "--only",
+                "compaction",
+                "--json",
+                "--chart",
+            ])
+            .arg(&chart),
+        Duration::from_secs(300),
+    );
+    let code = out.status.and_then(|s| s.code());
+    assert_eq!(code, Some(0), "stderr: {}", out.stderr);
+    let records: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let figures: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "compaction")
+        .map(|r| &r["data"])
+        .collect();
+    let modes: Vec<&str> = figures
+        .iter()
+        .map(|f| f["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["move", "move-single", "copy"]);
+    for f in &figures {
+        assert_eq!(f["verified"], true, "{f}");
+        assert!(
+            f["compaction_cpu_ms"]["median"].as_f64().unwrap() > 0.0,
+            "{f}"
+        );
+        assert!(f["vs_floor_cpu"]["median"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(
+            f["cpu_ns_per_page"]["median"].as_f64().unwrap() > 0.0,
+            "{f}"
+        );
+        assert!(f["vs_copy_cpu"]["median"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert_eq!(figures[2]["vs_copy_cpu"]["median"].as_f64(), Some(1.0));
+    let summary = &records.last().unwrap()["data"];
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert_eq!(summary["measurements"], 0, "no bulk figure was asked for");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("CPU / COPY"),
+        "the chart lacks the compaction row"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,8 +1,7 @@
 //! Re-running this test binary as a child process for one scenario, with a timeout: a hang or
 //! a crash is then a failed assertion in the parent instead of a stuck or dead test run.
 
-use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHILD_ENV: &str = "REMAP_COMPACT_CHILD";
 
@@ -12,47 +11,25 @@ pub(crate) struct Outcome {
     pub(crate) output: String,
 }
 
-/// Runs `scenario` in a child (killed after `timeout`: a hang fails the test).
+/// Runs `scenario` in a child (killed after `timeout`: a hang fails the test), with both pipes
+/// drained while it runs (`test_support::child::output_within`).
 pub(crate) fn run(scenario: &str, timeout: Duration) -> Outcome {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child::scenarios",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, scenario)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain both pipes while waiting: a child blocked on a full pipe would look like a hang.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (out, err) = (out.join().unwrap(), err.join().unwrap());
-            panic!("child scenario {scenario} hangs (killed after {timeout:?}):\n{out}\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    let out = test_support::child::output_within(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child::scenarios",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, scenario),
+        timeout,
+    );
     Outcome {
-        status,
-        output: format!("{out}\n--- stderr\n{err}"),
+        status: out
+            .status
+            .expect("output_within returns only finished children"),
+        output: format!("{}\n--- stderr\n{}", out.stdout, out.stderr),
     }
 }
 
