@@ -18,13 +18,13 @@
 //! let src = Region::builder(8 * 4096).populate(true).build()?;
 //! let dst = Region::new(8 * 4096)?;
 //! mover.register(&dst)?;
-//! src.fill_pattern(1);
+//! remap::pattern::fill(&src, 1);
 //!
 //! // Publish pages 0..4 of src as pages 4..8 of dst, and page 7 as page 0.
 //! let report = mover.move_pages(&dst, &src, &[(4, 0), (5, 1), (6, 2), (7, 3), (0, 7)])?;
 //! assert_eq!(report.move_ioctls, 2); // two runs: 4 contiguous pages, then one
-//! assert_eq!(dst.verify_page(5, 1, 1), Ok(()));
-//! assert_eq!(dst.verify_page(0, 1, 7), Ok(()));
+//! assert_eq!(remap::pattern::verify_page(&dst, 5, 1, 1), Ok(()));
+//! assert_eq!(remap::pattern::verify_page(&dst, 0, 1, 7), Ok(()));
 //! assert_eq!(src.read_u64(0), 0); // the page left the source
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -159,7 +159,7 @@ use std::sync::OnceLock;
 use uffd::{ControlError, CopyFlags, Errno, Ioctls, MoveFlags, RangeError, RegisterMode, Uffd};
 
 use crate::inspect::{InspectError, Pagemap, PM_PRESENT, PM_SWAPPED};
-use crate::region::{self, Region, RegionError, HUGE_PAGE_SIZE};
+use crate::region::{PageRange, Region, RegionError, HUGE_PAGE_SIZE};
 
 #[cfg(test)]
 mod tests;
@@ -787,10 +787,10 @@ impl BatchError {
 /// let src = Region::builder(4 * 4096).populate(true).build()?;
 /// let dst = Region::new(4 * 4096)?;
 /// mover.register(&dst)?;
-/// src.fill_pattern(9);
+/// remap::pattern::fill(&src, 9);
 /// let report = mover.move_range(&dst, 0, &src, 0, 4 * 4096)?;
 /// assert_eq!(report.moved_bytes(), 4 * 4096);
-/// assert_eq!(dst.verify_pattern(9), Ok(()));
+/// assert_eq!(remap::pattern::verify(&dst, 9), Ok(()));
 /// assert_eq!(mover.stats().totals.move_ioctls, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -802,39 +802,63 @@ pub struct Mover {
     pagemap: OnceLock<Pagemap>,
 }
 
-/// One contiguous move: `len` bytes from `src` at `src_off` to `dst` at `dst_off`.
+/// One contiguous move: all of `src` to `dst` (ranges of the same length).
 #[derive(Debug, Clone, Copy)]
 struct Run<'r> {
-    dst: &'r Region,
-    dst_off: usize,
-    src: &'r Region,
-    src_off: usize,
-    len: usize,
+    dst: PageRange<'r>,
+    src: PageRange<'r>,
     /// Index (in push order, counting pages) of the run's first page.
     first_page: usize,
 }
 
 impl<'r> Run<'r> {
-    fn same_pair(&self, dst: &Region, src: &Region) -> bool {
-        ptr::eq(self.dst, dst) && ptr::eq(self.src, src)
+    fn len(&self) -> usize {
+        self.dst.len()
+    }
+
+    fn page_size(&self) -> usize {
+        self.src.region().page_size()
+    }
+
+    /// The parts of the run from byte `off` on: (destination, source). Never `None` for
+    /// `off <= len()`.
+    #[inline(always)]
+    fn rest(&self, off: usize) -> Option<(PageRange<'r>, PageRange<'r>)> {
+        let len = self.len();
+        Some((self.dst.get(off..len)?, self.src.get(off..len)?))
+    }
+
+    /// One page of the run at byte `off`: (destination, source).
+    fn page_at(&self, off: usize) -> Option<(PageRange<'r>, PageRange<'r>)> {
+        let end = off + self.page_size();
+        Some((self.dst.get(off..end)?, self.src.get(off..end)?))
+    }
+
+    /// Whether `dst`/`src` continue this run on both sides (same regions, contiguous ranges).
+    fn continued_by(&self, dst: &PageRange<'_>, src: &PageRange<'_>) -> bool {
+        ptr::eq(self.dst.region(), dst.region())
+            && ptr::eq(self.src.region(), src.region())
+            && self.dst.offsets().end == dst.offset()
+            && self.src.offsets().end == src.offset()
     }
 }
 
-/// Checks that `off..off + len` is a page-aligned range inside `region`.
+/// The page range `off..off + len` of `region`, checked: a page-aligned range inside it.
 #[inline(always)]
-fn check(region: &Region, side: Side, off: usize, len: usize) -> Result<(), MoveError> {
-    let page = region.page_size();
-    let inside = off.checked_add(len).is_some_and(|end| end <= region.len());
-    if inside && off % page == 0 && len % page == 0 {
-        Ok(())
-    } else {
-        Err(MoveError::BadRange {
+fn check<'r>(
+    region: &'r Region,
+    side: Side,
+    off: usize,
+    len: usize,
+) -> Result<PageRange<'r>, MoveError> {
+    off.checked_add(len)
+        .and_then(|end| region.page_range(off..end).ok())
+        .ok_or(MoveError::BadRange {
             side,
             off,
             len,
             region_len: region.len(),
         })
-    }
 }
 
 /// The part of `[off, off + n)` of a run (destination at `dst_addr`, source at `src_addr`, both
@@ -1066,8 +1090,9 @@ impl Mover {
     ///
     /// As [`Uffd::register`]: EBUSY when the region is registered with another userfaultfd.
     pub fn register(&self, region: &Region) -> Result<Ioctls, ControlError> {
-        self.uffd
-            .register(region.as_ptr(), region.len(), RegisterMode::MISSING)
+        region
+            .all_pages()
+            .register(&self.uffd, RegisterMode::MISSING)
     }
 
     /// Unregisters the whole of `region`.
@@ -1084,7 +1109,7 @@ impl Mover {
     ///
     /// As [`Uffd::unregister`].
     pub fn unregister(&self, region: &Region) -> Result<(), ControlError> {
-        self.uffd.unregister(region.as_ptr(), region.len())
+        region.all_pages().unregister(&self.uffd)
     }
 
     /// Cumulative statistics of every operation so far, from all threads.
@@ -1115,12 +1140,12 @@ impl Mover {
     /// let src = Region::new(2 * 4096)?;
     /// let dst = Region::new(2 * 4096)?;
     /// mover.register(&dst)?;
-    /// src.fill_page(0, 3, 0); // page 1 stays a hole
+    /// remap::pattern::fill_page(&src, 0, 3, 0); // page 1 stays a hole
     /// match mover.move_range(&dst, 0, &src, 0, 2 * 4096) {
     ///     Err(MoveError::Hole { done }) => assert_eq!(done, 4096), // page 0 moved
     ///     other => panic!("{other:?}"),
     /// }
-    /// assert_eq!(dst.verify_page(0, 3, 0), Ok(()));
+    /// assert_eq!(remap::pattern::verify_page(&dst, 0, 3, 0), Ok(()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -1138,25 +1163,22 @@ impl Mover {
         src_off: usize,
         len: usize,
     ) -> Result<MoveReport, MoveError> {
-        check(dst, Side::Destination, dst_off, len)?;
-        check(src, Side::Source, src_off, len)?;
+        let dst = check(dst, Side::Destination, dst_off, len)?;
+        let src = check(src, Side::Source, src_off, len)?;
         let mut report = MoveReport::default();
         if len == 0 {
             return Ok(report);
         }
         let run = Run {
             dst,
-            dst_off,
             src,
-            src_off,
-            len,
             first_page: 0,
         };
         let mut progress = 0;
         report.runs = 1;
         let mut result = self.drive(&run, &mut progress, &mut report);
         if self.options.wake == Wake::PerRange && progress > 0 {
-            let woke = self.wake(dst, dst_off, progress, &mut report);
+            let woke = self.wake(dst.get(0..progress), &mut report);
             if let (Ok(()), Err(source)) = (&result, woke) {
                 result = Err(MoveError::Wake {
                     done: progress,
@@ -1183,11 +1205,11 @@ impl Mover {
     /// let src = Region::builder(4 * 4096).populate(true).build()?;
     /// let dst = Region::new(4 * 4096)?;
     /// mover.register(&dst)?;
-    /// src.fill_pattern(5);
+    /// remap::pattern::fill(&src, 5);
     /// // Reverse the page order: four runs of one page each.
     /// let report = mover.move_pages(&dst, &src, &[(3, 0), (2, 1), (1, 2), (0, 3)])?;
     /// assert_eq!(report.runs, 4);
-    /// assert_eq!(dst.verify_page(0, 5, 3), Ok(()));
+    /// assert_eq!(remap::pattern::verify_page(&dst, 0, 5, 3), Ok(()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -1246,16 +1268,22 @@ impl Mover {
         Ok(self.pagemap.get_or_init(|| opened))
     }
 
-    /// `UFFDIO_WAKE` on `len` bytes of `region` at `off`.
+    /// `UFFDIO_WAKE` on `range` (`None`, which the mover never passes, is EINVAL).
     fn wake(
         &self,
-        region: &Region,
-        off: usize,
-        len: usize,
+        range: Option<PageRange<'_>>,
         report: &mut MoveReport,
     ) -> Result<(), ControlError> {
         report.wake_ioctls += 1;
-        region::wake_in(&self.uffd, region, off, len)
+        match range {
+            Some(range) => range.wake(&self.uffd),
+            None => Err(ControlError {
+                op: uffd::ControlOp::Wake,
+                start: 0,
+                len: 0,
+                errno: Errno::INVAL,
+            }),
+        }
     }
 
     /// Moves what is left of `run` after `*progress` bytes, advancing `*progress` as pages arrive
@@ -1315,24 +1343,20 @@ impl Mover {
         mut inspect: Option<&mut Inspect>,
     ) -> Result<(), MoveError> {
         let flags = self.options.move_flags();
-        let dst_addr = run.dst.addr() + run.dst_off;
-        let src_addr = run.src.addr() + run.src_off;
-        tracing::trace!(dst = dst_addr, src = src_addr, len = run.len, "mover: run");
-        while *progress < run.len {
+        let dst_addr = run.dst.addr();
+        let src_addr = run.src.addr();
+        let len = run.len();
+        tracing::trace!(dst = dst_addr, src = src_addr, len, "mover: run");
+        while *progress < len {
             let off = *progress;
             if let Some(inspect) = inspect.as_deref_mut() {
-                inspect.before(dst_addr, src_addr, off, run.len - off);
+                inspect.before(dst_addr, src_addr, off, len - off);
             }
             report.move_ioctls += 1;
-            let step = region::move_between(
-                &self.uffd,
-                run.dst,
-                run.dst_off + off,
-                run.src,
-                run.src_off + off,
-                run.len - off,
-                flags,
-            );
+            let step = match run.rest(off) {
+                Some((dst, src)) => dst.move_from(&self.uffd, src, flags),
+                None => Err(RangeError::Invalid { done: 0 }),
+            };
             let moved = match step {
                 Ok(n) => n,
                 Err(RangeError::Partial { done }) => {
@@ -1359,7 +1383,7 @@ impl Mover {
             let (a, b) = aligned_span(dst_addr, src_addr, off, moved);
             let (mut aligned, mut pte) = (b - a, moved - (b - a));
             if let Some(inspect) = inspect.as_deref_mut() {
-                let page = run.src.page_size();
+                let page = run.page_size();
                 let (hole_aligned, hole_pte) = inspect.after(dst_addr, off, moved, (a, b), page);
                 report.hole_bytes += (hole_aligned + hole_pte) as u64;
                 aligned -= hole_aligned;
@@ -1379,18 +1403,15 @@ impl Mover {
     #[cold]
     #[inline(never)]
     fn read_holes(&self, run: &Run<'_>, from: usize) -> Result<Vec<bool>, MoveError> {
-        let page = run.src.page_size();
-        let pages = (run.len - from) / page;
-        let (src, dst) = (
-            run.src.addr() + run.src_off + from,
-            run.dst.addr() + run.dst_off + from,
-        );
+        let page = run.page_size();
+        let pages = (run.len() - from) / page;
+        let (src, dst) = (run.src.addr() + from, run.dst.addr() + from);
         let entries = self
             .pagemap()
             .and_then(|p| p.entries(src, pages))
             .map_err(|source| MoveError::Inspect { done: from, source })?;
         // The destination overlaps the rest of the run's source from above.
-        let shift = (dst > src && dst < src + (run.len - from)).then(|| (dst - src) / page);
+        let shift = (dst > src && dst < src + (run.len() - from)).then(|| (dst - src) / page);
         Ok(walk_holes(&entries, shift))
     }
 
@@ -1408,13 +1429,13 @@ impl Mover {
         let Ok(pagemap) = self.pagemap() else {
             return 0;
         };
-        let page = run.src.page_size();
-        let (src, dst) = (run.src.addr() + run.src_off, run.dst.addr() + run.dst_off);
+        let page = run.page_size();
+        let (src, dst) = (run.src.addr(), run.dst.addr());
         // An entry that cannot be read counts as neither gone nor there: the count is believed.
         let gone = |addr: usize| pagemap.entry(addr).is_some_and(is_hole);
         let there = |addr: usize| pagemap.entry(addr).is_some_and(|e| !is_hole(e));
         let mut extra = 0;
-        while from + extra < run.len && gone(src + from + extra) && there(dst + from + extra) {
+        while from + extra < run.len() && gone(src + from + extra) && there(dst + from + extra) {
             extra += page;
         }
         if extra > 0 {
@@ -1469,21 +1490,14 @@ impl Mover {
         report: &mut MoveReport,
     ) -> Result<(), MoveError> {
         let off = *progress;
-        let page = run.src.page_size();
-        tracing::debug!(
-            src = run.src.addr() + run.src_off + off,
-            "mover: EBUSY, copying the page"
-        );
+        let page = run.page_size();
+        tracing::debug!(src = run.src.addr() + off, "mover: EBUSY, copying the page");
         report.copy_ioctls += 1;
-        match region::copy_between(
-            &self.uffd,
-            run.dst,
-            run.dst_off + off,
-            run.src,
-            run.src_off + off,
-            page,
-            self.options.copy_flags(),
-        ) {
+        let copied = match run.page_at(off) {
+            Some((dst, src)) => dst.copy_from(&self.uffd, src, self.options.copy_flags()),
+            None => Err(RangeError::Invalid { done: 0 }),
+        };
+        match copied {
             Ok(_) => {}
             Err(RangeError::EventsPending { .. }) => {
                 return Err(MoveError::EventsPending { done: off })
@@ -1493,8 +1507,9 @@ impl Mover {
         report.copied_bytes += page as u64;
         *progress += page;
         report.discards += 1;
-        let s = run.src_off + off;
+        let s = run.src.offset() + off;
         run.src
+            .region()
             .madvise_dontneed(s..s + page)
             .map_err(|source| MoveError::Discard {
                 done: *progress,
@@ -1523,8 +1538,8 @@ impl Mover {
 /// let (src_a, src_b) = (Region::builder(2 * 4096).populate(true).build()?, Region::builder(4096).populate(true).build()?);
 /// let dst = Region::new(4 * 4096)?;
 /// mover.register(&dst)?;
-/// src_a.fill_pattern(1);
-/// src_b.fill_pattern(2);
+/// remap::pattern::fill(&src_a, 1);
+/// remap::pattern::fill(&src_b, 2);
 ///
 /// let mut batch = mover.batch();
 /// batch.push_page(&dst, 0, &src_a, 0)?;
@@ -1533,7 +1548,7 @@ impl Mover {
 /// assert_eq!(batch.runs(), 2);
 /// let report = batch.flush()?;
 /// assert_eq!((report.runs, report.move_ioctls), (2, 2));
-/// assert_eq!(dst.verify_page(3, 2, 0), Ok(()));
+/// assert_eq!(remap::pattern::verify_page(&dst, 3, 2, 0), Ok(()));
 /// assert!(batch.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -1603,31 +1618,63 @@ impl<'r> Batch<'_, 'r> {
         src_off: usize,
         len: usize,
     ) -> Result<(), MoveError> {
-        check(dst, Side::Destination, dst_off, len)?;
-        check(src, Side::Source, src_off, len)?;
-        if len == 0 {
+        let dst = check(dst, Side::Destination, dst_off, len)?;
+        let src = check(src, Side::Source, src_off, len)?;
+        self.push(dst, src)
+    }
+
+    /// Adds a move of all of `src` to `dst`, checked page ranges of the same length.
+    ///
+    /// ```
+    /// # let mover = remap::mover::Mover::new(uffd::Uffd::new()?);
+    /// # let (dst, src) = (remap::region::Region::new(4 * 4096)?, remap::region::Region::new(4 * 4096)?);
+    /// let mut batch = mover.batch();
+    /// batch.push(dst.page_range(0..8192)?, src.page_range(4096..12288)?)?;
+    /// assert_eq!(batch.pages(), 2);
+    /// assert!(batch.push(dst.page_range(0..4096)?, src.page_range(0..8192)?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`MoveError::BadRange`] (naming the source) if the lengths differ; nothing is added.
+    pub fn push(&mut self, dst: PageRange<'r>, src: PageRange<'r>) -> Result<(), MoveError> {
+        if dst.len() != src.len() {
+            return Err(MoveError::BadRange {
+                side: Side::Source,
+                off: src.offset(),
+                len: src.len(),
+                region_len: src.region().len(),
+            });
+        }
+        if dst.is_empty() {
             return Ok(());
         }
-        let pages = len / src.page_size();
+        let pages = dst.pages();
         let next = self.next;
         let len_runs = self.runs.len();
         if let Some(last) = self.runs.last_mut() {
-            if len_runs > next
-                && last.same_pair(dst, src)
-                && last.dst_off + last.len == dst_off
-                && last.src_off + last.len == src_off
-            {
-                last.len += len;
-                self.pages += pages;
-                return Ok(());
+            if len_runs > next && last.continued_by(&dst, &src) {
+                let len = last.len() + dst.len();
+                // Cannot fail: both continue the run inside their regions.
+                if let (Some(d), Some(s)) = (
+                    dst.region()
+                        .page_range(last.dst.offset()..last.dst.offset() + len)
+                        .ok(),
+                    src.region()
+                        .page_range(last.src.offset()..last.src.offset() + len)
+                        .ok(),
+                ) {
+                    last.dst = d;
+                    last.src = s;
+                    self.pages += pages;
+                    return Ok(());
+                }
             }
         }
         self.runs.push(Run {
             dst,
-            dst_off,
             src,
-            src_off,
-            len,
             first_page: self.pages,
         });
         self.pages += pages;
@@ -1688,7 +1735,11 @@ impl<'r> Batch<'_, 'r> {
 
     /// Bytes of the batch done so far.
     fn done(&self) -> usize {
-        self.runs[..self.next].iter().map(|r| r.len).sum::<usize>() + self.progress
+        self.runs[..self.next]
+            .iter()
+            .map(|r| r.len())
+            .sum::<usize>()
+            + self.progress
     }
 
     /// Moves every run not yet done, in push order, then (with [`Wake::PerRange`]) wakes each
@@ -1719,7 +1770,7 @@ impl<'r> Batch<'_, 'r> {
                 }
                 let err = BatchError {
                     run: self.next,
-                    page: run.first_page + self.progress / run.src.page_size(),
+                    page: run.first_page + self.progress / run.page_size(),
                     runs_done: self.next,
                     done: self.done(),
                     report: Box::new(report),
@@ -1763,7 +1814,8 @@ impl<'r> Batch<'_, 'r> {
         let mover = self.mover;
         let mut flush_pending = |p: Option<(&Region, usize, usize)>, report: &mut MoveReport| {
             if let Some((region, off, len)) = p {
-                if let Err(source) = mover.wake(region, off, len, report) {
+                let range = region.page_range(off..off + len).ok();
+                if let Err(source) = mover.wake(range, report) {
                     first_err.get_or_insert(source);
                 }
             }
@@ -1774,21 +1826,21 @@ impl<'r> Batch<'_, 'r> {
             let end = if i == self.next {
                 self.progress
             } else {
-                run.len
+                run.len()
             };
             if end <= start {
                 continue;
             }
-            let (off, len) = (run.dst_off + start, end - start);
+            let (off, len) = (run.dst.offset() + start, end - start);
             match pending {
                 Some((region, p_off, p_len))
-                    if ptr::eq(region, run.dst) && p_off + p_len == off =>
+                    if ptr::eq(region, run.dst.region()) && p_off + p_len == off =>
                 {
                     pending = Some((region, p_off, p_len + len));
                 }
                 _ => {
                     flush_pending(pending.take(), report);
-                    pending = Some((run.dst, off, len));
+                    pending = Some((run.dst.region(), off, len));
                 }
             }
         }

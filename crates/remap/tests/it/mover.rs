@@ -53,7 +53,7 @@ fn source(pages: usize, seed: u64) -> Region {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     src
 }
 
@@ -85,7 +85,11 @@ enum At {
 #[track_caller]
 fn where_is(dst: &Region, d: usize, src: &Region, s: usize, seed: u64) -> At {
     if state(dst, d).is_present() {
-        assert_eq!(dst.verify_page(d, seed, s as u64), Ok(()), "dst page {d}");
+        assert_eq!(
+            remap::pattern::verify_page(dst, d, seed, s as u64),
+            Ok(()),
+            "dst page {d}"
+        );
         assert_eq!(
             state(src, s),
             PageState::Absent,
@@ -94,7 +98,11 @@ fn where_is(dst: &Region, d: usize, src: &Region, s: usize, seed: u64) -> At {
         At::Destination
     } else {
         assert!(state(src, s).is_present(), "page {s} lost: at neither end");
-        assert_eq!(src.verify_page(s, seed, s as u64), Ok(()), "src page {s}");
+        assert_eq!(
+            remap::pattern::verify_page(src, s, seed, s as u64),
+            Ok(()),
+            "src page {s}"
+        );
         At::Source
     }
 }
@@ -166,7 +174,7 @@ fn scattered_batch_is_one_move_per_run() {
     assert_eq!(report.moved_bytes(), (pairs.len() * page()) as u64);
     assert_eq!(nothing_lost(&dst, &src, &pairs, 12), pairs.len());
     // Untouched source pages stay.
-    assert_eq!(src.verify_page(4, 12, 4), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&src, 4, 12, 4), Ok(()));
 }
 
 #[test]
@@ -232,7 +240,7 @@ fn populated_destination_is_a_typed_error_and_nothing_is_lost() {
         assert_eq!(where_is(&dst, i, &src, i, 14), At::Destination);
     }
     for i in 2..4 {
-        assert_eq!(src.verify_page(i, 14, i as u64), Ok(()));
+        assert_eq!(remap::pattern::verify_page(&src, i, 14, i as u64), Ok(()));
     }
 }
 
@@ -245,7 +253,7 @@ fn thp_source(len: usize, seed: u64) -> Option<Region> {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     let thp = (0..len / HUGE_PAGE_SIZE)
         .all(|i| inspect::is_thp_mapped(src.addr() + i * HUGE_PAGE_SIZE).unwrap());
     if !thp {
@@ -282,7 +290,7 @@ fn aligned_thp_moves_whole_pmd() {
     assert!(inspect::is_thp_mapped(dst.addr()).unwrap());
     assert!(inspect::is_thp_mapped(dst.addr() + HUGE_PAGE_SIZE).unwrap());
     assert_eq!(inspect::anon_huge_bytes(dst.addr()).unwrap(), len as u64);
-    assert_eq!(dst.verify_pattern(15), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 15), Ok(()));
     assert_eq!(
         Pagemap::open()
             .unwrap()
@@ -314,7 +322,11 @@ fn unaligned_thp_move_splits_and_keeps_data() {
     assert_eq!(inspect::anon_huge_bytes(dst.addr()).unwrap(), 0);
     let pages = HUGE_PAGE_SIZE / page();
     for i in 0..pages {
-        assert_eq!(dst.verify_page(i + 1, 16, i as u64), Ok(()), "page {i}");
+        assert_eq!(
+            remap::pattern::verify_page(&dst, i + 1, 16, i as u64),
+            Ok(()),
+            "page {i}"
+        );
     }
 }
 
@@ -381,7 +393,7 @@ fn busy_pages_after_fork_error_by_default_and_copy_with_fallback() {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     let mover = mover();
     let dst = destination(&mover, n);
     let child = Child::fork();
@@ -429,8 +441,8 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
     require!(Need::Move);
     let seed = 18;
     let src = Region::new(4 * page()).unwrap();
-    src.fill_page(0, seed, 0);
-    src.fill_page(2, seed, 2); // pages 1 and 3 are holes
+    remap::pattern::fill_page(&src, 0, seed, 0);
+    remap::pattern::fill_page(&src, 2, seed, 2); // pages 1 and 3 are holes
     let mover = mover();
     let dst = destination(&mover, 4);
 
@@ -459,7 +471,7 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
 
     // Without counting, the kernel's count (holes as moved) is reported.
     let src2 = Region::new(2 * page()).unwrap();
-    src2.fill_page(1, seed, 1);
+    remap::pattern::fill_page(&src2, 1, seed, 1);
     let dst2 = destination(&mover, 2);
     let mover = mover.with_options(MoveOptions::default().holes(HolePolicy::Skip));
     let report = mover.move_range(&dst2, 0, &src2, 0, 2 * page()).unwrap();
@@ -467,7 +479,7 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
         (report.hole_bytes, report.pte_bytes),
         (0, (2 * page()) as u64)
     );
-    assert_eq!(dst2.verify_page(1, seed, 1), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&dst2, 1, seed, 1), Ok(()));
 }
 
 #[test]
@@ -533,7 +545,7 @@ fn per_range_wake_releases_a_thread_waiting_on_the_destination() {
         let report = mover.move_range(&dst, 0, &src, 0, 2 * page()).unwrap();
         assert_eq!(report.wake_ioctls, 1);
         let word = reader.join().unwrap();
-        assert_eq!(word, remap::region::pattern_word(20, 1, 1));
+        assert_eq!(word, remap::pattern::pattern_word(20, 1, 1));
     });
 }
 
@@ -594,7 +606,7 @@ fn kernel_wake_releases_a_waiting_thread_without_a_wake_ioctl() {
         );
         assert_eq!(
             reader.join().unwrap(),
-            remap::region::pattern_word(23, 1, 2)
+            remap::pattern::pattern_word(23, 1, 2)
         );
     });
 }
@@ -610,7 +622,7 @@ fn verify_pmd_does_not_count_an_aligned_small_page_source() {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(24);
+    remap::pattern::fill(&src, 24);
     assert!(!inspect::is_thp_mapped(src.addr()).unwrap());
     let mover = mover().with_options(MoveOptions::default().verify_pmd(true));
     let dst = Region::builder(len).huge_aligned(true).build().unwrap();
@@ -621,7 +633,7 @@ fn verify_pmd_does_not_count_an_aligned_small_page_source() {
         "issued aligned: {report:?}"
     );
     assert_eq!(report.whole_pmd_bytes, 0, "but not moved whole: {report:?}");
-    assert_eq!(dst.verify_pattern(24), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 24), Ok(()));
     assert_eq!(mover.stats().totals.whole_pmd_bytes, 0);
 }
 
@@ -638,7 +650,7 @@ fn verify_pmd_counts_an_aligned_thp_source() {
     let report = mover.move_range(&dst, 0, &src, 0, len).unwrap();
     assert_eq!(report.aligned_bytes, len as u64, "{report:?}");
     assert_eq!(report.whole_pmd_bytes, len as u64, "{report:?}");
-    assert_eq!(dst.verify_pattern(25), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 25), Ok(()));
     assert_eq!(mover.stats().totals.whole_pmd_bytes, len as u64);
 }
 
@@ -676,7 +688,7 @@ fn holes_are_counted_as_the_kernel_walks_a_self_overlapping_run() {
         );
         let region = Region::new(6 * page()).unwrap();
         for &p in populated {
-            region.fill_page(p, seed, p as u64);
+            remap::pattern::fill_page(&region, p, seed, p as u64);
         }
         let mover = mover().with_options(
             MoveOptions::default()
@@ -695,7 +707,11 @@ fn holes_are_counted_as_the_kernel_walks_a_self_overlapping_run() {
         for i in 0..6 {
             match populated.iter().zip(ends).find(|&(_, &end)| end == i) {
                 Some((&p, _)) => {
-                    assert_eq!(region.verify_page(i, seed, p as u64), Ok(()), "{what}")
+                    assert_eq!(
+                        remap::pattern::verify_page(&region, i, seed, p as u64),
+                        Ok(()),
+                        "{what}"
+                    )
                 }
                 None => assert_eq!(state(&region, i), PageState::Absent, "{what}: page {i}"),
             }
@@ -737,5 +753,5 @@ fn a_page_already_moved_is_counted_from_pagemap_not_refused() {
         "{err}"
     );
     assert_eq!(mover.stats().totals.kernel_undercounts, 1);
-    assert_eq!(src.verify_page(2, 23, 2), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&src, 2, 23, 2), Ok(()));
 }
