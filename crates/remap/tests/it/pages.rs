@@ -119,7 +119,7 @@ fn copy_from_slice_installs_contents_into_a_registered_page_once() {
         .register(&uffd, RegisterMode::MISSING)
         .unwrap();
     let page1 = dst.page_range(p..2 * p).unwrap();
-    let contents: Vec<u8> = (0..p).map(|i| (i % 251) as u8).collect();
+    let contents: Vec<u8> = (0..=250u8).cycle().take(p).collect();
     assert_eq!(
         page1.copy_from_slice(&uffd, &contents, CopyFlags::empty()),
         Ok(p)
