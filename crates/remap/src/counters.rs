@@ -78,7 +78,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 /// it (docs, `cfg_attr(feature = "serde", derive(serde::Serialize))`) are kept. The live struct
 /// derives `Debug, Default` and its fields are `pub` (give the struct itself the visibility it
 /// needs). The live struct also gets `add(&self, &Snapshot)`, which adds a whole snapshot (a
-/// per-operation report, say) to the counters. See the [module docs](crate::counters) for an
+/// per-operation report, say) to the counters. See the [module docs](mod@crate::counters) for an
 /// example.
 #[macro_export]
 macro_rules! counters {

@@ -1,5 +1,5 @@
 //! Content access: reading and writing a region's bytes as relaxed atomic 8-byte words (the
-//! raw-memory rule of the [module docs](super#safety)).
+//! raw-memory rule of the [module docs](crate::region#safety)).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -204,7 +204,7 @@ impl Region {
     /// Copies `src` into the region at `off`.
     ///
     /// Word by word: relaxed atomic 8-byte stores, with the partial words at an unaligned head or
-    /// tail merged by compare-and-swap (see the [module docs](self#safety)), so concurrent use
+    /// tail merged by compare-and-swap (see the [module docs](crate::region#safety)), so concurrent use
     /// from several threads is sound; each 8-byte word ends up with one writer's bytes for the
     /// bytes that writer covered. If the kernel moves or zaps a page of the destination
     /// concurrently, the words written to that page before the move went with it.

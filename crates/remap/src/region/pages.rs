@@ -149,7 +149,7 @@ impl<'r> PageRange<'r> {
     }
 
     /// The start of the range as a raw pointer (for the `unsafe` raw-address APIs of the `uffd`
-    /// binding). Do not turn it into a reference: see the [module docs](super#safety).
+    /// binding). Do not turn it into a reference: see the [module docs](crate::region#safety).
     pub fn as_ptr(&self) -> *mut u8 {
         // Cannot fail: the range was checked inside the region when it was made.
         self.region
