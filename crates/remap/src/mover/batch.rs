@@ -263,7 +263,7 @@ impl<'r> Batch<'_, 'r> {
                 report.runs += 1;
             }
             if let Err(run_error) =
-                mover.drive(&self.options, &run, &mut self.progress, &mut report)
+                mover.drive(&self.options, &run, &mut self.progress, &mut report, None)
             {
                 // Wake what arrived, so no faulting thread waits on a page that is there.
                 // The move error is the one to report; a failed wake (EINVAL, only for a range

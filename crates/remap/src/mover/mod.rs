@@ -365,6 +365,7 @@ impl Mover {
     /// `done` counts the bytes from `dst_off`/`src_off` that were handled. To resume (for example
     /// after [`MoveError::EventsPending`]), call again with both offsets advanced by `done` and
     /// `len` reduced by it.
+    #[inline]
     pub fn move_range(
         &self,
         dst: &Region,
@@ -415,10 +416,48 @@ impl Mover {
     ) -> Result<MoveReport, MoveError> {
         let dst = check(dst, Side::Destination, dst_off, len)?;
         let src = check(src, Side::Source, src_off, len)?;
-        let mut report = MoveReport::default();
         if len == 0 {
-            return Ok(report);
+            return Ok(MoveReport::default());
         }
+        if options.inspects() {
+            return self.move_range_slow(options, dst, src, None);
+        }
+        // The common case, kept small (the whole hot path fits a few cache lines): one ioctl
+        // that moves everything. Anything else continues from its outcome on the slow path.
+        let first = dst.move_from(&self.uffd, src, options.move_flags());
+        if first != Ok(len) {
+            return self.move_range_slow(options, dst, src, Some(first));
+        }
+        let (a, b) = drive::aligned_span(dst.addr(), src.addr(), 0, len);
+        let mut report = MoveReport {
+            aligned_bytes: (b - a) as u64,
+            pte_bytes: (len - (b - a)) as u64,
+            runs: 1,
+            move_ioctls: 1,
+            ..MoveReport::default()
+        };
+        if options.wake == Wake::PerRange {
+            if let Err(source) = self.wake(Some(dst), &mut report) {
+                self.stats.add(&report, true);
+                return Err(MoveError::Wake { done: len, source });
+            }
+        }
+        self.stats.add(&report, false);
+        Ok(report)
+    }
+
+    /// [`move_range_with`](Self::move_range_with) past its fast path: inspection, retries,
+    /// refused pages, errors. `first` is the outcome of the first ioctl when the fast path
+    /// already issued it.
+    #[inline(never)]
+    fn move_range_slow(
+        &self,
+        options: &MoveOptions,
+        dst: PageRange<'_>,
+        src: PageRange<'_>,
+        first: Option<Result<usize, uffd::RangeError>>,
+    ) -> Result<MoveReport, MoveError> {
+        let mut report = MoveReport::default();
         let run = Run {
             dst,
             src,
@@ -426,7 +465,7 @@ impl Mover {
         };
         let mut progress = 0;
         report.runs = 1;
-        let mut result = self.drive(options, &run, &mut progress, &mut report);
+        let mut result = self.drive(options, &run, &mut progress, &mut report, first);
         if options.wake == Wake::PerRange && progress > 0 {
             let woke = self.wake(dst.get(0..progress), &mut report);
             if let (Ok(()), Err(source)) = (&result, woke) {

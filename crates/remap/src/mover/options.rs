@@ -184,6 +184,14 @@ impl MoveOptions {
         self
     }
 
+    /// Whether moves read `/proc` around the ioctls (hole counting, count verification, PMD
+    /// verification): the inspecting path, off the fast one.
+    pub(super) fn inspects(&self) -> bool {
+        (self.holes == HolePolicy::Skip && self.count_holes)
+            || self.verify_counts
+            || self.verify_pmd
+    }
+
     pub(super) fn move_flags(&self) -> MoveFlags {
         let mut flags = match self.wake {
             Wake::Kernel => MoveFlags::empty(),

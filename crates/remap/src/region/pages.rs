@@ -144,17 +144,18 @@ impl<'r> PageRange<'r> {
     }
 
     /// The start address of the range.
+    #[inline]
     pub fn addr(&self) -> usize {
         self.region.addr() + self.off
     }
 
     /// The start of the range as a raw pointer (for the `unsafe` raw-address APIs of the `uffd`
     /// binding). Do not turn it into a reference: see the [module docs](crate::region#safety).
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
-        // Cannot fail: the range was checked inside the region when it was made.
-        self.region
-            .range_ptr(self.off, self.len)
-            .unwrap_or(self.region.as_ptr())
+        // In bounds: the range was checked inside the region when it was made (`wrapping_add`
+        // keeps the mapping's provenance without re-checking on every ioctl).
+        self.region.as_ptr().wrapping_add(self.off)
     }
 
     /// The sub-range `range` of this range (byte offsets from this range's start), or `None`
