@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use remap::region::{pattern_word, Region, Thp};
+use remap::pattern::pattern_word;
+use remap::region::{Region, Thp};
 use uffd::{RangeError, RegisterMode, Uffd};
 
 use crate::raw;
@@ -54,7 +55,7 @@ fn fill_source(ctx: &BulkCtx<'_>, src: &Region) {
     let mut off = 0;
     while off < src.len() {
         let n = t.min(src.len() - off);
-        raw::memcpy_range(ctx.template, 0, src, off, n);
+        raw::memcpy_range(src, off, ctx.template, 0, n);
         off += n;
     }
     let ps = src.page_size();
@@ -194,9 +195,9 @@ pub(crate) fn run_rep(
                 whole(n, &mut ioctls, |d| {
                     raw::move_range(
                         ctx.uffd,
-                        &src,
-                        off + d,
                         &dst,
+                        off + d,
+                        &src,
                         off + d,
                         n - d,
                         crate::RAW_MOVE_FLAGS,
@@ -220,7 +221,7 @@ pub(crate) fn run_rep(
             register(ctx.uffd, &dst)?;
             chunked(size, chunk, |off, n| {
                 whole(n, &mut ioctls, |d| {
-                    raw::copy_range(ctx.uffd, &src, off + d, &dst, off + d, n - d)
+                    raw::copy_range(ctx.uffd, &dst, off + d, &src, off + d, n - d)
                 })
                 .map_err(|e| format!("{what}: UFFDIO_COPY at {off:#x}: {e}"))?;
                 src.madvise_dontneed(off..off + n)
@@ -233,7 +234,7 @@ pub(crate) fn run_rep(
                     .map_err(|e| format!("{what}: {e}"))?;
             }
             chunked(size, chunk, |off, n| {
-                raw::memcpy_range(&src, off, &dst, off, n);
+                raw::memcpy_range(&dst, off, &src, off, n);
                 src.madvise_dontneed(off..off + n)
                     .map_err(|e| format!("{what}: {e}"))
             })
@@ -266,7 +267,7 @@ pub(crate) fn run_rep(
             chunked(size, chunk, |off, n| {
                 let mut d = 0;
                 while d < n {
-                    d += raw::peer_copy_range(peer, &src, off + d, &dst, off + d, n - d)
+                    d += raw::peer_copy_range(peer, &dst, off + d, &src, off + d, n - d)
                         .map_err(|e| format!("{what}: peer copy at {off:#x}: {e}"))?;
                 }
                 src.madvise_dontneed(off..off + n)
@@ -294,7 +295,8 @@ pub(crate) fn run_rep(
 }
 
 fn register(uffd: &Uffd, dst: &Region) -> Result<(), String> {
-    uffd.register(dst.as_ptr(), dst.len(), RegisterMode::MISSING)
+    dst.all_pages()
+        .register(uffd, RegisterMode::MISSING)
         .map(drop)
         .map_err(|e| format!("registering the destination: {e}"))
 }

@@ -6,7 +6,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use remap::region::{pattern_word, Region, Thp};
+use remap::pattern::pattern_word;
+use remap::region::{Region, Thp};
 use rustix::event::{PollFd, PollFlags};
 use uffd::{Event, EventBuffer, RangeError, RegisterMode, Uffd};
 
@@ -57,7 +58,7 @@ impl Target {
             .populate(true)
             .build()
             .map_err(|e| format!("fault source page: {e}"))?;
-        source.fill_page(0, seed, 0);
+        remap::pattern::fill_page(&source, 0, seed, 0);
         Ok(Target {
             region,
             source,
@@ -152,8 +153,7 @@ fn verify_pages(region: &Region, seed: Option<u64>) -> Result<(), String> {
     let ps = region.page_size();
     for page in (0..region.pages()).step_by(16) {
         match seed {
-            Some(seed) => region
-                .verify_page(page, seed, 0)
+            Some(seed) => remap::pattern::verify_page(region, page, seed, 0)
                 .map_err(|m| format!("faulted page {page}: {m}"))?,
             None => {
                 for word in 0..ps / 8 {
@@ -232,7 +232,7 @@ fn server(
     let image = || {
         let one = Region::builder(page).populate(true).build();
         one.map(|one| {
-            one.fill_page(0, seed, 0);
+            remap::pattern::fill_page(&one, 0, seed, 0);
             let mut buf = vec![0u8; page];
             one.copy_out(0, &mut buf);
             buf.repeat(pages)
@@ -283,7 +283,7 @@ fn server(
                 .build()
                 .map_err(|e| format!("pool region: {e}"))?;
             for i in 0..pages {
-                pool_pages.fill_page(i, seed, 0);
+                remap::pattern::fill_page(&pool_pages, i, seed, 0);
             }
             let pool = MovePool::from_region(pool_pages).map_err(|e| format!("MovePool: {e}"))?;
             let srv = FaultServer::builder(region, pool)
@@ -339,12 +339,11 @@ fn raw_loop(
         .non_blocking(true)
         .create()
         .map_err(|e| format!("userfaultfd: {e}"))?;
-    uffd.register(
-        target.region.as_ptr(),
-        target.region.len(),
-        RegisterMode::MISSING,
-    )
-    .map_err(|e| format!("register: {e}"))?;
+    target
+        .region
+        .all_pages()
+        .register(&uffd, RegisterMode::MISSING)
+        .map_err(|e| format!("register: {e}"))?;
     let (stop_r, stop_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ps = target.region.page_size();
     std::thread::scope(|s| {
@@ -375,7 +374,7 @@ fn raw_loop(
                             let off = target
                                 .page_off(fault.address)
                                 .ok_or_else(|| format!("fault outside: {:#x}", fault.address))?;
-                            match raw::copy_range(uffd, &target.source, 0, &target.region, off, ps)
+                            match raw::copy_range(uffd, &target.region, off, &target.source, 0, ps)
                             {
                                 Ok(_) | Err(RangeError::Exists { .. }) => {}
                                 Err(e) => return Err(format!("UFFDIO_COPY at {off:#x}: {e}")),
@@ -446,7 +445,7 @@ fn peer_loop(
                         let off = target
                             .page_off(addr as u64)
                             .ok_or_else(|| format!("fault outside: {addr:?}"))?;
-                        match raw::peer_copy_range(peer, &target.source, 0, &target.region, off, ps)
+                        match raw::peer_copy_range(peer, &target.region, off, &target.source, 0, ps)
                         {
                             Ok(_) => {}
                             Err(userfaultfd::Error::CopyFailed(errno))

@@ -346,7 +346,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         .populate(true)
         .build()
         .map_err(BenchError::Template)?;
-    template.fill_pattern(config.seed);
+    remap::pattern::fill(&template, config.seed);
     #[cfg(feature = "peer")]
     let peer = if config.methods.contains(&Method::PeerCopy) {
         Some(

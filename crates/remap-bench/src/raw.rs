@@ -7,6 +7,7 @@
 //! ranges, and the ranges belong to the caller". Every function here takes [`Region`]s, which
 //! own their mappings and never hand out references (see `remap::region`), checks the byte range
 //! against both regions, and only then makes the call, so the functions themselves are safe.
+//! Like `uffd` and `remap::region::PageRange`, every function takes the destination first.
 
 #![allow(unsafe_code)]
 
@@ -26,7 +27,8 @@ fn check(region: &Region, off: usize, len: usize) {
     );
 }
 
-/// One `UFFDIO_MOVE` ioctl of `len` bytes from `src + src_off` to `dst + dst_off`.
+/// One `UFFDIO_MOVE` ioctl of `len` bytes from `src + src_off` to `dst + dst_off` (destination
+/// first, as the kernel's struct and [`uffd::Uffd`] order them).
 ///
 /// # Panics
 ///
@@ -34,15 +36,15 @@ fn check(region: &Region, off: usize, len: usize) {
 #[track_caller]
 pub(crate) fn move_range(
     uffd: &Uffd,
-    src: &Region,
-    src_off: usize,
     dst: &Region,
     dst_off: usize,
+    src: &Region,
+    src_off: usize,
     len: usize,
     flags: MoveFlags,
 ) -> Result<usize, RangeError> {
-    check(src, src_off, len);
     check(dst, dst_off, len);
+    check(src, src_off, len);
     // SAFETY: `move_pages` requires that no Rust reference points into either range and that both
     // belong to the caller. Both ranges lie inside `Region`s we hold (checked above), which own
     // their mappings and never create references into them.
@@ -64,14 +66,14 @@ pub(crate) fn move_range(
 #[track_caller]
 pub(crate) fn copy_range(
     uffd: &Uffd,
-    src: &Region,
-    src_off: usize,
     dst: &Region,
     dst_off: usize,
+    src: &Region,
+    src_off: usize,
     len: usize,
 ) -> Result<usize, RangeError> {
-    check(src, src_off, len);
     check(dst, dst_off, len);
+    check(src, src_off, len);
     // SAFETY: `copy` requires no reference into the destination and a readable source that no one
     // writes during the call. The destination lies inside a `Region` (checked above; regions never
     // create references); the source lies inside another live `Region` that only this thread
@@ -92,9 +94,9 @@ pub(crate) fn copy_range(
 ///
 /// If either range is outside its region, or if `src` and `dst` are the same region.
 #[track_caller]
-pub(crate) fn memcpy_range(src: &Region, src_off: usize, dst: &Region, dst_off: usize, len: usize) {
-    check(src, src_off, len);
+pub(crate) fn memcpy_range(dst: &Region, dst_off: usize, src: &Region, src_off: usize, len: usize) {
     check(dst, dst_off, len);
+    check(src, src_off, len);
     assert!(
         src.addr() != dst.addr(),
         "memcpy_range needs two distinct regions"
@@ -188,14 +190,14 @@ impl Drop for MremapSource {
 #[track_caller]
 pub(crate) fn peer_copy_range(
     peer: &userfaultfd::Uffd,
-    src: &Region,
-    src_off: usize,
     dst: &Region,
     dst_off: usize,
+    src: &Region,
+    src_off: usize,
     len: usize,
 ) -> Result<usize, userfaultfd::Error> {
-    check(src, src_off, len);
     check(dst, dst_off, len);
+    check(src, src_off, len);
     // SAFETY: the peer's `copy` has the contract of `UFFDIO_COPY`: no reference into the
     // destination and a stable, readable source. Both ranges lie in `Region`s we hold (checked
     // above), regions never create references, and this thread does not write the source during

@@ -144,7 +144,8 @@ fn setup_raw() -> (uffd::Uffd, Region, Region) {
         .thp(Thp::NoHuge)
         .build()
         .unwrap();
-    uffd.register(dst.as_ptr(), dst.len(), uffd::RegisterMode::MISSING)
+    dst.all_pages()
+        .register(&uffd, uffd::RegisterMode::MISSING)
         .unwrap();
     let src = populated(PAGES, Thp::NoHuge);
     (uffd, dst, src)

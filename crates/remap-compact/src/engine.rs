@@ -210,11 +210,10 @@ impl Engine {
 
         // The flip proper: register first, so no page is ever neither here nor there.
         let pause = Instant::now();
-        shared
-            .uffd
-            .register(heap.as_ptr(), heap.len(), RegisterMode::MISSING)?;
+        heap.all_pages()
+            .register(&shared.uffd, RegisterMode::MISSING)?;
         if let Err(e) = self.empty_heap(&shared) {
-            let _ = shared.uffd.unregister(heap.as_ptr(), heap.len());
+            let _ = heap.all_pages().unregister(&shared.uffd);
             return Err(e);
         }
         let flip_pause = pause.elapsed();

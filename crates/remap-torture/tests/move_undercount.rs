@@ -113,7 +113,8 @@ fn new_pair(uffd: &Uffd, pages: usize, page: usize) -> Pair {
         pair.a.write_u64(index * page, tag(index));
     }
     for r in [&pair.a, &pair.b] {
-        uffd.register(r.as_ptr(), r.len(), RegisterMode::MISSING)
+        r.all_pages()
+            .register(uffd, RegisterMode::MISSING)
             .expect("register");
     }
     pair

@@ -102,7 +102,9 @@ struct RawLoop {
 impl RawLoop {
     fn start(region: &Region, copy: bool) -> Self {
         let uffd = Uffd::builder().non_blocking(true).create().expect("uffd");
-        uffd.register(region.as_ptr(), region.len(), RegisterMode::MISSING)
+        region
+            .all_pages()
+            .register(&uffd, RegisterMode::MISSING)
             .expect("register");
         let stop = Arc::new(
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd"),

@@ -45,7 +45,7 @@ impl PingPong {
                 .expect("region")
         };
         let (a, b) = (build(true), build(false));
-        a.fill_pattern(1);
+        remap::pattern::fill(&a, 1);
         mover.register(&a).expect("register");
         mover.register(&b).expect("register");
         PingPong {

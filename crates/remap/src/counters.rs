@@ -27,6 +27,8 @@
 //! remap::counters::add(&live.bytes, 4096);
 //! let stats: WorkerStats = live.snapshot();
 //! assert_eq!(stats, WorkerStats { jobs: 1, bytes: 4096 });
+//! live.add(&stats);
+//! assert_eq!(live.snapshot(), WorkerStats { jobs: 2, bytes: 8192 });
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +77,9 @@ pub fn get(counter: &AtomicU64) -> u64 {
 /// The snapshot derives `Debug, Clone, Copy, Default, PartialEq, Eq`; attributes written before
 /// it (docs, `cfg_attr(feature = "serde", derive(serde::Serialize))`) are kept. The live struct
 /// derives `Debug, Default` and its fields are `pub` (give the struct itself the visibility it
-/// needs). See the [module docs](mod@crate::counters) for an example.
+/// needs). The live struct also gets `add(&self, &Snapshot)`, which adds a whole snapshot (a
+/// per-operation report, say) to the counters. See the [module docs](mod@crate::counters) for an
+/// example.
 #[macro_export]
 macro_rules! counters {
     (
@@ -103,6 +107,12 @@ macro_rules! counters {
             #[allow(dead_code)]
             $live_vis fn snapshot(&self) -> $snapshot {
                 $snapshot { $( $field: $crate::counters::get(&self.$field), )* }
+            }
+
+            /// Adds every field of `delta` to its counter (Relaxed; zero fields cost nothing).
+            #[allow(dead_code)]
+            $live_vis fn add(&self, delta: &$snapshot) {
+                $( $crate::counters::add(&self.$field, delta.$field); )*
             }
         }
     };

@@ -42,12 +42,8 @@ const MAPS: &str = "/proc/self/maps";
 pub const PM_PRESENT: u64 = 1 << 63;
 /// Pagemap entry bit: the page is in swap.
 pub const PM_SWAPPED: u64 = 1 << 62;
-/// Pagemap entry bit: file page or shared anonymous page.
-pub const PM_FILE: u64 = 1 << 61;
 /// Pagemap entry bit: the page is exclusively mapped (Linux 4.2+).
 pub const PM_EXCLUSIVE: u64 = 1 << 56;
-/// Pagemap entry bit: the PTE is soft-dirty.
-pub const PM_SOFT_DIRTY: u64 = 1 << 55;
 /// Pagemap entry bits 0–54: the page frame number of a present page (zero without
 /// `CAP_SYS_ADMIN`).
 pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
@@ -60,7 +56,7 @@ pub const KPF_COMPOUND_TAIL: u64 = 1 << 16;
 pub const KPF_THP: u64 = 1 << 22;
 
 /// The size of a PMD-mapped THP, which [`is_thp_mapped`] looks for.
-pub const THP_SIZE: usize = crate::region::HUGE_PAGE_SIZE;
+const THP_SIZE: usize = crate::region::HUGE_PAGE_SIZE;
 
 /// Why reading page state failed.
 #[derive(Debug, thiserror::Error)]
@@ -461,7 +457,7 @@ pub fn mapping_range(addr: usize) -> Result<Option<Range<usize>>, InspectError> 
     Ok(None)
 }
 
-/// Whether the [`THP_SIZE`]-aligned range containing `addr` is mapped by a transparent huge
+/// Whether the [`HUGE_PAGE_SIZE`](crate::region::HUGE_PAGE_SIZE)-aligned range containing `addr` is mapped by a transparent huge
 /// page.
 ///
 /// Every page of the range must be present, and:

@@ -13,7 +13,8 @@ use std::fmt;
 use std::fs;
 
 use crate::inspect::{self, InspectError};
-use crate::region::{self, Region, RegionError, Thp, HUGE_PAGE_SIZE};
+use crate::pattern;
+use crate::region::{Region, RegionError, Thp, HUGE_PAGE_SIZE};
 
 /// The system-wide transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
 ///
@@ -185,7 +186,9 @@ pub fn range_ioctls() -> Result<uffd::Ioctls, CheckError> {
     let page = rustix::param::page_size();
     let uffd = uffd::Uffd::new()?;
     let region = Region::new(page)?;
-    Ok(uffd.register(region.as_ptr(), page, uffd::RegisterMode::MISSING)?)
+    Ok(region
+        .all_pages()
+        .register(&uffd, uffd::RegisterMode::MISSING)?)
 }
 
 /// Moves one page between two fresh regions and verifies that its contents arrived and that the
@@ -202,10 +205,12 @@ pub fn check_page_move() -> Result<(), CheckError> {
         .populate(true)
         .build()?;
     let dst = Region::builder(page).thp(Thp::NoHuge).build()?;
-    uffd.register(dst.as_ptr(), page, uffd::RegisterMode::MISSING)?;
-    src.fill_pattern(0x5eed);
-    region::move_between(&uffd, &dst, 0, &src, 0, page, uffd::MoveFlags::empty())?;
-    dst.verify_page(0, 0x5eed, 0)
+    dst.all_pages()
+        .register(&uffd, uffd::RegisterMode::MISSING)?;
+    pattern::fill(&src, 0x5eed);
+    dst.all_pages()
+        .move_from(&uffd, src.all_pages(), uffd::MoveFlags::empty())?;
+    pattern::verify_page(&dst, 0, 0x5eed, 0)
         .map_err(|m| CheckError::Corrupted { offset: m.offset })?;
     if src.read_u64(0) != 0 {
         return Err(CheckError::Corrupted { offset: 0 });
@@ -228,23 +233,16 @@ pub fn check_thp_move() -> Result<bool, CheckError> {
     };
     let src = build().populate(true).build()?;
     let dst = build().build()?;
-    src.fill_pattern(0x7a9);
+    pattern::fill(&src, 0x7a9);
     if !inspect::is_thp_mapped(src.addr())? {
         return Err(CheckError::NoThp);
     }
-    uffd.register(dst.as_ptr(), HUGE_PAGE_SIZE, uffd::RegisterMode::MISSING)?;
-    region::move_between(
-        &uffd,
-        &dst,
-        0,
-        &src,
-        0,
-        HUGE_PAGE_SIZE,
-        uffd::MoveFlags::empty(),
-    )?;
+    dst.all_pages()
+        .register(&uffd, uffd::RegisterMode::MISSING)?;
+    dst.all_pages()
+        .move_from(&uffd, src.all_pages(), uffd::MoveFlags::empty())?;
     let whole = inspect::is_thp_mapped(dst.addr())?;
-    dst.verify_pattern(0x7a9)
-        .map_err(|m| CheckError::Corrupted { offset: m.offset })?;
+    pattern::verify(&dst, 0x7a9).map_err(|m| CheckError::Corrupted { offset: m.offset })?;
     Ok(whole)
 }
 

@@ -26,7 +26,7 @@ fn source(pages: usize, seed: u64) -> Region {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     src
 }
 
@@ -124,7 +124,11 @@ fn undercounted_moves_under_compaction_are_corrected_from_pagemap() {
             move_all_checked(&mover, &pagemap, &b, &a, PAGES);
             move_all_checked(&mover, &pagemap, &a, &b, PAGES);
             for i in 0..PAGES {
-                assert_eq!(a.verify_page(i, seed, i as u64), Ok(()), "round {rounds}");
+                assert_eq!(
+                    remap::pattern::verify_page(&a, i, seed, i as u64),
+                    Ok(()),
+                    "round {rounds}"
+                );
             }
             rounds += 1;
             corrections = mover.stats().totals.kernel_undercounts;

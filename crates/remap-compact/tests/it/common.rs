@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use remap::region::pattern_word;
+use remap::pattern::pattern_word;
 use remap::Region;
 use remap_compact::{Compactor, Filler, FromSpace, PageBuffer, SignalSafeCompactor};
 
@@ -137,7 +137,7 @@ pub(crate) fn heap(pages: usize, dontfork: bool) -> Region {
         .populate(true)
         .build()
         .unwrap();
-    region.fill_pattern(SEED);
+    remap::pattern::fill(&region, SEED);
     region
 }
 

@@ -146,7 +146,7 @@ pub(crate) fn thp_child() {
         .populate(true)
         .build()
         .unwrap();
-    region.fill_pattern(crate::common::SEED);
+    remap::pattern::fill(&region, crate::common::SEED);
     let engine = Engine::builder(region).batch_pages(512).build().unwrap();
     let plan = Arc::new(Synthetic::new(2, heap_pages));
     let stats = engine.run(Arc::clone(&plan)).unwrap();

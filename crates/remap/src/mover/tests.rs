@@ -1,7 +1,14 @@
 //! Unit tests of the mover's pure logic (geometry, flags); the kernel-facing behaviour is tested
 //! in `tests/it/mover.rs`.
 
+use uffd::{CopyFlags, Errno, MoveFlags, RangeError};
+
+use super::drive::aligned_span;
+use super::report::AtomicStats;
+use super::verify::{is_hole, walk_holes};
 use super::*;
+use crate::inspect::{PM_PRESENT, PM_SWAPPED};
+use crate::region::HUGE_PAGE_SIZE;
 
 const H: usize = HUGE_PAGE_SIZE;
 const P: usize = 4096;

@@ -159,7 +159,7 @@ impl MovePool {
     /// use remap::region::Region;
     ///
     /// let region = Region::new(2 * 4096)?;
-    /// region.fill_pattern(3);
+    /// remap::pattern::fill(&region, 3);
     /// let pool = remap::server::MovePool::from_region(region)?;
     /// assert_eq!(pool.available(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -114,7 +114,7 @@ fn pageout_with_swap_makes_pages_swapped() {
         .populate(true)
         .build()
         .unwrap();
-    region.fill_pattern(3);
+    remap::pattern::fill(&region, 3);
     let pagemap = Pagemap::open().unwrap();
     // Reclaim can skip a page it finds busy: ask a few times.
     let mut counts = pagemap.counts(region.addr(), pages).unwrap();
@@ -129,7 +129,7 @@ fn pageout_with_swap_makes_pages_swapped() {
     assert!(inspect::vma_info(region.addr()).unwrap().swap_bytes >= (pages * page()) as u64);
 
     // Reading swaps the data back in, intact.
-    assert_eq!(region.verify_pattern(3), Ok(()));
+    assert_eq!(remap::pattern::verify(&region, 3), Ok(()));
     assert_eq!(pagemap.counts(region.addr(), pages).unwrap().swapped, 0);
 }
 

@@ -4,6 +4,7 @@ mod child;
 mod inspect;
 mod move_thp_eexist;
 mod mover;
+mod pages;
 mod region;
 mod server;
 mod server_hardening;

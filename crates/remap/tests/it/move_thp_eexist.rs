@@ -36,7 +36,7 @@ fn trial(uffd: &Uffd, pagemap: &Pagemap) -> Option<(usize, usize)> {
         .thp(Thp::Huge)
         .build()
         .unwrap();
-    src.fill_pattern(SEED);
+    remap::pattern::fill(&src, SEED);
     if !inspect::is_thp_mapped(src.addr()).unwrap_or(false) {
         return None;
     }
@@ -44,13 +44,15 @@ fn trial(uffd: &Uffd, pagemap: &Pagemap) -> Option<(usize, usize)> {
     // unregistered MADV_HUGEPAGE range with holes is collapsible (up to `max_ptes_none` empty
     // PTEs, 511 by default), and a collapse fills the moved-out pages with zeros, so a page would
     // read present at both ends. A userfaultfd-armed VMA is collapsed only with no empty PTE.
-    uffd.register(src.as_ptr(), src.len(), RegisterMode::MISSING)
+    src.all_pages()
+        .register(uffd, RegisterMode::MISSING)
         .unwrap();
     let dst = Region::builder(HUGE_PAGE_SIZE)
         .thp(Thp::NoHuge)
         .build()
         .unwrap();
-    uffd.register(dst.as_ptr(), dst.len(), RegisterMode::MISSING)
+    dst.all_pages()
+        .register(uffd, RegisterMode::MISSING)
         .unwrap();
     let lying = AtomicUsize::new(0);
     let honest = AtomicUsize::new(0);
@@ -89,7 +91,11 @@ fn trial(uffd: &Uffd, pagemap: &Pagemap) -> Option<(usize, usize)> {
                     }
                     // Wherever it is, it is whole.
                     let holder = if at_dst { dst } else { src };
-                    assert_eq!(holder.verify_page(i, SEED, i as u64), Ok(()), "page {i}");
+                    assert_eq!(
+                        remap::pattern::verify_page(holder, i, SEED, i as u64),
+                        Ok(()),
+                        "page {i}"
+                    );
                 }
             });
         }

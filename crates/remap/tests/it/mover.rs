@@ -53,7 +53,7 @@ fn source(pages: usize, seed: u64) -> Region {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     src
 }
 
@@ -85,7 +85,11 @@ enum At {
 #[track_caller]
 fn where_is(dst: &Region, d: usize, src: &Region, s: usize, seed: u64) -> At {
     if state(dst, d).is_present() {
-        assert_eq!(dst.verify_page(d, seed, s as u64), Ok(()), "dst page {d}");
+        assert_eq!(
+            remap::pattern::verify_page(dst, d, seed, s as u64),
+            Ok(()),
+            "dst page {d}"
+        );
         assert_eq!(
             state(src, s),
             PageState::Absent,
@@ -94,7 +98,11 @@ fn where_is(dst: &Region, d: usize, src: &Region, s: usize, seed: u64) -> At {
         At::Destination
     } else {
         assert!(state(src, s).is_present(), "page {s} lost: at neither end");
-        assert_eq!(src.verify_page(s, seed, s as u64), Ok(()), "src page {s}");
+        assert_eq!(
+            remap::pattern::verify_page(src, s, seed, s as u64),
+            Ok(()),
+            "src page {s}"
+        );
         At::Source
     }
 }
@@ -166,7 +174,7 @@ fn scattered_batch_is_one_move_per_run() {
     assert_eq!(report.moved_bytes(), (pairs.len() * page()) as u64);
     assert_eq!(nothing_lost(&dst, &src, &pairs, 12), pairs.len());
     // Untouched source pages stay.
-    assert_eq!(src.verify_page(4, 12, 4), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&src, 4, 12, 4), Ok(()));
 }
 
 #[test]
@@ -200,8 +208,8 @@ fn bad_ranges_are_refused_before_anything_moves() {
         "{err}"
     );
     let err = mover.move_pages(&dst, &src, &[(0, 0), (2, 1)]).unwrap_err();
-    assert_eq!((err.page, err.done), (1, 0));
-    assert!(matches!(err.source, MoveError::BadRange { .. }));
+    assert_eq!((err.page, err.batch_done), (1, 0));
+    assert!(matches!(err.run_error, MoveError::BadRange { .. }));
     assert_eq!(nothing_lost(&dst, &src, &[(0, 0), (1, 1)], 13), 0);
     assert_eq!(mover.stats().totals.move_ioctls, 0);
 }
@@ -232,7 +240,7 @@ fn populated_destination_is_a_typed_error_and_nothing_is_lost() {
         assert_eq!(where_is(&dst, i, &src, i, 14), At::Destination);
     }
     for i in 2..4 {
-        assert_eq!(src.verify_page(i, 14, i as u64), Ok(()));
+        assert_eq!(remap::pattern::verify_page(&src, i, 14, i as u64), Ok(()));
     }
 }
 
@@ -245,7 +253,7 @@ fn thp_source(len: usize, seed: u64) -> Option<Region> {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     let thp = (0..len / HUGE_PAGE_SIZE)
         .all(|i| inspect::is_thp_mapped(src.addr() + i * HUGE_PAGE_SIZE).unwrap());
     if !thp {
@@ -282,7 +290,7 @@ fn aligned_thp_moves_whole_pmd() {
     assert!(inspect::is_thp_mapped(dst.addr()).unwrap());
     assert!(inspect::is_thp_mapped(dst.addr() + HUGE_PAGE_SIZE).unwrap());
     assert_eq!(inspect::anon_huge_bytes(dst.addr()).unwrap(), len as u64);
-    assert_eq!(dst.verify_pattern(15), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 15), Ok(()));
     assert_eq!(
         Pagemap::open()
             .unwrap()
@@ -314,7 +322,11 @@ fn unaligned_thp_move_splits_and_keeps_data() {
     assert_eq!(inspect::anon_huge_bytes(dst.addr()).unwrap(), 0);
     let pages = HUGE_PAGE_SIZE / page();
     for i in 0..pages {
-        assert_eq!(dst.verify_page(i + 1, 16, i as u64), Ok(()), "page {i}");
+        assert_eq!(
+            remap::pattern::verify_page(&dst, i + 1, 16, i as u64),
+            Ok(()),
+            "page {i}"
+        );
     }
 }
 
@@ -381,7 +393,7 @@ fn busy_pages_after_fork_error_by_default_and_copy_with_fallback() {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(seed);
+    remap::pattern::fill(&src, seed);
     let mover = mover();
     let dst = destination(&mover, n);
     let child = Child::fork();
@@ -429,8 +441,8 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
     require!(Need::Move);
     let seed = 18;
     let src = Region::new(4 * page()).unwrap();
-    src.fill_page(0, seed, 0);
-    src.fill_page(2, seed, 2); // pages 1 and 3 are holes
+    remap::pattern::fill_page(&src, 0, seed, 0);
+    remap::pattern::fill_page(&src, 2, seed, 2); // pages 1 and 3 are holes
     let mover = mover();
     let dst = destination(&mover, 4);
 
@@ -459,7 +471,7 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
 
     // Without counting, the kernel's count (holes as moved) is reported.
     let src2 = Region::new(2 * page()).unwrap();
-    src2.fill_page(1, seed, 1);
+    remap::pattern::fill_page(&src2, 1, seed, 1);
     let dst2 = destination(&mover, 2);
     let mover = mover.with_options(MoveOptions::default().holes(HolePolicy::Skip));
     let report = mover.move_range(&dst2, 0, &src2, 0, 2 * page()).unwrap();
@@ -467,7 +479,7 @@ fn holes_error_by_default_and_are_skipped_and_counted_on_request() {
         (report.hole_bytes, report.pte_bytes),
         (0, (2 * page()) as u64)
     );
-    assert_eq!(dst2.verify_page(1, seed, 1), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&dst2, 1, seed, 1), Ok(()));
 }
 
 #[test]
@@ -494,7 +506,10 @@ fn events_pending_stops_the_batch_and_flush_resumes_after_reading() {
         assert_eq!(batch.runs(), 2);
         let err = batch.flush().unwrap_err();
         assert!(err.is_events_pending(), "{err}");
-        assert_eq!((err.run, err.runs_done, err.page, err.done), (0, 0, 0, 0));
+        assert_eq!(
+            (err.run, err.runs_done, err.page, err.batch_done),
+            (0, 0, 0, 0)
+        );
         assert_eq!(err.report.move_ioctls, 1);
         assert_eq!(nothing_lost(&dst, &src, &pairs, seed), 0);
         // The mover never spins: one ioctl, then back to the caller.
@@ -533,7 +548,7 @@ fn per_range_wake_releases_a_thread_waiting_on_the_destination() {
         let report = mover.move_range(&dst, 0, &src, 0, 2 * page()).unwrap();
         assert_eq!(report.wake_ioctls, 1);
         let word = reader.join().unwrap();
-        assert_eq!(word, remap::region::pattern_word(20, 1, 1));
+        assert_eq!(word, remap::pattern::pattern_word(20, 1, 1));
     });
 }
 
@@ -594,7 +609,7 @@ fn kernel_wake_releases_a_waiting_thread_without_a_wake_ioctl() {
         );
         assert_eq!(
             reader.join().unwrap(),
-            remap::region::pattern_word(23, 1, 2)
+            remap::pattern::pattern_word(23, 1, 2)
         );
     });
 }
@@ -610,7 +625,7 @@ fn verify_pmd_does_not_count_an_aligned_small_page_source() {
         .populate(true)
         .build()
         .unwrap();
-    src.fill_pattern(24);
+    remap::pattern::fill(&src, 24);
     assert!(!inspect::is_thp_mapped(src.addr()).unwrap());
     let mover = mover().with_options(MoveOptions::default().verify_pmd(true));
     let dst = Region::builder(len).huge_aligned(true).build().unwrap();
@@ -621,7 +636,7 @@ fn verify_pmd_does_not_count_an_aligned_small_page_source() {
         "issued aligned: {report:?}"
     );
     assert_eq!(report.whole_pmd_bytes, 0, "but not moved whole: {report:?}");
-    assert_eq!(dst.verify_pattern(24), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 24), Ok(()));
     assert_eq!(mover.stats().totals.whole_pmd_bytes, 0);
 }
 
@@ -638,7 +653,7 @@ fn verify_pmd_counts_an_aligned_thp_source() {
     let report = mover.move_range(&dst, 0, &src, 0, len).unwrap();
     assert_eq!(report.aligned_bytes, len as u64, "{report:?}");
     assert_eq!(report.whole_pmd_bytes, len as u64, "{report:?}");
-    assert_eq!(dst.verify_pattern(25), Ok(()));
+    assert_eq!(remap::pattern::verify(&dst, 25), Ok(()));
     assert_eq!(mover.stats().totals.whole_pmd_bytes, len as u64);
 }
 
@@ -676,7 +691,7 @@ fn holes_are_counted_as_the_kernel_walks_a_self_overlapping_run() {
         );
         let region = Region::new(6 * page()).unwrap();
         for &p in populated {
-            region.fill_page(p, seed, p as u64);
+            remap::pattern::fill_page(&region, p, seed, p as u64);
         }
         let mover = mover().with_options(
             MoveOptions::default()
@@ -695,7 +710,11 @@ fn holes_are_counted_as_the_kernel_walks_a_self_overlapping_run() {
         for i in 0..6 {
             match populated.iter().zip(ends).find(|&(_, &end)| end == i) {
                 Some((&p, _)) => {
-                    assert_eq!(region.verify_page(i, seed, p as u64), Ok(()), "{what}")
+                    assert_eq!(
+                        remap::pattern::verify_page(&region, i, seed, p as u64),
+                        Ok(()),
+                        "{what}"
+                    )
                 }
                 None => assert_eq!(state(&region, i), PageState::Absent, "{what}: page {i}"),
             }
@@ -737,5 +756,104 @@ fn a_page_already_moved_is_counted_from_pagemap_not_refused() {
         "{err}"
     );
     assert_eq!(mover.stats().totals.kernel_undercounts, 1);
-    assert_eq!(src.verify_page(2, 23, 2), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&src, 2, 23, 2), Ok(()));
+}
+
+#[test]
+fn per_call_options_leave_the_movers_own_alone() {
+    require!(Need::Move);
+    let mover = mover(); // holes are errors, ranges woken once each
+    let p = page();
+    let dst = Region::new(4 * p).unwrap();
+    mover.register(&dst).unwrap();
+    // Pages 0 and 2 populated, 1 and 3 holes.
+    let src = Region::new(4 * p).unwrap();
+    remap::pattern::fill_page(&src, 0, 8, 0);
+    remap::pattern::fill_page(&src, 2, 8, 2);
+
+    // The mover's own policy: the hole after page 0 stops the move.
+    match mover.move_range(&dst, 0, &src, 0, 2 * p) {
+        Err(MoveError::Hole { done }) => assert_eq!(done, p),
+        other => panic!("{other:?}"),
+    }
+    // The same mover, one call with holes skipped and counted, no wake.
+    let skip = MoveOptions::default()
+        .holes(HolePolicy::Skip)
+        .count_holes(true)
+        .wake(Wake::None);
+    let report = mover
+        .move_range_with(&skip, &dst, 2 * p, &src, 2 * p, 2 * p)
+        .unwrap();
+    assert_eq!(report.moved_bytes(), p as u64);
+    assert_eq!(report.hole_bytes, p as u64);
+    assert_eq!(report.wake_ioctls, 0);
+    assert_eq!(remap::pattern::verify_page(&dst, 2, 8, 2), Ok(()));
+    // A batch with its own options, and the mover's default again afterwards.
+    let mut batch = mover.batch_with(skip);
+    batch.push_page(&dst, 1, &src, 1).unwrap();
+    assert_eq!(batch.flush().unwrap().hole_bytes, p as u64);
+    assert_eq!(*mover.options(), MoveOptions::default());
+    match mover.move_range(&dst, 3 * p, &src, 3 * p, p) {
+        Err(MoveError::Hole { done: 0 }) => {}
+        other => panic!("{other:?}"),
+    }
+    // One set of statistics for every call: 4 operations, 2 of them failed.
+    let stats = mover.stats();
+    assert_eq!((stats.operations, stats.errors), (4, 2));
+}
+
+/// A source hole moved onto a destination page that was populated before the MOVE: the kernel
+/// stops there (EEXIST, or a short count when pages before it moved) and nothing moves. The
+/// undercount correction sees "gone from the source, there at the destination" afterwards,
+/// exactly what a page the kernel moved without counting it looks like
+/// (docs/findings/move-undercounts-a-moved-page.md). With the source's state read before the run
+/// (`verify_counts`) the mover must not count it; under `HolePolicy::Skip` (holes expected) it
+/// must not count it either.
+#[test]
+fn a_hole_onto_a_populated_destination_is_eexist_not_a_move() {
+    require!(Need::Move);
+    let p = page();
+    for (name, options) in [
+        ("verify_counts", MoveOptions::default().verify_counts(true)),
+        ("skip", MoveOptions::default().holes(HolePolicy::Skip)),
+        (
+            "skip+count_holes",
+            MoveOptions::default()
+                .holes(HolePolicy::Skip)
+                .count_holes(true),
+        ),
+    ] {
+        let mover = mover();
+        // Source: page 0 populated, page 1 a hole. Destination: page 1 populated (by COPY, the
+        // way a fault handler would), page 0 empty.
+        let src = Region::new(2 * p).unwrap();
+        remap::pattern::fill_page(&src, 0, 3, 0);
+        let dst = destination(&mover, 2);
+        dst.page_range(p..2 * p)
+            .unwrap()
+            .copy_from_slice(mover.uffd(), &vec![7u8; p], uffd::CopyFlags::empty())
+            .unwrap();
+
+        // The kernel moves page 0 and stops at page 1.
+        match mover.move_range_with(&options, &dst, 0, &src, 0, 2 * p) {
+            Err(MoveError::Move {
+                done,
+                source: RangeError::Exists { .. },
+            }) => assert_eq!(done, p, "{name}"),
+            other => panic!("{name}: expected EEXIST after one page, got {other:?}"),
+        }
+        assert_eq!(remap::pattern::verify_page(&dst, 0, 3, 0), Ok(()), "{name}");
+        assert_eq!(dst.read_u8(p), 7, "{name}: the populated page is untouched");
+
+        // The same with nothing counted before the hole: a one-page MOVE of the hole.
+        match mover.move_range_with(&options, &dst, p, &src, p, p) {
+            Err(MoveError::Move {
+                done: 0,
+                source: RangeError::Exists { .. },
+            }) => {}
+            other => panic!("{name}: expected EEXIST with nothing done, got {other:?}"),
+        }
+        assert_eq!(dst.read_u8(p), 7, "{name}");
+        assert_eq!(mover.stats().totals.kernel_undercounts, 0, "{name}");
+    }
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use remap::inspect::{self, PageState, Pagemap};
-use remap::region::{pattern_word, Mismatch, Region, RegionError, Thp, HUGE_PAGE_SIZE};
+use remap::pattern::{pattern_word, Mismatch};
+use remap::region::{Region, RegionError, Thp, HUGE_PAGE_SIZE};
 use test_support::{require, Need};
 
 fn page() -> usize {
@@ -208,47 +209,47 @@ fn copy_in_past_the_end_panics() {
 #[test]
 fn pattern_round_trip_and_mismatch_report() {
     let region = Region::new(4 * page()).unwrap();
-    region.fill_pattern(99);
-    assert_eq!(region.verify_pattern(99), Ok(()));
+    remap::pattern::fill(&region, 99);
+    assert_eq!(remap::pattern::verify(&region, 99), Ok(()));
     assert_eq!(region.read_u64(8), pattern_word(99, 0, 1));
     assert_eq!(region.read_u64(2 * page()), pattern_word(99, 2, 0));
     assert!(
-        region.verify_pattern(98).is_err(),
+        remap::pattern::verify(&region, 98).is_err(),
         "another seed must not verify"
     );
 
     let off = 3 * page() + 16;
     region.write_u64(off, 0);
     assert_eq!(
-        region.verify_pattern(99),
+        remap::pattern::verify(&region, 99),
         Err(Mismatch {
             offset: off,
             expected: pattern_word(99, 3, 2),
             found: 0
         })
     );
-    assert_eq!(region.verify_page(2, 99, 2), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&region, 2, 99, 2), Ok(()));
 }
 
 #[test]
 fn pattern_verifies_at_a_destination_page() {
     let src = Region::new(3 * page()).unwrap();
     let dst = Region::new(page()).unwrap();
-    src.fill_pattern(5);
+    remap::pattern::fill(&src, 5);
     let mut buf = vec![0u8; page()];
     src.copy_out(2 * page(), &mut buf);
     dst.copy_in(0, &buf);
-    assert_eq!(dst.verify_page(0, 5, 2), Ok(()));
-    assert!(dst.verify_page(0, 5, 1).is_err());
+    assert_eq!(remap::pattern::verify_page(&dst, 0, 5, 2), Ok(()));
+    assert!(remap::pattern::verify_page(&dst, 0, 5, 1).is_err());
 
-    dst.fill_page(0, 6, 40);
-    assert_eq!(dst.verify_page(0, 6, 40), Ok(()));
+    remap::pattern::fill_page(&dst, 0, 6, 40);
+    assert_eq!(remap::pattern::verify_page(&dst, 0, 6, 40), Ok(()));
 }
 
 #[test]
 fn madvise_dontneed_drops_pages() {
     let region = Region::builder(4 * page()).populate(true).build().unwrap();
-    region.fill_pattern(1);
+    remap::pattern::fill(&region, 1);
     region.madvise_dontneed(page()..3 * page()).unwrap();
     let states = Pagemap::open()
         .unwrap()
@@ -258,9 +259,9 @@ fn madvise_dontneed_drops_pages() {
     assert_eq!(states[1], PageState::Absent);
     assert_eq!(states[2], PageState::Absent);
     assert!(states[3].is_present());
-    assert_eq!(region.verify_page(0, 1, 0), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&region, 0, 1, 0), Ok(()));
     assert_eq!(region.read_u64(page()), 0);
-    assert_eq!(region.verify_page(3, 1, 3), Ok(()));
+    assert_eq!(remap::pattern::verify_page(&region, 3, 1, 3), Ok(()));
 }
 
 #[test]

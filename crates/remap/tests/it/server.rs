@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use remap::region::{pattern_word, Region};
+use remap::pattern::pattern_word;
+use remap::region::Region;
 use remap::server::{
     CopySource, Fault, FaultServer, FnSource, MovePool, PageSource, PanicPolicy, Resolution,
     ServerError, SigbusServer, SignalSafeSource, ZeroSource,
@@ -165,7 +166,7 @@ fn pool_page_of(region: &Region, i: usize, pool_pages: usize) -> usize {
 fn move_pool_serves_each_page_once_under_concurrency() {
     require!(Need::Move);
     let pool_region = Region::new(PAGES * page()).unwrap();
-    pool_region.fill_pattern(SEED);
+    remap::pattern::fill(&pool_region, SEED);
     let pool = MovePool::from_region(pool_region).unwrap();
     let server = FaultServer::builder(Region::new(PAGES * page()).unwrap(), pool)
         .threads(HANDLERS)
@@ -190,7 +191,7 @@ fn move_pool_serves_each_page_once_under_concurrency() {
 fn move_pool_recycles_given_back_pages_and_falls_back_to_zero() {
     require!(Need::Move);
     let pool_region = Region::new(2 * page()).unwrap();
-    pool_region.fill_pattern(SEED);
+    remap::pattern::fill(&pool_region, SEED);
     let pool = MovePool::from_region(pool_region).unwrap();
     let server = FaultServer::builder(Region::new(4 * page()).unwrap(), pool)
         .start()
@@ -241,7 +242,11 @@ impl PageSource for Recorder {
 
 fn verify_served(region: &Region, pages: Range<usize>) {
     for i in pages {
-        assert_eq!(region.verify_page(i, SEED, i as u64), Ok(()), "page {i}");
+        assert_eq!(
+            remap::pattern::verify_page(region, i, SEED, i as u64),
+            Ok(()),
+            "page {i}"
+        );
     }
 }
 
@@ -715,7 +720,11 @@ fn sigbus_mode_resolves_faults_in_the_faulting_thread() {
             let region = server.region();
             s.spawn(move || {
                 for i in (m..pages).step_by(2) {
-                    assert_eq!(region.verify_page(i, SEED, i as u64), Ok(()), "page {i}");
+                    assert_eq!(
+                        remap::pattern::verify_page(region, i, SEED, i as u64),
+                        Ok(()),
+                        "page {i}"
+                    );
                 }
             });
         }
@@ -737,7 +746,7 @@ fn sigbus_mode_resolves_faults_in_the_faulting_thread() {
     assert_eq!(zero.stats().served_zero, 8);
     if test_support::met(Need::Move).is_ok() {
         let pool_region = Region::new(8 * page()).unwrap();
-        pool_region.fill_pattern(SEED);
+        remap::pattern::fill(&pool_region, SEED);
         let pool = SigbusServer::start(
             Region::new(8 * page()).unwrap(),
             MovePool::from_region(pool_region).unwrap(),
@@ -747,7 +756,10 @@ fn sigbus_mode_resolves_faults_in_the_faulting_thread() {
         for i in 0..8 {
             let p = pool_page_of(pool.region(), i, 8);
             assert!(seen.insert(p));
-            assert_eq!(pool.region().verify_page(i, SEED, p as u64), Ok(()));
+            assert_eq!(
+                remap::pattern::verify_page(pool.region(), i, SEED, p as u64),
+                Ok(())
+            );
         }
         assert_eq!(pool.stats().served_move, 8);
     }
@@ -1436,6 +1448,6 @@ fn spin_many_child() {
     assert_eq!(stats.errors + stats.dropped + stats.left, 0, "{stats}");
     let region = server.stop().unwrap();
     for p in (0..pages).step_by(97) {
-        region.verify_page(p, SEED, p as u64).unwrap();
+        remap::pattern::verify_page(&region, p, SEED, p as u64).unwrap();
     }
 }

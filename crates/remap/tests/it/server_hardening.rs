@@ -582,8 +582,9 @@ fn pool_foreign_region_child() {
     let region = Region::new(2 * page()).unwrap();
     region.write_u64(0, 1); // one present page, one missing
     let other = uffd::Uffd::new().unwrap();
-    other
-        .register(region.as_ptr(), region.len(), uffd::RegisterMode::MISSING)
+    region
+        .all_pages()
+        .register(&other, uffd::RegisterMode::MISSING)
         .unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -613,7 +614,7 @@ fn thp_backed_pool_served_by_two_threads_keeps_no_phantom_free_slot() {
             .thp(Thp::Huge)
             .build()
             .unwrap();
-        pool_region.fill_pattern(SEED);
+        remap::pattern::fill(&pool_region, SEED);
         if !remap::inspect::is_thp_mapped(pool_region.addr()).unwrap_or(false) {
             continue;
         }
