@@ -75,7 +75,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 /// The snapshot derives `Debug, Clone, Copy, Default, PartialEq, Eq`; attributes written before
 /// it (docs, `cfg_attr(feature = "serde", derive(serde::Serialize))`) are kept. The live struct
 /// derives `Debug, Default` and its fields are `pub` (give the struct itself the visibility it
-/// needs). See the [module docs](crate::counters) for an example.
+/// needs). See the [module docs](mod@crate::counters) for an example.
 #[macro_export]
 macro_rules! counters {
     (

@@ -16,6 +16,7 @@ use uffd::{
     Uffd, ZeropageFlags,
 };
 
+use super::fault_around;
 use super::page_bits::PageBits;
 use super::{
     bump, Counters, FailurePolicy, Fault, PageSource, PanicPolicy, Resolution, ServerError,
@@ -406,16 +407,16 @@ impl<S: PageSource> Core<S> {
             write: pf.flags.contains(PagefaultFlags::WRITE),
             thread_id: pf.thread_id,
         };
-        let resolution = self.source.resolve(&fault, scratch);
-        let kind = resolution.kind();
-        match apply(
+        let (kind, outcome) = fault_around::resolve(
             &self.uffd,
             &self.region,
             &self.counters,
             &self.source,
-            offset,
-            resolution,
-        ) {
+            &fault,
+            scratch,
+            fault_around::Caller::Handler(&|off| self.is_gone(off)),
+        );
+        match outcome {
             Ok(()) => Step::Done,
             Err(Failure::Kernel(RangeError::Exists { .. })) => {
                 bump(&self.counters.races);
@@ -842,7 +843,7 @@ fn handler_thread<S: PageSource>(
     // Everything the loop needs is allocated here, once, before `start` returns: see the fork
     // notes on `PageSource`.
     let mut buf = EventBuffer::new(cap);
-    let mut scratch = vec![0u8; core.page_size()];
+    let mut scratch = vec![0u8; fault_around::scratch_len(&core.region, &core.source)];
     let mut faults = Vec::with_capacity(cap);
     let mut pending = Vec::with_capacity(PARKED_FAULTS.max(cap));
     let mut clock = RetryClock::new(core.generation());

@@ -7,6 +7,7 @@ use rustix::thread::futex;
 
 use uffd::{CopyFlags, MoveFlags, RangeError, Uffd};
 
+use super::fault_around::MAX_WINDOW;
 use super::{Fault, PageSource, Resolution};
 use crate::inspect::{Pagemap, PM_PRESENT, PM_SWAPPED};
 use crate::region::{self, Region, RegionError, Thp};
@@ -85,6 +86,12 @@ pub enum PoolError {
 /// the page as served (and the server wakes the faulting thread), instead of keeping a phantom
 /// free slot that would later answer a fault with a hole.
 ///
+/// With [`fault_around`](Self::fault_around) the pool leases a run of contiguous free slots per
+/// fault (as many as are free from the first one it finds, up to the window and the pages the
+/// server offers), which the server moves in with one `UFFDIO_MOVE`; a run that stops early (at
+/// a page already present in the served region) leaves the rest of its pages in the pool, each
+/// slot settled from pagemap as above.
+///
 /// The pool's operations only touch atomics, issue system calls (ioctls, `pread(2)` of
 /// pagemap, `futex(2)`) and read the clock, so it is a
 /// [`SignalSafeSource`](super::SignalSafeSource).
@@ -111,6 +118,8 @@ pub struct MovePool {
     cursor: AtomicUsize,
     available: AtomicUsize,
     empty: PoolEmpty,
+    /// The fault-around window in pages (1: off).
+    window: usize,
     zero: Box<[u8]>,
     /// Bumped whenever an in-flight slot settles; [`give_back`](Self::give_back) waits on it
     /// (a futex) while every empty slot it could use is still in flight.
@@ -188,6 +197,7 @@ impl MovePool {
             cursor: AtomicUsize::new(0),
             available: AtomicUsize::new(if state == FREE { n } else { 0 }),
             empty: PoolEmpty::Zero,
+            window: 1,
             zero: vec![0u8; region.page_size()].into_boxed_slice(),
             settled: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
@@ -206,6 +216,27 @@ impl MovePool {
     /// ```
     pub fn when_empty(mut self, empty: PoolEmpty) -> Self {
         self.empty = empty;
+        self
+    }
+
+    /// Fault-around: lease up to `pages` contiguous pages per fault (clamped to 1..=64; default
+    /// 1, off), moved in with one `UFFDIO_MOVE` from the faulting page on; see
+    /// [fault-around](PageSource#fault-around).
+    ///
+    /// ```
+    /// use remap::region::Region;
+    /// use remap::server::{FaultServer, MovePool};
+    ///
+    /// let pool = MovePool::new(32)?.fault_around(16);
+    /// let server = FaultServer::builder(Region::new(32 * 4096)?, pool).start()?;
+    /// server.region().write_u8(0, 1); // one fault: pages 0..16 moved in with one MOVE
+    /// let stats = server.stats();
+    /// assert_eq!((stats.faults, stats.served_move, stats.pages_around), (1, 1, 15));
+    /// assert_eq!(server.source().available(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fault_around(mut self, pages: usize) -> Self {
+        self.window = pages.clamp(1, MAX_WINDOW);
         self
     }
 
@@ -376,10 +407,44 @@ impl MovePool {
             .map(|entry| entry & (PM_PRESENT | PM_SWAPPED) != 0)
     }
 
-    /// Whether the page of a leased `slot` is still in the pool after a failed MOVE out (or a
-    /// lease dropped unused): from pagemap, else the kernel's failure is believed (still there).
-    fn page_there(&self, slot: usize) -> bool {
-        self.slot_filled(slot).unwrap_or(true)
+    /// Settles the `pages` claimed slots from `first` after a MOVE out of them that the kernel
+    /// counted `counted` pages of: those are empty; each other slot is empty or free as pagemap
+    /// says (believed still there if pagemap cannot be read). Returns the pages gone from the
+    /// front of the run. One `pread(2)` for the whole run; async-signal-safe.
+    fn settle_slots(&self, first: usize, pages: usize, counted: usize) -> usize {
+        let mut entries = [0u64; MAX_WINDOW];
+        let unsure = pages.saturating_sub(counted).min(MAX_WINDOW);
+        let page = self.region.page_size();
+        let read = match &self.pagemap {
+            Some(pagemap) if unsure > 0 => pagemap.entries_into(
+                self.region.addr() + (first + counted) * page,
+                &mut entries[..unsure],
+            ),
+            _ => 0,
+        };
+        let mut prefix = counted;
+        let mut freed = 0;
+        for i in counted..pages {
+            // Not read (no pagemap, a short read): the kernel's failure is believed.
+            let there = match entries.get(i - counted) {
+                Some(entry) if i - counted < read => entry & (PM_PRESENT | PM_SWAPPED) != 0,
+                _ => true,
+            };
+            if there {
+                freed += 1;
+            } else if prefix == i {
+                prefix += 1;
+            }
+            self.slots[first + i].store(if there { FREE } else { EMPTY }, Ordering::SeqCst);
+        }
+        for i in 0..counted {
+            self.slots[first + i].store(EMPTY, Ordering::SeqCst);
+        }
+        if freed > 0 {
+            self.available.fetch_add(freed, Ordering::Relaxed);
+        }
+        self.settled_bump();
+        prefix
     }
 
     /// Settles a claimed slot in `state`. Async-signal-safe: atomics, and a `futex(2)` wake only
@@ -389,10 +454,42 @@ impl MovePool {
         if state == FREE {
             self.available.fetch_add(1, Ordering::Relaxed);
         }
+        self.settled_bump();
+    }
+
+    /// Tells waiters in [`claim_waiting`](Self::claim_waiting) that slots settled.
+    fn settled_bump(&self) {
         self.settled.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _ = futex::wake(&self.settled, futex::Flags::PRIVATE, u32::MAX);
         }
+    }
+
+    /// Leases up to `pages` contiguous free slots (waiting as [`resolve`](PageSource::resolve)
+    /// does for the first), or answers as [`PoolEmpty`] says.
+    fn lease(&self, pages: usize) -> Resolution<'_> {
+        let Some(first) = self.claim_waiting(FREE, RESOLVE_WAIT) else {
+            return match self.empty {
+                PoolEmpty::Zero => Resolution::Zero,
+                PoolEmpty::Poison => Resolution::Poison,
+            };
+        };
+        let mut run = 1;
+        while run < pages
+            && self.slots.get(first + run).is_some_and(|s| {
+                s.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+        {
+            run += 1;
+        }
+        self.available.fetch_sub(run, Ordering::Relaxed);
+        self.cursor.store(first + run, Ordering::Relaxed);
+        Resolution::Lease(PoolLease {
+            pool: self,
+            slot: first,
+            pages: run,
+        })
     }
 }
 
@@ -420,6 +517,7 @@ impl MovePool {
 pub struct PoolLease<'a> {
     pool: &'a MovePool,
     slot: usize,
+    pages: usize,
 }
 
 impl<'a> PoolLease<'a> {
@@ -433,13 +531,34 @@ impl<'a> PoolLease<'a> {
         self.slot * self.pool.region.page_size()
     }
 
-    /// Settles the lease after the MOVE of its page had `outcome`; returns whether the page
-    /// left the pool. A failed MOVE is not taken at its word: the page counts as still there
-    /// only if pagemap says so (see the [`MovePool`] docs on EEXIST). Async-signal-safe.
+    /// How many pages the lease holds: 1, or a run of contiguous slots from a pool with
+    /// [`MovePool::fault_around`], starting at [`offset`](Self::offset).
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Settles the lease after the MOVE of its first page had `outcome`; returns whether that
+    /// page left the pool (see [`settle_run`](Self::settle_run)). Async-signal-safe.
     pub(crate) fn settle(self, outcome: &Result<usize, RangeError>) -> bool {
-        let moved = outcome.is_ok() || !self.pool.page_there(self.slot);
-        self.pool
-            .release(self.slot, if moved { EMPTY } else { FREE });
+        self.settle_run(outcome) > 0
+    }
+
+    /// Settles the lease after a MOVE from [`offset`](Self::offset) had `outcome`; returns how
+    /// many pages, from the first on, left the pool. The pages the kernel counted left it; every
+    /// other page of the lease is settled from pagemap, never from the kernel's word (a MOVE can
+    /// move a page it does not count: EEXIST from a THP source, `docs/findings/move-thp-eexist.md`,
+    /// or a short count under migration, `docs/findings/move-undercounts-a-moved-page.md`), so
+    /// a slot is free again only if its page is still there. The pages that left form a prefix
+    /// of the run (a MOVE moves in order); the count returned is that prefix. Async-signal-safe:
+    /// atomics and, only when the MOVE did not move the whole lease, one `pread(2)` of pagemap.
+    pub(crate) fn settle_run(self, outcome: &Result<usize, RangeError>) -> usize {
+        let page = self.pool.region.page_size();
+        let counted = match outcome {
+            Ok(done) => *done,
+            Err(err) => err.done(),
+        } / page;
+        let counted = counted.min(self.pages);
+        let moved = self.pool.settle_slots(self.slot, self.pages, counted);
         std::mem::forget(self);
         moved
     }
@@ -447,13 +566,8 @@ impl<'a> PoolLease<'a> {
 
 impl Drop for PoolLease<'_> {
     fn drop(&mut self) {
-        // Not settled by a server: whoever held it may have moved the page themselves.
-        let state = if self.pool.page_there(self.slot) {
-            FREE
-        } else {
-            EMPTY
-        };
-        self.pool.release(self.slot, state);
+        // Not settled by a server: whoever held it may have moved pages themselves.
+        self.pool.settle_slots(self.slot, self.pages, 0);
     }
 }
 
@@ -462,16 +576,21 @@ impl PageSource for MovePool {
     /// to a fault that may be about to lose its race, or being given back), waits for them to
     /// settle, at most 100 ms, before answering as [`PoolEmpty`] says.
     fn resolve<'a>(&'a self, _fault: &Fault, _page: &'a mut [u8]) -> Resolution<'a> {
-        match self.claim_waiting(FREE, RESOLVE_WAIT) {
-            Some(slot) => {
-                self.available.fetch_sub(1, Ordering::Relaxed);
-                self.cursor.store(slot + 1, Ordering::Relaxed);
-                Resolution::Lease(PoolLease { pool: self, slot })
-            }
-            None => match self.empty {
-                PoolEmpty::Zero => Resolution::Zero,
-                PoolEmpty::Poison => Resolution::Poison,
-            },
-        }
+        self.lease(1)
+    }
+
+    fn fault_around(&self) -> usize {
+        self.window
+    }
+
+    /// Leases a run of up to `pages` contiguous free pages (at least the first, as
+    /// [`resolve`](PageSource::resolve) does), or answers as [`PoolEmpty`] says.
+    fn resolve_around<'a>(
+        &'a self,
+        _fault: &Fault,
+        pages: usize,
+        _page: &'a mut [u8],
+    ) -> Resolution<'a> {
+        self.lease(pages.clamp(1, self.window))
     }
 }

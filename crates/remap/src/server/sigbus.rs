@@ -78,10 +78,11 @@ use std::sync::{Arc, OnceLock};
 
 use uffd::{Features, RangeError, Uffd};
 
-use super::core::{apply, fall_back, Failure};
+use super::core::{fall_back, Failure};
+use super::fault_around;
 use super::{
-    bump, CopySource, Counters, FailurePolicy, Fault, MovePool, PageSource, Resolution,
-    ServerError, ServerStats, ZeroSource,
+    bump, CopySource, Counters, FailurePolicy, Fault, MovePool, PageSource, ServerError,
+    ServerStats, ZeroSource,
 };
 use crate::region::{self, Region};
 
@@ -95,17 +96,18 @@ pub(crate) const UNRESOLVED_RETRIES: usize = 64;
 /// failed (see the module docs).
 pub(crate) const EAGAIN_RETRIES: usize = 64;
 
-/// A [`PageSource`] whose [`resolve`](PageSource::resolve) and
-/// [`move_done`](PageSource::move_done) are async-signal-safe, so [`SigbusServer`] may call them
+/// A [`PageSource`] whose [`resolve`](PageSource::resolve),
+/// [`resolve_around`](PageSource::resolve_around), [`fault_around`](PageSource::fault_around)
+/// and [`move_done`](PageSource::move_done) are async-signal-safe, so [`SigbusServer`] may call them
 /// from a SIGBUS handler.
 ///
 /// # Safety
 ///
-/// `resolve` and `move_done` must not allocate, free, take locks (including `Mutex`, `RwLock`,
+/// `resolve`, `resolve_around`, `fault_around` and `move_done` must not allocate, free, take locks (including `Mutex`, `RwLock`,
 /// `Once` initialisation, stdio and `tracing`), panic, or call any function that is not
 /// async-signal-safe; they may read their own data and use atomics. They run inside a signal
 /// handler that may have interrupted any code of the process, including the allocator. `resolve`
-/// gets an empty scratch buffer and must not answer [`Resolution::Leave`] expecting the fault to
+/// gets an empty scratch buffer and must not answer [`Resolution::Leave`](super::Resolution::Leave) expecting the fault to
 /// wait (SIGBUS mode resolves it with the zero page instead).
 ///
 /// ```
@@ -117,13 +119,16 @@ pub unsafe trait SignalSafeSource: PageSource {}
 
 // SAFETY: `ZeroSource::resolve` returns a constant; `move_done` is the no-op default.
 unsafe impl SignalSafeSource for ZeroSource {}
-// SAFETY: `CopySource::resolve` only slices its own image, padded to whole pages when it was
-// built (`<[u8]>::get`, no allocation, no panic); `move_done` is the no-op default.
+// SAFETY: `CopySource::resolve` and `resolve_around` only slice its own image, padded to whole
+// pages when it was built (`<[u8]>::get`, no allocation, no panic); `fault_around` reads a
+// field; `move_done` is the no-op default.
 unsafe impl SignalSafeSource for CopySource {}
-// SAFETY: `MovePool::resolve` and the settling of its `PoolLease` (by the server after its MOVE,
+// SAFETY: `MovePool::resolve`, `resolve_around` (a run of slots claimed the same way) and the
+// settling of its `PoolLease` (by the server after its MOVE,
 // or by dropping the lease) only compare-exchange, load and store atomics of the pool's own slot
 // table, read its fields, read the clock (`clock_gettime`), and make system calls: `futex(2)`
-// waits (bounded) and wakes, and one `pread(2)` of pagemap into a stack buffer. No allocation, no
+// waits (bounded) and wakes, and one `pread(2)` of pagemap (`Pagemap::entry` or
+// `Pagemap::entries_into`) into a stack buffer. No allocation, no
 // lock, no panic (indices come from the table's own bounds, and a lease only ever holds a slot
 // the pool's own `resolve` handed out). `move_done` is the no-op default.
 unsafe impl SignalSafeSource for MovePool {}
@@ -392,18 +397,16 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
         };
         let mut scratch: [u8; 0] = [];
         for _ in 0..EAGAIN_RETRIES {
-            let resolution = match self.source.resolve(&fault, &mut scratch) {
-                Resolution::Leave => Resolution::Zero,
-                other => other,
-            };
-            match apply(
+            let (_, outcome) = fault_around::resolve(
                 &self.uffd,
                 &self.region,
                 &self.counters,
                 &self.source,
-                offset,
-                resolution,
-            ) {
+                &fault,
+                &mut scratch,
+                fault_around::Caller::Sigbus,
+            );
+            match outcome {
                 Ok(()) => return self.resolved(),
                 Err(Failure::Kernel(RangeError::Exists { .. })) => {
                     bump(&self.counters.races);
@@ -444,7 +447,7 @@ impl<S: SignalSafeSource> SigResolve for SigCore<S> {
 /// the region while it is served), no write/read distinction, at most 16 SIGBUS-mode servers per
 /// process, and only async-signal-safe sources (see the module docs of this mode in
 /// [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error, or an unusable
-/// [`Resolution`] such as a move from outside its region) gets the zero page instead, counted in
+/// [`Resolution`](super::Resolution) such as a move from outside its region) gets the zero page instead, counted in
 /// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; if that fails too, or the resolve
 /// lost its race to another thread, the access is retried (a page zapped or swapped out
 /// meanwhile is benign), and only a long streak of unresolved faults at one address is passed on

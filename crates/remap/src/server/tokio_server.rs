@@ -261,7 +261,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let core = &fd.get_ref().0;
         let mut buf = EventBuffer::new(64);
         let mut faults = Vec::with_capacity(64);
-        let mut scratch = vec![0u8; core.region.page_size()];
+        let mut scratch = vec![0u8; super::fault_around::scratch_len(&core.region, &core.source)];
         let mut clock = RetryClock::new(core.generation());
         loop {
             if self.stopped.load(Ordering::SeqCst) {
