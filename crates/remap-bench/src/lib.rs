@@ -27,6 +27,7 @@
 
 #![deny(unsafe_code)]
 
+mod around;
 mod bulk;
 pub mod chart;
 mod fault;
@@ -40,6 +41,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use remap::region::{Region, HUGE_PAGE_SIZE};
 
+pub use around::{AroundMeasurement, AroundSource, Touch};
 /// The machine every report describes: the project's one reader of `uname`, `/proc` and `/sys`.
 pub use remap::system::Machine;
 pub use report::{
@@ -101,6 +103,11 @@ pub struct BenchConfig {
     pub fault_size: usize,
     /// `(handler threads, mutator threads)` pairs for fault service.
     pub fault_threads: Vec<(u32, u32)>,
+    /// Fault-around sources (one handler, one mutator, `fault_size` bytes, sequential and
+    /// random first touches), each measured at every window of `fault_around_windows`.
+    pub fault_around: Vec<AroundSource>,
+    /// Fault-around windows in pages (1: off, the baseline of the ratios).
+    pub fault_around_windows: Vec<u32>,
     /// Whether to repeat the bulk moves with a second thread spinning on the other CPU, at the
     /// chunk sizes of [`BenchConfig::interference_chunks`].
     pub interference: bool,
@@ -130,6 +137,8 @@ impl BenchConfig {
             fault_methods: FaultMethod::ALL.to_vec(),
             fault_size: 8 * MIB,
             fault_threads: vec![(1, 1), (1, 2), (2, 1), (2, 2)],
+            fault_around: AroundSource::ALL.to_vec(),
+            fault_around_windows: vec![1, 16],
             interference: true,
             thp: true,
             quick: false,
@@ -239,6 +248,7 @@ pub fn method_available(method: Method) -> Result<(), String> {
 pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
     match method {
         FaultMethod::RawLoop
+        | FaultMethod::RawMoveLoop
         | FaultMethod::ServerZero
         | FaultMethod::ServerCopy
         | FaultMethod::ServerMove
@@ -416,9 +426,11 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         .iter()
         .map(|&m| fault_threads(m, &config.fault_threads).len())
         .sum();
+    let around_jobs =
+        config.fault_around.len() * Touch::ALL.len() * config.fault_around_windows.len();
     progress.set_length(
         jobs.len() as u64 * u64::from(config.warmup + config.reps)
-            + fault_jobs as u64 * u64::from(config.warmup + config.fault_reps),
+            + (fault_jobs + around_jobs) as u64 * u64::from(config.warmup + config.fault_reps),
     );
 
     let mut measurements = Vec::new();
@@ -441,13 +453,33 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
             faults.push(measure_fault(config, method, handlers, mutators, progress));
         }
     }
+    let mut fault_around = Vec::new();
+    for &source in &config.fault_around {
+        for touch in Touch::ALL {
+            for &window in &config.fault_around_windows {
+                progress.set_message(format!("{source} {} window {window}", touch.name()));
+                fault_around.push(around::measure(
+                    source,
+                    touch,
+                    window,
+                    config.fault_size,
+                    (config.warmup, config.fault_reps),
+                    config.seed,
+                    &|| progress.inc(1),
+                ));
+            }
+        }
+    }
+    around::add_ratios(&mut fault_around);
     progress.finish_and_clear();
 
     let failures = measurements.iter().filter(|m| !m.verified).count()
-        + faults.iter().filter(|f| !f.verified).count();
+        + faults.iter().filter(|f| !f.verified).count()
+        + fault_around.iter().filter(|f| !f.verified).count();
     let summary = Summary {
         measurements: measurements.len(),
         faults: faults.len(),
+        fault_around: fault_around.len(),
         failures,
         skipped,
         seed: config.seed,
@@ -463,6 +495,8 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         methods: config.methods.clone(),
         fault_methods: config.fault_methods.clone(),
         fault_size_bytes: config.fault_size as u64,
+        fault_around: config.fault_around.clone(),
+        fault_around_windows: config.fault_around_windows.clone(),
         quick: config.quick,
         peer_built: cfg!(feature = "peer"),
         seed: config.seed,
@@ -471,6 +505,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         config: config_record,
         measurements,
         faults,
+        fault_around,
         summary,
     })
 }

@@ -95,8 +95,21 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         .collect();
     assert_eq!(
         lines.len(),
-        2 + report.measurements.len() + report.faults.len()
+        2 + report.measurements.len() + report.faults.len() + report.fault_around.len()
     );
+    // Fault-around: every source, both orders, windows 1 and 16, each verified; a sequential
+    // 16-page window takes one fault per 16 pages and serves the rest around them.
+    assert_eq!(report.fault_around.len(), 3 * 2 * 2);
+    for f in &report.fault_around {
+        assert!(f.verified, "{f:?}");
+        if f.window == 1 {
+            assert_eq!((f.faults, f.pages_around), (f.pages, 0), "{f:?}");
+        } else if f.touch == remap_bench::Touch::Sequential {
+            let runs = f.pages.div_ceil(16);
+            assert_eq!((f.faults, f.pages_around), (runs, f.pages - runs), "{f:?}");
+            assert!(f.vs_one_page.is_some(), "{f:?}");
+        }
+    }
     let svg = std::env::temp_dir().join(format!("remap-bench-lib-{}.svg", std::process::id()));
     remap_bench::chart::write_chart(&report, &svg).unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();

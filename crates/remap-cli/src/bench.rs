@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use remap_bench::{BenchConfig, FaultMethod, Method};
+use remap_bench::{AroundSource, BenchConfig, FaultMethod, Method};
 
 use crate::Outcome;
 
@@ -61,6 +61,8 @@ enum MethodName {
     PeerCopy,
     /// Faults: a raw handler loop.
     RawLoop,
+    /// Faults: a raw handler loop moving pages in (UFFDIO_MOVE).
+    RawMoveLoop,
     /// Faults: the FaultServer with zero pages.
     ServerZero,
     /// Faults: the FaultServer copying from a buffer.
@@ -71,6 +73,12 @@ enum MethodName {
     ServerSigbus,
     /// Faults: the peer crate's loop (needs the `peer` feature).
     PeerLoop,
+    /// Fault-around: MovePool, window 1 and 16, sequential and random touches.
+    AroundMove,
+    /// Fault-around: CopySource, window 1 and 16, sequential and random touches.
+    AroundCopy,
+    /// Fault-around: FnSource, window 1 and 16, sequential and random touches.
+    AroundFn,
 }
 
 /// A bulk method or a fault-service method.
@@ -78,6 +86,7 @@ enum MethodName {
 enum AnyMethod {
     Bulk(Method),
     Fault(FaultMethod),
+    Around(AroundSource),
 }
 
 impl MethodName {
@@ -92,11 +101,15 @@ impl MethodName {
             MethodName::Mremap => Bulk(Method::Mremap),
             MethodName::PeerCopy => Bulk(Method::PeerCopy),
             MethodName::RawLoop => Fault(FaultMethod::RawLoop),
+            MethodName::RawMoveLoop => Fault(FaultMethod::RawMoveLoop),
             MethodName::ServerZero => Fault(FaultMethod::ServerZero),
             MethodName::ServerCopy => Fault(FaultMethod::ServerCopy),
             MethodName::ServerMove => Fault(FaultMethod::ServerMove),
             MethodName::ServerSigbus => Fault(FaultMethod::ServerSigbus),
             MethodName::PeerLoop => Fault(FaultMethod::PeerLoop),
+            MethodName::AroundMove => AnyMethod::Around(AroundSource::AroundMove),
+            MethodName::AroundCopy => AnyMethod::Around(AroundSource::AroundCopy),
+            MethodName::AroundFn => AnyMethod::Around(AroundSource::AroundFn),
         }
     }
 }
@@ -188,14 +201,21 @@ fn config(args: &BenchArgs) -> BenchConfig {
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Bulk(m) => Some(*m),
-                AnyMethod::Fault(_) => None,
+                _ => None,
             })
             .collect();
         c.fault_methods = chosen
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Fault(m) => Some(*m),
-                AnyMethod::Bulk(_) => None,
+                _ => None,
+            })
+            .collect();
+        c.fault_around = chosen
+            .iter()
+            .filter_map(|m| match m {
+                AnyMethod::Around(s) => Some(*s),
+                _ => None,
             })
             .collect();
     }
@@ -250,7 +270,7 @@ mod tests {
     use std::path::Path;
 
     use clap::ValueEnum;
-    use remap_bench::{FaultMethod, Method};
+    use remap_bench::{AroundSource, FaultMethod, Method};
 
     use super::{parse_size, target_dir, AnyMethod, BulkMethodName, MethodName};
 
@@ -262,6 +282,7 @@ mod tests {
             let reported = match name.method() {
                 AnyMethod::Bulk(m) => m.name(),
                 AnyMethod::Fault(m) => m.name(),
+                AnyMethod::Around(s) => s.name(),
             };
             assert_eq!(spelled, reported);
         }
@@ -274,6 +295,9 @@ mod tests {
         }
         for m in FaultMethod::ALL {
             assert!(listed.contains(&AnyMethod::Fault(m)), "{m} has no name");
+        }
+        for s in AroundSource::ALL {
+            assert!(listed.contains(&AnyMethod::Around(s)), "{s} has no name");
         }
         for name in BulkMethodName::value_variants() {
             let spelled = name.to_possible_value().unwrap().get_name().to_owned();

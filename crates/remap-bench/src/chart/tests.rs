@@ -151,6 +151,8 @@ fn full_report() -> Report {
             methods: Method::ALL.to_vec(),
             fault_methods: FaultMethod::ALL.to_vec(),
             fault_size_bytes: 1 << 18,
+            fault_around: vec![],
+            fault_around_windows: vec![],
             quick: true,
             peer_built: true,
             seed: 1,
@@ -158,6 +160,7 @@ fn full_report() -> Report {
         summary: Summary {
             measurements: measurements.len(),
             faults: faults.len(),
+            fault_around: 0,
             failures: 0,
             skipped: vec![],
             seed: 1,
@@ -165,6 +168,7 @@ fn full_report() -> Report {
         },
         measurements,
         faults,
+        fault_around: vec![],
     }
 }
 
@@ -420,7 +424,7 @@ fn every_series_is_named_once_in_a_legend_beside_the_plots() {
     labels.extend(report.faults.iter().map(fault_label));
     labels.sort();
     labels.dedup();
-    assert_eq!(labels.len(), 7 * 4 + 5 * 4 + 2);
+    assert_eq!(labels.len(), 7 * 4 + 6 * 4 + 2);
     for label in &labels {
         let xs = text_x(&svg, label);
         assert_eq!(xs.len(), 1, "{label}: {xs:?}");

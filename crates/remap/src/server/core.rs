@@ -851,9 +851,8 @@ fn handler_thread<S: PageSource>(
     let _ = ready.send(());
     drop(ready);
     loop {
-        // Consume our wake-up first, then look at the generation: a bump after this load
-        // writes the eventfd again, so the poll below cannot miss it.
-        let _ = rustix::io::read(waker, &mut [0u8; 8]);
+        // The generation is loaded after the last wake-up was consumed (below, after poll): a
+        // bump after this load writes the eventfd again, so the poll below cannot miss it.
         let wait = if pending.is_empty() {
             None
         } else if clock.new_generation(core.generation()) {
@@ -878,6 +877,11 @@ fn handler_thread<S: PageSource>(
         }
         if !fds[1].revents().is_empty() {
             return;
+        }
+        // Consume a wake-up only when there is one: a read of an empty eventfd on every
+        // fault is one system call more than a plain handler loop makes.
+        if fds[2].revents().contains(PollFlags::IN) {
+            let _ = rustix::io::read(waker, &mut [0u8; 8]);
         }
         if fds[0]
             .revents()
