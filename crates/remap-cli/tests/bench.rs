@@ -501,6 +501,11 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         );
         assert!(texts.contains(label.as_str()), "legend lacks {label}");
     }
+    for f in &around {
+        let label = f["source"].as_str().unwrap();
+        assert!(texts.contains(label), "legend lacks {label}");
+    }
+    assert!(texts.contains("sequential touches") && texts.contains("random touches"));
 }
 
 /// The content of every `<text>` element, trimmed.

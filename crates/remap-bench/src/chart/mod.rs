@@ -60,7 +60,9 @@ pub fn series_label(method: Method, thp: bool, interference: bool) -> String {
 /// latencies in microseconds (log; the median over the repetitions of each), one small panel per mutator-thread count: one colour per
 /// fault-service method, the line style telling the handler-thread count. Each panel has its
 /// legend in a column to its right, with one entry per series labelled as [`series_label`] (bulk)
-/// or `method Nh/Mm` (faults) says.
+/// or `method Nh/Mm` (faults) says. Last, when the report has fault-around figures, pages served
+/// per second against the fault-around window (log), one panel per touch order, one colour per
+/// source, labelled with the source's name (`around-move`).
 ///
 /// # Errors
 ///
@@ -76,8 +78,19 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
             source,
         })?;
     }
-    let root = SVGBackend::new(path, (WIDTH, BULK_HEIGHT + FAULT_HEIGHT + TITLE_HEIGHT))
-        .into_drawing_area();
+    let around_height = if report.fault_around.is_empty() {
+        0
+    } else {
+        AROUND_HEIGHT
+    };
+    let root = SVGBackend::new(
+        path,
+        (
+            WIDTH,
+            BULK_HEIGHT + FAULT_HEIGHT + around_height + TITLE_HEIGHT,
+        ),
+    )
+    .into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let m = &report.config.machine;
     let title = format!(
@@ -97,7 +110,11 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
     .map_err(|e| err(&e))?;
     let (bulk, faults) = rest.split_vertically(BULK_HEIGHT);
     draw_bulk(report, &bulk).map_err(|e| err(&e))?;
+    let (faults, around) = faults.split_vertically(FAULT_HEIGHT);
     draw_faults(report, &faults).map_err(|e| err(&e))?;
+    if around_height > 0 {
+        around::draw_around(report, &around).map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
@@ -110,6 +127,8 @@ const TITLE_HEIGHT: u32 = 44;
 const BULK_HEIGHT: u32 = 760;
 /// Height of the fault row.
 const FAULT_HEIGHT: u32 = 600;
+/// Height of the fault-around row (drawn when the report has fault-around figures).
+const AROUND_HEIGHT: u32 = 480;
 /// Width of the legend column right of each row's plots.
 const LEGEND_WIDTH: u32 = 300;
 /// Height of a row's caption and encoding lines.
@@ -118,6 +137,7 @@ const HEADER_HEIGHT: u32 = 62;
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+mod around;
 mod axes;
 mod look;
 mod panels;
