@@ -103,9 +103,11 @@ pub struct BenchConfig {
     pub fault_size: usize,
     /// `(handler threads, mutator threads)` pairs for fault service.
     pub fault_threads: Vec<(u32, u32)>,
-    /// Fault-around sources (one handler, one mutator, `fault_size` bytes, sequential and
-    /// random first touches), each measured at every window of `fault_around_windows`.
+    /// Fault-around sources (one handler, one mutator, `fault_around_size` bytes, sequential
+    /// and random first touches), each measured at every window of `fault_around_windows`.
     pub fault_around: Vec<AroundSource>,
+    /// Bytes faulted in per fault-around repetition.
+    pub fault_around_size: usize,
     /// Fault-around windows in pages (1: off, the baseline of the ratios).
     pub fault_around_windows: Vec<u32>,
     /// Whether to repeat the bulk moves with a second thread spinning on the other CPU, at the
@@ -138,6 +140,7 @@ impl BenchConfig {
             fault_size: 8 * MIB,
             fault_threads: vec![(1, 1), (1, 2), (2, 1), (2, 2)],
             fault_around: AroundSource::ALL.to_vec(),
+            fault_around_size: 8 * MIB,
             fault_around_windows: vec![1, 16],
             interference: true,
             thp: true,
@@ -161,6 +164,7 @@ impl BenchConfig {
             reps: 3,
             fault_reps: 3,
             fault_size: 4 * MIB,
+            fault_around_size: MIB,
             quick: true,
             ..BenchConfig::standard()
         }
@@ -315,6 +319,14 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         return Err(BenchError::NoReps);
     }
     let page_size = rustix::param::page_size();
+    if !config.fault_around.is_empty()
+        && (config.fault_around_size == 0 || config.fault_around_size % page_size != 0)
+    {
+        return Err(BenchError::FaultSize {
+            size: config.fault_around_size,
+            page_size,
+        });
+    }
     if config.fault_size == 0 || config.fault_size % page_size != 0 {
         return Err(BenchError::FaultSize {
             size: config.fault_size,
@@ -462,7 +474,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
                     source,
                     touch,
                     window,
-                    config.fault_size,
+                    config.fault_around_size,
                     (config.warmup, config.fault_reps),
                     config.seed,
                     &|| progress.inc(1),
@@ -497,6 +509,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         fault_size_bytes: config.fault_size as u64,
         fault_around: config.fault_around.clone(),
         fault_around_windows: config.fault_around_windows.clone(),
+        fault_around_size_bytes: config.fault_around_size as u64,
         quick: config.quick,
         peer_built: cfg!(feature = "peer"),
         seed: config.seed,

@@ -145,6 +145,8 @@ pub struct ConfigRecord {
     pub fault_around: Vec<AroundSource>,
     /// Fault-around windows measured, in pages.
     pub fault_around_windows: Vec<u32>,
+    /// Bytes of the region the mutator faults in, per fault-around measurement.
+    pub fault_around_size_bytes: u64,
     /// Whether `--quick` chose the sizes.
     pub quick: bool,
     /// Whether the peer crate is built in (cargo feature `peer`).
@@ -272,7 +274,7 @@ pub struct Summary {
 /// A worked example (abridged to one record of each kind):
 ///
 /// ```text
-/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"fault_around":["around-move"],"fault_around_windows":[1,16],"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"fault_around":["around-move"],"fault_around_windows":[1,16],"fault_around_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
 /// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"ioctls":128,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
 /// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":1024,"faults":1024,"reps":3,"p50_ns":{"median":30000.0,"min":29000.0,"max":31000.0,"q1":29500.0,"q3":30500.0},"p99_ns":{"median":60000.0,"min":55000.0,"max":64000.0,"q1":57500.0,"q3":62000.0},"p999_ns":{"median":90000.0,"min":80000.0,"max":120000.0,"q1":85000.0,"q3":105000.0},"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
 /// {"type":"fault-around","data":{"source":"around-move","touch":"sequential","window":16,"pages":1024,"faults":64,"pages_around":960,"reps":3,"p50_ns":{"median":120.0,"min":110.0,"max":130.0,"q1":115.0,"q3":125.0},"ns_per_page":{"median":3000.0,"min":2900.0,"max":3200.0,"q1":2950.0,"q3":3100.0},"faults_per_s":{"median":20800.0,"min":19500.0,"max":21500.0,"q1":20100.0,"q3":21200.0},"pages_per_s":{"median":333000.0,"min":312000.0,"max":344000.0,"q1":322000.0,"q3":339000.0},"vs_one_page":6.2,"verified":true,"error":null}}
@@ -431,7 +433,7 @@ impl Report {
         self.write_fault_table(w)?;
         around::write_table(
             &self.fault_around,
-            self.config.fault_size_bytes,
+            self.config.fault_around_size_bytes,
             self.config.fault_reps,
             w,
         )?;

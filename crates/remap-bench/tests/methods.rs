@@ -11,6 +11,7 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         reps: 1,
         warmup: 0,
         fault_size: 64 * 4096,
+        fault_around_size: 64 * 4096,
         fault_threads: vec![(1, 1), (2, 2)],
         ..BenchConfig::quick()
     };
@@ -142,6 +143,7 @@ fn sigbus_fault_rate_is_bounded_by_its_latency_with_two_mutators() {
         fault_threads: vec![(0, 2)],
         fault_size: 8 * 1024 * 1024,
         fault_reps: 5,
+        fault_around: vec![],
         ..BenchConfig::quick()
     };
     let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();
@@ -174,6 +176,7 @@ fn a_corrupted_destination_fails_its_figure_and_the_run() {
         thp: false,
         interference: false,
         corrupt: Some(Method::Copy),
+        fault_around: vec![],
         ..BenchConfig::quick()
     };
     let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();

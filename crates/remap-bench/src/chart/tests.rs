@@ -153,6 +153,7 @@ fn full_report() -> Report {
             fault_size_bytes: 1 << 18,
             fault_around: vec![],
             fault_around_windows: vec![],
+            fault_around_size_bytes: 0,
             quick: true,
             peer_built: true,
             seed: 1,
