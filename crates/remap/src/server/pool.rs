@@ -460,6 +460,11 @@ impl MovePool {
         for i in 0..counted {
             self.slots[first + i].store(EMPTY, Ordering::SeqCst);
         }
+        if prefix < pages {
+            // The next lease starts at the pages this run left: keeps the free slots in one
+            // stretch, so later runs stay long (random touches stop runs early).
+            self.cursor.store(first + prefix, Ordering::Relaxed);
+        }
         self.settled_bump();
         prefix
     }
