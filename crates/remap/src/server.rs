@@ -318,8 +318,9 @@ pub trait PageSource: Send + Sync + 'static {
 
     /// The fault-around window in pages: how many pages, the faulting one first, this source
     /// wants to resolve per fault (see [fault-around](Self#fault-around)). Default 1: off. The
-    /// server asks once, when it starts (it sizes its scratch buffers from it), and clamps it to
-    /// 1..=64.
+    /// server clamps it to 1..=64 and sizes its scratch buffers from it when it starts, so it
+    /// should not grow afterwards (a filling source then gets a scratch buffer of the size at
+    /// start, and fewer pages).
     fn fault_around(&self) -> usize {
         1
     }

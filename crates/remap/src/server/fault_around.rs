@@ -53,9 +53,10 @@ pub(crate) enum Caller<'a> {
 
 /// Resolves `fault` of `region` from `source`: asks the source (for a run from the faulting
 /// page on when it has a fault-around window) and carries the answer out, with the ioctl that
-/// also wakes the faulting thread, as `caller` needs. Returns the resolution's kind (for logging a failure) and the
-/// outcome: `Ok` when the faulting page was served, else the failure for the caller to handle
-/// as it handles [`apply`]'s (a race on EEXIST, a retry on EAGAIN, the fallback otherwise).
+/// also wakes the faulting thread, as `caller` needs. Returns the resolution's kind (for
+/// logging a failure) and the outcome: `Ok` when the faulting page was served, else the failure
+/// for the caller to handle as it handles [`apply`]'s (a race on EEXIST, a retry on EAGAIN, the
+/// fallback otherwise).
 ///
 /// A run counts one serve (taken back if nothing was served) and its further pages in
 /// `pages_around`. A run that fails at its first page for a reason other than EEXIST or EAGAIN
@@ -80,12 +81,16 @@ pub(crate) fn resolve<S: PageSource + ?Sized>(
     // In a block of its own: the resolution borrows `scratch` until it is dropped, and the
     // retry below needs it again.
     let (kind, outcome) = {
+        let offered = if window == 1 {
+            1
+        } else {
+            room(region, fault.offset, window, gone)
+        };
         let resolution = if window == 1 {
             source.resolve(fault, &mut scratch[..one])
         } else {
-            let pages = room(region, fault.offset, window, gone);
-            let scratch_pages = (pages * page).min(scratch.len());
-            source.resolve_around(fault, pages, &mut scratch[..scratch_pages])
+            let scratch_pages = (offered * page).min(scratch.len());
+            source.resolve_around(fault, offered, &mut scratch[..scratch_pages])
         };
         let resolution = match resolution {
             Resolution::Leave if leave_as_zero => Resolution::Zero,
@@ -93,6 +98,10 @@ pub(crate) fn resolve<S: PageSource + ?Sized>(
         };
         let kind = resolution.kind();
         match resolution {
+            // More than was offered: unusable (it may reach past the window's bounds), and
+            // retried below as the faulting page alone.
+            Resolution::Copy(bytes) if bytes.len() > offered * page => (kind, Err(Failure::Bad)),
+            Resolution::Lease(lease) if lease.pages() > offered => (kind, Err(Failure::Bad)),
             Resolution::Copy(bytes) if bytes.len() > page => {
                 (kind, copy_run(uffd, region, counters, fault.offset, bytes))
             }
