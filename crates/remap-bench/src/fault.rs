@@ -193,7 +193,11 @@ pub(crate) fn run_rep(
     let target = Target::new(size, seed)?;
     let faults = AtomicU64::new(0);
     let out = match method {
-        FaultMethod::RawLoop => raw_loop(&target, handlers, mutators, &faults)?,
+        FaultMethod::RawLoop => raw_loop(&target, None, handlers, mutators, &faults)?,
+        FaultMethod::RawMoveLoop => {
+            let pool = move_pool_pages(size, seed)?;
+            raw_loop(&target, Some(&pool), handlers, mutators, &faults)?
+        }
         #[cfg(feature = "peer")]
         FaultMethod::PeerLoop => peer_loop(&target, handlers, mutators, &faults)?,
         other => return Err(format!("{other} is not available in this build")),
@@ -278,13 +282,7 @@ fn server(
             (out, v, faults)
         }
         FaultMethod::ServerMove => {
-            let pool_pages = Region::builder(size)
-                .thp(Thp::NoHuge)
-                .build()
-                .map_err(|e| format!("pool region: {e}"))?;
-            for i in 0..pages {
-                remap::pattern::fill_page(&pool_pages, i, seed, 0);
-            }
+            let pool_pages = move_pool_pages(size, seed)?;
             let pool = MovePool::from_region(pool_pages).map_err(|e| format!("MovePool: {e}"))?;
             let srv = FaultServer::builder(region, pool)
                 .threads(handlers)
@@ -327,10 +325,25 @@ struct Mutated {
     handler_cpu: Duration,
 }
 
+/// A region of `size` bytes whose every page holds pattern page 0 of `seed`: the pages a
+/// `MovePool` (or the raw MOVE loop) moves in.
+fn move_pool_pages(size: usize, seed: u64) -> Result<Region, String> {
+    let pages = Region::builder(size)
+        .thp(Thp::NoHuge)
+        .build()
+        .map_err(|e| format!("pool region: {e}"))?;
+    for i in 0..pages.pages() {
+        remap::pattern::fill_page(&pages, i, seed, 0);
+    }
+    Ok(pages)
+}
+
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
-/// per fault (EEXIST means another handler won, and it woke the thread).
+/// per fault, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST
+/// means another handler won, and it woke the thread).
 fn raw_loop(
     target: &Target,
+    pool: Option<&Region>,
     handlers: usize,
     mutators: usize,
     faults: &AtomicU64,
@@ -374,10 +387,28 @@ fn raw_loop(
                             let off = target
                                 .page_off(fault.address)
                                 .ok_or_else(|| format!("fault outside: {:#x}", fault.address))?;
-                            match raw::copy_range(uffd, &target.region, off, &target.source, 0, ps)
-                            {
+                            let resolved = match pool {
+                                Some(pool) => raw::move_range(
+                                    uffd,
+                                    &target.region,
+                                    off,
+                                    pool,
+                                    off,
+                                    ps,
+                                    uffd::MoveFlags::empty(),
+                                ),
+                                None => raw::copy_range(
+                                    uffd,
+                                    &target.region,
+                                    off,
+                                    &target.source,
+                                    0,
+                                    ps,
+                                ),
+                            };
+                            match resolved {
                                 Ok(_) | Err(RangeError::Exists { .. }) => {}
-                                Err(e) => return Err(format!("UFFDIO_COPY at {off:#x}: {e}")),
+                                Err(e) => return Err(format!("resolving at {off:#x}: {e}")),
                             }
                         }
                     }

@@ -27,6 +27,7 @@
 
 #![deny(unsafe_code)]
 
+mod around;
 mod bulk;
 pub mod chart;
 mod compaction;
@@ -41,6 +42,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use remap::region::{Region, HUGE_PAGE_SIZE};
 
+pub use around::{AroundMeasurement, AroundSource, Touch};
 pub use compaction::{CompactionConfig, CompactionMeasurement};
 /// The machine every report describes: the project's one reader of `uname`, `/proc` and `/sys`.
 pub use remap::system::Machine;
@@ -103,6 +105,13 @@ pub struct BenchConfig {
     pub fault_size: usize,
     /// `(handler threads, mutator threads)` pairs for fault service.
     pub fault_threads: Vec<(u32, u32)>,
+    /// Fault-around sources (one handler, one mutator, `fault_around_size` bytes, sequential
+    /// and random first touches), each measured at every window of `fault_around_windows`.
+    pub fault_around: Vec<AroundSource>,
+    /// Bytes faulted in per fault-around repetition.
+    pub fault_around_size: usize,
+    /// Fault-around windows in pages (1: off, the baseline of the ratios).
+    pub fault_around_windows: Vec<u32>,
     /// Whether to repeat the bulk moves with a second thread spinning on the other CPU, at the
     /// chunk sizes of [`BenchConfig::interference_chunks`].
     pub interference: bool,
@@ -135,6 +144,9 @@ impl BenchConfig {
             fault_methods: FaultMethod::ALL.to_vec(),
             fault_size: 8 * MIB,
             fault_threads: vec![(1, 1), (1, 2), (2, 1), (2, 2)],
+            fault_around: AroundSource::ALL.to_vec(),
+            fault_around_size: 8 * MIB,
+            fault_around_windows: vec![1, 16],
             interference: true,
             thp: true,
             quick: false,
@@ -170,6 +182,7 @@ impl BenchConfig {
                     )
                 })
                 .collect(),
+            fault_around_size: MIB,
             quick: true,
             // The section drives whole compaction cycles: only when asked for (`--only
             // compaction`), so that the quick run stays a run of bare ioctls.
@@ -260,6 +273,7 @@ pub fn method_available(method: Method) -> Result<(), String> {
 pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
     match method {
         FaultMethod::RawLoop
+        | FaultMethod::RawMoveLoop
         | FaultMethod::ServerZero
         | FaultMethod::ServerCopy
         | FaultMethod::ServerMove
@@ -329,6 +343,14 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         return Err(BenchError::NoReps);
     }
     let page_size = rustix::param::page_size();
+    if !config.fault_around.is_empty()
+        && (config.fault_around_size == 0 || config.fault_around_size % page_size != 0)
+    {
+        return Err(BenchError::FaultSize {
+            size: config.fault_around_size,
+            page_size,
+        });
+    }
     if config.fault_size == 0 || config.fault_size % page_size != 0 {
         return Err(BenchError::FaultSize {
             size: config.fault_size,
@@ -440,9 +462,11 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         .iter()
         .map(|&m| fault_threads(m, &config.fault_threads).len())
         .sum();
+    let around_jobs =
+        config.fault_around.len() * Touch::ALL.len() * config.fault_around_windows.len();
     progress.set_length(
         jobs.len() as u64 * u64::from(config.warmup + config.reps)
-            + fault_jobs as u64 * u64::from(config.warmup + config.fault_reps),
+            + (fault_jobs + around_jobs) as u64 * u64::from(config.warmup + config.fault_reps),
     );
 
     let mut measurements = Vec::new();
@@ -465,6 +489,24 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
             faults.push(measure_fault(config, method, handlers, mutators, progress));
         }
     }
+    let mut fault_around = Vec::new();
+    for &source in &config.fault_around {
+        for touch in Touch::ALL {
+            for &window in &config.fault_around_windows {
+                progress.set_message(format!("{source} {} window {window}", touch.name()));
+                fault_around.push(around::measure(
+                    source,
+                    touch,
+                    window,
+                    config.fault_around_size,
+                    (config.warmup, config.fault_reps),
+                    config.seed,
+                    &|| progress.inc(1),
+                ));
+            }
+        }
+    }
+    around::add_ratios(&mut fault_around);
     let mut compaction = Vec::new();
     if let Some(c) = &config.compaction {
         progress.set_message("compaction");
@@ -483,10 +525,12 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
 
     let failures = measurements.iter().filter(|m| !m.verified).count()
         + faults.iter().filter(|f| !f.verified).count()
-        + compaction.iter().filter(|c| !c.verified).count();
+        + compaction.iter().filter(|c| !c.verified).count()
+        + fault_around.iter().filter(|f| !f.verified).count();
     let summary = Summary {
         measurements: measurements.len(),
         faults: faults.len(),
+        fault_around: fault_around.len(),
         failures,
         skipped,
         seed: config.seed,
@@ -502,6 +546,9 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         methods: config.methods.clone(),
         fault_methods: config.fault_methods.clone(),
         fault_size_bytes: config.fault_size as u64,
+        fault_around: config.fault_around.clone(),
+        fault_around_windows: config.fault_around_windows.clone(),
+        fault_around_size_bytes: config.fault_around_size as u64,
         quick: config.quick,
         peer_built: cfg!(feature = "peer"),
         seed: config.seed,
@@ -511,6 +558,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
         measurements,
         faults,
         compaction,
+        fault_around,
         summary,
     })
 }

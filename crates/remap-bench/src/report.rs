@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::around::{self, AroundMeasurement, AroundSource};
 use crate::stats::Spread;
 use crate::Machine;
 
@@ -72,6 +73,9 @@ impl fmt::Display for Method {
 pub enum FaultMethod {
     /// A minimal loop: `poll`, `read` the events, one `UFFDIO_COPY` per fault.
     RawLoop,
+    /// The same loop with one `UFFDIO_MOVE` per fault, from a region of prepared pages (the
+    /// page at the fault's offset): the floor for `server-move`.
+    RawMoveLoop,
     /// `remap::server::FaultServer` with the zero-page source.
     ServerZero,
     /// `remap::server::FaultServer` with the copy source.
@@ -93,8 +97,9 @@ pub enum FaultMethod {
 
 impl FaultMethod {
     /// Every fault-service method, in table order.
-    pub const ALL: [FaultMethod; 9] = [
+    pub const ALL: [FaultMethod; 10] = [
         FaultMethod::RawLoop,
+        FaultMethod::RawMoveLoop,
         FaultMethod::ServerZero,
         FaultMethod::ServerCopy,
         FaultMethod::ServerMove,
@@ -109,6 +114,7 @@ impl FaultMethod {
     pub fn name(self) -> &'static str {
         match self {
             FaultMethod::RawLoop => "raw-loop",
+            FaultMethod::RawMoveLoop => "raw-move-loop",
             FaultMethod::ServerZero => "server-zero",
             FaultMethod::ServerCopy => "server-copy",
             FaultMethod::ServerMove => "server-move",
@@ -148,6 +154,12 @@ pub struct ConfigRecord {
     pub fault_methods: Vec<FaultMethod>,
     /// Bytes of the region the mutators fault in, per fault measurement.
     pub fault_size_bytes: u64,
+    /// Fault-around sources asked for.
+    pub fault_around: Vec<AroundSource>,
+    /// Fault-around windows measured, in pages.
+    pub fault_around_windows: Vec<u32>,
+    /// Bytes of the region the mutator faults in, per fault-around measurement.
+    pub fault_around_size_bytes: u64,
     /// Whether `--quick` chose the sizes.
     pub quick: bool,
     /// Whether the peer crate is built in (cargo feature `peer`).
@@ -253,6 +265,8 @@ pub struct Summary {
     pub measurements: usize,
     /// Fault-service figures reported.
     pub faults: usize,
+    /// Fault-around figures reported.
+    pub fault_around: usize,
     /// Figures whose verification failed (the exit status is 1 when this is not 0).
     pub failures: usize,
     /// Methods not measured.
@@ -268,7 +282,8 @@ pub struct Summary {
 ///
 /// A run prints, in order: one `config` record ([`ConfigRecord`]: the machine and the settings),
 /// one `measurement` record per bulk figure ([`Measurement`]), one `fault` record per
-/// fault-service figure ([`FaultMeasurement`]), and one `summary` record ([`Summary`]). Times are
+/// fault-service figure ([`FaultMeasurement`]), one `fault-around` record per fault-around
+/// figure ([`AroundMeasurement`]), and one `summary` record ([`Summary`]). Times are
 /// nanoseconds, sizes bytes, rates per second, `elapsed_total` seconds (a float); a [`Spread`] is
 /// `{median, min, max, q1, q3}` over the measured repetitions (the fault latencies `p50_ns`,
 /// `p99_ns` and `p999_ns` are the spread of each repetition's percentile). A figure whose
@@ -279,10 +294,11 @@ pub struct Summary {
 /// A worked example (abridged to one record of each kind):
 ///
 /// ```text
-/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"fault_around":["around-move"],"fault_around_windows":[1,16],"fault_around_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
 /// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"ioctls":128,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
 /// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":1024,"faults":1024,"reps":3,"p50_ns":{"median":30000.0,"min":29000.0,"max":31000.0,"q1":29500.0,"q3":30500.0},"p99_ns":{"median":60000.0,"min":55000.0,"max":64000.0,"q1":57500.0,"q3":62000.0},"p999_ns":{"median":90000.0,"min":80000.0,"max":120000.0,"q1":85000.0,"q3":105000.0},"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
-/// {"type":"summary","data":{"measurements":40,"faults":4,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
+/// {"type":"fault-around","data":{"source":"around-move","touch":"sequential","window":16,"pages":1024,"faults":64,"pages_around":960,"reps":3,"p50_ns":{"median":120.0,"min":110.0,"max":130.0,"q1":115.0,"q3":125.0},"ns_per_page":{"median":3000.0,"min":2900.0,"max":3200.0,"q1":2950.0,"q3":3100.0},"faults_per_s":{"median":20800.0,"min":19500.0,"max":21500.0,"q1":20100.0,"q3":21200.0},"pages_per_s":{"median":333000.0,"min":312000.0,"max":344000.0,"q1":322000.0,"q3":339000.0},"vs_one_page":6.2,"verified":true,"error":null}}
+/// {"type":"summary","data":{"measurements":40,"faults":4,"fault_around":1,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
 /// ```
 ///
 /// ```
@@ -291,6 +307,7 @@ pub struct Summary {
 /// let summary = Summary {
 ///     measurements: 0,
 ///     faults: 0,
+///     fault_around: 0,
 ///     failures: 0,
 ///     skipped: vec![],
 ///     seed: 42,
@@ -299,7 +316,7 @@ pub struct Summary {
 /// let line = serde_json::to_string(&Record::Summary(&summary))?;
 /// assert_eq!(
 ///     line,
-///     r#"{"type":"summary","data":{"measurements":0,"faults":0,"failures":0,"skipped":[],"seed":42,"elapsed_total":1.5}}"#
+///     r#"{"type":"summary","data":{"measurements":0,"faults":0,"fault_around":0,"failures":0,"skipped":[],"seed":42,"elapsed_total":1.5}}"#
 /// );
 /// # Ok::<(), serde_json::Error>(())
 /// ```
@@ -314,6 +331,9 @@ pub enum Record<'a> {
     Fault(&'a FaultMeasurement),
     /// One publication mode of the compaction section.
     Compaction(&'a crate::compaction::CompactionMeasurement),
+    /// One fault-around figure.
+    #[serde(rename = "fault-around")]
+    FaultAround(&'a AroundMeasurement),
     /// Counts and elapsed time; last.
     Summary(&'a Summary),
 }
@@ -329,16 +349,20 @@ pub struct Report {
     pub faults: Vec<FaultMeasurement>,
     /// The compaction section, one figure per publication mode (empty when not selected).
     pub compaction: Vec<crate::compaction::CompactionMeasurement>,
+    /// Fault-around figures.
+    pub fault_around: Vec<AroundMeasurement>,
     /// Counts.
     pub summary: Summary,
 }
 
 impl Report {
-    /// The records in wire order: config, measurements, faults, compaction, summary.
+    /// The records in wire order: config, measurements, faults, fault-around, compaction,
+    /// summary.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         std::iter::once(Record::Config(&self.config))
             .chain(self.measurements.iter().map(Record::Measurement))
             .chain(self.faults.iter().map(Record::Fault))
+            .chain(self.fault_around.iter().map(Record::FaultAround))
             .chain(self.compaction.iter().map(Record::Compaction))
             .chain(std::iter::once(Record::Summary(&self.summary)))
     }
@@ -433,6 +457,12 @@ impl Report {
         }
         writeln!(w)?;
         self.write_fault_table(w)?;
+        around::write_table(
+            &self.fault_around,
+            self.config.fault_around_size_bytes,
+            self.config.fault_reps,
+            w,
+        )?;
         self.write_compaction_table(w)?;
         for s in &self.summary.skipped {
             writeln!(w, "not measured: {}: {}", s.method, s.reason)?;
@@ -443,11 +473,15 @@ impl Report {
         for r in self.faults.iter().filter_map(|r| r.error.as_ref()) {
             writeln!(w, "failure: {r}")?;
         }
+        for r in self.fault_around.iter().filter_map(|r| r.error.as_ref()) {
+            writeln!(w, "failure: {r}")?;
+        }
         writeln!(
             w,
-            "{} bulk figures, {} fault figures, {} failures, {:.1} s",
+            "{} bulk figures, {} fault figures, {} fault-around figures, {} failures, {:.1} s",
             self.summary.measurements,
             self.summary.faults,
+            self.summary.fault_around,
             self.summary.failures,
             self.summary.elapsed_total
         )?;

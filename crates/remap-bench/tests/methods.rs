@@ -11,6 +11,7 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         reps: 1,
         warmup: 0,
         fault_size: 64 * 4096,
+        fault_around_size: 64 * 4096,
         fault_threads: vec![(1, 1), (2, 2)],
         fault_methods: FaultMethod::ALL.to_vec(),
         ..BenchConfig::quick()
@@ -96,8 +97,21 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         .collect();
     assert_eq!(
         lines.len(),
-        2 + report.measurements.len() + report.faults.len()
+        2 + report.measurements.len() + report.faults.len() + report.fault_around.len()
     );
+    // Fault-around: every source, both orders, windows 1 and 16, each verified; a sequential
+    // 16-page window takes one fault per 16 pages and serves the rest around them.
+    assert_eq!(report.fault_around.len(), 3 * 2 * 2);
+    for f in &report.fault_around {
+        assert!(f.verified, "{f:?}");
+        if f.window == 1 {
+            assert_eq!((f.faults, f.pages_around), (f.pages, 0), "{f:?}");
+        } else if f.touch == remap_bench::Touch::Sequential {
+            let runs = f.pages.div_ceil(16);
+            assert_eq!((f.faults, f.pages_around), (runs, f.pages - runs), "{f:?}");
+            assert!(f.vs_one_page.is_some(), "{f:?}");
+        }
+    }
     let svg = std::env::temp_dir().join(format!("remap-bench-lib-{}.svg", std::process::id()));
     remap_bench::chart::write_chart(&report, &svg).unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
@@ -130,6 +144,7 @@ fn sigbus_fault_rate_is_bounded_by_its_latency_with_two_mutators() {
         fault_threads: vec![(0, 2)],
         fault_size: 8 * 1024 * 1024,
         fault_reps: 5,
+        fault_around: vec![],
         ..BenchConfig::quick()
     };
     let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();
@@ -162,6 +177,7 @@ fn a_corrupted_destination_fails_its_figure_and_the_run() {
         thp: false,
         interference: false,
         corrupt: Some(Method::Copy),
+        fault_around: vec![],
         ..BenchConfig::quick()
     };
     let report = remap_bench::run(&config, &remap_bench::progress_bar(false)).unwrap();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use remap_bench::{BenchConfig, FaultMethod, Method};
+use remap_bench::{AroundSource, BenchConfig, FaultMethod, Method};
 
 use crate::Outcome;
 
@@ -63,6 +63,8 @@ enum MethodName {
     PeerCopy,
     /// Faults: a raw handler loop.
     RawLoop,
+    /// Faults: a raw handler loop moving pages in (UFFDIO_MOVE).
+    RawMoveLoop,
     /// Faults: the FaultServer with zero pages.
     ServerZero,
     /// Faults: the FaultServer copying from a buffer.
@@ -81,6 +83,12 @@ enum MethodName {
     ServerCopySpinPin,
     /// The compaction section: a small heap compacted by MOVE, MOVE page by page and COPY.
     Compaction,
+    /// Fault-around: MovePool, window 1 and 16, sequential and random touches.
+    AroundMove,
+    /// Fault-around: CopySource, window 1 and 16, sequential and random touches.
+    AroundCopy,
+    /// Fault-around: FnSource, window 1 and 16, sequential and random touches.
+    AroundFn,
 }
 
 /// A bulk method or a fault-service method.
@@ -90,6 +98,7 @@ enum AnyMethod {
     Fault(FaultMethod),
     /// The compaction section (one name for the three publication modes).
     Compaction,
+    Around(AroundSource),
 }
 
 impl MethodName {
@@ -104,6 +113,7 @@ impl MethodName {
             MethodName::Mremap => Bulk(Method::Mremap),
             MethodName::PeerCopy => Bulk(Method::PeerCopy),
             MethodName::RawLoop => Fault(FaultMethod::RawLoop),
+            MethodName::RawMoveLoop => Fault(FaultMethod::RawMoveLoop),
             MethodName::ServerZero => Fault(FaultMethod::ServerZero),
             MethodName::ServerCopy => Fault(FaultMethod::ServerCopy),
             MethodName::ServerMove => Fault(FaultMethod::ServerMove),
@@ -113,6 +123,9 @@ impl MethodName {
             MethodName::ServerCopyPin => Fault(FaultMethod::ServerCopyPin),
             MethodName::ServerCopySpinPin => Fault(FaultMethod::ServerCopySpinPin),
             MethodName::Compaction => AnyMethod::Compaction,
+            MethodName::AroundMove => AnyMethod::Around(AroundSource::AroundMove),
+            MethodName::AroundCopy => AnyMethod::Around(AroundSource::AroundCopy),
+            MethodName::AroundFn => AnyMethod::Around(AroundSource::AroundFn),
         }
     }
 }
@@ -204,14 +217,21 @@ fn config(args: &BenchArgs) -> BenchConfig {
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Bulk(m) => Some(*m),
-                AnyMethod::Fault(_) | AnyMethod::Compaction => None,
+                _ => None,
             })
             .collect();
         c.fault_methods = chosen
             .iter()
             .filter_map(|m| match m {
                 AnyMethod::Fault(m) => Some(*m),
-                AnyMethod::Bulk(_) | AnyMethod::Compaction => None,
+                _ => None,
+            })
+            .collect();
+        c.fault_around = chosen
+            .iter()
+            .filter_map(|m| match m {
+                AnyMethod::Around(s) => Some(*s),
+                _ => None,
             })
             .collect();
         c.compaction = chosen.contains(&AnyMethod::Compaction).then(|| {
@@ -273,7 +293,7 @@ mod tests {
     use std::path::Path;
 
     use clap::ValueEnum;
-    use remap_bench::{FaultMethod, Method};
+    use remap_bench::{AroundSource, FaultMethod, Method};
 
     use super::{parse_size, target_dir, AnyMethod, BulkMethodName, MethodName};
 
@@ -286,6 +306,7 @@ mod tests {
                 AnyMethod::Bulk(m) => m.name(),
                 AnyMethod::Fault(m) => m.name(),
                 AnyMethod::Compaction => "compaction",
+                AnyMethod::Around(s) => s.name(),
             };
             assert_eq!(spelled, reported);
         }
@@ -298,6 +319,9 @@ mod tests {
         }
         for m in FaultMethod::ALL {
             assert!(listed.contains(&AnyMethod::Fault(m)), "{m} has no name");
+        }
+        for s in AroundSource::ALL {
+            assert!(listed.contains(&AnyMethod::Around(s)), "{s} has no name");
         }
         for name in BulkMethodName::value_variants() {
             let spelled = name.to_possible_value().unwrap().get_name().to_owned();

@@ -151,6 +151,9 @@ const CONFIG: &[(&str, Ty)] = &[
     ("methods", Ty::StrArray),
     ("fault_methods", Ty::StrArray),
     ("fault_size_bytes", Ty::Int),
+    ("fault_around", Ty::StrArray),
+    ("fault_around_windows", Ty::IntArray),
+    ("fault_around_size_bytes", Ty::Int),
     ("quick", Ty::Bool),
     ("peer_built", Ty::Bool),
     ("seed", Ty::Int),
@@ -170,6 +173,7 @@ const MACHINE: &[(&str, Ty)] = &[
 const SUMMARY: &[(&str, Ty)] = &[
     ("measurements", Ty::Int),
     ("faults", Ty::Int),
+    ("fault_around", Ty::Int),
     ("failures", Ty::Int),
     ("skipped", Ty::SkippedArray),
     ("seed", Ty::Int),
@@ -232,6 +236,27 @@ const FAULT: &[(&str, Ty)] = &[
     ("verified", Ty::Bool),
     ("error", Ty::Null),
 ];
+
+/// The fields of a `fault-around` record of a verified figure; `vs_one_page` is a number for a
+/// window above 1 (its window-1 baseline is measured in the same run).
+fn around_schema(window: u64) -> Vec<(&'static str, Ty)> {
+    vec![
+        ("source", Ty::Str),
+        ("touch", Ty::Str),
+        ("window", Ty::Int),
+        ("pages", Ty::Int),
+        ("faults", Ty::Int),
+        ("pages_around", Ty::Int),
+        ("reps", Ty::Int),
+        ("p50_ns", Ty::Spread),
+        ("ns_per_page", Ty::Spread),
+        ("faults_per_s", Ty::Spread),
+        ("pages_per_s", Ty::Spread),
+        ("vs_one_page", if window > 1 { Ty::Num } else { Ty::Null }),
+        ("verified", Ty::Bool),
+        ("error", Ty::Null),
+    ]
+}
 
 /// The settings a ratio compares at: chunk, THP, interference.
 fn settings(m: &Value) -> (u64, bool, bool) {
@@ -414,7 +439,13 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         ));
     }
     let matrix: BTreeSet<(u64, u64)> = [(1, 1), (1, 2), (2, 1), (2, 2)].into();
-    let mut handler_based = vec!["raw-loop", "server-zero", "server-copy", "server-move"];
+    let mut handler_based = vec![
+        "raw-loop",
+        "raw-move-loop",
+        "server-zero",
+        "server-copy",
+        "server-move",
+    ];
     if config["peer_built"] == true {
         handler_based.push("peer-loop");
     }
@@ -426,6 +457,44 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         Some(&[(0, 1), (0, 2)].into()),
         "{pairs:?}"
     );
+
+    // Fault-around: every source, both touch orders, windows 1 and 16; each page served once
+    // (faults plus the pages served around them), the ratio what it claims.
+    let around = of_type(&records, "fault-around");
+    assert_eq!(summary["fault_around"].as_u64(), Some(around.len() as u64));
+    assert_eq!(around.len(), 3 * 2 * 2, "sources x touches x windows");
+    for f in &around {
+        let window = f["window"].as_u64().unwrap();
+        check("fault-around", f, &around_schema(window));
+        assert_eq!(f["verified"], true, "{f}");
+        let pages = f["pages"].as_u64().unwrap();
+        assert_eq!(
+            Some(pages),
+            config["fault_around_size_bytes"].as_u64().map(|b| b / 4096),
+            "{f}"
+        );
+        if window == 1 {
+            assert_eq!(f["faults"].as_u64(), Some(pages), "{f}");
+            assert_eq!(f["pages_around"].as_u64(), Some(0), "{f}");
+        }
+        if window > 1 && f["touch"] == "sequential" {
+            assert_eq!(f["faults"].as_u64(), Some(pages.div_ceil(window)), "{f}");
+            assert_eq!(
+                f["pages_around"].as_u64(),
+                Some(pages - pages.div_ceil(window))
+            );
+            let base = around
+                .iter()
+                .find(|b| {
+                    b["window"] == 1 && b["source"] == f["source"] && b["touch"] == f["touch"]
+                })
+                .expect("window 1 measured");
+            let want = f["pages_per_s"]["median"].as_f64().unwrap()
+                / base["pages_per_s"]["median"].as_f64().unwrap();
+            let got = f["vs_one_page"].as_f64().unwrap();
+            assert!((got - want).abs() <= 1e-9 * want, "{f}: {got} vs {want}");
+        }
+    }
 
     let svg = std::fs::read_to_string(&chart).expect("chart written");
     assert!(svg.contains("<svg"), "not an SVG");
@@ -454,6 +523,11 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         );
         assert!(texts.contains(label.as_str()), "legend lacks {label}");
     }
+    for f in &around {
+        let label = f["source"].as_str().unwrap();
+        assert!(texts.contains(label), "legend lacks {label}");
+    }
+    assert!(texts.contains("sequential touches") && texts.contains("random touches"));
 }
 
 /// The content of every `<text>` element, trimmed.

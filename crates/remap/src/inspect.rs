@@ -238,6 +238,46 @@ impl Pagemap {
         }
     }
 
+    /// The raw entries of `out.len()` pages from the page containing `addr`, read with one
+    /// `pread(2)` per 64 entries into a stack buffer: no allocation, no lock, so it may run in a
+    /// signal handler (the fault server's pool settles a fault-around run with it). Returns how
+    /// many entries were read (fewer on a failed or short read).
+    ///
+    /// ```
+    /// use remap::inspect::{Pagemap, PM_PRESENT};
+    ///
+    /// let region = remap::region::Region::new(2 * 4096)?;
+    /// region.write_u8(4096, 1);
+    /// let mut entries = [0u64; 2];
+    /// assert_eq!(Pagemap::open()?.entries_into(region.addr(), &mut entries), 2);
+    /// assert_eq!(entries.map(|e| e & PM_PRESENT != 0), [false, true]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn entries_into(&self, addr: usize, out: &mut [u64]) -> usize {
+        const CHUNK: usize = 64;
+        let first = (addr / self.page_size) as u64;
+        let mut done = 0;
+        for chunk in out.chunks_mut(CHUNK) {
+            let mut buf = [0u8; CHUNK * 8];
+            let want = chunk.len() * 8;
+            let at = (first + done as u64) * 8;
+            let got = match rustix::io::pread(&self.file, &mut buf[..want], at) {
+                Ok(n) => n / 8,
+                Err(_) => 0,
+            };
+            for (slot, bytes) in chunk.iter_mut().zip(buf.chunks_exact(8)).take(got) {
+                *slot = u64::from_ne_bytes([
+                    bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                ]);
+            }
+            done += got;
+            if got < chunk.len() {
+                break;
+            }
+        }
+        done
+    }
+
     /// The state of the page containing `addr`.
     ///
     /// # Errors

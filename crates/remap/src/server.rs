@@ -184,6 +184,7 @@ use std::sync::atomic::AtomicU64;
 use crate::region::Region;
 
 mod engine;
+mod fault_around;
 mod holes;
 mod page_bits;
 mod pool;
@@ -228,6 +229,9 @@ pub enum Resolution<'a> {
     /// Map the shared zero page (`UFFDIO_ZEROPAGE`); a later write allocates a private page.
     Zero,
     /// Copy these bytes, exactly [`Fault::len`] of them, into a fresh page (`UFFDIO_COPY`).
+    /// Answering [`PageSource::resolve_around`], a whole number of pages up to the `pages`
+    /// offered: copied in one ioctl from the faulting page on (see
+    /// [fault-around](PageSource#fault-around)).
     Copy(&'a [u8]),
     /// Move the page at `offset` of `from` into place (`UFFDIO_MOVE`): zero-copy. The page must be
     /// present and mapped only there. If the server cannot use it (another thread resolved the
@@ -243,6 +247,8 @@ pub enum Resolution<'a> {
     /// [`Move`](Self::Move) does, then settle the lease: what a `MovePool` answers. A lease
     /// dropped unused settles by itself (the page stays in the pool), so a source that wraps a
     /// pool can pass the lease on or drop it. [`PageSource::move_done`] is not called for it.
+    /// A lease of several pages ([`PoolLease::pages`], from a pool with
+    /// [`MovePool::fault_around`]) moves them in one ioctl from the faulting page on.
     Lease(PoolLease<'a>),
     /// Poison the page (`UFFDIO_POISON`): the faulting access, and every later one, gets SIGBUS.
     Poison,
@@ -321,11 +327,60 @@ impl Resolution<'_> {
 ///
 /// Stopping the server while another thread forks can deadlock the same way (an exiting
 /// handler thread frees its buffers): stop it first, or make sure no fork is under way.
+///
+/// # Fault-around
+///
+/// A source whose [`fault_around`](Self::fault_around) is more than 1 resolves a *run* of pages
+/// per fault, in one `UFFDIO_COPY` or `UFFDIO_MOVE` (one ioctl, and for a MOVE one batched TLB
+/// flush, for up to 64 pages): the built-in sources opt in with `.fault_around(pages)`
+/// ([`CopySource::fault_around`], [`FnSource::fault_around`], [`MovePool::fault_around`]).
+///
+/// - **The window runs forward from the faulting page**, never before it: the ioctl has to start
+///   at the faulting page, since a COPY or MOVE stops at the first page already present, and a
+///   window starting at a present page before the fault would serve nothing. Forward runs serve
+///   ascending sequential first touches (a file image, a snapshot restore, a scan) with one
+///   fault per window, whatever the alignment of the first touch; descending or random touches
+///   gain less (see the bench's fault-around rows).
+/// - **Bounded** by the end of the region, by ranges unmapped or remapped away, by what the
+///   source has (the end of a [`CopySource`]'s image, the contiguous free slots of a
+///   [`MovePool`]) and by pages already present: the kernel stops the run at the first one,
+///   which is never overwritten, and reports the pages done before it; the faulting page is
+///   served (and its thread woken) as soon as one page is done.
+/// - **Counted truthfully**: a run counts one fault and one serve (in `served_copy` or
+///   `served_move`), and its pages beyond the faulting one in [`ServerStats::pages_around`].
+/// - A run that fails at its first page for a reason other than a race or pending events (for
+///   example a VMA boundary inside the window) is retried as the faulting page alone.
 pub trait PageSource: Send + Sync + 'static {
     /// How to resolve `fault`. `page` is a scratch buffer of [`Fault::len`] bytes that the calling
     /// handler thread owns (empty in SIGBUS mode), for sources that build the page on demand and
     /// answer [`Resolution::Copy`] with it.
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a>;
+
+    /// The fault-around window in pages: how many pages, the faulting one first, this source
+    /// wants to resolve per fault (see [fault-around](Self#fault-around)). Default 1: off. The
+    /// server clamps it to 1..=64 and sizes its scratch buffers from it when it starts, so it
+    /// should not grow afterwards (a filling source then gets a scratch buffer of the size at
+    /// start, and fewer pages).
+    fn fault_around(&self) -> usize {
+        1
+    }
+
+    /// How to resolve `fault` and, in the same ioctl, up to `pages - 1` pages after it: called
+    /// instead of [`resolve`](Self::resolve) when [`fault_around`](Self::fault_around) is more
+    /// than 1. `pages` (at least 1) is the window clipped to the end of the region (and to
+    /// ranges unmapped away); `page` is a scratch buffer of `pages` pages (empty in SIGBUS
+    /// mode). Answer a [`Resolution::Copy`] of up to `pages` whole pages, a
+    /// [`Resolution::Lease`] of up to `pages` pages, or any single-page resolution. The default
+    /// resolves the faulting page alone.
+    fn resolve_around<'a>(
+        &'a self,
+        fault: &Fault,
+        pages: usize,
+        page: &'a mut [u8],
+    ) -> Resolution<'a> {
+        let _ = pages;
+        self.resolve(fault, page)
+    }
 
     /// The server tried the [`Resolution::Move`] of the page at `from_offset`: `used` is true when
     /// the MOVE succeeded, false when it failed (the fault was resolved by someone else, or must
@@ -369,6 +424,17 @@ pub trait PageSource: Send + Sync + 'static {
 impl<S: PageSource> PageSource for std::sync::Arc<S> {
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
         (**self).resolve(fault, page)
+    }
+    fn fault_around(&self) -> usize {
+        (**self).fault_around()
+    }
+    fn resolve_around<'a>(
+        &'a self,
+        fault: &Fault,
+        pages: usize,
+        page: &'a mut [u8],
+    ) -> Resolution<'a> {
+        (**self).resolve_around(fault, pages, page)
     }
     fn move_done(&self, from_offset: usize, used: bool) {
         (**self).move_done(from_offset, used);
@@ -511,6 +577,10 @@ crate::counters! {
         served_copy,
         /// Faults served with `UFFDIO_MOVE`.
         served_move,
+        /// Pages served by fault-around beyond the faulting one: a fault whose run served 16
+        /// pages counts 1 in `faults` and `served_*` and 15 here. Counted, like a serve, just
+        /// before the ioctl, as if the whole run will be placed, and corrected after it.
+        pages_around,
         /// Faults answered with `UFFDIO_POISON`.
         poisoned,
         /// Faults already resolved by another thread (EEXIST), answered with `UFFDIO_WAKE`.

@@ -60,6 +60,9 @@ pub fn series_label(method: Method, thp: bool, interference: bool) -> String {
 /// latencies in microseconds (log; the median over the repetitions of each), one small panel per mutator-thread count: one colour per
 /// fault-service method, the line style telling the handler-thread count. Each panel has its
 /// legend in a column to its right, with one entry per series labelled as [`series_label`] (bulk)
+/// or `method Nh/Mm` (faults) says. Last, when the report has fault-around figures, pages served
+/// per second against the fault-around window (log), one panel per touch order, one colour per
+/// source, labelled with the source's name (`around-move`).
 /// or `method Nh/Mm` (faults) says. When the report has a compaction section, a last row shows
 /// each publication mode's compaction-thread CPU time over COPY's and over the memcpy floor.
 ///
@@ -82,11 +85,16 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
     } else {
         COMPACTION_HEIGHT
     };
+    let around_height = if report.fault_around.is_empty() {
+        0
+    } else {
+        AROUND_HEIGHT
+    };
     let root = SVGBackend::new(
         path,
         (
             WIDTH,
-            BULK_HEIGHT + FAULT_HEIGHT + compaction_height + TITLE_HEIGHT,
+            BULK_HEIGHT + FAULT_HEIGHT + around_height + compaction_height + TITLE_HEIGHT,
         ),
     )
     .into_drawing_area();
@@ -108,9 +116,13 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<(), ChartError> {
     )
     .map_err(|e| err(&e))?;
     let (bulk, rest) = rest.split_vertically(BULK_HEIGHT);
-    let (faults, compaction) = rest.split_vertically(FAULT_HEIGHT);
+    let (faults, rest) = rest.split_vertically(FAULT_HEIGHT);
+    let (around, compaction) = rest.split_vertically(around_height);
     draw_bulk(report, &bulk).map_err(|e| err(&e))?;
     draw_faults(report, &faults).map_err(|e| err(&e))?;
+    if around_height > 0 {
+        around::draw_around(report, &around).map_err(|e| err(&e))?;
+    }
     draw_compaction(&report.compaction, &compaction).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -126,6 +138,8 @@ const BULK_HEIGHT: u32 = 760;
 const FAULT_HEIGHT: u32 = 600;
 /// Height of the compaction row, when the report has one.
 const COMPACTION_HEIGHT: u32 = 420;
+/// Height of the fault-around row (drawn when the report has fault-around figures).
+const AROUND_HEIGHT: u32 = 480;
 /// Width of the legend column right of each row's plots.
 const LEGEND_WIDTH: u32 = 300;
 /// Height of a row's caption and encoding lines.
@@ -134,6 +148,7 @@ const HEADER_HEIGHT: u32 = 62;
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+mod around;
 mod axes;
 mod compaction;
 mod look;

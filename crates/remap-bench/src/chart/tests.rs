@@ -153,6 +153,9 @@ fn full_report() -> Report {
             methods: Method::ALL.to_vec(),
             fault_methods: FaultMethod::ALL.to_vec(),
             fault_size_bytes: 1 << 18,
+            fault_around: vec![],
+            fault_around_windows: vec![],
+            fault_around_size_bytes: 0,
             quick: true,
             peer_built: true,
             seed: 1,
@@ -160,6 +163,7 @@ fn full_report() -> Report {
         summary: Summary {
             measurements: measurements.len(),
             faults: faults.len(),
+            fault_around: 0,
             failures: 0,
             skipped: vec![],
             seed: 1,
@@ -168,6 +172,7 @@ fn full_report() -> Report {
         measurements,
         faults,
         compaction: vec![],
+        fault_around: vec![],
     }
 }
 
@@ -423,7 +428,7 @@ fn every_series_is_named_once_in_a_legend_beside_the_plots() {
     labels.extend(report.faults.iter().map(fault_label));
     labels.sort();
     labels.dedup();
-    assert_eq!(labels.len(), 7 * 4 + 8 * 4 + 2);
+    assert_eq!(labels.len(), 7 * 4 + 9 * 4 + 2);
     for label in &labels {
         let xs = text_x(&svg, label);
         assert_eq!(xs.len(), 1, "{label}: {xs:?}");

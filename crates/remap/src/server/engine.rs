@@ -117,21 +117,21 @@ impl<S: PageSource> Engine<S> {
         self.region.page_size()
     }
 
-    /// Asks the source how to resolve `fault` and carries that out. `leave_as_zero`: answer
+    /// Asks the source how to resolve `fault` (a run of pages when it has a fault-around
+    /// window, see [`super::fault_around`]) and carries that out. `leave_as_zero`: answer
     /// [`Resolution::Leave`] with the zero page (SIGBUS mode, where nothing could resolve it
-    /// later). Counts races and retries; the fault itself is counted by the caller.
+    /// later). `gone` says whether the page at an offset was unmapped away (a run stops before
+    /// it). Counts races and retries; the fault itself is counted by the caller.
     pub(crate) fn attempt(
         &self,
         fault: &Fault,
         scratch: &mut [u8],
         leave_as_zero: bool,
+        gone: &dyn Fn(usize) -> bool,
     ) -> Attempt {
-        let resolution = match self.source.resolve(fault, scratch) {
-            Resolution::Leave if leave_as_zero => Resolution::Zero,
-            other => other,
-        };
-        let kind = resolution.kind();
-        match self.apply(fault.offset, resolution) {
+        let (kind, outcome) =
+            super::fault_around::resolve(self, fault, scratch, leave_as_zero, gone);
+        match outcome {
             Ok(()) => Attempt::Done,
             Err(Failure::Kernel(RangeError::Exists { .. })) => {
                 bump(&self.counters.races);

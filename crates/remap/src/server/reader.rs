@@ -95,6 +95,12 @@ impl<S: PageSource> EventReader<S> {
         &self.engine.region
     }
 
+    /// Bytes of scratch buffer a handler needs: one page per page of the source's fault-around
+    /// window.
+    pub(crate) fn scratch_len(&self) -> usize {
+        super::fault_around::scratch_len(&self.engine.region, &self.engine.source)
+    }
+
     fn page_size(&self) -> usize {
         self.engine.page_size()
     }
@@ -178,7 +184,9 @@ impl<S: PageSource> EventReader<S> {
             write: pf.flags.contains(PagefaultFlags::WRITE),
             thread_id: pf.thread_id,
         };
-        match self.engine.attempt(&fault, scratch, false) {
+        match self.engine.attempt(&fault, scratch, false, &|off| {
+            self.holes.is_gone(self.region(), off)
+        }) {
             Attempt::Done => Step::Done,
             Attempt::Raced => {
                 self.wake(address, page);

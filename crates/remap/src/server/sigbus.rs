@@ -104,18 +104,20 @@ pub(crate) const UNRESOLVED_RETRIES: usize = 64;
 /// failed (see the module docs).
 pub(crate) const EAGAIN_RETRIES: usize = 64;
 
-/// A [`PageSource`] whose [`resolve`](PageSource::resolve) and
-/// [`move_done`](PageSource::move_done) are async-signal-safe, so [`SigbusServer`] may call them
-/// from a SIGBUS handler.
+/// A [`PageSource`] whose [`resolve`](PageSource::resolve),
+/// [`resolve_around`](PageSource::resolve_around), [`fault_around`](PageSource::fault_around)
+/// and [`move_done`](PageSource::move_done) are async-signal-safe, so [`SigbusServer`] may call
+/// them from a SIGBUS handler.
 ///
 /// # Safety
 ///
-/// `resolve` and `move_done` must not allocate, free, take locks (including `Mutex`, `RwLock`,
-/// `Once` initialisation, stdio and `tracing`), panic, or call any function that is not
-/// async-signal-safe; they may read their own data and use atomics. They run inside a signal
-/// handler that may have interrupted any code of the process, including the allocator. `resolve`
-/// gets an empty scratch buffer and must not answer [`Resolution::Leave`](super::Resolution::Leave) expecting the fault to
-/// wait (SIGBUS mode resolves it with the zero page instead).
+/// `resolve`, `resolve_around`, `fault_around` and `move_done` must not allocate, free, take
+/// locks (including `Mutex`, `RwLock`, `Once` initialisation, stdio and `tracing`), panic, or
+/// call any function that is not async-signal-safe; they may read their own data and use
+/// atomics. They run inside a signal handler that may have interrupted any code of the process,
+/// including the allocator. `resolve` gets an empty scratch buffer and must not answer
+/// [`Resolution::Leave`](super::Resolution::Leave) expecting the fault to wait (SIGBUS mode
+/// resolves it with the zero page instead).
 ///
 /// ```
 /// use remap::server::{SignalSafeSource, ZeroSource};
@@ -126,15 +128,18 @@ pub unsafe trait SignalSafeSource: PageSource {}
 
 // SAFETY: `ZeroSource::resolve` returns a constant; `move_done` is the no-op default.
 unsafe impl SignalSafeSource for ZeroSource {}
-// SAFETY: `CopySource::resolve` only slices its own image, padded to whole pages when it was
-// built (`<[u8]>::get`, no allocation, no panic); `move_done` is the no-op default.
+// SAFETY: `CopySource::resolve` and `resolve_around` only slice its own image, padded to whole
+// pages when it was built (`<[u8]>::get`, no allocation, no panic); `fault_around` reads a
+// field; `move_done` is the no-op default.
 unsafe impl SignalSafeSource for CopySource {}
-// SAFETY: `MovePool::resolve` and the settling of its `PoolLease` (by the server after its MOVE,
-// or by dropping the lease) only compare-exchange, load and store atomics of the pool's own slot
-// table, read its fields, read the clock (`clock_gettime`), and make system calls: `futex(2)`
-// waits (bounded) and wakes, and one `pread(2)` of pagemap into a stack buffer. No allocation, no
-// lock, no panic (indices come from the table's own bounds, and a lease only ever holds a slot
-// the pool's own `resolve` handed out). `move_done` is the no-op default.
+// SAFETY: `MovePool::resolve`, `resolve_around` (a run of slots claimed the same way) and the
+// settling of its `PoolLease` (by the server after its MOVE, or by dropping the lease) only
+// compare-exchange, load and store atomics of the pool's own slot table, read its fields, read
+// the clock (`clock_gettime`), and make system calls: `futex(2)` waits (bounded) and wakes, and
+// one `pread(2)` of pagemap (`Pagemap::entry` or `Pagemap::entries_into`) into a stack buffer.
+// No allocation, no lock, no panic (indices come from the table's own bounds, and a lease only
+// ever holds slots the pool's own `resolve` or `resolve_around` handed out). `move_done` is the
+// no-op default.
 unsafe impl SignalSafeSource for MovePool {}
 
 /// A SIGBUS-mode server's state: the engine, and what the signal handler needs besides.
@@ -218,7 +223,7 @@ impl<S: SignalSafeSource> SigbusHandler for SigbusResolver<S> {
         };
         let mut scratch: [u8; 0] = [];
         for _ in 0..EAGAIN_RETRIES {
-            match engine.attempt(&fault, &mut scratch, true) {
+            match engine.attempt(&fault, &mut scratch, true, &|_| false) {
                 Attempt::Done => return self.resolved(),
                 Attempt::Raced => return self.unresolved(address),
                 Attempt::Pending => rustix::thread::sched_yield(),
@@ -246,10 +251,10 @@ impl<S: SignalSafeSource> SigbusHandler for SigbusResolver<S> {
 /// the region while it is served), no write/read distinction, at most 16 SIGBUS-mode servers per
 /// process, and only async-signal-safe sources (see the module docs of this mode in
 /// [`SignalSafeSource`]). A fault the source cannot resolve (an ioctl error, or an unusable
-/// [`Resolution`](super::Resolution) such as a move from outside its region) gets the zero page instead, counted in
-/// [`ServerStats::errors`] and [`ServerStats::fallbacks`]; if that fails too, or the resolve
-/// lost its race to another thread, the access is retried (a page zapped or swapped out
-/// meanwhile is benign), and only a long streak of unresolved faults at one address is passed on
+/// [`Resolution`](super::Resolution) such as a move from outside its region) gets the zero page
+/// instead, counted in [`ServerStats::errors`] and [`ServerStats::fallbacks`]; if that fails
+/// too, or the resolve lost its race to another thread, the access is retried (a page zapped or
+/// swapped out meanwhile is benign), and only a long streak of unresolved faults at one address is passed on
 /// to the previous SIGBUS handler, which normally kills the process. Touching a page the source
 /// poisoned raises a SIGBUS this server does not handle (`BUS_MCEERR_AR`).
 ///

@@ -392,7 +392,7 @@ fn handler_thread<S: PageSource>(
     // notes on `PageSource`.
     let mut local = Local {
         buf: EventBuffer::new(cap),
-        scratch: vec![0u8; reader.region().page_size()],
+        scratch: vec![0u8; reader.scratch_len()],
         faults: Vec::with_capacity(cap),
         pending: Vec::with_capacity(PARKED_FAULTS.max(cap)),
         clock: RetryClock::new(reader.generation()),

@@ -260,7 +260,7 @@ impl<S: PageSource> AsyncFaultServer<S> {
         let reader = &fd.get_ref().0;
         let mut buf = EventBuffer::new(64);
         let mut faults = Vec::with_capacity(64);
-        let mut scratch = vec![0u8; reader.region().page_size()];
+        let mut scratch = vec![0u8; reader.scratch_len()];
         let mut clock = RetryClock::new(reader.generation());
         loop {
             if self.stopped.load(Ordering::SeqCst) {

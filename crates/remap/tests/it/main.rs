@@ -1,6 +1,7 @@
 //! Integration tests for `remap`, against the real kernel.
 
 mod child;
+mod fault_around;
 mod inspect;
 mod move_thp_eexist;
 mod mover;
