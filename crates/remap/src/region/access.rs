@@ -109,8 +109,7 @@ impl Region {
     }
 
     /// [`range_ptr`](Self::range_ptr) for the page-granular ioctls: also `None` unless `off` and
-    /// `len` are multiples of the page size. Never panics. (`pub(crate)`: used by server/ until it
-    /// moves to PageRange, whose constructors are built on it.)
+    /// `len` are multiples of the page size. Never panics. (`pub(crate)`: [`PageRange`](super::PageRange)'s constructors are built on it.)
     #[inline]
     pub(crate) fn page_range_ptr(&self, off: usize, len: usize) -> Option<*mut u8> {
         if off % self.page_size != 0 || len % self.page_size != 0 {

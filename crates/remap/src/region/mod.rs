@@ -97,9 +97,7 @@ mod pages;
 pub use map::RegionBuilder;
 pub(crate) use map::{rereserve, truncate_leaking};
 pub use pages::PageRange;
-pub(crate) use pages::{
-    copy_from_slice, move_between, register_range, resolve_poison, resolve_zero, wake_in,
-};
+pub(crate) use pages::{copy_from_slice, move_between, register_range, wake_in};
 
 /// The size of a PMD-mapped transparent huge page: 2 MiB on x86-64 and on 4 KiB-page arm64.
 pub const HUGE_PAGE_SIZE: usize = 2 * 1024 * 1024;

@@ -419,15 +419,16 @@ impl<'r> PageRange<'r> {
 }
 
 // -------------------------------------------------------------------------------------------------
-// The crate-internal calls `crate::server` makes today, by offsets. Each is a thin wrapper over
-// `PageRange`, used by server/ until it moves to PageRange (the server is being rewritten in
-// parallel). Like the operations above, none panics, allocates, locks or logs, except
-// `register_range`, which panics on a bad range as it always did.
+// The crate-internal forms by offset, for the pool and fault-around, which hold a region and an
+// offset computed from a slot or a fault rather than a range. Each is a thin wrapper over
+// `PageRange` that checks the bounds once (in `pages_at`) and never panics, so the SIGBUS
+// handler may call it (`register_range` alone panics on a bad range, as it always did). The
+// engine itself works on `PageRange`s.
 // -------------------------------------------------------------------------------------------------
 
 /// `UFFDIO_MOVE` of `len` bytes from `src` at `src_off` to `dst` at `dst_off`
 /// ([`PageRange::move_from`]). A bad range is [`RangeError::Invalid`] with `done: 0`, without an
-/// ioctl. Used by server/ until it moves to PageRange.
+/// ioctl.
 #[inline]
 pub(crate) fn move_between(
     uffd: &Uffd,
@@ -444,8 +445,7 @@ pub(crate) fn move_between(
     }
 }
 
-/// `UFFDIO_COPY` of `src` into `dst` at `dst_off` ([`PageRange::copy_from_slice`]). Used by
-/// server/ until it moves to PageRange.
+/// `UFFDIO_COPY` of `src` into `dst` at `dst_off` ([`PageRange::copy_from_slice`]).
 #[inline]
 pub(crate) fn copy_from_slice(
     uffd: &Uffd,
@@ -461,7 +461,7 @@ pub(crate) fn copy_from_slice(
 }
 
 /// `UFFDIO_WAKE` on `len` bytes of `region` at `off` ([`PageRange::wake`]); a bad range is a
-/// [`ControlError`] with `EINVAL`, without an ioctl. Used by server/ until it moves to PageRange.
+/// [`ControlError`] with `EINVAL`, without an ioctl.
 #[inline]
 pub(crate) fn wake_in(
     uffd: &Uffd,
@@ -480,38 +480,8 @@ pub(crate) fn wake_in(
     }
 }
 
-/// `UFFDIO_ZEROPAGE` on `len` bytes of `region` at `off` ([`PageRange::zero`]). Used by server/
-/// until it moves to PageRange.
-pub(crate) fn resolve_zero(
-    uffd: &Uffd,
-    region: &Region,
-    off: usize,
-    len: usize,
-    flags: ZeropageFlags,
-) -> Result<usize, RangeError> {
-    match region.pages_at(off, len) {
-        Some(range) => range.zero(uffd, flags),
-        None => Err(RangeError::Invalid { done: 0 }),
-    }
-}
-
-/// `UFFDIO_POISON` on `len` bytes of `region` at `off` ([`PageRange::poison`]). Used by server/
-/// until it moves to PageRange.
-pub(crate) fn resolve_poison(
-    uffd: &Uffd,
-    region: &Region,
-    off: usize,
-    len: usize,
-) -> Result<usize, RangeError> {
-    match region.pages_at(off, len) {
-        Some(range) => range.poison(uffd),
-        None => Err(RangeError::Invalid { done: 0 }),
-    }
-}
-
 /// `UFFDIO_REGISTER` for MISSING (or, with `register == false`, `UFFDIO_UNREGISTER`) of `len`
-/// bytes of `region` at `off` ([`PageRange::register`]). Used by server/ until it moves to
-/// PageRange.
+/// bytes of `region` at `off` ([`PageRange::register`]).
 ///
 /// # Panics
 ///

@@ -13,10 +13,10 @@
 use std::any::Any;
 use std::sync::atomic::Ordering;
 
-use uffd::{CopyFlags, Features, MoveFlags, RangeError, Uffd, ZeropageFlags};
+use uffd::{CopyFlags, Features, MoveFlags, RangeError, RegisterMode, Uffd, ZeropageFlags};
 
 use super::{bump, Counters, FailurePolicy, Fault, PageSource, Resolution, ServerError};
-use crate::region::{self, Region};
+use crate::region::{PageRange, Region};
 
 /// Why a resolve could not be carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl<S: PageSource> Engine<S> {
             .kernel_faults(config.kernel_faults)
             .non_blocking(config.non_blocking)
             .create()?;
-        region::register_range(&uffd, &region, 0, region.len(), true)?;
+        region.all_pages().register(&uffd, RegisterMode::MISSING)?;
         Ok(Self {
             uffd,
             region,
@@ -147,58 +147,57 @@ impl<S: PageSource> Engine<S> {
 
     /// Carries out `resolution` for the page at `offset`: one ioctl that also wakes the
     /// faulting thread. Counts the serve (taken back on failure) and reports a move to the
-    /// source. [`Resolution::Leave`] counts as left and does nothing. Bounds are checked by the
-    /// region functions, never asserted.
+    /// source. [`Resolution::Leave`] counts as left and does nothing. Bounds are checked once,
+    /// when the [`PageRange`]s are made, never asserted.
     pub(crate) fn apply(&self, offset: usize, resolution: Resolution<'_>) -> Result<(), Failure> {
-        let (uffd, region) = (&self.uffd, &self.region);
-        let page = region.page_size();
+        let uffd = &self.uffd;
+        let page = self.page_size();
+        // The faulting page, checked once; every operation below takes it as the destination.
+        let dst = self.region.pages_at(offset, page);
+        let on_dst = |op: &dyn Fn(PageRange<'_>) -> Result<usize, RangeError>| match dst {
+            Some(d) => op(d),
+            None => Err(RangeError::Invalid { done: 0 }),
+        };
         // Counted first, so a thread woken by the ioctl already sees its fault counted.
         let counter = self.counters.counter(&resolution);
         counter.fetch_add(1, Ordering::Relaxed);
         let result = match resolution {
             Resolution::Leave => return Ok(()),
             Resolution::Zero => {
-                region::resolve_zero(uffd, region, offset, page, ZeropageFlags::empty())
-                    .map_err(Failure::Kernel)
+                on_dst(&|d| d.zero(uffd, ZeropageFlags::empty())).map_err(Failure::Kernel)
             }
             Resolution::Copy(bytes) if bytes.len() == page => {
-                region::copy_from_slice(uffd, region, offset, bytes, CopyFlags::empty())
+                on_dst(&|d| d.copy_from_slice(uffd, bytes, CopyFlags::empty()))
                     .map_err(Failure::Kernel)
             }
             Resolution::Copy(_) => Err(Failure::Bad),
             Resolution::Move { from, offset: src } => {
-                let result = if from.page_range_ptr(src, page).is_some() {
-                    region::move_between(uffd, region, offset, from, src, page, MoveFlags::empty())
-                        .map_err(Failure::Kernel)
-                } else {
-                    Err(Failure::Bad)
+                let result = match from.pages_at(src, page) {
+                    Some(s) => on_dst(&|d| d.move_from(uffd, s, MoveFlags::empty()))
+                        .map_err(Failure::Kernel),
+                    None => Err(Failure::Bad),
                 };
                 self.source.move_done(src, result.is_ok());
                 result
             }
             Resolution::Lease(lease) => {
-                let outcome = region::move_between(
-                    uffd,
-                    region,
-                    offset,
-                    lease.region(),
-                    lease.offset(),
-                    page,
-                    MoveFlags::empty(),
-                );
+                let outcome = match lease.region().pages_at(lease.offset(), page) {
+                    Some(s) => on_dst(&|d| d.move_from(uffd, s, MoveFlags::empty())),
+                    None => Err(RangeError::Invalid { done: 0 }),
+                };
                 if lease.settle(&outcome) && outcome.is_err() {
                     // The MOVE failed, yet the page left the pool: it is in place (EEXIST from a
                     // MOVE that moved, docs/findings/move-thp-eexist.md). A failed MOVE wakes
                     // nobody, so wake the faulting thread; the fault was served.
-                    let _ = region::wake_in(uffd, region, offset, page);
+                    if let Some(d) = dst {
+                        let _ = d.wake(uffd);
+                    }
                     Ok(page)
                 } else {
                     outcome.map_err(Failure::Kernel)
                 }
             }
-            Resolution::Poison => {
-                region::resolve_poison(uffd, region, offset, page).map_err(Failure::Kernel)
-            }
+            Resolution::Poison => on_dst(&|d| d.poison(uffd)).map_err(Failure::Kernel),
         };
         if result.is_err() {
             counter.fetch_sub(1, Ordering::Relaxed);
@@ -216,18 +215,10 @@ impl<S: PageSource> Engine<S> {
         // Both counted first, like a serve, so the woken thread already sees them.
         let errors = self.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
         bump(&self.counters.fallbacks);
-        let result = match self.policy {
-            FailurePolicy::Zero => region::resolve_zero(
-                &self.uffd,
-                &self.region,
-                offset,
-                page,
-                ZeropageFlags::empty(),
-            )
-            .map(drop),
-            FailurePolicy::Poison => {
-                region::resolve_poison(&self.uffd, &self.region, offset, page).map(drop)
-            }
+        let result = match (self.region.pages_at(offset, page), self.policy) {
+            (None, _) => Err(RangeError::Invalid { done: 0 }),
+            (Some(d), FailurePolicy::Zero) => d.zero(&self.uffd, ZeropageFlags::empty()).map(drop),
+            (Some(d), FailurePolicy::Poison) => d.poison(&self.uffd).map(drop),
         };
         if result.is_err() {
             self.counters.fallbacks.fetch_sub(1, Ordering::Relaxed);
@@ -247,7 +238,17 @@ impl<S: PageSource> Engine<S> {
         len: usize,
         on: bool,
     ) -> Result<(), uffd::ControlError> {
-        region::register_range(&self.uffd, &self.region, offset, len, on)
+        let Some(range) = self.region.pages_at(offset, len) else {
+            panic!(
+                "range {offset:#x}+{len:#x} is not a page range inside the region of {:#x} bytes",
+                self.region.len()
+            );
+        };
+        if on {
+            range.register(&self.uffd, RegisterMode::MISSING).map(drop)
+        } else {
+            range.unregister(&self.uffd)
+        }
     }
 }
 
