@@ -99,6 +99,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A complete program to start from, run by CI: `examples/compact.rs` (`cargo run --release -p
+//! remap-compact --example compact [-- <heap MiB> <mutators>]`), a toy heap of fixed-size objects
+//! compacted by sliding while mutator threads read it, with each publication and fault mode,
+//! printing each cycle's statistics. The object heap built on this engine is `remap-heap`
+//! (`remap compact`).
+//!
 //! # Panics
 //!
 //! A [`Compactor::fill`] that panics aborts the process, in every mode: the page it was filling
