@@ -26,6 +26,11 @@ impl SourceWords for FromWords<'_, '_> {
     fn read_word(&self, word: usize) -> u64 {
         self.0.read_u64(word * 8)
     }
+
+    #[inline]
+    fn prefetch_word(&self, word: usize) {
+        self.0.prefetch(word * 8);
+    }
 }
 
 /// The engine's page buffer as a sink of words, with runs copied by the engine's memcpy.

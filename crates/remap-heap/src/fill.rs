@@ -62,15 +62,28 @@ where
     }
 }
 
+/// How many references ahead the fill prefetches their plan entries: enough misses in flight to
+/// cover a memory latency (each reference costs a few nanoseconds of work), few enough to stay
+/// within the CPU's outstanding-miss buffers.
+const FORWARD_AHEAD: usize = 16;
+
 /// Writes the live words landing on to-space words `d0..d1` (of the page starting at `start`):
 /// first every run of objects that are adjacent in from-space (they stay adjacent) with one copy,
 /// then the reference fields of each object, rewritten.
+///
+/// The fill is bound by memory latency, not by work: the from-space objects are read once, and
+/// every reference looks up the plan at a random place. So it first prefetches every from-space
+/// cache line holding a live word it will read, and forwards references through a small ring:
+/// a reference's plan entry is prefetched when it is read and used [`FORWARD_AHEAD`] references
+/// later, so the misses overlap instead of coming one after another.
 fn fill_live<S, D>(plan: &Plan, start: usize, d0: usize, d1: usize, src: &S, dst: &mut D)
 where
     S: SourceWords + ?Sized,
     D: PageSink<S> + ?Sized,
 {
-    let first = plan.first_object_of_page(start / plan.page_words());
+    let page = start / plan.page_words();
+    let first = plan.first_object_of_page(page);
+    prefetch_live_lines(plan, first, plan.live_end_of_page(page), src);
     let first_dest = plan.forward(first);
     // Pass 1: the bytes, one copy per from-space run of live objects.
     let (mut obj, mut dest) = (first, first_dest);
@@ -94,17 +107,13 @@ where
             break;
         }
         dest += size;
-        obj = plan
-            .begin
-            .next_set(obj + size)
-            // Live words remain, so a live object follows (`Plan::new`'s invariant). The fill
-            // may run in a signal handler, where a panic is not safe: a broken plan aborts.
-            .unwrap_or_else(|| std::process::abort());
+        obj = next_object(plan, obj + size);
     }
     if let Some((s, at)) = run {
         dst.copy_words(at, src, s, run_end - s);
     }
-    // Pass 2: the references, through the plan.
+    // Pass 2: the references, through the plan, FORWARD_AHEAD of them in flight.
+    let mut pending = ForwardRing::new();
     let (mut obj, mut dest) = (first, first_dest);
     loop {
         let h = src.read_word(obj);
@@ -116,18 +125,12 @@ where
         let (a, b) = (dest.max(d0) - dest, (dest + size).min(d1) - dest);
         for f in a.max(HEADER_WORDS)..b.min(HEADER_WORDS + refs) {
             let r = src.read_word(obj + f);
-            // A reference outside the heap (only in a heap that was corrupt before the cycle,
-            // which verification reports) is copied as is rather than panicking in a signal
-            // handler.
-            let mut new = match usize::try_from(r) {
-                Ok(0) => 0,
-                Ok(t) if t < plan.live.len() => plan.forward(t) as u64,
-                _ => r,
-            };
-            if r != 0 && plan.take_corruption(Corruption::DanglingRef) {
-                new += 1;
+            if let Ok(t) = usize::try_from(r) {
+                plan.prefetch_forward(t);
             }
-            dst.write_word(dest + f - start, new);
+            if let Some((at, old)) = pending.push(dest + f - start, r) {
+                dst.write_word(at, forwarded(plan, old));
+            }
         }
         let data_lo = a.max(HEADER_WORDS + refs);
         if data_lo < b && plan.take_corruption(Corruption::WrongByte) {
@@ -135,14 +138,99 @@ where
             dst.write_word(dest + data_lo - start, v ^ 0x10);
         }
         if dest + size >= d1 {
-            return;
+            break;
         }
         dest += size;
-        obj = plan
-            .begin
-            .next_set(obj + size)
-            // Live words remain, so a live object follows (`Plan::new`'s invariant). The fill
-            // may run in a signal handler, where a panic is not safe: a broken plan aborts.
-            .unwrap_or_else(|| std::process::abort());
+        obj = next_object(plan, obj + size);
+    }
+    while let Some((at, old)) = pending.pop() {
+        dst.write_word(at, forwarded(plan, old));
+    }
+}
+
+/// The first live object at or after from-space word `w`, which must exist.
+#[inline]
+fn next_object(plan: &Plan, w: usize) -> usize {
+    plan.begin
+        .next_set(w)
+        // Live words remain, so a live object follows (`Plan::new`'s invariant). The fill may
+        // run in a signal handler, where a panic is not safe: a broken plan aborts.
+        .unwrap_or_else(|| std::process::abort())
+}
+
+/// The new value of reference `r`: its target's new address. A reference outside the heap
+/// (only in a heap that was corrupt before the cycle, which verification reports) is copied as
+/// is rather than panicking in a signal handler.
+#[inline]
+fn forwarded(plan: &Plan, r: u64) -> u64 {
+    let mut new = match usize::try_from(r) {
+        Ok(0) => 0,
+        Ok(t) if t < plan.live.len() => plan.forward(t) as u64,
+        _ => r,
+    };
+    if r != 0 && plan.take_corruption(Corruption::DanglingRef) {
+        new += 1;
+    }
+    new
+}
+
+/// Prefetches every cache line (8 words) of from-space words `from..to` that holds a live word:
+/// the lines the fill's two passes read, so that their misses overlap.
+#[inline]
+fn prefetch_live_lines<S: SourceWords + ?Sized>(plan: &Plan, from: usize, to: usize, src: &S) {
+    let mut line = from & !7;
+    while line < to {
+        let chunk = plan.live.word(line / 64);
+        if chunk == 0 {
+            line = (line | 63) + 1;
+            continue;
+        }
+        if (chunk >> (line % 64)) & 0xff != 0 {
+            src.prefetch_word(line);
+        }
+        line += 8;
+    }
+}
+
+/// References read but not yet forwarded: (page word, old value), oldest first, at most
+/// [`FORWARD_AHEAD`]. A fixed array: the fill allocates nothing (it may run in a signal handler).
+struct ForwardRing {
+    slots: [(usize, u64); FORWARD_AHEAD],
+    head: usize,
+    len: usize,
+}
+
+impl ForwardRing {
+    fn new() -> Self {
+        ForwardRing {
+            slots: [(0, 0); FORWARD_AHEAD],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Adds a reference; once the ring is full, hands back the oldest one.
+    #[inline]
+    fn push(&mut self, at: usize, r: u64) -> Option<(usize, u64)> {
+        let out = if self.len == FORWARD_AHEAD {
+            self.pop()
+        } else {
+            None
+        };
+        self.slots[(self.head + self.len) % FORWARD_AHEAD] = (at, r);
+        self.len += 1;
+        out
+    }
+
+    /// Takes the oldest reference.
+    #[inline]
+    fn pop(&mut self) -> Option<(usize, u64)> {
+        if self.len == 0 {
+            return None;
+        }
+        let out = self.slots[self.head];
+        self.head = (self.head + 1) % FORWARD_AHEAD;
+        self.len -= 1;
+        Some(out)
     }
 }

@@ -14,6 +14,13 @@ use crate::shape::ShapeTable;
 pub trait SourceWords {
     /// The word at heap word index `word`.
     fn read_word(&self, word: usize) -> u64;
+
+    /// A hint that `word` will be read soon (start loading its cache line); never faults, and
+    /// a word out of range is ignored. The default does nothing.
+    #[inline]
+    fn prefetch_word(&self, word: usize) {
+        let _ = word;
+    }
 }
 
 impl SourceWords for [u64] {
@@ -21,12 +28,24 @@ impl SourceWords for [u64] {
     fn read_word(&self, word: usize) -> u64 {
         self[word]
     }
+
+    #[inline]
+    fn prefetch_word(&self, word: usize) {
+        if let Some(w) = self.get(word) {
+            remap_compact::prefetch(w);
+        }
+    }
 }
 
 impl SourceWords for Vec<u64> {
     #[inline]
     fn read_word(&self, word: usize) -> u64 {
         self[word]
+    }
+
+    #[inline]
+    fn prefetch_word(&self, word: usize) {
+        self.as_slice().prefetch_word(word);
     }
 }
 
