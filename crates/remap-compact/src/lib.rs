@@ -166,21 +166,21 @@ pub use engine::{Cycle, Engine};
 pub use error::{CompactError, MapOp, PublishOp};
 pub use stats::{CompactorTime, CycleStats, FaultSpan, Phase};
 
-/// Hints the CPU to start loading the cache line holding `value` (ordinary memory a fill reads
-/// at scattered places, such as a runtime's forwarding tables), so that several cache misses
-/// overlap instead of coming one after another. A hint only: it never faults and changes
-/// nothing; async-signal-safe.
+/// Hints the CPU to start loading the cache line holding `ptr` (ordinary memory a fill reads at
+/// scattered places, such as a runtime's forwarding tables), so that several cache misses overlap
+/// instead of coming one after another. A hint only: it never dereferences `ptr` (any address is
+/// allowed, mapped or not), never faults and changes nothing; async-signal-safe.
 ///
 /// ```
 /// let table = vec![0u64; 1 << 16];
 /// let wanted = [17usize, 40_000, 3];
 /// for &i in &wanted {
-///     remap_compact::prefetch(&table[i]);
+///     remap_compact::prefetch(table[i..].as_ptr().cast());
 /// }
 /// let sum: u64 = wanted.iter().map(|&i| table[i]).sum();
 /// assert_eq!(sum, 0);
 /// ```
 #[inline(always)]
-pub fn prefetch<T>(value: &T) {
-    raw::prefetch_address(std::ptr::from_ref(value).cast::<u8>());
+pub fn prefetch(ptr: *const u8) {
+    raw::prefetch_address(ptr);
 }

@@ -32,7 +32,7 @@ impl SourceWords for [u64] {
     #[inline]
     fn prefetch_word(&self, word: usize) {
         if let Some(w) = self.get(word) {
-            remap_compact::prefetch(w);
+            remap_compact::prefetch(std::ptr::from_ref(w).cast());
         }
     }
 }

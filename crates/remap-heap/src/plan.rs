@@ -11,6 +11,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use remap::region::HUGE_PAGE_SIZE;
+use remap::{Region, Thp};
+
 use crate::bitmap::{select_bit, Bitmap};
 use crate::mark::Marks;
 use crate::object::RESERVED_WORDS;
@@ -27,13 +30,63 @@ pub enum Corruption {
     DanglingRef,
 }
 
-/// One chunk's forwarding data (16 bytes, a quarter of a cache line).
-#[derive(Debug, Clone, Copy)]
-struct ForwardChunk {
-    /// The chunk's live bits (a copy of its word of the live bitmap).
-    bits: u64,
-    /// Live words before the chunk.
-    before: u32,
+/// The forwarding table: per chunk of 64 heap words, its live bits and the live words before it
+/// (the prefix sum), side by side in 16 bytes, so that forwarding a reference costs one cache
+/// line, not one in the live bitmap and another in a separate prefix array.
+///
+/// References point anywhere in the heap, so on a heap larger than the cache every forwarding
+/// misses, and on a VM a miss into a table of 4 KiB pages is also a TLB miss with a
+/// two-dimensional page walk (the table is 32 MiB for a 1 GiB heap, 8192 pages). The table
+/// therefore lives in its own mapping advised `MADV_HUGEPAGE` and aligned to 2 MiB (16 TLB
+/// entries for that heap). It is written once while the plan is built, then only read.
+#[derive(Debug)]
+struct ForwardTable {
+    region: Region,
+    chunks: usize,
+}
+
+/// Bytes per chunk entry: the live bits, then the live words before the chunk.
+const CHUNK_ENTRY: usize = 16;
+
+impl ForwardTable {
+    fn new(chunks: usize) -> ForwardTable {
+        let page = rustix::param::page_size();
+        let len = (chunks * CHUNK_ENTRY).div_ceil(page).max(1) * page;
+        let build = |thp| {
+            Region::builder(len)
+                .huge_aligned(len >= HUGE_PAGE_SIZE)
+                .thp(thp)
+                .build()
+        };
+        // Without THP support `MADV_HUGEPAGE` fails; ordinary pages are only slower.
+        let region = build(Thp::Huge)
+            .or_else(|_| build(Thp::Default))
+            .unwrap_or_else(|e| panic!("cannot map the forwarding table ({len} bytes): {e}"));
+        ForwardTable { region, chunks }
+    }
+
+    #[inline]
+    fn set(&self, chunk: usize, bits: u64, before: u64) {
+        self.region.write_u64(chunk * CHUNK_ENTRY, bits);
+        self.region.write_u64(chunk * CHUNK_ENTRY + 8, before);
+    }
+
+    #[inline]
+    fn bits(&self, chunk: usize) -> u64 {
+        self.region.read_u64(chunk * CHUNK_ENTRY)
+    }
+
+    #[inline]
+    fn before(&self, chunk: usize) -> usize {
+        self.region.read_u64(chunk * CHUNK_ENTRY + 8) as usize
+    }
+
+    #[inline]
+    fn prefetch(&self, chunk: usize) {
+        if chunk < self.chunks {
+            remap_compact::prefetch(self.region.as_ptr().wrapping_add(chunk * CHUNK_ENTRY));
+        }
+    }
 }
 
 /// The compaction plan of one cycle: built from the marks in the pause, then read-only.
@@ -41,11 +94,8 @@ struct ForwardChunk {
 pub struct Plan {
     pub(crate) live: Bitmap,
     pub(crate) begin: Bitmap,
-    /// Per chunk of 64 words: its live bits and the live words before it (the prefix sum),
-    /// side by side, so that forwarding a reference costs one cache line, not one in the live
-    /// bitmap and another in a separate prefix array (references point anywhere in the heap:
-    /// on a large heap each forwarding is a cache miss, which dominates the fill).
-    chunks: Vec<ForwardChunk>,
+    /// Per chunk of 64 words: its live bits and the live words before it.
+    chunks: ForwardTable,
     /// Per to-space page: the from-space word of the first live word landing on it (one more
     /// entry, the bitmap length, as a sentinel). Computed once, in one pass, so that neither the
     /// fill nor `reads` searches the prefix sums.
@@ -69,15 +119,16 @@ impl Plan {
     pub fn new(marks: Marks, page_size: usize, shapes: Arc<ShapeTable>) -> Plan {
         assert!(page_size % 8 == 0 && page_size > 0);
         let chunks = marks.live.word_count();
-        let mut prefix = Vec::with_capacity(chunks);
-        let mut before: u64 = 0;
+        assert!(
+            chunks * 64 < 1 << 32,
+            "a heap of fewer than 2^32 words (32 GiB)"
+        );
+        let table = ForwardTable::new(chunks);
+        let mut before: usize = 0;
         for c in 0..chunks {
             let bits = marks.live.word(c);
-            prefix.push(ForwardChunk {
-                bits,
-                before: u32::try_from(before).expect("a heap of fewer than 2^32 words"),
-            });
-            before += u64::from(bits.count_ones());
+            table.set(c, bits, before as u64);
+            before += bits.count_ones() as usize;
         }
         let page_words = page_size / 8;
         let live_end = RESERVED_WORDS + marks.live_words;
@@ -93,10 +144,10 @@ impl Plan {
                 continue;
             }
             let k = d0 - RESERVED_WORDS;
-            while c + 1 < chunks && prefix[c + 1].before as usize <= k {
+            while c + 1 < chunks && table.before(c + 1) <= k {
                 c += 1;
             }
-            let n = u32::try_from(k - prefix[c].before as usize).expect("within a 64-word chunk");
+            let n = u32::try_from(k - table.before(c)).expect("within a 64-word chunk");
             let s = c * 64 + select_bit(marks.live.word(c), n) as usize;
             page_start.push(s);
             page_first_object.push(
@@ -110,7 +161,7 @@ impl Plan {
         Plan {
             live: marks.live,
             begin: marks.begin,
-            chunks: prefix,
+            chunks: table,
             page_start,
             page_first_object,
             live_words: marks.live_words,
@@ -174,9 +225,9 @@ impl Plan {
     /// reserved words). Meaningless for a word that is not live.
     #[inline]
     pub fn forward(&self, w: usize) -> usize {
-        let chunk = &self.chunks[w / 64];
-        let below = chunk.bits & ((1u64 << (w % 64)) - 1);
-        RESERVED_WORDS + chunk.before as usize + below.count_ones() as usize
+        let chunk = w / 64;
+        let below = self.chunks.bits(chunk) & ((1u64 << (w % 64)) - 1);
+        RESERVED_WORDS + self.chunks.before(chunk) + below.count_ones() as usize
     }
 
     /// A hint that [`forward`](Self::forward)`(w)` comes soon: starts loading the cache line of
@@ -184,9 +235,7 @@ impl Plan {
     /// each forwarding misses; prefetched a few references ahead, the misses overlap.
     #[inline]
     pub(crate) fn prefetch_forward(&self, w: usize) {
-        if let Some(chunk) = self.chunks.get(w / 64) {
-            remap_compact::prefetch(chunk);
-        }
+        self.chunks.prefetch(w / 64);
     }
 
     /// The from-space word one past the last live word landing on to-space page `page` (the
