@@ -229,40 +229,65 @@ pub(crate) fn run(args: &CompactArgs, out: crate::Output) -> anyhow::Result<crat
         return sweep::run(args, out);
     }
     let config = config(args);
+    let report = match run_and_print(
+        out,
+        |progress| remap_heap::bench::run(&config, progress),
+        write_json,
+        write_table,
+    )? {
+        Ok(report) => report,
+        Err(outcome) => return Ok(outcome),
+    };
+    if let Some(chart) = &args.chart {
+        write_chart(&report, chart)?;
+        if out.json {
+            eprintln!("chart: {}", chart.display());
+        } else {
+            writeln!(std::io::stdout().lock(), "chart: {}", chart.display())?;
+        }
+    }
+    Ok(crate::Outcome::found_unless(report.all_verified()))
+}
+
+/// What `remap compact` and `remap compact --sweep` share: runs `bench` with a progress bar
+/// (on a terminal only), then prints its report on stdout, as JSON Lines with `--json`, else as
+/// a table. A set-up, region or engine error means the comparison could not run
+/// (`Err(Outcome::CannotRun)`); any other error is the command's.
+fn run_and_print<R>(
+    out: crate::Output,
+    bench: impl FnOnce(&dyn Fn(&str, u64, u64)) -> Result<R, BenchError>,
+    write_json: impl FnOnce(&R, &mut std::io::StdoutLock<'static>) -> anyhow::Result<()>,
+    write_table: impl FnOnce(&R, &mut std::io::StdoutLock<'static>) -> anyhow::Result<()>,
+) -> anyhow::Result<Result<R, crate::Outcome>> {
     let bar = remap_bench::progress_bar(out.progress);
     let progress = |msg: &str, done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
         bar.set_message(msg.to_owned());
     };
-    let report = match remap_heap::bench::run(&config, &progress) {
+    let report = bench(&progress);
+    bar.finish_and_clear();
+    let report = match report {
         Ok(r) => r,
         Err(e @ (BenchError::Engine(_) | BenchError::Setup(_) | BenchError::Region(_))) => {
-            bar.finish_and_clear();
-            return Ok(crate::Outcome::CannotRun(e.to_string()));
+            return Ok(Err(crate::Outcome::CannotRun(e.to_string())));
         }
-        Err(e) => {
-            bar.finish_and_clear();
-            return Err(e.into());
-        }
+        Err(e) => return Err(e.into()),
     };
-    bar.finish_and_clear();
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
+    let mut stdout = std::io::stdout().lock();
     if out.json {
         write_json(&report, &mut stdout)?;
     } else {
         write_table(&report, &mut stdout)?;
     }
-    if let Some(chart) = &args.chart {
-        write_chart(&report, chart)?;
-        if out.json {
-            eprintln!("chart: {}", chart.display());
-        } else {
-            writeln!(stdout, "chart: {}", chart.display())?;
-        }
-    }
-    Ok(crate::Outcome::found_unless(report.all_verified()))
+    Ok(Ok(report))
+}
+
+/// Writes `record` as one line of JSON.
+fn write_record(w: &mut impl Write, record: &impl Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *w, record)?;
+    writeln!(w)?;
+    Ok(())
 }
 
 /// One JSON Lines record.
@@ -293,11 +318,7 @@ struct SummaryRecord<'a> {
 }
 
 fn write_json(r: &BenchReport, w: &mut impl Write) -> anyhow::Result<()> {
-    let mut line = |rec: Record<'_>| -> anyhow::Result<()> {
-        serde_json::to_writer(&mut *w, &rec)?;
-        writeln!(w)?;
-        Ok(())
-    };
+    let mut line = |rec: Record<'_>| write_record(w, &rec);
     line(Record::Config(ConfigRecord {
         config: &r.config,
         machine: remap::system::Machine::read(),

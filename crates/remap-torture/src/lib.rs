@@ -68,8 +68,9 @@ pub use run::{confirm, run, Confirmation, Progress};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Walker {
-    /// Reclaim without the folio lock: a memory cgroup limit below the working set, swap on zram,
-    /// pages re-touched so `shrink_active_list` finds them referenced.
+    /// Reclaim without the folio lock: a memory cgroup limit below the working set (the regions'
+    /// pages are charged to the cgroup, the harness runs outside it), swap on zram, pages
+    /// re-touched so `shrink_active_list` finds them referenced.
     Reclaim,
     /// `MADV_PAGEOUT` and `MADV_COLD` on random ranges; swapped pages moved without swap-in.
     Pageout,

@@ -1,4 +1,4 @@
-//! The machine around the run: the memory cgroup it puts itself in, KSM, zram swap, and the
+//! The machine around the run: the memory cgroup its regions are charged to, KSM, zram swap, and the
 //! counters that show the walkers ran (`/proc/vmstat`, the cgroup's `memory.stat`, KSM's
 //! `pages_*`), the kernel log, and the fd count.
 //!
@@ -182,12 +182,39 @@ impl MachineGuard {
             self.save_state();
             // Swap freely (zram). No OOM kill: a task that cannot charge waits, and the run's
             // OOM guard (`oom_guard`) lifts the limit for a moment; the limit only forces reclaim.
+            // The process is not put in it here: only the regions' pages are charged to it
+            // (`charged_to_cgroup`).
             let _ = write(dir.join("memory.swappiness"), "100");
             write(dir.join("memory.oom_control"), "1")?;
             write(dir.join("memory.limit_in_bytes"), &limit.to_string())?;
-            write(dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// Runs `populate` with the process in the run's cgroup (if it made one) and moves the
+    /// process back to its own cgroup afterwards, so that what `populate` faults in is charged to
+    /// the cgroup and nothing else the run allocates is.
+    ///
+    /// Charges stay with the cgroup when the process leaves it (cgroup v1 does not move them), and
+    /// a page swapped out of it is charged to it again when it is swapped back in, so the regions
+    /// stay under the limit. The harness must not be: with `oom_kill_disable` a charge that fails
+    /// in a kernel-mode fault is not waited for but fails, and when that fault is the kernel
+    /// writing a thread's `rseq` area (glibc registers one in each thread's control block) on
+    /// the way back to user space, the kernel kills the process with SIGSEGV; and a charge that
+    /// waits in a user fault after the OOM guard stopped waits for ever.
+    /// `docs/findings/memcg-oom-disabled-rseq-sigsegv.md`.
+    pub(crate) fn charged_to_cgroup<T>(
+        &self,
+        populate: impl FnOnce() -> T,
+    ) -> Result<T, MachineError> {
+        let (Some(dir), Some(home)) = (&self.cgroup, &self.home) else {
+            return Ok(populate());
+        };
+        let pid = std::process::id().to_string();
+        write(dir.join("cgroup.procs"), &pid)?;
+        let populated = populate();
+        write(home.join("cgroup.procs"), &pid)?;
+        Ok(populated)
     }
 
     fn save_state(&self) {
@@ -276,6 +303,7 @@ impl MachineGuard {
         }
         self.restored = true;
         if let (Some(dir), Some(home)) = (self.cgroup.take(), self.home.take()) {
+            // Normally home already (`charged_to_cgroup`); not after a failure inside it.
             if own {
                 if let Err(e) = write(home.join("cgroup.procs"), &std::process::id().to_string()) {
                     failed(e);

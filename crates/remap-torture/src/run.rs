@@ -43,15 +43,28 @@ pub struct Progress {
 /// How long threads get to finish their operation once told to stop.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// Maps the region pairs and places a tagged page in every slot; the pages are faulted in
+/// (and so charged) in the run's cgroup, if it has one, everything else outside it.
 fn build_pairs(
     cfg: &Config,
     key: u64,
     page: usize,
     ksm: bool,
+    machine: &MachineGuard,
 ) -> Result<(Vec<Pair>, u32), TortureError> {
+    let pairs = map_pairs(cfg, page, ksm)?;
+    let placed = machine
+        .charged_to_cgroup(|| place_pages(cfg, key, page, &pairs))
+        .map_err(|source| TortureError::Machine {
+            source,
+            not_restored: Vec::new(),
+        })?;
+    Ok((pairs, placed))
+}
+
+/// Maps the region pairs, empty: their model says every slot is a hole.
+fn map_pairs(cfg: &Config, page: usize, ksm: bool) -> Result<Vec<Pair>, TortureError> {
     let mut pairs = Vec::new();
-    let mut next_id: u32 = 0;
-    let offs = model::tag_word_offsets(page);
     for p in 0..cfg.pairs {
         let mut sides = Vec::new();
         for s in 0..2 {
@@ -77,9 +90,19 @@ fn build_pairs(
                 .collect();
             sides.push(Side { map, thp, blocks });
         }
-        let pair = Pair {
+        pairs.push(Pair {
             sides: [sides.remove(0), sides.remove(0)],
-        };
+        });
+    }
+    Ok(pairs)
+}
+
+/// Writes a tagged page into every slot of `pairs` and records it in the model; returns how many
+/// logical pages it placed (ids `0..` that).
+fn place_pages(cfg: &Config, key: u64, page: usize, pairs: &[Pair]) -> u32 {
+    let mut next_id: u32 = 0;
+    let offs = model::tag_word_offsets(page);
+    for pair in pairs {
         // Page k starts on side 0 in even PMDs, side 1 in odd ones: THPs on both sides.
         for k in 0..cfg.region_pages {
             let side = (k / 512) % 2;
@@ -100,9 +123,8 @@ fn build_pairs(
                 excl_mark: 0,
             };
         }
-        pairs.push(pair);
     }
-    Ok((pairs, next_id))
+    next_id
 }
 
 /// Maps a set-up system call's error to [`TortureError::Setup`], errno kept.
@@ -162,7 +184,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     let vm_before = machine::vmstat();
     let ksm_before = machine::ksm_counters();
 
-    let result = run_threads(cfg, page, &cgroup, progress);
+    let result = run_threads(cfg, page, &guard, &cgroup, progress);
     let (mut report, shared) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -219,7 +241,8 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     if let (Some(dir), Some((limit, failcnt, max_usage))) = (cgroup.as_deref(), cgroup_values) {
         let base = baseline_usage.unwrap_or(0);
         let fin = final_usage.unwrap_or(0);
-        // Memory the process itself grew meanwhile (heap, thread stacks) is charged there too.
+        // Slack for what the process itself grew meanwhile (it runs outside the cgroup, so
+        // only what it faulted in while placing the pages could be charged there).
         let grown = machine::rss_anon().saturating_sub(rss_baseline);
         if !leaked && fin > base + grown + (4 << 20) {
             late.push((
@@ -311,12 +334,13 @@ type Threads = Vec<(String, JoinHandle<Option<(Walker, DriverStats)>>)>;
 fn run_threads(
     cfg: &Config,
     page: usize,
+    machine: &MachineGuard,
     cgroup: &Option<std::path::PathBuf>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Report, Option<Arc<Shared>>), TortureError> {
     let has = |w: Walker| cfg.walkers.contains(&w);
     let key = rng::mix(cfg.seed ^ 0x7461_6773);
-    let (pairs, pair_ids) = build_pairs(cfg, key, page, has(Walker::Ksm))?;
+    let (pairs, pair_ids) = build_pairs(cfg, key, page, has(Walker::Ksm), machine)?;
     let mut features = Features::empty();
     if has(Walker::Flip) {
         features |= Features::EVENT_REMAP;

@@ -2,6 +2,8 @@
 //! captions and legends.
 
 use plotters::coord::combinators::IntoLogRange;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::CoordTranslate;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -66,13 +68,13 @@ where
     Ok(())
 }
 
-/// Draws a row's caption (bold) and the line explaining its encoding above the plots, and
-/// returns the area below them.
+/// Draws a row's caption (bold) and the lines explaining its encoding above the plots, and
+/// returns the area below them split into the plots and the legend column beside them.
 pub(super) fn draw_header<'a>(
     area: &Area<'a>,
     caption: &str,
     encoding: &[String],
-) -> Result<Area<'a>, Box<dyn std::error::Error>> {
+) -> Result<(Area<'a>, Area<'a>), Box<dyn std::error::Error>> {
     let (head, body) = area.split_vertically(HEADER_HEIGHT);
     head.draw_text(
         caption,
@@ -84,7 +86,81 @@ pub(super) fn draw_header<'a>(
         let y = 32 + 18 * i32::try_from(i).unwrap_or(0);
         head.draw_text(line, &small, (16, y))?;
     }
-    Ok(body)
+    let (w, _) = body.dim_in_pixel();
+    Ok(body.split_horizontally(w - LEGEND_WIDTH))
+}
+
+/// The range of a log axis showing `values`: a factor 1.6 beyond the smallest and the largest,
+/// or `fallback` when there is no positive finite value.
+pub(super) fn log_range(values: impl IntoIterator<Item = f64>, fallback: (f64, f64)) -> (f64, f64) {
+    let (lo, hi) = values
+        .into_iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo.is_finite() && hi > 0.0 {
+        (lo / 1.6, hi * 1.6)
+    } else {
+        fallback
+    }
+}
+
+/// The coordinates of a [`categorical_panel`]: positions along x, a log scale with its grid
+/// along y.
+pub(super) type CategoricalCoord = Cartesian2d<RangedCoordf64, WithKeyPoints<LogCoord<f64>>>;
+
+/// The axes of one panel of a row of small multiples ([`categorical_panel`]).
+pub(super) struct CategoricalAxes<'l> {
+    /// The panel's caption.
+    pub(super) caption: String,
+    /// How many categories: x positions 0, 1, ... labelled by `x_label`.
+    pub(super) categories: usize,
+    /// The right end of the x axis (the left end is -0.25).
+    pub(super) x_max: f64,
+    /// The label of an x position ("" between categories).
+    pub(super) x_label: &'l dyn Fn(f64) -> String,
+    pub(super) x_desc: &'l str,
+    pub(super) y_desc: &'l str,
+    /// The y range (log scale, gridded by [`log_ticks`]).
+    pub(super) y: (f64, f64),
+}
+
+/// Draws one panel of a row of small multiples (categories along x, a log scale along y, the
+/// same grid, fonts and margins in every row) and returns the chart to draw its series into.
+pub(super) fn categorical_panel<'a, 'b>(
+    panel: &'a Area<'b>,
+    axes: &CategoricalAxes<'_>,
+) -> Result<ChartContext<'a, SVGBackend<'b>, CategoricalCoord>, Box<dyn std::error::Error>> {
+    let (lo, hi) = axes.y;
+    let (y_bold, y_light) = log_ticks(lo, hi);
+    let mut chart = ChartBuilder::on(panel)
+        .caption(&axes.caption, ("sans-serif", 16))
+        .margin_left(10)
+        .margin_right(20)
+        .margin_bottom(10)
+        .x_label_area_size(50)
+        .y_label_area_size(75)
+        .build_cartesian_2d(
+            -0.25f64..axes.x_max,
+            (lo..hi)
+                .log_scale()
+                .with_key_points(y_bold)
+                .with_light_points(y_light),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(200, 200, 200))
+        .x_labels(axes.categories)
+        .x_max_light_lines(0)
+        .x_label_formatter(&|x| (axes.x_label)(*x))
+        .y_label_formatter(&|y| label_number(*y))
+        .draw()?;
+    Ok(chart)
 }
 
 /// Draws a legend in `area` (a column beside the plots): one group of entries per method, each
@@ -146,23 +222,15 @@ pub(super) fn draw_bulk(report: &Report, area: &Area<'_>) -> DrawResult {
              (\"+ spin\"; filled/hollow as THP on/off).",
         );
     }
-    let body = draw_header(
+    let (plot, legend) = draw_header(
         area,
         "Bulk move throughput vs chunk size (higher is better)",
         &encoding,
     )?;
-    let (w, _) = body.dim_in_pixel();
-    let (plot, legend) = body.split_horizontally(w - LEGEND_WIDTH);
 
     let x_min = ok.iter().map(|m| m.chunk_bytes).min().unwrap_or(4096) as f64;
     let x_max = ok.iter().map(|m| m.chunk_bytes).max().unwrap_or(1 << 27) as f64;
-    let y_min = ok.iter().map(|m| m.gb_per_s).fold(f64::INFINITY, f64::min);
-    let y_max = ok.iter().map(|m| m.gb_per_s).fold(0.0, f64::max);
-    let (y_min, y_max) = if y_min.is_finite() && y_max > 0.0 {
-        (y_min / 1.6, y_max * 1.6)
-    } else {
-        (0.01, 100.0)
-    };
+    let (y_min, y_max) = log_range(ok.iter().map(|m| m.gb_per_s), (0.01, 100.0));
     let (y_bold, y_light) = log_ticks(y_min, y_max);
     let mut chart = ChartBuilder::on(&plot)
         .margin_left(10)
@@ -274,74 +342,47 @@ pub(super) fn draw_faults(report: &Report, area: &Area<'_>) -> DrawResult {
             }
         },
     ];
-    let body = draw_header(
+    let (plots, legend) = draw_header(
         area,
         "Fault service latency per fault: p50, p99, p99.9 (lower is better)",
         &encoding,
     )?;
-    let (w, _) = body.dim_in_pixel();
-    let (plots, legend) = body.split_horizontally(w - LEGEND_WIDTH);
-
-    let all_us = ok
-        .iter()
-        .flat_map(|f| [f.p50_ns.median, f.p99_ns.median, f.p999_ns.median])
-        .map(|ns| ns / 1e3);
-    let (lo, hi) = all_us.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() && hi > 0.0 {
-        (lo / 1.6, hi * 1.6)
-    } else {
-        (1.0, 1000.0)
+    let y = log_range(
+        ok.iter()
+            .flat_map(|f| [f.p50_ns.median, f.p99_ns.median, f.p999_ns.median])
+            .map(|ns| ns / 1e3),
+        (1.0, 1000.0),
+    );
+    let x_label = |x: f64| {
+        let x = x.round();
+        if x == 0.0 {
+            "p50"
+        } else if x == 1.0 {
+            "p99"
+        } else if x == 2.0 {
+            "p99.9"
+        } else {
+            ""
+        }
+        .to_owned()
     };
-    let (y_bold, y_light) = log_ticks(lo, hi);
     let panels = plots.split_evenly((1, mutator_counts.len()));
     for (panel, &mutators) in panels.iter().zip(&mutator_counts) {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!(
+        let chart = categorical_panel(
+            panel,
+            &CategoricalAxes {
+                caption: format!(
                     "{mutators} mutator thread{}",
                     if mutators == 1 { "" } else { "s" }
                 ),
-                ("sans-serif", 16),
-            )
-            .margin_left(10)
-            .margin_right(20)
-            .margin_bottom(10)
-            .x_label_area_size(50)
-            .y_label_area_size(75)
-            .build_cartesian_2d(
-                -0.25f64..2.25f64,
-                (lo..hi)
-                    .log_scale()
-                    .with_key_points(y_bold.clone())
-                    .with_light_points(y_light.clone()),
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency per fault, us (log scale)")
-            .axis_desc_style(("sans-serif", 15))
-            .label_style(("sans-serif", 13))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(200, 200, 200))
-            .x_labels(3)
-            .x_max_light_lines(0)
-            .x_label_formatter(&|x| {
-                let x = x.round();
-                if x == 0.0 {
-                    "p50"
-                } else if x == 1.0 {
-                    "p99"
-                } else if x == 2.0 {
-                    "p99.9"
-                } else {
-                    ""
-                }
-                .to_owned()
-            })
-            .y_label_formatter(&|y| label_number(*y))
-            .draw()?;
+                categories: 3,
+                x_max: 2.25,
+                x_label: &x_label,
+                x_desc: "percentile",
+                y_desc: "latency per fault, us (log scale)",
+                y,
+            },
+        )?;
         for f in ok.iter().filter(|f| f.mutators == mutators) {
             let points = [
                 (0.0, f.p50_ns.median / 1e3),

@@ -14,7 +14,7 @@
 
 use std::io::Write;
 
-use remap_heap::bench::{BenchConfig, BenchError, Mode, Spread};
+use remap_heap::bench::{BenchConfig, Mode, Spread};
 use remap_heap::sweep::{PageCost, SweepPoint, SweepReport};
 use serde::Serialize;
 
@@ -75,40 +75,20 @@ pub(super) fn run(args: &CompactArgs, out: crate::Output) -> anyhow::Result<crat
         base.reps = if args.quick { 1 } else { 2 };
     }
     let points = points(args);
-    let bar = remap_bench::progress_bar(out.progress);
-    let progress = |msg: &str, done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-        bar.set_message(msg.to_owned());
+    let report = match super::run_and_print(
+        out,
+        |progress| remap_heap::sweep::sweep(&base, &points, progress),
+        |r, w| write_json(r, &points, w),
+        write_table,
+    )? {
+        Ok(report) => report,
+        Err(outcome) => return Ok(outcome),
     };
-    let report = match remap_heap::sweep::sweep(&base, &points, &progress) {
-        Ok(r) => r,
-        Err(e @ (BenchError::Engine(_) | BenchError::Setup(_) | BenchError::Region(_))) => {
-            bar.finish_and_clear();
-            return Ok(crate::Outcome::CannotRun(e.to_string()));
-        }
-        Err(e) => {
-            bar.finish_and_clear();
-            return Err(e.into());
-        }
-    };
-    bar.finish_and_clear();
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
-    if out.json {
-        write_json(&report, &points, &mut stdout)?;
-    } else {
-        write_table(&report, &mut stdout)?;
-    }
     Ok(crate::Outcome::found_unless(report.all_verified()))
 }
 
 fn write_json(r: &SweepReport, points: &[SweepPoint], w: &mut impl Write) -> anyhow::Result<()> {
-    let mut line = |rec: Record<'_>| -> anyhow::Result<()> {
-        serde_json::to_writer(&mut *w, &rec)?;
-        writeln!(w)?;
-        Ok(())
-    };
+    let mut line = |rec: Record<'_>| super::write_record(w, &rec);
     line(Record::Config(ConfigRecord {
         config: &r.base,
         points,
@@ -137,19 +117,11 @@ fn write_json(r: &SweepReport, points: &[SweepPoint], w: &mut impl Write) -> any
 }
 
 fn ns(s: &Spread) -> String {
-    if s.median.is_nan() {
-        return "-".into();
-    }
-    format!("{:.0} ({:.0}..{:.0})", s.median, s.min, s.max)
+    super::spread(s, 0)
 }
 
 fn ratio(s: Option<&Spread>) -> String {
-    match s {
-        Some(s) if !s.median.is_nan() => {
-            format!("{:.2} ({:.2}..{:.2})", s.median, s.min, s.max)
-        }
-        _ => "-".into(),
-    }
+    s.map_or("-".into(), |s| super::spread(s, 2))
 }
 
 fn write_table(r: &SweepReport, w: &mut impl Write) -> anyhow::Result<()> {

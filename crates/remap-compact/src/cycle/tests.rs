@@ -30,6 +30,45 @@ impl Compactor for Complement {
     }
 }
 
+/// Heap pages of the tests below; their plans compact half of them.
+const HEAP_PAGES: usize = 8;
+
+/// An engine publishing by MOVE (one handler thread, batches of 4) over a populated heap of
+/// [`HEAP_PAGES`] pages, written by `init` first.
+fn move_engine(init: impl FnOnce(&Region)) -> Engine {
+    let heap = Region::builder(HEAP_PAGES * uffd::page_size())
+        .populate(true)
+        .build()
+        .unwrap();
+    init(&heap);
+    Engine::builder(heap)
+        .publication(Publication::Move)
+        .handler_threads(1)
+        .batch_pages(4)
+        .build()
+        .unwrap()
+}
+
+/// Takes page 0 the compaction thread's way: claim, fill, `Mapping`; returns its buffer.
+fn map_page_0_as_the_compactor<C: Compactor>(shared: &Shared<C>) -> Buf {
+    let claimed = pack(PROCESSING, Filler::Compactor, None);
+    assert!(shared.states[0]
+        .compare_exchange(UNPROCESSED, claimed, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok());
+    let (buf, recycled) = shared.take_buffer(0, Filler::Compactor);
+    shared.fill(0, buf, Filler::Compactor, true);
+    shared.count_fills(
+        Filler::Compactor,
+        usize::from(recycled),
+        usize::from(!recycled),
+    );
+    shared.states[0].store(
+        pack(MAPPING, Filler::Compactor, Some(buf)),
+        Ordering::Release,
+    );
+    buf
+}
+
 /// Linux 6.18 can move a page and still answer EEXIST (or stop one page short, and then answer
 /// EEXIST on the retry): docs/findings/move-undercounts-a-moved-page.md and move-thp-eexist.md.
 /// The lie is replayed deterministically: page 0 is claimed, filled and marked `Mapping` the way
@@ -47,42 +86,17 @@ fn move_that_moved_the_page_but_failed_counts_it_published_once() {
         return;
     }
     let page = uffd::page_size();
-    let heap_pages = 8;
-    let heap = Region::builder(heap_pages * page)
-        .populate(true)
-        .build()
-        .unwrap();
-    for j in 0..heap_pages * page / 8 {
-        heap.write_u64(j * 8, 0x1000 + j as u64);
-    }
-    let engine = Engine::builder(heap)
-        .publication(Publication::Move)
-        .handler_threads(1)
-        .batch_pages(4)
-        .build()
-        .unwrap();
+    let engine = move_engine(|heap| {
+        for j in 0..HEAP_PAGES * page / 8 {
+            heap.write_u64(j * 8, 0x1000 + j as u64);
+        }
+    });
     let plan = Arc::new(Complement {
-        pages: heap_pages / 2,
+        pages: HEAP_PAGES / 2,
     });
     let cycle = engine.flip(Arc::clone(&plan)).unwrap();
     let shared = Arc::clone(cycle.shared());
-
-    // Page 0, the compaction thread's way: claim, fill, `Mapping`.
-    let claimed = pack(PROCESSING, Filler::Compactor, None);
-    assert!(shared.states[0]
-        .compare_exchange(UNPROCESSED, claimed, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok());
-    let (buf, recycled) = shared.take_buffer(0, Filler::Compactor);
-    shared.fill(0, buf, Filler::Compactor, true);
-    shared.count_fills(
-        Filler::Compactor,
-        usize::from(recycled),
-        usize::from(!recycled),
-    );
-    shared.states[0].store(
-        pack(MAPPING, Filler::Compactor, Some(buf)),
-        Ordering::Release,
-    );
+    let buf = map_page_0_as_the_compactor(&shared);
 
     // The kernel moves the page...
     let (map, off) = shared.buf_place(buf);
@@ -133,38 +147,13 @@ fn move_onto_a_page_someone_else_published_is_a_race() {
         return;
     }
     let page = uffd::page_size();
-    let heap_pages = 8;
-    let heap = Region::builder(heap_pages * page)
-        .populate(true)
-        .build()
-        .unwrap();
-    let engine = Engine::builder(heap)
-        .publication(Publication::Move)
-        .handler_threads(1)
-        .batch_pages(4)
-        .build()
-        .unwrap();
+    let engine = move_engine(|_| {});
     let plan = Arc::new(Complement {
-        pages: heap_pages / 2,
+        pages: HEAP_PAGES / 2,
     });
     let cycle = engine.flip(Arc::clone(&plan)).unwrap();
     let shared = Arc::clone(cycle.shared());
-
-    let claimed = pack(PROCESSING, Filler::Compactor, None);
-    assert!(shared.states[0]
-        .compare_exchange(UNPROCESSED, claimed, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok());
-    let (buf, recycled) = shared.take_buffer(0, Filler::Compactor);
-    shared.fill(0, buf, Filler::Compactor, true);
-    shared.count_fills(
-        Filler::Compactor,
-        usize::from(recycled),
-        usize::from(!recycled),
-    );
-    shared.states[0].store(
-        pack(MAPPING, Filler::Compactor, Some(buf)),
-        Ordering::Release,
-    );
+    let buf = map_page_0_as_the_compactor(&shared);
 
     // Someone else maps page 0 (a zero page), the buffer stays full.
     raw::zero_in(&shared.uffd, &shared.heap, 0, page).unwrap();

@@ -14,6 +14,7 @@ use remap::server::{
 use test_support::{require, Need};
 
 use crate::child::{self, Outcome, Scenario};
+use crate::pattern::{fill_pattern, page, pattern_image, pattern_pool};
 
 const SEED: u64 = 0xa20d;
 const DISPATCHER: &str = "fault_around::child_scenarios";
@@ -51,10 +52,6 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-fn page() -> usize {
-    rustix::param::page_size()
-}
-
 /// The three sources that have fault-around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -65,26 +62,8 @@ enum Kind {
 
 const KINDS: [Kind; 3] = [Kind::Copy, Kind::Fn, Kind::Move];
 
-/// An image whose page `i` holds the pattern of logical page `i`.
-fn pattern_image(pages: usize) -> Vec<u8> {
-    let mut image = Vec::with_capacity(pages * page());
-    for p in 0..pages {
-        for w in 0..page() / 8 {
-            image.extend_from_slice(&pattern_word(SEED, p as u64, w as u64).to_ne_bytes());
-        }
-    }
-    image
-}
-
-fn fill_pattern(offset: usize, buf: &mut [u8]) {
-    let p = (offset / page()) as u64;
-    for (w, chunk) in buf.chunks_exact_mut(8).enumerate() {
-        chunk.copy_from_slice(&pattern_word(SEED, p, w as u64).to_ne_bytes());
-    }
-}
-
-/// A pool of `pages` pages, slot `i` holding the pattern of logical page `i`.
-fn pattern_pool(pages: usize, thp: bool) -> MovePool {
+/// A pool of `pages` pages (THP-backed or not), slot `i` holding the pattern of logical page `i`.
+fn pool(pages: usize, thp: bool) -> MovePool {
     let region = if thp {
         Region::builder(pages * page())
             .thp(Thp::Huge)
@@ -94,8 +73,7 @@ fn pattern_pool(pages: usize, thp: bool) -> MovePool {
         Region::builder(pages * page()).thp(Thp::NoHuge).build()
     }
     .unwrap();
-    remap::pattern::fill(&region, SEED);
-    MovePool::from_region(region).unwrap()
+    pattern_pool(SEED, region)
 }
 
 /// Whether page `i` of `region` is present, from pagemap (reading it would fault).
@@ -166,7 +144,7 @@ fn with_server(
     }
     match kind {
         Kind::Copy => {
-            let source = CopySource::new(pattern_image(source_pages)).fault_around(window);
+            let source = CopySource::new(pattern_image(SEED, source_pages)).fault_around(window);
             run(
                 FaultServer::builder(region, source)
                     .threads(threads)
@@ -176,7 +154,8 @@ fn with_server(
             );
         }
         Kind::Fn => {
-            let source = FnSource::new(fill_pattern).fault_around(window);
+            let source =
+                FnSource::new(|offset, buf| fill_pattern(SEED, offset, buf)).fault_around(window);
             run(
                 FaultServer::builder(region, source)
                     .threads(threads)
@@ -186,7 +165,7 @@ fn with_server(
             );
         }
         Kind::Move => {
-            let source = pattern_pool(source_pages, false).fault_around(window);
+            let source = pool(source_pages, false).fault_around(window);
             run(
                 FaultServer::builder(region, source)
                     .threads(threads)
@@ -293,7 +272,7 @@ fn source_holes_child() {
         .thp(Thp::NoHuge)
         .build()
         .unwrap();
-    let server = FaultServer::builder(region, pattern_pool(5, false).fault_around(16))
+    let server = FaultServer::builder(region, pool(5, false).fault_around(16))
         .start()
         .unwrap();
     let region = server.region();
@@ -338,7 +317,7 @@ fn source_holes_child() {
 
     // A copy image of 10.5 pages, a region of 32: one run of 11 (the last half-page padded with
     // zeros), then zero pages one fault each.
-    let mut image = pattern_image(11);
+    let mut image = pattern_image(SEED, 11);
     image.truncate(10 * page() + page() / 2);
     let region = Region::builder(32 * page())
         .thp(Thp::NoHuge)
@@ -402,7 +381,7 @@ fn thp_child() {
             check_content(kind, region, 0..pages, pages);
         };
         if kind == Kind::Move {
-            let pool = pattern_pool(pages, true);
+            let pool = pool(pages, true);
             let server = FaultServer::builder(thp_region(), pool.fault_around(16))
                 .start()
                 .unwrap();
@@ -464,7 +443,7 @@ fn sigbus_child() {
         .unwrap();
     let server = SigbusServer::start(
         region,
-        CopySource::new(pattern_image(pages)).fault_around(16),
+        CopySource::new(pattern_image(SEED, pages)).fault_around(16),
     )
     .unwrap();
     for i in 0..pages {
@@ -481,7 +460,7 @@ fn sigbus_child() {
         .thp(Thp::NoHuge)
         .build()
         .unwrap();
-    let server = SigbusServer::start(region, pattern_pool(pages, false).fault_around(16)).unwrap();
+    let server = SigbusServer::start(region, pool(pages, false).fault_around(16)).unwrap();
     for i in 0..pages {
         let _ = server.region().read_u64(i * page());
     }

@@ -6,6 +6,7 @@ mod inspect;
 mod move_thp_eexist;
 mod mover;
 mod pages;
+mod pattern;
 mod region;
 mod server;
 mod server_hardening;

@@ -15,31 +15,10 @@ use remap::server::{
 use test_support::{require, Need};
 
 use crate::child::{self, Outcome, Scenario};
+use crate::pattern::{fill_pattern, page, pattern_image, pattern_pool};
 use uffd::Features;
 
 const SEED: u64 = 0x5eed;
-
-fn page() -> usize {
-    rustix::param::page_size()
-}
-
-/// An image whose page `i` holds the pattern of logical page `i`.
-fn pattern_image(pages: usize) -> Vec<u8> {
-    let mut image = Vec::with_capacity(pages * page());
-    for p in 0..pages {
-        for w in 0..page() / 8 {
-            image.extend_from_slice(&pattern_word(SEED, p as u64, w as u64).to_ne_bytes());
-        }
-    }
-    image
-}
-
-fn fill_pattern(offset: usize, buf: &mut [u8]) {
-    let p = (offset / page()) as u64;
-    for (w, chunk) in buf.chunks_exact_mut(8).enumerate() {
-        chunk.copy_from_slice(&pattern_word(SEED, p, w as u64).to_ne_bytes());
-    }
-}
 
 /// The mark mutator `m` writes into the last word of the pages it owns.
 fn mark(m: usize, index: usize) -> u64 {
@@ -138,7 +117,7 @@ fn zero_source_serves_each_page_once_under_concurrency() {
 fn copy_source_serves_each_page_once_under_concurrency() {
     require!(Need::Uffd);
     serves_each_page_once(
-        CopySource::new(pattern_image(PAGES)),
+        CopySource::new(pattern_image(SEED, PAGES)),
         |s| s.served_copy,
         |i, w| pattern_word(SEED, i as u64, w),
     );
@@ -148,7 +127,7 @@ fn copy_source_serves_each_page_once_under_concurrency() {
 fn fn_source_serves_each_page_once_under_concurrency() {
     require!(Need::Uffd);
     serves_each_page_once(
-        FnSource::new(fill_pattern),
+        FnSource::new(|offset, buf| fill_pattern(SEED, offset, buf)),
         |s| s.served_copy,
         |i, w| pattern_word(SEED, i as u64, w),
     );
@@ -165,9 +144,7 @@ fn pool_page_of(region: &Region, i: usize, pool_pages: usize) -> usize {
 #[test]
 fn move_pool_serves_each_page_once_under_concurrency() {
     require!(Need::Move);
-    let pool_region = Region::new(PAGES * page()).unwrap();
-    remap::pattern::fill(&pool_region, SEED);
-    let pool = MovePool::from_region(pool_region).unwrap();
+    let pool = pattern_pool(SEED, Region::new(PAGES * page()).unwrap());
     let server = FaultServer::builder(Region::new(PAGES * page()).unwrap(), pool)
         .threads(HANDLERS)
         .start()
@@ -190,9 +167,7 @@ fn move_pool_serves_each_page_once_under_concurrency() {
 #[test]
 fn move_pool_recycles_given_back_pages_and_falls_back_to_zero() {
     require!(Need::Move);
-    let pool_region = Region::new(2 * page()).unwrap();
-    remap::pattern::fill(&pool_region, SEED);
-    let pool = MovePool::from_region(pool_region).unwrap();
+    let pool = pattern_pool(SEED, Region::new(2 * page()).unwrap());
     let server = FaultServer::builder(Region::new(4 * page()).unwrap(), pool)
         .start()
         .unwrap();
@@ -222,7 +197,7 @@ struct Recorder {
 
 impl PageSource for Recorder {
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
-        fill_pattern(fault.offset, page);
+        fill_pattern(SEED, fault.offset, page);
         Resolution::Copy(page)
     }
     fn on_remove(&self, range: Range<usize>) {
@@ -712,7 +687,7 @@ fn sigbus_mode_resolves_faults_in_the_faulting_thread() {
     let pages = 64;
     let server = SigbusServer::start(
         Region::new(pages * page()).unwrap(),
-        CopySource::new(pattern_image(pages)),
+        CopySource::new(pattern_image(SEED, pages)),
     )
     .unwrap();
     std::thread::scope(|s| {
@@ -745,11 +720,9 @@ fn sigbus_mode_resolves_faults_in_the_faulting_thread() {
     });
     assert_eq!(zero.stats().served_zero, 8);
     if test_support::met(Need::Move).is_ok() {
-        let pool_region = Region::new(8 * page()).unwrap();
-        remap::pattern::fill(&pool_region, SEED);
         let pool = SigbusServer::start(
             Region::new(8 * page()).unwrap(),
-            MovePool::from_region(pool_region).unwrap(),
+            pattern_pool(SEED, Region::new(8 * page()).unwrap()),
         )
         .unwrap();
         let mut seen = HashSet::new();
@@ -778,7 +751,7 @@ fn async_server_serves_faults_from_a_tokio_runtime() {
         let pages = 32;
         let server = AsyncFaultServer::start(
             Region::new(pages * page()).unwrap(),
-            CopySource::new(pattern_image(pages)),
+            CopySource::new(pattern_image(SEED, pages)),
         )
         .unwrap();
         let addr = server.region().addr();
@@ -1022,7 +995,7 @@ struct Slow(Duration);
 impl PageSource for Slow {
     fn resolve<'a>(&'a self, fault: &Fault, page: &'a mut [u8]) -> Resolution<'a> {
         std::thread::sleep(self.0);
-        fill_pattern(fault.offset, page);
+        fill_pattern(SEED, fault.offset, page);
         Resolution::Copy(page)
     }
 }
@@ -1417,7 +1390,7 @@ fn spin_many_child() {
     let pages = 4096;
     let server = FaultServer::builder(
         Region::new(pages * page()).unwrap(),
-        CopySource::new(pattern_image(pages)),
+        CopySource::new(pattern_image(SEED, pages)),
     )
     .threads(2)
     .spin(Duration::from_micros(50))
