@@ -339,8 +339,8 @@ fn move_pool_pages(size: usize, seed: u64) -> Result<Region, String> {
 }
 
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
-/// per fault, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST
-/// means another handler won, and it woke the thread).
+/// per fault, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST:
+/// another handler won, or a MOVE moved without counting it; either way a `UFFDIO_WAKE`).
 fn raw_loop(
     target: &Target,
     pool: Option<&Region>,
@@ -407,7 +407,15 @@ fn raw_loop(
                                 ),
                             };
                             match resolved {
-                                Ok(_) | Err(RangeError::Exists { .. }) => {}
+                                Ok(_) => {}
+                                // Another handler won, and its ioctl woke the thread; or (a
+                                // MOVE on 6.18 under reclaim, docs/findings/
+                                // move-undercounts-a-moved-page.md) the page moved anyway,
+                                // and nothing woke it: wake it, or its mutator hangs for ever.
+                                Err(RangeError::Exists { .. }) => {
+                                    let page = target.region.as_ptr().wrapping_add(off);
+                                    uffd.wake(page, ps).map_err(|e| format!("wake: {e}"))?;
+                                }
                                 Err(e) => return Err(format!("resolving at {off:#x}: {e}")),
                             }
                         }
