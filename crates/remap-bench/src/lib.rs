@@ -277,6 +277,7 @@ pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
         | FaultMethod::ServerZero
         | FaultMethod::ServerCopy
         | FaultMethod::ServerMove
+        | FaultMethod::ServerFn
         | FaultMethod::ServerSigbus
         | FaultMethod::ServerCopySpin
         | FaultMethod::ServerCopyPin

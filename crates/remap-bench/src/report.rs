@@ -82,6 +82,9 @@ pub enum FaultMethod {
     ServerCopy,
     /// `remap::server::FaultServer` moving pages from a recycled pool.
     ServerMove,
+    /// `remap::server::FaultServer` with an `FnSource`: a closure fills each page (a 4 KiB
+    /// `memcpy` from one prepared page), then one `UFFDIO_COPY`.
+    ServerFn,
     /// `remap::server::FaultServer` in SIGBUS mode (the faulting thread resolves its own fault).
     ServerSigbus,
     /// `server-copy` with adaptive waiting: handler threads spin on non-blocking reads for up to
@@ -97,12 +100,13 @@ pub enum FaultMethod {
 
 impl FaultMethod {
     /// Every fault-service method, in table order.
-    pub const ALL: [FaultMethod; 10] = [
+    pub const ALL: [FaultMethod; 11] = [
         FaultMethod::RawLoop,
         FaultMethod::RawMoveLoop,
         FaultMethod::ServerZero,
         FaultMethod::ServerCopy,
         FaultMethod::ServerMove,
+        FaultMethod::ServerFn,
         FaultMethod::ServerSigbus,
         FaultMethod::PeerLoop,
         FaultMethod::ServerCopySpin,
@@ -118,6 +122,7 @@ impl FaultMethod {
             FaultMethod::ServerZero => "server-zero",
             FaultMethod::ServerCopy => "server-copy",
             FaultMethod::ServerMove => "server-move",
+            FaultMethod::ServerFn => "server-fn",
             FaultMethod::ServerSigbus => "server-sigbus",
             FaultMethod::PeerLoop => "peer-loop",
             FaultMethod::ServerCopySpin => "server-copy-spin",

@@ -71,6 +71,8 @@ enum MethodName {
     ServerCopy,
     /// Faults: the FaultServer moving from a pool.
     ServerMove,
+    /// Faults: the FaultServer with an FnSource (a closure fills each page).
+    ServerFn,
     /// Faults: SIGBUS mode.
     ServerSigbus,
     /// Faults: the peer crate's loop (needs the `peer` feature).
@@ -117,6 +119,7 @@ impl MethodName {
             MethodName::ServerZero => Fault(FaultMethod::ServerZero),
             MethodName::ServerCopy => Fault(FaultMethod::ServerCopy),
             MethodName::ServerMove => Fault(FaultMethod::ServerMove),
+            MethodName::ServerFn => Fault(FaultMethod::ServerFn),
             MethodName::ServerSigbus => Fault(FaultMethod::ServerSigbus),
             MethodName::PeerLoop => Fault(FaultMethod::PeerLoop),
             MethodName::ServerCopySpin => Fault(FaultMethod::ServerCopySpin),

@@ -445,6 +445,7 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         "server-zero",
         "server-copy",
         "server-move",
+        "server-fn",
     ];
     if config["peer_built"] == true {
         handler_based.push("peer-loop");

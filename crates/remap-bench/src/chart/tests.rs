@@ -428,7 +428,7 @@ fn every_series_is_named_once_in_a_legend_beside_the_plots() {
     labels.extend(report.faults.iter().map(fault_label));
     labels.sort();
     labels.dedup();
-    assert_eq!(labels.len(), 7 * 4 + 9 * 4 + 2);
+    assert_eq!(labels.len(), 7 * 4 + 10 * 4 + 2);
     for label in &labels {
         let xs = text_x(&svg, label);
         assert_eq!(xs.len(), 1, "{label}: {xs:?}");
