@@ -217,6 +217,33 @@ impl MachineGuard {
         Ok(populated)
     }
 
+    /// Puts the process's main thread, alone, in the run's cgroup (if it made one) until the
+    /// returned guard is dropped, so that every anonymous page the process faults in meanwhile
+    /// (copy-on-write after a fork or a KSM merge, a THP collapse, `UFFDIO_COPY`) is charged to the
+    /// cgroup, while the other threads stay in the process's own cgroup.
+    ///
+    /// cgroup v1 charges a user page to the cgroup of its mm's owner, which is the main thread
+    /// (the thread-group leader), whichever thread faults it; kernel memory goes to the cgroup of
+    /// the thread that allocates it. Without this, the pages the kernel copies during a run are
+    /// charged at home and the cgroup drains: within seconds of the start nothing is left in it
+    /// to reclaim.
+    ///
+    /// Call it only once every thread of the run is started: a thread's control block (its
+    /// `rseq` area) is faulted in when it starts and must stay charged at home, where no limit
+    /// makes that charge fail (`charged_to_cgroup`'s reasons). What the harness faults in for the
+    /// first time while the guard lives is charged to the cgroup; [`oom_guard`] takes the limit
+    /// off when it stops, so nothing of it can wait on the cgroup after the run.
+    pub(crate) fn mm_owner_in_cgroup(&self) -> Result<OwnerInCgroup, MachineError> {
+        let (Some(dir), Some(home)) = (&self.cgroup, &self.home) else {
+            return Ok(OwnerInCgroup { home: None });
+        };
+        // The main thread's id is the pid; `tasks` moves one thread (`cgroup.procs` all of them).
+        write(dir.join("tasks"), &std::process::id().to_string())?;
+        Ok(OwnerInCgroup {
+            home: Some(home.clone()),
+        })
+    }
+
     fn save_state(&self) {
         // The start time goes with the pid: a pid alone is reused, and a stale state file must
         // not make a later run believe an unrelated process is a torture run still going.
@@ -350,6 +377,39 @@ impl Drop for MachineGuard {
     }
 }
 
+/// The process's main thread in the run's cgroup ([`MachineGuard::mm_owner_in_cgroup`]); dropping
+/// it (or [`OwnerInCgroup::leave`]) moves the thread back to the process's own cgroup.
+#[derive(Debug)]
+#[must_use = "the main thread leaves the cgroup when this is dropped"]
+pub(crate) struct OwnerInCgroup {
+    home: Option<PathBuf>,
+}
+
+impl OwnerInCgroup {
+    /// Moves the main thread back home.
+    pub(crate) fn leave(mut self) -> Result<(), MachineError> {
+        self.leave_inner()
+    }
+
+    fn leave_inner(&mut self) -> Result<(), MachineError> {
+        match self.home.take() {
+            Some(home) => write(home.join("tasks"), &std::process::id().to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for OwnerInCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = self.leave_inner() {
+            tracing::error!(
+                "moving the main thread back to its cgroup: {}",
+                error_chain(&e)
+            );
+        }
+    }
+}
+
 /// An error and its sources, `: `-separated (the report keeps what could not be restored as text).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -428,7 +488,9 @@ fn teardown_zram(device: &str) -> Result<(), MachineError> {
 /// Watches the cgroup for an OOM (tasks waiting because reclaim could not keep up) and lifts the
 /// limit for a moment when one happens, so the run neither hangs nor is killed. Returns how
 /// often it had to. Reads and writes through files opened once, so the guard itself never needs
-/// a new page while the cgroup is out of memory.
+/// a new page while the cgroup is out of memory. When told to stop it takes the limit off for
+/// good: whatever is still charged to the cgroup (the regions, what the harness faulted in while
+/// its main thread was there) can then always be faulted back in without waiting on anyone.
 pub(crate) fn oom_guard(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64 {
     use std::os::unix::fs::FileExt;
     let (Ok(oom), Ok(limit_file)) = (
@@ -453,6 +515,7 @@ pub(crate) fn oom_guard(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = limit_file.write_at(b"-1", 0);
     rescues
 }
 

@@ -241,8 +241,8 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     if let (Some(dir), Some((limit, failcnt, max_usage))) = (cgroup.as_deref(), cgroup_values) {
         let base = baseline_usage.unwrap_or(0);
         let fin = final_usage.unwrap_or(0);
-        // Slack for what the process itself grew meanwhile (it runs outside the cgroup, so
-        // only what it faulted in while placing the pages could be charged there).
+        // Slack for what the process itself grew meanwhile: what the harness faulted in for the
+        // first time while its main thread was in the cgroup is charged there.
         let grown = machine::rss_anon().saturating_sub(rss_baseline);
         if !leaked && fin > base + grown + (4 << 20) {
             late.push((
@@ -442,6 +442,15 @@ fn run_threads(
             &mut threads,
         )?;
     }
+    // Every thread is started (their control blocks charged at home): from now on what the
+    // process faults in, the kernel's copies of the regions' pages above all, is charged to the
+    // cgroup.
+    let owner = machine
+        .mm_owner_in_cgroup()
+        .map_err(|source| TortureError::Machine {
+            source,
+            not_restored: Vec::new(),
+        })?;
     // Run.
     let deadline = sh.start + cfg.duration;
     while Instant::now() < deadline && !sh.stopping() && !sys::interrupted() {
@@ -458,6 +467,17 @@ fn run_threads(
     }
     sh.stop.store(true, Ordering::SeqCst);
     let elapsed = sh.elapsed();
+    if let Err(e) = owner.leave() {
+        sh.violation(
+            ViolationKind::Harness,
+            "run",
+            format!(
+                "moving the main thread out of the cgroup: {}",
+                machine::error_chain(&e)
+            ),
+            vec![],
+        );
+    }
     // Join, with a watchdog: a thread that does not stop is hung in the kernel.
     let grace = Instant::now() + STOP_GRACE;
     let mut driver_stats: BTreeMap<Walker, DriverStats> = BTreeMap::new();
