@@ -382,6 +382,7 @@ fn run_threads(
         violation_count: AtomicU64::new(0),
         oplog: OpLog::new(threads_total),
         injected: AtomicBool::new(false),
+        owner: machine.mm_owner(),
         oracle: crate::oracle::behaviour(),
     });
     let events = {
@@ -435,22 +436,25 @@ fn run_threads(
         )?;
     }
     for &w in &cfg.walkers {
-        let cg = cgroup.clone();
+        let cg = machine
+            .cgroup_and_limit()
+            .map(|(dir, limit)| (dir.to_path_buf(), limit));
         spawn(
             format!("walker-{}", w.name()),
-            Box::new(move |sh, t, r| Some((w, walkers::drive(sh, w, t, r, cg.as_deref())))),
+            Box::new(move |sh, t, r| {
+                let cg = cg.as_ref().map(|(dir, limit)| (dir.as_path(), *limit));
+                Some((w, walkers::drive(sh, w, t, r, cg)))
+            }),
             &mut threads,
         )?;
     }
     // Every thread is started (their control blocks charged at home): from now on what the
     // process faults in, the kernel's copies of the regions' pages above all, is charged to the
     // cgroup.
-    let owner = machine
-        .mm_owner_in_cgroup()
-        .map_err(|source| TortureError::Machine {
-            source,
-            not_restored: Vec::new(),
-        })?;
+    sh.owner.enter().map_err(|source| TortureError::Machine {
+        source,
+        not_restored: Vec::new(),
+    })?;
     // Run.
     let deadline = sh.start + cfg.duration;
     while Instant::now() < deadline && !sh.stopping() && !sys::interrupted() {
@@ -467,7 +471,7 @@ fn run_threads(
     }
     sh.stop.store(true, Ordering::SeqCst);
     let elapsed = sh.elapsed();
-    if let Err(e) = owner.leave() {
+    if let Err(e) = sh.owner.leave() {
         sh.violation(
             ViolationKind::Harness,
             "run",

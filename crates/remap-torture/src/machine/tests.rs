@@ -136,7 +136,8 @@ fn the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it()
     touch(&early);
     let before = usage();
 
-    let owner = guard.mm_owner_in_cgroup().expect("entering the cgroup");
+    let owner = guard.mm_owner();
+    owner.enter().expect("entering the cgroup");
     // `/proc/self/cgroup` is the main thread's; this test runs on a thread of its own.
     assert_eq!(
         own_memcg().expect("memcg"),
@@ -166,6 +167,28 @@ fn the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it()
         "memory charged at home before entering stays at home"
     );
 
+    // A fork happens with the main thread at home: what is faulted in meanwhile is charged there.
+    let (in_home, at_home) = owner
+        .at_home(|| {
+            ask.send(()).expect("the worker runs");
+            (
+                own_memcg().expect("memcg"),
+                told.recv().expect("the worker's mapping").1,
+            )
+        })
+        .expect("moving home and back");
+    assert_eq!(in_home, home, "at_home runs with the main thread home");
+    assert_eq!(
+        own_memcg().expect("memcg"),
+        dir,
+        "and puts it back in the cgroup"
+    );
+    let after_home = usage();
+    assert!(
+        after_home < charged + (4 * MIB) as u64,
+        "memory faulted in at_home is charged to the cgroup: {charged} -> {after_home} bytes"
+    );
+
     owner.leave().expect("leaving the cgroup");
     assert_eq!(
         own_memcg().expect("memcg"),
@@ -189,7 +212,7 @@ fn the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it()
         limit > 1 << 60,
         "the stopped OOM guard takes the limit off: {limit} bytes"
     );
-    drop((early, inside, outside));
+    drop((early, inside, at_home, outside));
     assert_eq!(guard.restore(), Vec::<String>::new());
 }
 
