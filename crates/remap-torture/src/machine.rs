@@ -226,6 +226,7 @@ impl MachineGuard {
         CgroupOwner {
             dirs: self.cgroup.clone().zip(self.home.clone()),
             inside: std::sync::Mutex::new(false),
+            forks_at_home: !rseq_off_in(&std::env::var("GLIBC_TUNABLES").unwrap_or_default()),
         }
     }
 
@@ -391,6 +392,14 @@ pub(crate) struct CgroupOwner {
     dirs: Option<(PathBuf, PathBuf)>,
     /// Whether the main thread is meant to be in the cgroup (between `enter` and `leave`).
     inside: std::sync::Mutex<bool>,
+    /// Whether forks need the main thread at home: not when glibc registered no rseq area.
+    forks_at_home: bool,
+}
+
+/// Whether the glibc tunables `tunables` (`GLIBC_TUNABLES`, read when the process started)
+/// turn rseq registration off, so the kernel never writes a thread's control block by itself.
+pub(crate) fn rseq_off_in(tunables: &str) -> bool {
+    tunables.split(':').any(|t| t == "glibc.pthread.rseq=0")
 }
 
 impl CgroupOwner {
@@ -422,6 +431,24 @@ impl CgroupOwner {
             *inside = false;
         }
         Ok(())
+    }
+
+    /// Whether [`CgroupOwner::around_fork`] moves the main thread home.
+    pub(crate) fn forks_at_home(&self) -> bool {
+        self.forks_at_home
+    }
+
+    /// Runs `f`, a fork and its child's life, with the main thread at home
+    /// ([`CgroupOwner::at_home`]) unless the process registered no rseq area: the kernel then
+    /// writes no shared control block by itself, and the pages written while the child lives
+    /// are copied into the cgroup, which keeps the reclaim pressure (the run's threads' syscalls
+    /// into a shared buffer could still fail with EFAULT; none did in the runs measured).
+    pub(crate) fn around_fork<T>(&self, f: impl FnOnce() -> T) -> Result<T, MachineError> {
+        if self.forks_at_home {
+            self.at_home(f)
+        } else {
+            Ok(f())
+        }
     }
 
     /// Runs `f` with the main thread at home (a fork and its child's life), then puts it back

@@ -570,6 +570,15 @@ fn run_threads(
         );
     }
     let mut notes = Vec::new();
+    if cgroup.is_some() && has(Walker::Fork) && sh.owner.forks_at_home() {
+        notes.push(
+            "forks with the main thread out of the cgroup (the process registered rseq areas): \
+             pages written while a child lives are charged outside it, about a tenth of the \
+             reclaim pressure; GLIBC_TUNABLES=glibc.pthread.rseq=0 keeps it all \
+             (docs/findings/memcg-oom-disabled-rseq-sigsegv.md)"
+                .to_owned(),
+        );
+    }
     notes.push(format!(
         "MOVE results judged by the oracle ({}): {}, by the torture rules alone: {}, disagreements: {}",
         sh.oracle.map_or("no row for this kernel", |b| b.name),

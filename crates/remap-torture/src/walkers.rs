@@ -212,10 +212,10 @@ fn fork(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
             .collect();
         let hold = Duration::from_millis(rng.range(5, 80) as u64);
         // While the child lives, every page the parent writes is copied, threads' control blocks
-        // too: charged at home (`CgroupOwner`).
+        // too: charged at home (`CgroupOwner`) unless the process has no rseq.
         let shared = sh
             .owner
-            .at_home(|| fork_and_reap(sh, tid, hold, &touch, &mut st));
+            .around_fork(|| fork_and_reap(sh, tid, hold, &touch, &mut st));
         if let Err(e) = shared {
             sh.violation(
                 ViolationKind::Harness,

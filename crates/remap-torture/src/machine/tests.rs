@@ -41,6 +41,15 @@ fn a_machine_error_in_a_torture_error_is_its_source_with_what_was_not_restored()
 }
 
 #[test]
+fn only_the_rseq_tunable_set_to_zero_turns_rseq_off() {
+    assert!(rseq_off_in("glibc.pthread.rseq=0"));
+    assert!(rseq_off_in("glibc.malloc.check=3:glibc.pthread.rseq=0"));
+    assert!(!rseq_off_in(""));
+    assert!(!rseq_off_in("glibc.pthread.rseq=1"));
+    assert!(!rseq_off_in("glibc.pthread.rseq=00:glibc.malloc.check=0"));
+}
+
+#[test]
 fn a_failed_helper_program_says_how_it_ended() {
     let e = run(&mut Command::new("false")).unwrap_err();
     assert!(
