@@ -70,7 +70,8 @@ fn torture_short_run_keeps_every_invariant_with_every_walker() {
     // No retry: the one run in ten that died of SIGSEGV (or hung) had its whole process in the
     // run's memory cgroup, where a full cgroup with oom_kill_disable kills a thread whose rseq
     // area was swapped out (docs/findings/memcg-oom-disabled-rseq-sigsegv.md). The run now puts
-    // only the regions' pages there; a death by a signal is a failure like any other.
+    // only the regions' pages and the kernel's copies of them there (its threads' control blocks
+    // stay charged at home); a death by a signal is a failure like any other.
     let run = torture(&args, Duration::from_secs(240));
     // Everything a failure needs: the exit code and the end of stderr (the reason of an exit 2).
     let context = || {

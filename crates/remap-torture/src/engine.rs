@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     pub(crate) start: Instant,
     pub(crate) stop: AtomicBool,
     pub(crate) stop_events: AtomicBool,
+    /// Where the main thread is, and so where new pages are charged (the fork driver forks with
+    /// it at home).
+    pub(crate) owner: crate::machine::CgroupOwner,
     pub(crate) forks_started: AtomicU32,
     pub(crate) forks_done: AtomicU32,
     pub(crate) ksm_on: bool,

@@ -69,8 +69,10 @@ pub use run::{confirm, run, Confirmation, Progress};
 #[serde(rename_all = "kebab-case")]
 pub enum Walker {
     /// Reclaim without the folio lock: a memory cgroup limit below the working set (the regions'
-    /// pages are charged to the cgroup, the harness runs outside it), swap on zram, pages
-    /// re-touched so `shrink_active_list` finds them referenced.
+    /// pages, and the kernel's copies of them during the run but while a fork's child lives,
+    /// are charged to the cgroup; the harness's threads were started, and charged, outside it;
+    /// with `GLIBC_TUNABLES=glibc.pthread.rseq=0` the copies made while a child lives too), swap
+    /// on zram, pages re-touched so `shrink_active_list` finds them referenced.
     Reclaim,
     /// `MADV_PAGEOUT` and `MADV_COLD` on random ranges; swapped pages moved without swap-in.
     Pageout,

@@ -36,6 +36,8 @@ pub(crate) struct Wanted {
 #[derive(Debug, Default)]
 pub(crate) struct MachineGuard {
     cgroup: Option<PathBuf>,
+    /// The limit set on `cgroup`.
+    limit: Option<u64>,
     /// The memory cgroup the process came from.
     home: Option<PathBuf>,
     ksm_saved: Vec<(String, String)>,
@@ -187,6 +189,7 @@ impl MachineGuard {
             let _ = write(dir.join("memory.swappiness"), "100");
             write(dir.join("memory.oom_control"), "1")?;
             write(dir.join("memory.limit_in_bytes"), &limit.to_string())?;
+            self.limit = Some(limit);
         }
         Ok(())
     }
@@ -215,6 +218,16 @@ impl MachineGuard {
         let populated = populate();
         write(home.join("cgroup.procs"), &pid)?;
         Ok(populated)
+    }
+
+    /// The switch that puts the process's main thread, alone, in the run's cgroup and takes it
+    /// out again ([`CgroupOwner`]); it starts outside. Without a cgroup it does nothing.
+    pub(crate) fn mm_owner(&self) -> CgroupOwner {
+        CgroupOwner {
+            dirs: self.cgroup.clone().zip(self.home.clone()),
+            inside: std::sync::Mutex::new(false),
+            forks_at_home: !rseq_off_in(&std::env::var("GLIBC_TUNABLES").unwrap_or_default()),
+        }
     }
 
     fn save_state(&self) {
@@ -290,6 +303,11 @@ impl MachineGuard {
         self.cgroup.as_deref()
     }
 
+    /// The cgroup and the limit the run set on it, if it made one.
+    pub(crate) fn cgroup_and_limit(&self) -> Option<(&Path, u64)> {
+        Some((self.cgroup.as_deref()?, self.limit?))
+    }
+
     /// Undoes every change, in reverse order; returns what could not be undone.
     pub(crate) fn restore(&mut self) -> Vec<String> {
         self.restore_inner(true)
@@ -346,6 +364,114 @@ impl Drop for MachineGuard {
     fn drop(&mut self) {
         for e in self.restore() {
             tracing::error!("restoring the machine: {e}");
+        }
+    }
+}
+
+/// Where the process's main thread is, the run's cgroup or home ([`MachineGuard::mm_owner`]),
+/// and with it where every anonymous page the process faults in is charged.
+///
+/// cgroup v1 charges a user page to the cgroup of its mm's owner, which is the main thread (the
+/// thread-group leader), whichever thread faults it; kernel memory goes to the cgroup of the
+/// thread that allocates it. With the main thread alone in the cgroup ([`CgroupOwner::enter`]),
+/// the pages the kernel makes during a run (copy-on-write after a KSM merge, a THP collapse,
+/// `UFFDIO_COPY`) are charged to the cgroup; with the process outside, they were charged at home
+/// and the cgroup drained within seconds, leaving nothing to reclaim.
+///
+/// Enter only once every thread of the run is started: a thread's control block (its `rseq`
+/// area) is faulted in when it starts and must stay charged at home, where no limit makes a
+/// charge fail (`charged_to_cgroup`'s reasons). A fork shares it again: while a child lives,
+/// the kernel's first write to it (the rseq update on the way back to user space) copies it,
+/// charged to the owner's cgroup, so a fork happens with the main thread at home
+/// ([`CgroupOwner::at_home`]). What the harness faults in for the first time while the main
+/// thread is in the cgroup is charged to the cgroup; [`oom_guard`] takes the limit off when it
+/// stops, so nothing of it can wait on the cgroup after the run.
+#[derive(Debug)]
+pub(crate) struct CgroupOwner {
+    /// The run's cgroup and the process's own.
+    dirs: Option<(PathBuf, PathBuf)>,
+    /// Whether the main thread is meant to be in the cgroup (between `enter` and `leave`).
+    inside: std::sync::Mutex<bool>,
+    /// Whether forks need the main thread at home: not when glibc registered no rseq area.
+    forks_at_home: bool,
+}
+
+/// Whether the glibc tunables `tunables` (`GLIBC_TUNABLES`, read when the process started)
+/// turn rseq registration off, so the kernel never writes a thread's control block by itself.
+pub(crate) fn rseq_off_in(tunables: &str) -> bool {
+    tunables.split(':').any(|t| t == "glibc.pthread.rseq=0")
+}
+
+impl CgroupOwner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.inside.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the main thread to `dir` (`tasks` moves one thread, `cgroup.procs` all of them;
+    /// the main thread's id is the pid).
+    fn move_to(dir: &Path) -> Result<(), MachineError> {
+        write(dir.join("tasks"), &std::process::id().to_string())
+    }
+
+    /// Puts the main thread in the run's cgroup.
+    pub(crate) fn enter(&self) -> Result<(), MachineError> {
+        let mut inside = self.lock();
+        if let Some((dir, _)) = &self.dirs {
+            Self::move_to(dir)?;
+            *inside = true;
+        }
+        Ok(())
+    }
+
+    /// Moves the main thread back home.
+    pub(crate) fn leave(&self) -> Result<(), MachineError> {
+        let mut inside = self.lock();
+        if let (Some((_, home)), true) = (&self.dirs, *inside) {
+            Self::move_to(home)?;
+            *inside = false;
+        }
+        Ok(())
+    }
+
+    /// Whether [`CgroupOwner::around_fork`] moves the main thread home.
+    pub(crate) fn forks_at_home(&self) -> bool {
+        self.forks_at_home
+    }
+
+    /// Runs `f`, a fork and its child's life, with the main thread at home
+    /// ([`CgroupOwner::at_home`]) unless the process registered no rseq area: the kernel then
+    /// writes no shared control block by itself, and the pages written while the child lives
+    /// are copied into the cgroup, which keeps the reclaim pressure (the run's threads' syscalls
+    /// into a shared buffer could still fail with EFAULT; none did in the runs measured).
+    pub(crate) fn around_fork<T>(&self, f: impl FnOnce() -> T) -> Result<T, MachineError> {
+        if self.forks_at_home {
+            self.at_home(f)
+        } else {
+            Ok(f())
+        }
+    }
+
+    /// Runs `f` with the main thread at home (a fork and its child's life), then puts it back
+    /// where it was. `f` does not run if the main thread could not be moved home.
+    pub(crate) fn at_home<T>(&self, f: impl FnOnce() -> T) -> Result<T, MachineError> {
+        let inside = self.lock();
+        let Some((dir, home)) = self.dirs.as_ref().filter(|_| *inside) else {
+            return Ok(f());
+        };
+        Self::move_to(home)?;
+        let done = f();
+        Self::move_to(dir)?;
+        Ok(done)
+    }
+}
+
+impl Drop for CgroupOwner {
+    fn drop(&mut self) {
+        if let Err(e) = self.leave() {
+            tracing::error!(
+                "moving the main thread back to its cgroup: {}",
+                error_chain(&e)
+            );
         }
     }
 }
@@ -428,7 +554,9 @@ fn teardown_zram(device: &str) -> Result<(), MachineError> {
 /// Watches the cgroup for an OOM (tasks waiting because reclaim could not keep up) and lifts the
 /// limit for a moment when one happens, so the run neither hangs nor is killed. Returns how
 /// often it had to. Reads and writes through files opened once, so the guard itself never needs
-/// a new page while the cgroup is out of memory.
+/// a new page while the cgroup is out of memory. When told to stop it takes the limit off for
+/// good: whatever is still charged to the cgroup (the regions, what the harness faulted in while
+/// its main thread was there) can then always be faulted back in without waiting on anyone.
 pub(crate) fn oom_guard(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64 {
     use std::os::unix::fs::FileExt;
     let (Ok(oom), Ok(limit_file)) = (
@@ -449,10 +577,17 @@ pub(crate) fn oom_guard(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64
             rescues += 1;
             let _ = limit_file.write_at(lifted.as_bytes(), 0);
             std::thread::sleep(Duration::from_millis(100));
-            let _ = limit_file.write_at(normal.as_bytes(), 0);
+            // Lowering a limit below the usage reclaims first and fails (EBUSY) when reclaim
+            // made no progress: the run would go on at the lifted limit, hardly reclaiming.
+            while limit_file.write_at(normal.as_bytes(), 0).is_err()
+                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = limit_file.write_at(b"-1", 0);
     rescues
 }
 

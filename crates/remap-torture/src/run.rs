@@ -241,8 +241,8 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
     if let (Some(dir), Some((limit, failcnt, max_usage))) = (cgroup.as_deref(), cgroup_values) {
         let base = baseline_usage.unwrap_or(0);
         let fin = final_usage.unwrap_or(0);
-        // Slack for what the process itself grew meanwhile (it runs outside the cgroup, so
-        // only what it faulted in while placing the pages could be charged there).
+        // Slack for what the process itself grew meanwhile: what the harness faulted in for the
+        // first time while its main thread was in the cgroup is charged there.
         let grown = machine::rss_anon().saturating_sub(rss_baseline);
         if !leaked && fin > base + grown + (4 << 20) {
             late.push((
@@ -382,6 +382,7 @@ fn run_threads(
         violation_count: AtomicU64::new(0),
         oplog: OpLog::new(threads_total),
         injected: AtomicBool::new(false),
+        owner: machine.mm_owner(),
         oracle: crate::oracle::behaviour(),
     });
     let events = {
@@ -435,13 +436,25 @@ fn run_threads(
         )?;
     }
     for &w in &cfg.walkers {
-        let cg = cgroup.clone();
+        let cg = machine
+            .cgroup_and_limit()
+            .map(|(dir, limit)| (dir.to_path_buf(), limit));
         spawn(
             format!("walker-{}", w.name()),
-            Box::new(move |sh, t, r| Some((w, walkers::drive(sh, w, t, r, cg.as_deref())))),
+            Box::new(move |sh, t, r| {
+                let cg = cg.as_ref().map(|(dir, limit)| (dir.as_path(), *limit));
+                Some((w, walkers::drive(sh, w, t, r, cg)))
+            }),
             &mut threads,
         )?;
     }
+    // Every thread is started (their control blocks charged at home): from now on what the
+    // process faults in, the kernel's copies of the regions' pages above all, is charged to the
+    // cgroup.
+    sh.owner.enter().map_err(|source| TortureError::Machine {
+        source,
+        not_restored: Vec::new(),
+    })?;
     // Run.
     let deadline = sh.start + cfg.duration;
     while Instant::now() < deadline && !sh.stopping() && !sys::interrupted() {
@@ -458,6 +471,17 @@ fn run_threads(
     }
     sh.stop.store(true, Ordering::SeqCst);
     let elapsed = sh.elapsed();
+    if let Err(e) = sh.owner.leave() {
+        sh.violation(
+            ViolationKind::Harness,
+            "run",
+            format!(
+                "moving the main thread out of the cgroup: {}",
+                machine::error_chain(&e)
+            ),
+            vec![],
+        );
+    }
     // Join, with a watchdog: a thread that does not stop is hung in the kernel.
     let grace = Instant::now() + STOP_GRACE;
     let mut driver_stats: BTreeMap<Walker, DriverStats> = BTreeMap::new();
@@ -546,6 +570,15 @@ fn run_threads(
         );
     }
     let mut notes = Vec::new();
+    if cgroup.is_some() && has(Walker::Fork) && sh.owner.forks_at_home() {
+        notes.push(
+            "forks with the main thread out of the cgroup (the process registered rseq areas): \
+             pages written while a child lives are charged outside it, about a tenth of the \
+             reclaim pressure; GLIBC_TUNABLES=glibc.pthread.rseq=0 keeps it all \
+             (docs/findings/memcg-oom-disabled-rseq-sigsegv.md)"
+                .to_owned(),
+        );
+    }
     notes.push(format!(
         "MOVE results judged by the oracle ({}): {}, by the torture rules alone: {}, disagreements: {}",
         sh.oracle.map_or("no row for this kernel", |b| b.name),

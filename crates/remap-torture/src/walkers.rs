@@ -59,7 +59,7 @@ pub(crate) fn drive(
     walker: Walker,
     tid: usize,
     rng: Rng,
-    cgroup: Option<&Path>,
+    cgroup: Option<(&Path, u64)>,
 ) -> DriverStats {
     match walker {
         Walker::Reclaim => reclaim(sh, rng, cgroup),
@@ -75,9 +75,11 @@ pub(crate) fn drive(
 /// Reclaim without the folio lock: the run lives under a memory limit below its working set;
 /// this driver re-touches pages so they stay on the active list that `shrink_active_list` scans
 /// with `folio_referenced()`, and now and then lowers the limit for a moment to force a burst.
-fn reclaim(sh: &Shared, mut rng: Rng, cgroup: Option<&Path>) -> DriverStats {
+///
+/// `cgroup` is the cgroup and the limit the run set: the limit file is not read back, since the
+/// OOM guard may be lifting it at that moment (every squeeze would then restore the lifted one).
+fn reclaim(sh: &Shared, mut rng: Rng, cgroup: Option<(&Path, u64)>) -> DriverStats {
     let mut st = DriverStats::default();
-    let limit = cgroup.and_then(|d| crate::machine::cgroup_value(d, "memory.limit_in_bytes"));
     let mut squeeze_at = std::time::Instant::now() + Duration::from_millis(500);
     let mut touched = 0i64;
     while !sh.stopping() {
@@ -103,7 +105,7 @@ fn reclaim(sh: &Shared, mut rng: Rng, cgroup: Option<&Path>) -> DriverStats {
                 }
             }
         }
-        if let (Some(dir), Some(limit)) = (cgroup, limit) {
+        if let Some((dir, limit)) = cgroup {
             if std::time::Instant::now() >= squeeze_at {
                 let lower = limit / 8 * 7;
                 let r = std::fs::write(dir.join("memory.limit_in_bytes"), lower.to_string());
@@ -209,30 +211,49 @@ fn fork(sh: &Shared, tid: usize, mut rng: Rng) -> DriverStats {
             })
             .collect();
         let hold = Duration::from_millis(rng.range(5, 80) as u64);
-        sh.forks_started.fetch_add(1, Ordering::SeqCst);
-        let r = sys::fork_sharer(hold, &touch);
-        sh.forks_done.fetch_add(1, Ordering::SeqCst);
-        match r {
-            Ok(pid) => {
-                sh.oplog.record(tid, "fork", 0, 0, 0, 0, i64::from(pid));
-                match sys::wait_child(pid) {
-                    Ok(0) => st.result(Ok(()), "fork"),
-                    Ok(status) => {
-                        st.result(Ok(()), "fork");
-                        sh.violation(
-                            ViolationKind::Harness,
-                            "fork",
-                            format!("a sharing child ended with status {status:#x}"),
-                            vec![],
-                        );
-                    }
-                    Err(e) => st.result(Err(e), "wait"),
-                }
-            }
-            Err(e) => st.result(Err(e), "fork"),
+        // While the child lives, every page the parent writes is copied, threads' control blocks
+        // too: charged at home (`CgroupOwner`) unless the process has no rseq.
+        let shared = sh
+            .owner
+            .around_fork(|| fork_and_reap(sh, tid, hold, &touch, &mut st));
+        if let Err(e) = shared {
+            sh.violation(
+                ViolationKind::Harness,
+                "fork",
+                format!(
+                    "moving the main thread for a fork: {}",
+                    crate::machine::error_chain(&e)
+                ),
+                vec![],
+            );
         }
     }
     st
+}
+
+fn fork_and_reap(sh: &Shared, tid: usize, hold: Duration, touch: &[usize], st: &mut DriverStats) {
+    sh.forks_started.fetch_add(1, Ordering::SeqCst);
+    let r = sys::fork_sharer(hold, touch);
+    sh.forks_done.fetch_add(1, Ordering::SeqCst);
+    match r {
+        Ok(pid) => {
+            sh.oplog.record(tid, "fork", 0, 0, 0, 0, i64::from(pid));
+            match sys::wait_child(pid) {
+                Ok(0) => st.result(Ok(()), "fork"),
+                Ok(status) => {
+                    st.result(Ok(()), "fork");
+                    sh.violation(
+                        ViolationKind::Harness,
+                        "fork",
+                        format!("a sharing child ended with status {status:#x}"),
+                        vec![],
+                    );
+                }
+                Err(e) => st.result(Err(e), "wait"),
+            }
+        }
+        Err(e) => st.result(Err(e), "fork"),
+    }
 }
 
 /// THP: `MADV_COLLAPSE` of random PMDs of the THP regions (khugepaged's copy, refused where a
