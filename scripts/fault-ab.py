@@ -26,10 +26,17 @@ def main():
             cmd = [b, "bench", "--only", method, "--reps", "3", "--json",
                    "--chart", "/tmp/fault-ab.svg"]
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             except subprocess.TimeoutExpired:
                 print(f"timeout: {label} (round {r})", file=sys.stderr)
                 continue
+            if done.returncode != 0:
+                # A method the binary lacks (peer-loop without the `peer` feature) says so here
+                # rather than dropping out of the table silently.
+                tail = done.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
+                print(f"{label} (round {r}) exited {done.returncode}: {tail[0]}", file=sys.stderr)
+                continue
+            out = done.stdout
             for line in out.splitlines():
                 rec = json.loads(line)
                 if rec["type"] != "fault":

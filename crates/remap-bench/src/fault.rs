@@ -214,6 +214,22 @@ pub(crate) fn run_rep(
     })
 }
 
+/// Starts the server `builder` describes, runs the mutators against its region, and verifies the
+/// pages (against `pattern`, or zeros) before stopping it: what every `FaultServer` row does.
+fn serve<S: remap::server::PageSource>(
+    builder: remap::server::FaultServerBuilder<S>,
+    mutators: usize,
+    expected: u64,
+    pattern: Option<u64>,
+) -> Result<(Mutated, Result<(), String>, u64), String> {
+    let srv = builder.start().map_err(|e| format!("FaultServer: {e}"))?;
+    let out = mutate(srv.region(), mutators, expected);
+    let faults = srv.stats().faults;
+    let v = verify_pages(srv.region(), pattern);
+    srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
+    Ok((out, v, faults))
+}
+
 /// How long `server-copy-spin` handler threads spin before they park.
 const SPIN: Duration = Duration::from_micros(100);
 
@@ -249,15 +265,8 @@ fn server(
     let expected = pattern_word(seed, 0, 0);
     let (out, verify, faults) = match method {
         FaultMethod::ServerZero => {
-            let srv = FaultServer::builder(region, ZeroSource)
-                .threads(handlers)
-                .start()
-                .map_err(|e| format!("FaultServer: {e}"))?;
-            let out = mutate(srv.region(), mutators, 0);
-            let faults = srv.stats().faults;
-            let v = verify_pages(srv.region(), None);
-            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v, faults)
+            let srv = FaultServer::builder(region, ZeroSource).threads(handlers);
+            serve(srv, mutators, 0, None)?
         }
         FaultMethod::ServerCopy
         | FaultMethod::ServerCopySpin
@@ -274,41 +283,21 @@ fn server(
             let srv = FaultServer::builder(region, CopySource::new(image()?))
                 .threads(handlers)
                 .spin(if spin { SPIN } else { Duration::ZERO })
-                .pin_cpus(pin)
-                .start()
-                .map_err(|e| format!("FaultServer: {e}"))?;
-            let out = mutate(srv.region(), mutators, expected);
-            let faults = srv.stats().faults;
-            let v = verify_pages(srv.region(), pattern);
-            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v, faults)
+                .pin_cpus(pin);
+            serve(srv, mutators, expected, pattern)?
         }
         FaultMethod::ServerMove => {
             let pool_pages = move_pool_pages(size, seed)?;
             let pool = MovePool::from_region(pool_pages).map_err(|e| format!("MovePool: {e}"))?;
-            let srv = FaultServer::builder(region, pool)
-                .threads(handlers)
-                .start()
-                .map_err(|e| format!("FaultServer: {e}"))?;
-            let out = mutate(srv.region(), mutators, expected);
-            let faults = srv.stats().faults;
-            let v = verify_pages(srv.region(), pattern);
-            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v, faults)
+            let srv = FaultServer::builder(region, pool).threads(handlers);
+            serve(srv, mutators, expected, pattern)?
         }
         FaultMethod::ServerFn => {
             // The closure copies one prepared page (pattern page 0) into the handler's page.
             let one: std::sync::Arc<[u8]> = image_page()?.into();
             let fill = move |_offset: usize, page: &mut [u8]| page.copy_from_slice(&one);
-            let srv = FaultServer::builder(region, FnSource::new(fill))
-                .threads(handlers)
-                .start()
-                .map_err(|e| format!("FaultServer: {e}"))?;
-            let out = mutate(srv.region(), mutators, expected);
-            let faults = srv.stats().faults;
-            let v = verify_pages(srv.region(), pattern);
-            srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
-            (out, v, faults)
+            let srv = FaultServer::builder(region, FnSource::new(fill)).threads(handlers);
+            serve(srv, mutators, expected, pattern)?
         }
         FaultMethod::ServerSigbus => {
             let srv = SigbusServer::start(region, CopySource::new(image()?))

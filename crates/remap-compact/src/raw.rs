@@ -165,10 +165,10 @@ impl Span<'_> {
 #[inline(always)]
 pub(crate) fn prefetch_address(ptr: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` is `unsafe` only for its `#[target_feature(enable = "sse")]`, which
-    // every x86_64 CPU has (SSE is part of the x86_64 baseline the compiler targets); the
-    // instruction does not dereference `ptr` architecturally and raises no fault for any
-    // address.
+    // SAFETY: `_mm_prefetch` is `unsafe` for its `#[target_feature(enable = "sse")]`, which every
+    // x86_64 CPU has (SSE is part of the x86_64 baseline the compiler targets), and because it
+    // takes a raw pointer; but the instruction never dereferences `ptr` architecturally and
+    // raises no fault for any address, mapped or not, so any pointer value is fine.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast::<i8>());
     }

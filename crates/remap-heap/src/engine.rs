@@ -88,7 +88,13 @@ impl Compactor for HeapCompactor {
 // the header of the first object landing on the page through the last live word landing on it,
 // which are all the from-space words `fill_page` reads (the fill reads each object's header and
 // words only, and reaches objects through the begin bitmap, never through heap references);
-// destinations are inside `0..page_words`. The fill never panics: where an invariant of the plan
+// destinations are inside `0..page_words`. Forwarding reads the plan's forwarding table, a
+// `remap::Region` (relaxed atomic loads, no allocation, no lock; it panics only out of bounds):
+// the fill forwards only references `t < live.len()`, whose chunk `t / 64` is below the chunk
+// count the table was sized for, and the plan (so the table's mapping) outlives every fill
+// (the cycle holds it in an `Arc` until its SIGBUS registration has waited out every active
+// handler). Prefetches (of from-space lines and table entries) are hints that never fault and
+// ignore addresses out of range. The fill never panics: where an invariant of the plan
 // (live words follow while `d1` is not reached, which `Plan::new` establishes) could fail, it
 // calls `abort`, which is async-signal-safe.
 unsafe impl SignalSafeCompactor for HeapCompactor {}

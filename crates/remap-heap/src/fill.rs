@@ -83,7 +83,16 @@ where
 {
     let page = start / plan.page_words();
     let first = plan.first_object_of_page(page);
-    prefetch_live_lines(plan, first, plan.live_end_of_page(page), src);
+    // The header of the first object (which may start pages earlier, inside a large object),
+    // then only the live words landing on this page: never the lines of a large object's
+    // earlier pages, which this fill does not read.
+    src.prefetch_word(first);
+    prefetch_live_lines(
+        plan,
+        plan.live_start_of_page(page),
+        plan.live_end_of_page(page),
+        src,
+    );
     let first_dest = plan.forward(first);
     // Pass 1: the bytes, one copy per from-space run of live objects.
     let (mut obj, mut dest) = (first, first_dest);
@@ -125,8 +134,9 @@ where
         let (a, b) = (dest.max(d0) - dest, (dest + size).min(d1) - dest);
         for f in a.max(HEADER_WORDS)..b.min(HEADER_WORDS + refs) {
             let r = src.read_word(obj + f);
-            if let Ok(t) = usize::try_from(r) {
-                plan.prefetch_forward(t);
+            match usize::try_from(r) {
+                Ok(0) | Err(_) => {}
+                Ok(t) => plan.prefetch_forward(t),
             }
             if let Some((at, old)) = pending.push(dest + f - start, r) {
                 dst.write_word(at, forwarded(plan, old));
@@ -174,8 +184,9 @@ fn forwarded(plan: &Plan, r: u64) -> u64 {
     new
 }
 
-/// Prefetches every cache line (8 words) of from-space words `from..to` that holds a live word:
-/// the lines the fill's two passes read, so that their misses overlap.
+/// Prefetches every cache line (8 words) holding a live word of from-space words `from..to`: the
+/// lines the fill's two passes read, so that their misses overlap. Live words outside the range
+/// (the next page's, sharing a line or beyond `reads`) are not prefetched.
 #[inline]
 fn prefetch_live_lines<S: SourceWords + ?Sized>(plan: &Plan, from: usize, to: usize, src: &S) {
     let mut line = from & !7;
@@ -185,8 +196,10 @@ fn prefetch_live_lines<S: SourceWords + ?Sized>(plan: &Plan, from: usize, to: us
             line = (line | 63) + 1;
             continue;
         }
-        if (chunk >> (line % 64)) & 0xff != 0 {
-            src.prefetch_word(line);
+        let (lo, hi) = (from.max(line), to.min(line + 8));
+        let in_range = (1u64 << (hi - lo)) - 1;
+        if (chunk >> (lo % 64)) & in_range != 0 {
+            src.prefetch_word(lo);
         }
         line += 8;
     }

@@ -115,14 +115,11 @@ impl Plan {
     ///
     /// # Panics
     ///
-    /// If the heap has 2^32 words (32 GiB) or more, or `page_size` is not a multiple of 8.
+    /// If `page_size` is not a positive multiple of 8, or the forwarding table cannot be mapped
+    /// (out of memory, as an allocation failure would abort).
     pub fn new(marks: Marks, page_size: usize, shapes: Arc<ShapeTable>) -> Plan {
         assert!(page_size % 8 == 0 && page_size > 0);
         let chunks = marks.live.word_count();
-        assert!(
-            chunks * 64 < 1 << 32,
-            "a heap of fewer than 2^32 words (32 GiB)"
-        );
         let table = ForwardTable::new(chunks);
         let mut before: usize = 0;
         for c in 0..chunks {
@@ -236,6 +233,12 @@ impl Plan {
     #[inline]
     pub(crate) fn prefetch_forward(&self, w: usize) {
         self.chunks.prefetch(w / 64);
+    }
+
+    /// The from-space word of the first live word landing on to-space page `page`.
+    #[inline]
+    pub(crate) fn live_start_of_page(&self, page: usize) -> usize {
+        self.page_start[page]
     }
 
     /// The from-space word one past the last live word landing on to-space page `page` (the

@@ -97,6 +97,18 @@ fn reference_compaction(heap: &[u64], live: &[usize], words: usize) -> Vec<u64> 
 struct Checked<'a> {
     heap: &'a [u64],
     words: std::ops::Range<usize>,
+    /// Prefetches issued, each checked to be inside `words` like a read.
+    prefetches: std::cell::Cell<usize>,
+}
+
+impl<'a> Checked<'a> {
+    fn new(heap: &'a [u64], words: std::ops::Range<usize>) -> Self {
+        Checked {
+            heap,
+            words,
+            prefetches: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl crate::mark::SourceWords for Checked<'_> {
@@ -107,6 +119,15 @@ impl crate::mark::SourceWords for Checked<'_> {
             self.words
         );
         self.heap[word]
+    }
+
+    fn prefetch_word(&self, word: usize) {
+        assert!(
+            self.words.contains(&word),
+            "prefetch of word {word:#x} outside {:?}",
+            self.words
+        );
+        self.prefetches.set(self.prefetches.get() + 1);
     }
 }
 
@@ -129,7 +150,7 @@ proptest! {
         for p in 0..words / PW {
             // The fill reads nothing outside `reads(p)` (the engine enforces it too).
             let r = plan.reads(p);
-            let checked = Checked { heap: &heap, words: r.start * PW..r.end * PW };
+            let checked = Checked::new(&heap, r.start * PW..r.end * PW);
             fill_page(&plan, p, &checked, &mut got[p * PW..(p + 1) * PW]);
             let reads = plan.reads(p);
             if p < plan.pages() {
@@ -155,4 +176,30 @@ fn reads_cover_the_straddling_object_s_header() {
     assert_eq!(plan.reads(0), 0..1);
     assert_eq!(plan.reads(1), 0..2);
     assert_eq!(plan.reads(5), 0..0);
+}
+
+#[test]
+fn a_page_inside_a_large_object_prefetches_only_its_own_lines_and_the_header() {
+    // One blob of the largest size (8 pages): the fill of its last page reads from page 0 (its
+    // header is there), but it must prefetch only the header's line and the page's own 64
+    // lines, not all 8 pages' (which would make large objects cost quadratic time).
+    let data = crate::object::MAX_OBJECT_WORDS - 8;
+    let objs = vec![(2, data, vec![])];
+    let (heap, starts, top) = build(&objs, 16 * PW);
+    let marks = mark(&heap, &shapes(), [starts[0] as u64], 16 * PW, top).unwrap();
+    let plan = Plan::new(marks, PAGE, shapes());
+    let last = plan.pages() - 1;
+    let r = plan.reads(last);
+    assert_eq!(
+        r.start, 0,
+        "the last page's fill reads the header on page 0"
+    );
+    let checked = Checked::new(&heap, r.start * PW..r.end * PW);
+    let mut page = vec![0u64; PW];
+    fill_page(&plan, last, &checked, &mut page[..]);
+    let prefetches = checked.prefetches.get();
+    assert!(
+        (1..=PW / 8 + 2).contains(&prefetches),
+        "{prefetches} prefetches for one page of a large object"
+    );
 }
