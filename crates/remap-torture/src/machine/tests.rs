@@ -80,6 +80,36 @@ fn has_memcg_v1(test: &str) -> bool {
     there
 }
 
+/// The set-up of the cgroup tests: in a child of its own (they move threads between cgroups),
+/// one at a time, a guard with a 256 MiB run cgroup applied. Returns the lock, the guard, the
+/// cgroup's directory and the process's own memory cgroup; `None` where the test is skipped (no
+/// cgroup v1 memory controller) or this is the parent, whose child ran the test.
+fn in_a_run_cgroup(
+    test: &str,
+) -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    MachineGuard,
+    PathBuf,
+    PathBuf,
+)> {
+    if !has_memcg_v1(test) {
+        return None;
+    }
+    let one_run = one_run_at_a_time();
+    if test_support::child::run_in_child(Duration::from_secs(120)) {
+        return None;
+    }
+    let guard = MachineGuard::apply(&Wanted {
+        cgroup_limit: Some(256 << 20),
+        ksm: false,
+        swap: false,
+    })
+    .unwrap_or_else(|failed| panic!("applying: {}", error_chain(&failed.1)));
+    let dir = guard.cgroup().expect("a cgroup").to_path_buf();
+    let home = own_memcg().expect("the process's memory cgroup");
+    Some((one_run, guard, dir, home))
+}
+
 fn touch(map: &crate::sys::Mapping) {
     for page in 0..map.pages() {
         map.write_word(page, 0, 1);
@@ -110,24 +140,12 @@ fn thread_memcg() -> PathBuf {
 /// limit off when it stops.
 #[test]
 fn the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it() {
-    const TEST: &str =
-        "the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it";
     test_support::require!(test_support::Need::Root);
-    if !has_memcg_v1(TEST) {
+    let Some((_one_run, mut guard, dir, home)) = in_a_run_cgroup(
+        "the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it",
+    ) else {
         return;
-    }
-    let _one_run = one_run_at_a_time();
-    if test_support::child::run_in_child(Duration::from_secs(120)) {
-        return;
-    }
-    let mut guard = MachineGuard::apply(&Wanted {
-        cgroup_limit: Some(256 << 20),
-        ksm: false,
-        swap: false,
-    })
-    .unwrap_or_else(|failed| panic!("applying: {}", error_chain(&failed.1)));
-    let dir = guard.cgroup().expect("a cgroup").to_path_buf();
-    let home = own_memcg().expect("the process's memory cgroup");
+    };
     let usage = || cgroup_value(&dir, "memory.usage_in_bytes").expect("usage");
     // A harness thread, started (its stack and control block faulted in) before the main thread
     // enters, that maps and touches memory when asked.
@@ -233,24 +251,11 @@ fn the_main_thread_alone_in_the_cgroup_charges_what_any_thread_faults_in_to_it()
 #[test]
 fn only_the_placed_pages_are_charged_to_the_cgroup_and_the_process_stays_outside() {
     test_support::require!(test_support::Need::Root);
-    if !has_memcg_v1(
+    let Some((_one_run, mut guard, dir, home)) = in_a_run_cgroup(
         "only_the_placed_pages_are_charged_to_the_cgroup_and_the_process_stays_outside",
-    ) {
+    ) else {
         return;
-    }
-    // Moves the whole process between cgroups: alone in a process of its own.
-    let _one_run = one_run_at_a_time();
-    if test_support::child::run_in_child(Duration::from_secs(120)) {
-        return;
-    }
-    let mut guard = MachineGuard::apply(&Wanted {
-        cgroup_limit: Some(256 << 20),
-        ksm: false,
-        swap: false,
-    })
-    .unwrap_or_else(|failed| panic!("applying: {}", error_chain(&failed.1)));
-    let dir = guard.cgroup().expect("a cgroup").to_path_buf();
-    let home = own_memcg().expect("the process's memory cgroup");
+    };
     assert_ne!(home, dir, "apply put the process in the run's cgroup");
     let usage = || cgroup_value(&dir, "memory.usage_in_bytes").expect("usage");
     let regions = crate::sys::Mapping::new(16 * MIB).expect("a region");
