@@ -263,59 +263,114 @@ fn median_count(counts: &[u64]) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-/// Measures one figure: `warmup` unmeasured repetitions, then `reps`.
-pub(crate) fn measure(
+/// The repetitions of one fault-around figure (see `crate::rounds`).
+pub(crate) struct AroundSeries {
     source: AroundSource,
     touch: Touch,
     window: u32,
     size: usize,
-    (warmup, reps): (u32, u32),
+    warmup: u32,
+    reps: u32,
     seed: u64,
-    tick: &dyn Fn(),
-) -> AroundMeasurement {
-    let (mut p50, mut ns, mut fps, mut pps) = (vec![], vec![], vec![], vec![]);
-    let (mut faults, mut around) = (vec![], vec![]);
-    let mut error = None;
-    let mut pages = 0;
-    for rep in 0..warmup + reps {
-        tick();
-        if error.is_some() {
-            continue;
+    p50: Vec<f64>,
+    ns: Vec<f64>,
+    fps: Vec<f64>,
+    pps: Vec<f64>,
+    faults: Vec<u64>,
+    around: Vec<u64>,
+    pages: u64,
+    error: Option<String>,
+}
+
+impl AroundSeries {
+    /// The figure of `source` with `window`, over `size` bytes touched in `touch` order, with
+    /// `warmup` unrecorded repetitions before `reps` recorded ones.
+    pub(crate) fn new(
+        source: AroundSource,
+        touch: Touch,
+        window: u32,
+        size: usize,
+        (warmup, reps): (u32, u32),
+        seed: u64,
+    ) -> Self {
+        AroundSeries {
+            source,
+            touch,
+            window,
+            size,
+            warmup,
+            reps,
+            seed,
+            p50: vec![],
+            ns: vec![],
+            fps: vec![],
+            pps: vec![],
+            faults: vec![],
+            around: vec![],
+            pages: 0,
+            error: None,
         }
-        match run_rep(source, touch, window as usize, size, seed) {
-            Ok(out) if rep >= warmup => {
-                let n = (size / rustix::param::page_size()) as u64;
+    }
+
+    /// The figure, from the recorded repetitions.
+    pub(crate) fn finish(self) -> AroundMeasurement {
+        AroundMeasurement {
+            source: self.source,
+            touch: self.touch,
+            window: self.window,
+            pages: self.pages,
+            faults: median_count(&self.faults),
+            pages_around: median_count(&self.around),
+            reps: self.reps,
+            p50_ns: Spread::of_or_nan(&self.p50),
+            ns_per_page: Spread::of_or_nan(&self.ns),
+            faults_per_s: Spread::of_or_nan(&self.fps),
+            pages_per_s: Spread::of_or_nan(&self.pps),
+            vs_one_page: None,
+            verified: self.error.is_none(),
+            error: self.error,
+        }
+    }
+}
+
+impl crate::rounds::Series for AroundSeries {
+    fn repetition(&mut self, rep: u32) {
+        if self.error.is_some() {
+            return;
+        }
+        match run_rep(
+            self.source,
+            self.touch,
+            self.window as usize,
+            self.size,
+            self.seed,
+        ) {
+            Ok(out) if rep >= self.warmup => {
+                let n = (self.size / rustix::param::page_size()) as u64;
                 let secs = out.wall.as_secs_f64();
-                pages = n;
-                faults.push(out.stats.faults);
-                around.push(out.stats.pages_around);
-                p50.push(out.latency.value_at_quantile(0.5) as f64);
-                ns.push(secs * 1e9 / n as f64);
-                fps.push(out.stats.faults as f64 / secs);
-                pps.push(n as f64 / secs);
+                self.pages = n;
+                self.faults.push(out.stats.faults);
+                self.around.push(out.stats.pages_around);
+                self.p50.push(out.latency.value_at_quantile(0.5) as f64);
+                self.ns.push(secs * 1e9 / n as f64);
+                self.fps.push(out.stats.faults as f64 / secs);
+                self.pps.push(n as f64 / secs);
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(%e, "fault-around repetition failed");
-                error = Some(e);
+                self.error = Some(e);
             }
         }
     }
-    AroundMeasurement {
-        source,
-        touch,
-        window,
-        pages,
-        faults: median_count(&faults),
-        pages_around: median_count(&around),
-        reps,
-        p50_ns: Spread::of_or_nan(&p50),
-        ns_per_page: Spread::of_or_nan(&ns),
-        faults_per_s: Spread::of_or_nan(&fps),
-        pages_per_s: Spread::of_or_nan(&pps),
-        vs_one_page: None,
-        verified: error.is_none(),
-        error,
+
+    fn label(&self) -> String {
+        format!(
+            "{} {} window {}",
+            self.source,
+            self.touch.name(),
+            self.window
+        )
     }
 }
 

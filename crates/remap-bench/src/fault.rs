@@ -41,9 +41,13 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
 }
 
-/// The memory a repetition faults in, and the page every fault is resolved with.
+/// The memory a repetition faults in, and the image its faults are resolved from.
 struct Target {
     region: Region,
+    /// As large as `region`, every page pattern page 0: a fault at offset `off` is resolved with
+    /// the image's page at `off`, as `CopySource` does (a different source page per fault, as
+    /// in any real use; copying one cache-hot page for every fault would measure less work than
+    /// the server rows do).
     source: Region,
     seed: u64,
 }
@@ -54,11 +58,7 @@ impl Target {
             .thp(Thp::NoHuge)
             .build()
             .map_err(|e| format!("fault region: {e}"))?;
-        let source = Region::builder(region.page_size())
-            .populate(true)
-            .build()
-            .map_err(|e| format!("fault source page: {e}"))?;
-        remap::pattern::fill_page(&source, 0, seed, 0);
+        let source = move_pool_pages(size, seed)?;
         Ok(Target {
             region,
             source,
@@ -344,7 +344,7 @@ fn move_pool_pages(size: usize, seed: u64) -> Result<Region, String> {
 }
 
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
-/// per fault, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST:
+/// per fault from the image page at the fault's offset, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST:
 /// another handler won, or a MOVE moved without counting it; either way a `UFFDIO_WAKE`).
 fn raw_loop(
     target: &Target,
@@ -365,11 +365,13 @@ fn raw_loop(
     let (stop_r, stop_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ps = target.region.page_size();
     std::thread::scope(|s| {
+        let (started, all_started) = std::sync::mpsc::channel::<()>();
         let threads: Vec<_> = (0..handlers)
             .map(|_| {
-                let (uffd, stop_r) = (&uffd, &stop_r);
+                let (uffd, stop_r, started) = (&uffd, &stop_r, started.clone());
                 s.spawn(move || -> Result<(), String> {
                     let mut buf = EventBuffer::new(64);
+                    let _ = started.send(());
                     loop {
                         let mut fds = [
                             PollFd::new(uffd, PollFlags::IN),
@@ -407,7 +409,7 @@ fn raw_loop(
                                     &target.region,
                                     off,
                                     &target.source,
-                                    0,
+                                    off,
                                     ps,
                                 ),
                             };
@@ -428,6 +430,7 @@ fn raw_loop(
                 })
             })
             .collect();
+        wait_until_started(started, &all_started, handlers);
         let out = target.mutate(mutators);
         stop(&stop_w)?;
         for t in threads {
@@ -435,6 +438,27 @@ fn raw_loop(
         }
         Ok(out)
     })
+}
+
+/// Returns once `handlers` threads have each sent on `all`'s channel (or died): the mutators of every
+/// handler-thread row start against handlers that are already waiting, as `FaultServer::start`
+/// guarantees for the server rows. Where a fault finds its handler decides its cost on a VM, and
+/// that is set by how the threads started: measured on this 2-vCPU guest, the raw loop's 1/1
+/// cell served at 4 us p50 when its mutator raced the handler's start and at 66 us when the
+/// handler was parked first, the server's own figure (docs/performance.md, "Where the handler
+/// runs").
+fn wait_until_started(
+    started: std::sync::mpsc::Sender<()>,
+    all: &std::sync::mpsc::Receiver<()>,
+    handlers: usize,
+) {
+    // Our own sender goes first, so a thread that died before it sent ends the wait.
+    drop(started);
+    for _ in 0..handlers {
+        if all.recv().is_err() {
+            break;
+        }
+    }
 }
 
 fn stop(stop_w: &std::os::fd::OwnedFd) -> Result<(), String> {
@@ -462,10 +486,12 @@ fn peer_loop(
     let (stop_r, stop_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ps = target.region.page_size();
     std::thread::scope(|s| {
+        let (started, all_started) = std::sync::mpsc::channel::<()>();
         let threads: Vec<_> = (0..handlers)
             .map(|_| {
-                let (peer, stop_r) = (&peer, &stop_r);
+                let (peer, stop_r, started) = (&peer, &stop_r, started.clone());
                 s.spawn(move || -> Result<(), String> {
+                    let _ = started.send(());
                     loop {
                         let mut fds = [
                             PollFd::new(peer, PollFlags::IN),
@@ -489,7 +515,7 @@ fn peer_loop(
                         let off = target
                             .page_off(addr as u64)
                             .ok_or_else(|| format!("fault outside: {addr:?}"))?;
-                        match raw::peer_copy_range(peer, &target.region, off, &target.source, 0, ps)
+                        match raw::peer_copy_range(peer, &target.region, off, &target.source, off, ps)
                         {
                             Ok(_) => {}
                             Err(userfaultfd::Error::CopyFailed(errno))
@@ -500,6 +526,7 @@ fn peer_loop(
                 })
             })
             .collect();
+        wait_until_started(started, &all_started, handlers);
         let out = target.mutate(mutators);
         stop(&stop_w)?;
         for t in threads {

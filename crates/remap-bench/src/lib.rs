@@ -34,6 +34,7 @@ mod compaction;
 mod fault;
 mod raw;
 mod report;
+mod rounds;
 mod stats;
 
 use std::collections::HashMap;
@@ -470,43 +471,49 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
             + (fault_jobs + around_jobs) as u64 * u64::from(config.warmup + config.fault_reps),
     );
 
-    let mut measurements = Vec::new();
-    for job in &jobs {
-        progress.set_message(format!(
-            "{} {} thp {}{}",
-            job.method,
-            report::human_bytes(job.chunk as u64),
-            if job.thp { "on" } else { "off" },
-            if job.interference { " +spin" } else { "" }
-        ));
-        measurements.push(measure_bulk(&ctx, config, *job, progress));
-    }
+    // Each section in rounds (see `rounds`): the methods a ratio compares run side by side.
+    let rounds = |reps: u32| config.warmup + reps;
+    let mut tick = |label: String| {
+        progress.set_message(label);
+        progress.inc(1);
+    };
+    let mut bulk_series: Vec<_> = jobs
+        .iter()
+        .map(|&job| BulkSeries::new(&ctx, config, job))
+        .collect();
+    rounds::interleave(&mut bulk_series, rounds(config.reps), &mut tick);
+    let mut measurements: Vec<_> = bulk_series.into_iter().map(BulkSeries::finish).collect();
     add_ratios(&mut measurements);
 
-    let mut faults = Vec::new();
+    let mut fault_series = Vec::new();
     for &method in &fault_methods {
         for (handlers, mutators) in fault_threads(method, &config.fault_threads) {
-            progress.set_message(format!("{method} {handlers}h/{mutators}m"));
-            faults.push(measure_fault(config, method, handlers, mutators, progress));
+            fault_series.push(FaultSeries::new(config, method, handlers, mutators));
         }
     }
-    let mut fault_around = Vec::new();
+    rounds::interleave(&mut fault_series, rounds(config.fault_reps), &mut tick);
+    let mut faults: Vec<_> = fault_series.into_iter().map(FaultSeries::finish).collect();
+
+    let mut around_series = Vec::new();
     for &source in &config.fault_around {
         for touch in Touch::ALL {
             for &window in &config.fault_around_windows {
-                progress.set_message(format!("{source} {} window {window}", touch.name()));
-                fault_around.push(around::measure(
+                around_series.push(around::AroundSeries::new(
                     source,
                     touch,
                     window,
                     config.fault_around_size,
                     (config.warmup, config.fault_reps),
                     config.seed,
-                    &|| progress.inc(1),
                 ));
             }
         }
     }
+    rounds::interleave(&mut around_series, rounds(config.fault_reps), &mut tick);
+    let mut fault_around: Vec<_> = around_series
+        .into_iter()
+        .map(around::AroundSeries::finish)
+        .collect();
     around::add_ratios(&mut fault_around);
     let mut compaction = Vec::new();
     if let Some(c) = &config.compaction {
@@ -564,23 +571,64 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     })
 }
 
-fn measure_bulk(
-    ctx: &bulk::BulkCtx<'_>,
-    config: &BenchConfig,
+/// The repetitions of one bulk figure (see [`rounds`]).
+struct BulkSeries<'a> {
+    ctx: &'a bulk::BulkCtx<'a>,
+    config: &'a BenchConfig,
     job: Job,
-    progress: &ProgressBar,
-) -> Measurement {
-    let mut times = Vec::new();
-    let mut thp_fractions = Vec::new();
-    let mut ioctls = None;
-    let mut error = None;
-    for rep in 0..config.warmup + config.reps {
-        progress.inc(1);
-        if error.is_some() {
-            continue;
-        }
-        match bulk::run_rep(
+    times: Vec<f64>,
+    thp_fractions: Vec<f64>,
+    ioctls: Option<u64>,
+    error: Option<String>,
+}
+
+impl<'a> BulkSeries<'a> {
+    fn new(ctx: &'a bulk::BulkCtx<'a>, config: &'a BenchConfig, job: Job) -> Self {
+        BulkSeries {
             ctx,
+            config,
+            job,
+            times: Vec::new(),
+            thp_fractions: Vec::new(),
+            ioctls: None,
+            error: None,
+        }
+    }
+
+    fn finish(self) -> Measurement {
+        let (config, job) = (self.config, self.job);
+        let pages = (config.size / 4096) as f64;
+        let time = Spread::of_or_nan(&self.times);
+        Measurement {
+            method: job.method,
+            chunk_bytes: job.chunk as u64,
+            whole_range: job.chunk == config.size,
+            thp: job.thp,
+            interference: job.interference,
+            bytes: config.size as u64,
+            reps: config.reps,
+            time_ns: time,
+            gb_per_s: config.size as f64 / time.median,
+            ns_per_page: time.map(|t| t / pages),
+            source_thp_fraction: Spread::of(&self.thp_fractions).map_or(0.0, |s| s.median),
+            ioctls: self.ioctls,
+            vs_raw: None,
+            vs_memcpy: None,
+            vs_copy: None,
+            verified: self.error.is_none(),
+            error: self.error,
+        }
+    }
+}
+
+impl rounds::Series for BulkSeries<'_> {
+    fn repetition(&mut self, rep: u32) {
+        if self.error.is_some() {
+            return;
+        }
+        let (config, job) = (self.config, self.job);
+        match bulk::run_rep(
+            self.ctx,
             job.method,
             config.size,
             job.chunk,
@@ -591,39 +639,29 @@ fn measure_bulk(
             Ok(out) => {
                 if let Err(e) = out.verify {
                     tracing::error!(%e, "verification failed");
-                    error = Some(e);
+                    self.error = Some(e);
                 } else if rep >= config.warmup {
-                    times.push(out.elapsed.as_nanos() as f64);
-                    thp_fractions.push(out.source_thp_fraction);
-                    ioctls = out.ioctls;
+                    self.times.push(out.elapsed.as_nanos() as f64);
+                    self.thp_fractions.push(out.source_thp_fraction);
+                    self.ioctls = out.ioctls;
                 }
             }
             Err(e) => {
                 tracing::error!(%e, "repetition failed");
-                error = Some(e);
+                self.error = Some(e);
             }
         }
     }
-    let pages = (config.size / 4096) as f64;
-    let time = Spread::of_or_nan(&times);
-    Measurement {
-        method: job.method,
-        chunk_bytes: job.chunk as u64,
-        whole_range: job.chunk == config.size,
-        thp: job.thp,
-        interference: job.interference,
-        bytes: config.size as u64,
-        reps: config.reps,
-        time_ns: time,
-        gb_per_s: config.size as f64 / time.median,
-        ns_per_page: time.map(|t| t / pages),
-        source_thp_fraction: Spread::of(&thp_fractions).map_or(0.0, |s| s.median),
-        ioctls,
-        vs_raw: None,
-        vs_memcpy: None,
-        vs_copy: None,
-        verified: error.is_none(),
-        error,
+
+    fn label(&self) -> String {
+        let job = self.job;
+        format!(
+            "{} {} thp {}{}",
+            job.method,
+            report::human_bytes(job.chunk as u64),
+            if job.thp { "on" } else { "off" },
+            if job.interference { " +spin" } else { "" }
+        )
     }
 }
 
@@ -683,67 +721,98 @@ fn median_count(counts: &[u64]) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-fn measure_fault(
-    config: &BenchConfig,
+/// The repetitions of one fault-service figure (see [`rounds`]).
+struct FaultSeries<'a> {
+    config: &'a BenchConfig,
     method: FaultMethod,
     handlers: u32,
     mutators: u32,
-    progress: &ProgressBar,
-) -> FaultMeasurement {
-    let (mut p50, mut p99, mut p999, mut fps) = (vec![], vec![], vec![], vec![]);
-    let mut cpu = vec![];
-    let mut taken = vec![];
-    let mut error = None;
-    let mut pages = 0;
-    for rep in 0..config.warmup + config.fault_reps {
-        progress.inc(1);
-        if error.is_some() {
-            continue;
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+    fps: Vec<f64>,
+    cpu: Vec<f64>,
+    taken: Vec<u64>,
+    pages: u64,
+    error: Option<String>,
+}
+
+impl<'a> FaultSeries<'a> {
+    fn new(config: &'a BenchConfig, method: FaultMethod, handlers: u32, mutators: u32) -> Self {
+        FaultSeries {
+            config,
+            method,
+            handlers,
+            mutators,
+            p50: vec![],
+            p99: vec![],
+            p999: vec![],
+            fps: vec![],
+            cpu: vec![],
+            taken: vec![],
+            pages: 0,
+            error: None,
+        }
+    }
+
+    fn finish(self) -> FaultMeasurement {
+        FaultMeasurement {
+            method: self.method,
+            handlers: self.handlers,
+            mutators: self.mutators,
+            pages: self.pages,
+            faults: median_count(&self.taken),
+            reps: self.config.fault_reps,
+            p50_ns: Spread::of_or_nan(&self.p50),
+            p99_ns: Spread::of_or_nan(&self.p99),
+            p999_ns: Spread::of_or_nan(&self.p999),
+            faults_per_s: Spread::of_or_nan(&self.fps),
+            handler_cpu_ns_per_fault: Spread::of_or_nan(&self.cpu),
+            vs_sigbus_p50: None,
+            verified: self.error.is_none(),
+            error: self.error,
+        }
+    }
+}
+
+impl rounds::Series for FaultSeries<'_> {
+    fn repetition(&mut self, rep: u32) {
+        if self.error.is_some() {
+            return;
         }
         match fault::run_rep(
-            method,
-            config.fault_size,
-            handlers as usize,
-            mutators as usize,
-            config.seed,
+            self.method,
+            self.config.fault_size,
+            self.handlers as usize,
+            self.mutators as usize,
+            self.config.seed,
         ) {
             Ok(out) => {
                 if let Err(e) = out.verify {
                     tracing::error!(%e, "fault verification failed");
-                    error = Some(e);
-                } else if rep >= config.warmup {
-                    pages = out.pages;
-                    taken.push(out.faults);
-                    p50.push(out.latency.value_at_quantile(0.5) as f64);
-                    p99.push(out.latency.value_at_quantile(0.99) as f64);
-                    p999.push(out.latency.value_at_quantile(0.999) as f64);
+                    self.error = Some(e);
+                } else if rep >= self.config.warmup {
+                    self.pages = out.pages;
+                    self.taken.push(out.faults);
+                    self.p50.push(out.latency.value_at_quantile(0.5) as f64);
+                    self.p99.push(out.latency.value_at_quantile(0.99) as f64);
+                    self.p999.push(out.latency.value_at_quantile(0.999) as f64);
                     // Faults taken over the mutators' own window, first touch to last completed
                     // touch (see `fault::mutate`).
-                    fps.push(out.faults as f64 / out.wall.as_secs_f64());
-                    cpu.push(out.handler_cpu.as_nanos() as f64 / out.faults.max(1) as f64);
+                    self.fps.push(out.faults as f64 / out.wall.as_secs_f64());
+                    self.cpu
+                        .push(out.handler_cpu.as_nanos() as f64 / out.faults.max(1) as f64);
                 }
             }
             Err(e) => {
                 tracing::error!(%e, "fault repetition failed");
-                error = Some(e);
+                self.error = Some(e);
             }
         }
     }
-    FaultMeasurement {
-        method,
-        handlers,
-        mutators,
-        pages,
-        faults: median_count(&taken),
-        reps: config.fault_reps,
-        p50_ns: Spread::of_or_nan(&p50),
-        p99_ns: Spread::of_or_nan(&p99),
-        p999_ns: Spread::of_or_nan(&p999),
-        faults_per_s: Spread::of_or_nan(&fps),
-        handler_cpu_ns_per_fault: Spread::of_or_nan(&cpu),
-        vs_sigbus_p50: None,
-        verified: error.is_none(),
-        error,
+
+    fn label(&self) -> String {
+        format!("{} {}h/{}m", self.method, self.handlers, self.mutators)
     }
 }
 
