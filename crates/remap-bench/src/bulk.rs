@@ -41,7 +41,7 @@ fn stamp(seed: u64, page: usize) -> u64 {
     pattern_word(seed ^ 0x5a5a_5a5a, page as u64, 0)
 }
 
-fn region(len: usize, thp: bool) -> Result<Region, String> {
+pub(crate) fn region(len: usize, thp: bool) -> Result<Region, String> {
     Region::builder(len)
         .huge_aligned(true)
         .thp(if thp { Thp::Huge } else { Thp::NoHuge })
@@ -50,7 +50,7 @@ fn region(len: usize, thp: bool) -> Result<Region, String> {
 }
 
 /// Fills `src` with the template, page by page stamped with its index.
-fn fill_source(ctx: &BulkCtx<'_>, src: &Region) {
+pub(crate) fn fill_source(ctx: &BulkCtx<'_>, src: &Region) {
     let t = ctx.template.len();
     let mut off = 0;
     while off < src.len() {
@@ -100,8 +100,43 @@ pub(crate) fn verify_dest(
     Ok(())
 }
 
+/// Checks the stamp of every page of `dst`'s chunk `off..off + len`, and every word of its first
+/// page: what a move of that chunk alone left there.
+pub(crate) fn verify_chunk(
+    dst: &Region,
+    seed: u64,
+    template_pages: usize,
+    (off, len): (usize, usize),
+    what: &str,
+) -> Result<(), String> {
+    let ps = dst.page_size();
+    for page in off / ps..(off + len) / ps {
+        let found = dst.read_u64(page * ps);
+        let expected = stamp(seed, page);
+        if found != expected {
+            return Err(format!(
+                "{what}: page {page} of the destination starts with {found:#018x}, \
+                 expected {expected:#018x}"
+            ));
+        }
+    }
+    let page = off / ps;
+    let tpage = (page % template_pages) as u64;
+    for word in 1..ps / 8 {
+        let found = dst.read_u64(off + word * 8);
+        let expected = pattern_word(seed, tpage, word as u64);
+        if found != expected {
+            return Err(format!(
+                "{what}: word {word} of destination page {page} is {found:#018x}, \
+                 expected {expected:#018x}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every 64th page of the source reads zero afterwards (the end state of a move).
-fn verify_source_empty(src: &Region, what: &str) -> Result<(), String> {
+pub(crate) fn verify_source_empty(src: &Region, what: &str) -> Result<(), String> {
     let ps = src.page_size();
     for page in (0..src.pages()).step_by(64) {
         let found = src.read_u64(page * ps);
@@ -294,7 +329,7 @@ pub(crate) fn run_rep(
     })
 }
 
-fn register(uffd: &Uffd, dst: &Region) -> Result<(), String> {
+pub(crate) fn register(uffd: &Uffd, dst: &Region) -> Result<(), String> {
     dst.all_pages()
         .register(uffd, RegisterMode::MISSING)
         .map(drop)

@@ -515,8 +515,14 @@ fn peer_loop(
                         let off = target
                             .page_off(addr as u64)
                             .ok_or_else(|| format!("fault outside: {addr:?}"))?;
-                        match raw::peer_copy_range(peer, &target.region, off, &target.source, off, ps)
-                        {
+                        match raw::peer_copy_range(
+                            peer,
+                            &target.region,
+                            off,
+                            &target.source,
+                            off,
+                            ps,
+                        ) {
                             Ok(_) => {}
                             Err(userfaultfd::Error::CopyFailed(errno))
                                 if errno as i32 == libc::EEXIST => {}

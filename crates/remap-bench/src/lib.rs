@@ -32,6 +32,7 @@ mod bulk;
 pub mod chart;
 mod compaction;
 mod fault;
+mod overhead;
 mod raw;
 mod report;
 mod rounds;
@@ -45,6 +46,7 @@ use remap::region::{Region, HUGE_PAGE_SIZE};
 
 pub use around::{AroundMeasurement, AroundSource, Touch};
 pub use compaction::{CompactionConfig, CompactionMeasurement};
+pub use overhead::OverheadMeasurement;
 /// The machine every report describes: the project's one reader of `uname`, `/proc` and `/sys`.
 pub use remap::system::Machine;
 pub use report::{
@@ -133,13 +135,15 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// The default run: 128 MiB, 5 repetitions after 1 warm-up (3 for fault service, 2048
-    /// faults each); under a minute on 2 idle cores.
+    /// The default run: 128 MiB, 5 repetitions after 1 warm-up (7 for fault service, 2048
+    /// faults each, and fault-around: a handler row's latency depends on where the scheduler put
+    /// its threads, which changes from one repetition to the next, so it needs more of them);
+    /// about two minutes on 2 idle cores.
     pub fn standard() -> BenchConfig {
         BenchConfig {
             size: 128 * MIB,
             reps: 5,
-            fault_reps: 3,
+            fault_reps: 7,
             warmup: 1,
             methods: Method::ALL.to_vec(),
             fault_methods: FaultMethod::ALL.to_vec(),
@@ -460,6 +464,18 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
             }
         }
     }
+    // The mover's overhead call by call (P1), at one page and at 2 MiB, wherever both the raw
+    // ioctl and the mover are measured (and the size holds at least one chunk for each).
+    let mut overhead_jobs = Vec::new();
+    if methods.contains(&Method::MoveRaw) && methods.contains(&Method::MoveMover) {
+        for &thp in &thp_modes {
+            for chunk in [page_size, HUGE_PAGE_SIZE] {
+                if 2 * chunk <= config.size {
+                    overhead_jobs.push((chunk, thp));
+                }
+            }
+        }
+    }
     let fault_jobs: usize = fault_methods
         .iter()
         .map(|&m| fault_threads(m, &config.fault_threads).len())
@@ -467,7 +483,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     let around_jobs =
         config.fault_around.len() * Touch::ALL.len() * config.fault_around_windows.len();
     progress.set_length(
-        jobs.len() as u64 * u64::from(config.warmup + config.reps)
+        (jobs.len() + overhead_jobs.len()) as u64 * u64::from(config.warmup + config.reps)
             + (fault_jobs + around_jobs) as u64 * u64::from(config.warmup + config.fault_reps),
     );
 
@@ -484,6 +500,23 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     rounds::interleave(&mut bulk_series, rounds(config.reps), &mut tick);
     let mut measurements: Vec<_> = bulk_series.into_iter().map(BulkSeries::finish).collect();
     add_ratios(&mut measurements);
+    let mut overhead_series: Vec<_> = overhead_jobs
+        .iter()
+        .map(|&(chunk, thp)| {
+            overhead::OverheadSeries::new(
+                &ctx,
+                config.size,
+                chunk,
+                thp,
+                (config.warmup, config.reps),
+            )
+        })
+        .collect();
+    rounds::interleave(&mut overhead_series, rounds(config.reps), &mut tick);
+    let mover_overhead: Vec<_> = overhead_series
+        .into_iter()
+        .map(overhead::OverheadSeries::finish)
+        .collect();
 
     let mut fault_series = Vec::new();
     for &method in &fault_methods {
@@ -534,11 +567,13 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     let failures = measurements.iter().filter(|m| !m.verified).count()
         + faults.iter().filter(|f| !f.verified).count()
         + compaction.iter().filter(|c| !c.verified).count()
-        + fault_around.iter().filter(|f| !f.verified).count();
+        + fault_around.iter().filter(|f| !f.verified).count()
+        + mover_overhead.iter().filter(|f| !f.verified).count();
     let summary = Summary {
         measurements: measurements.len(),
         faults: faults.len(),
         fault_around: fault_around.len(),
+        mover_overhead: mover_overhead.len(),
         failures,
         skipped,
         seed: config.seed,
@@ -564,6 +599,7 @@ pub fn run(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, Bench
     Ok(Report {
         config: config_record,
         measurements,
+        mover_overhead,
         faults,
         compaction,
         fault_around,

@@ -272,6 +272,8 @@ pub struct Summary {
     pub faults: usize,
     /// Fault-around figures reported.
     pub fault_around: usize,
+    /// Mover-overhead figures reported.
+    pub mover_overhead: usize,
     /// Figures whose verification failed (the exit status is 1 when this is not 0).
     pub failures: usize,
     /// Methods not measured.
@@ -286,7 +288,9 @@ pub struct Summary {
 /// One line of `remap bench --json`: a JSON object `{"type": ..., "data": {...}}` (JSON Lines).
 ///
 /// A run prints, in order: one `config` record ([`ConfigRecord`]: the machine and the settings),
-/// one `measurement` record per bulk figure ([`Measurement`]), one `fault` record per
+/// one `measurement` record per bulk figure ([`Measurement`]), one `mover-overhead` record per
+/// call-by-call comparison of the mover with the raw ioctl ([`OverheadMeasurement`]), one
+/// `fault` record per
 /// fault-service figure ([`FaultMeasurement`]), one `fault-around` record per fault-around
 /// figure ([`AroundMeasurement`]), and one `summary` record ([`Summary`]). Times are
 /// nanoseconds, sizes bytes, rates per second, `elapsed_total` seconds (a float); a [`Spread`] is
@@ -299,11 +303,12 @@ pub struct Summary {
 /// A worked example (abridged to one record of each kind):
 ///
 /// ```text
-/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"fault_around":["around-move"],"fault_around_windows":[1,16],"fault_around_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
+/// {"type":"config","data":{"machine":{"kernel_release":"6.18.0","arch":"x86_64","cpu_model":"AMD EPYC","cores":2,"page_size":4096,"thp_mode":"madvise","swap_active":false,"mem_total_bytes":25769803776,"cpu_idle":"haltpoll, guest_halt_poll_ns=0"},"size_bytes":8388608,"reps":3,"fault_reps":3,"warmup":1,"chunks":[4096,65536,2097152,8388608],"methods":["move-raw","copy"],"fault_methods":["raw-loop"],"fault_size_bytes":4194304,"fault_around":["around-move"],"fault_around_windows":[1,16],"fault_around_size_bytes":1048576,"quick":true,"peer_built":false,"seed":42}}
 /// {"type":"measurement","data":{"method":"move-raw","chunk_bytes":65536,"whole_range":false,"thp":false,"interference":false,"bytes":8388608,"reps":3,"time_ns":{"median":330000.0,"min":320000.0,"max":350000.0,"q1":325000.0,"q3":340000.0},"gb_per_s":25.4,"ns_per_page":{"median":161.1,"min":156.2,"max":170.9,"q1":158.7,"q3":166.0},"source_thp_fraction":0.0,"ioctls":128,"vs_raw":1.0,"vs_memcpy":0.5,"vs_copy":0.15,"verified":true,"error":null}}
+/// {"type":"mover-overhead","data":{"chunk_bytes":2097152,"thp":true,"calls":160,"reps":5,"raw_ns_per_call":{"median":1450.0,"min":1300.0,"max":9000.0,"q1":1400.0,"q3":1500.0},"mover_ns_per_call":{"median":1470.0,"min":1310.0,"max":8800.0,"q1":1420.0,"q3":1530.0},"vs_raw":1.014,"verified":true,"error":null}}
 /// {"type":"fault","data":{"method":"raw-loop","handlers":1,"mutators":1,"pages":1024,"faults":1024,"reps":3,"p50_ns":{"median":30000.0,"min":29000.0,"max":31000.0,"q1":29500.0,"q3":30500.0},"p99_ns":{"median":60000.0,"min":55000.0,"max":64000.0,"q1":57500.0,"q3":62000.0},"p999_ns":{"median":90000.0,"min":80000.0,"max":120000.0,"q1":85000.0,"q3":105000.0},"faults_per_s":{"median":31000.0,"min":29000.0,"max":33000.0,"q1":30000.0,"q3":32000.0},"verified":true,"error":null}}
 /// {"type":"fault-around","data":{"source":"around-move","touch":"sequential","window":16,"pages":1024,"faults":64,"pages_around":960,"reps":3,"p50_ns":{"median":120.0,"min":110.0,"max":130.0,"q1":115.0,"q3":125.0},"ns_per_page":{"median":3000.0,"min":2900.0,"max":3200.0,"q1":2950.0,"q3":3100.0},"faults_per_s":{"median":20800.0,"min":19500.0,"max":21500.0,"q1":20100.0,"q3":21200.0},"pages_per_s":{"median":333000.0,"min":312000.0,"max":344000.0,"q1":322000.0,"q3":339000.0},"vs_one_page":6.2,"verified":true,"error":null}}
-/// {"type":"summary","data":{"measurements":40,"faults":4,"fault_around":1,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
+/// {"type":"summary","data":{"measurements":40,"faults":4,"fault_around":1,"mover_overhead":2,"failures":0,"skipped":[{"method":"peer-copy","reason":"built without the `peer` feature"}],"seed":42,"elapsed_total":12.5}}
 /// ```
 ///
 /// ```
@@ -313,6 +318,7 @@ pub struct Summary {
 ///     measurements: 0,
 ///     faults: 0,
 ///     fault_around: 0,
+///     mover_overhead: 0,
 ///     failures: 0,
 ///     skipped: vec![],
 ///     seed: 42,
@@ -321,7 +327,7 @@ pub struct Summary {
 /// let line = serde_json::to_string(&Record::Summary(&summary))?;
 /// assert_eq!(
 ///     line,
-///     r#"{"type":"summary","data":{"measurements":0,"faults":0,"fault_around":0,"failures":0,"skipped":[],"seed":42,"elapsed_total":1.5}}"#
+///     r#"{"type":"summary","data":{"measurements":0,"faults":0,"fault_around":0,"mover_overhead":0,"failures":0,"skipped":[],"seed":42,"elapsed_total":1.5}}"#
 /// );
 /// # Ok::<(), serde_json::Error>(())
 /// ```
@@ -332,6 +338,9 @@ pub enum Record<'a> {
     Config(&'a ConfigRecord),
     /// One bulk figure.
     Measurement(&'a Measurement),
+    /// One call-by-call comparison of the mover with the raw ioctl.
+    #[serde(rename = "mover-overhead")]
+    MoverOverhead(&'a crate::overhead::OverheadMeasurement),
     /// One fault-service figure.
     Fault(&'a FaultMeasurement),
     /// One publication mode of the compaction section.
@@ -350,6 +359,9 @@ pub struct Report {
     pub config: ConfigRecord,
     /// Bulk figures.
     pub measurements: Vec<Measurement>,
+    /// Call-by-call comparisons of the mover with the raw ioctl (empty unless both `move-raw`
+    /// and `move-mover` were measured).
+    pub mover_overhead: Vec<crate::overhead::OverheadMeasurement>,
     /// Fault-service figures.
     pub faults: Vec<FaultMeasurement>,
     /// The compaction section, one figure per publication mode (empty when not selected).
@@ -361,11 +373,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// The records in wire order: config, measurements, faults, fault-around, compaction,
-    /// summary.
+    /// The records in wire order: config, measurements, mover overhead, faults, fault-around,
+    /// compaction, summary.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         std::iter::once(Record::Config(&self.config))
             .chain(self.measurements.iter().map(Record::Measurement))
+            .chain(self.mover_overhead.iter().map(Record::MoverOverhead))
             .chain(self.faults.iter().map(Record::Fault))
             .chain(self.fault_around.iter().map(Record::FaultAround))
             .chain(self.compaction.iter().map(Record::Compaction))
@@ -399,14 +412,15 @@ impl Report {
         let m = &self.config.machine;
         writeln!(
             w,
-            "machine: Linux {} {}, {}, {} cores, {} B pages, THP {}, swap {}",
+            "machine: Linux {} {}, {}, {} cores, {} B pages, THP {}, swap {}, cpuidle {}",
             m.kernel_release,
             m.arch,
             m.cpu_model,
             m.cores,
             m.page_size,
             m.thp,
-            if m.swap_active { "on" } else { "off" }
+            if m.swap_active { "on" } else { "off" },
+            m.cpu_idle
         )?;
         writeln!(
             w,
@@ -461,6 +475,7 @@ impl Report {
             )?;
         }
         writeln!(w)?;
+        crate::overhead::write_table(&self.mover_overhead, w)?;
         self.write_fault_table(w)?;
         around::write_table(
             &self.fault_around,

@@ -61,7 +61,17 @@ mod tests {
         interleave(&mut series, 3, &mut |l| labels.push(l));
         assert_eq!(
             *log.borrow(),
-            [(0, 0), (1, 0), (2, 0), (2, 1), (1, 1), (0, 1), (0, 2), (1, 2), (2, 2)]
+            [
+                (0, 0),
+                (1, 0),
+                (2, 0),
+                (2, 1),
+                (1, 1),
+                (0, 1),
+                (0, 2),
+                (1, 2),
+                (2, 2)
+            ]
         );
         assert_eq!(labels.len(), 9);
         assert_eq!(labels[3], "figure 2");

@@ -97,8 +97,26 @@ fn every_available_method_moves_and_verifies_at_a_tiny_size() {
         .collect();
     assert_eq!(
         lines.len(),
-        2 + report.measurements.len() + report.faults.len() + report.fault_around.len()
+        2 + report.measurements.len()
+            + report.mover_overhead.len()
+            + report.faults.len()
+            + report.fault_around.len()
     );
+    // The mover's overhead call by call: one page at each THP setting, verified, with
+    // half the chunks of every measured repetition timed for each method.
+    let thp_settings = if report.measurements.iter().any(|m| m.thp) {
+        2
+    } else {
+        1
+    };
+    // (2 MiB only where the run moves at least two such chunks: not in this 2 MiB run.)
+    assert_eq!(report.mover_overhead.len(), thp_settings);
+    for f in &report.mover_overhead {
+        assert!(f.verified, "{f:?}");
+        let chunks = report.config.size_bytes / f.chunk_bytes;
+        assert_eq!(f.calls, chunks / 2 * u64::from(f.reps), "{f:?}");
+        assert!(f.vs_raw > 0.0 && f.vs_raw.is_finite(), "{f:?}");
+    }
     // Fault-around: every source, both orders, windows 1 and 16, each verified; a sequential
     // 16-page window takes one fault per 16 pages and serves the rest around them.
     assert_eq!(report.fault_around.len(), 3 * 2 * 2);

@@ -22,7 +22,7 @@ pub(crate) struct BenchArgs {
     size: Option<usize>,
 
     /// Measured repetitions per figure (after one warm-up), bulk and fault service alike;
-    /// default 5 for bulk and 3 for fault service (3 for both with --quick).
+    /// default 5 for bulk and 7 for fault service and fault-around (3 for both with --quick).
     #[arg(long)]
     reps: Option<u32>,
 

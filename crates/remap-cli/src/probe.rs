@@ -242,6 +242,7 @@ fn render(w: &mut impl Write, r: &Report) -> std::io::Result<()> {
     writeln!(w, "page size     {} bytes", m.page_size)?;
     writeln!(w, "THP mode      {}", m.thp)?;
     writeln!(w, "swap active   {}", yes_no(m.swap_active))?;
+    writeln!(w, "cpu idle      {}", m.cpu_idle)?;
     let sysctl = r
         .unprivileged_userfaultfd
         .map_or_else(|| "unreadable".to_owned(), |v| v.to_string());

@@ -168,12 +168,14 @@ const MACHINE: &[(&str, Ty)] = &[
     ("thp_mode", Ty::Str),
     ("swap_active", Ty::Bool),
     ("mem_total_bytes", Ty::Int),
+    ("cpu_idle", Ty::Str),
 ];
 
 const SUMMARY: &[(&str, Ty)] = &[
     ("measurements", Ty::Int),
     ("faults", Ty::Int),
     ("fault_around", Ty::Int),
+    ("mover_overhead", Ty::Int),
     ("failures", Ty::Int),
     ("skipped", Ty::SkippedArray),
     ("seed", Ty::Int),
@@ -257,6 +259,19 @@ fn around_schema(window: u64) -> Vec<(&'static str, Ty)> {
         ("error", Ty::Null),
     ]
 }
+
+/// The fields of a `mover-overhead` record of a verified figure.
+const MOVER_OVERHEAD: &[(&str, Ty)] = &[
+    ("chunk_bytes", Ty::Int),
+    ("thp", Ty::Bool),
+    ("calls", Ty::Int),
+    ("reps", Ty::Int),
+    ("raw_ns_per_call", Ty::Spread),
+    ("mover_ns_per_call", Ty::Spread),
+    ("vs_raw", Ty::Num),
+    ("verified", Ty::Bool),
+    ("error", Ty::Null),
+];
 
 /// The settings a ratio compares at: chunk, THP, interference.
 fn settings(m: &Value) -> (u64, bool, bool) {
@@ -458,6 +473,32 @@ fn quick_json_run_reports_every_method_and_writes_the_chart() {
         Some(&[(0, 1), (0, 2)].into()),
         "{pairs:?}"
     );
+
+    // The mover's overhead, call by call: one page and 2 MiB, at each THP setting measured;
+    // every chunk of every measured repetition timed, half by each method.
+    let overhead = of_type(&records, "mover-overhead");
+    assert_eq!(
+        summary["mover_overhead"].as_u64(),
+        Some(overhead.len() as u64)
+    );
+    let thp_settings = measurements
+        .iter()
+        .map(|m| m["thp"].as_bool().unwrap())
+        .collect::<BTreeSet<_>>();
+    assert_eq!(overhead.len(), 2 * thp_settings.len(), "{overhead:?}");
+    let size = config["size_bytes"].as_u64().unwrap();
+    let reps = config["reps"].as_u64().unwrap();
+    for f in &overhead {
+        check("mover-overhead", f, MOVER_OVERHEAD);
+        assert_eq!(f["verified"], true, "{f}");
+        let chunk = f["chunk_bytes"].as_u64().unwrap();
+        assert!([4096, 2 << 20].contains(&chunk), "{f}");
+        assert_eq!(f["calls"].as_u64(), Some(size / chunk / 2 * reps), "{f}");
+        let want = f["mover_ns_per_call"]["median"].as_f64().unwrap()
+            / f["raw_ns_per_call"]["median"].as_f64().unwrap();
+        let got = f["vs_raw"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want, "{f}: {got} vs {want}");
+    }
 
     // Fault-around: every source, both touch orders, windows 1 and 16; each page served once
     // (faults plus the pages served around them), the ratio what it claims.

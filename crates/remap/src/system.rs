@@ -85,7 +85,8 @@ impl fmt::Display for ThpMode {
 /// With the `serde` feature it serializes with these field names, except `thp` as `thp_mode`
 /// and `mem_total` as `mem_total_bytes`:
 /// `{"kernel_release":"6.18.44","arch":"x86_64","cpu_model":"...","cores":2,"page_size":4096,
-/// "thp_mode":"madvise","swap_active":true,"mem_total_bytes":25769803776}`.
+/// "thp_mode":"madvise","swap_active":true,"mem_total_bytes":25769803776,
+/// "cpu_idle":"haltpoll, guest_halt_poll_ns=0"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Machine {
@@ -107,6 +108,10 @@ pub struct Machine {
     /// Total memory in bytes (from `/proc/meminfo`, 0 if unreadable).
     #[cfg_attr(feature = "serde", serde(rename = "mem_total_bytes"))]
     pub mem_total: u64,
+    /// How an idle CPU waits ([`cpu_idle`]): the cpuidle driver, and on a KVM guest's
+    /// `haltpoll` driver how long it polls before it halts. It decides what waking a thread on
+    /// an idle CPU costs, which is most of a handler thread's fault latency on a VM.
+    pub cpu_idle: String,
 }
 
 impl Machine {
@@ -122,7 +127,31 @@ impl Machine {
             thp: ThpMode::read(),
             swap_active: swap_active(),
             mem_total: mem_total().unwrap_or(0),
+            cpu_idle: cpu_idle(),
         }
+    }
+}
+
+/// The cpuidle driver (`/sys/devices/system/cpu/cpuidle/current_driver`, "none" when there is
+/// none), and for `haltpoll`, a KVM guest's, its `guest_halt_poll_ns`: `haltpoll,
+/// guest_halt_poll_ns=200000`. With polling off (0) an idle vCPU halts at once, and waking a
+/// thread there is a wake-up of the vCPU by its host: on the 2-vCPU guest of
+/// `docs/performance.md` about 60 us, against about 3 us for a vCPU still polling.
+///
+/// ```
+/// let idle = remap::system::cpu_idle();
+/// assert!(!idle.is_empty());
+/// ```
+pub fn cpu_idle() -> String {
+    let driver = fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    if driver.is_empty() {
+        return "none".to_owned();
+    }
+    match fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Ok(ns) if driver == "haltpoll" => format!("haltpoll, guest_halt_poll_ns={}", ns.trim()),
+        _ => driver,
     }
 }
 

@@ -71,6 +71,7 @@ fn probe_json_is_one_record_with_every_field() {
         "thp_mode",
         "swap_active",
         "mem_total_bytes",
+        "cpu_idle",
     ] {
         assert!(
             v["machine"].get(field).is_some(),
