@@ -42,24 +42,40 @@
 //!
 //! # Choosing a mode: latency against CPU
 //!
-//! - **SIGBUS mode** ([`SigbusServer`]) is the fastest and costs no thread: the faulting
-//!   thread resolves its own fault (p50 8.8 us on this 2-CPU VM, against 15 us for a handler
-//!   thread; handler CPU about 0.3 us per fault). It needs an async-signal-safe source and
-//!   gives up the non-cooperative events.
-//! - **Handler threads, parked in `poll`** (the default) cost CPU only per fault (about 10 us
-//!   of handler CPU per fault here, most of it the wake-up) and nothing while idle.
-//! - **Adaptive waiting** ([`FaultServerBuilder::spin`]) takes the wake-up out of a burst of
-//!   faults: a handler thread keeps reading for a bounded time before it parks. With a CPU
-//!   free for it, p50 fell to 13 us (1.5x SIGBUS mode's, one mutator); with two spinning
-//!   threads for one mutator the idle one doubles the CPU per fault (20 us). It cannot help
-//!   when the faulting threads already use every CPU (two mutators on two CPUs: about 3x
-//!   SIGBUS mode's p50 whatever the waiting).
-//! - **Pinning** ([`FaultServerBuilder::pin_cpus`]) keeps each handler on one CPU; with two
-//!   pinned, spinning handlers and one mutator the p50 was 11 us (1.25x SIGBUS mode's).
+//! A handler-thread fault is two wake-ups (the handler's, then the faulting thread's), and what
+//! a wake-up costs depends on where the woken thread runs: on a CPU that is busy or still
+//! polling it is a context switch, on an idle one of a VM that halts its idle vCPUs at once it
+//! is the host waking the vCPU. [`crate::system::cpu_idle`] (and `remap probe`) tells which
+//! kind of machine this is. Figures from the default `scripts/bench.sh` run on a 2-vCPU KVM
+//! guest with `haltpoll` and `guest_halt_poll_ns=0` (medians of 7, p50 of the fault round trip
+//! seen by the faulting thread):
 //!
-//! Figures from one `scripts/bench.sh --quick --reps 5 --only raw-loop,peer-loop,server-copy,
-//! server-copy-spin,server-copy-pin,server-copy-spin-pin,server-sigbus` run on a loaded
-//! machine (the `server-copy-*` rows; medians of 5, the spreads are wide): run it on yours.
+//! - **SIGBUS mode** ([`SigbusServer`]) is the fastest and costs no thread: the faulting
+//!   thread resolves its own fault (2.4 us with one faulting thread, 3.8 us with two; about
+//!   0.1 us of CPU outside the faulting threads per fault). It needs an async-signal-safe
+//!   source and gives up the non-cooperative events.
+//! - **One handler thread, parked in `poll`** (the default) costs CPU only per fault and
+//!   nothing while idle, but its latency is the scheduler's choice: about 4 us when the
+//!   handler runs on the faulting thread's CPU, 60-70 us when it runs on the other one and
+//!   both vCPUs halt between faults (every minimal handler loop measures the same, the peer
+//!   crate's included; see `docs/performance.md`).
+//! - **One handler pinned per CPU** ([`FaultServerBuilder::pin_cpus`] with
+//!   [`threads`](FaultServerBuilder::threads) set to the CPU count): every fault finds a handler
+//!   on its own CPU, which takes it while the others find nothing. 5.7 us with one faulting
+//!   thread (2.4x SIGBUS mode: the fault also wakes the handler on the other CPU, since one
+//!   userfaultfd wakes every poller) and 6.4 us with two (1.7x), 6-7 us of handler CPU per
+//!   fault. The mode to choose when latency matters and SIGBUS mode cannot be used.
+//! - **Adaptive waiting** ([`FaultServerBuilder::spin`]) takes the handler's wake-up out of a
+//!   burst of faults: a handler thread keeps reading for a bounded time before it parks. It
+//!   pays only with a CPU to spare for the spinner: on this 2-vCPU guest one faulting thread
+//!   waits 24-27 us (the faulting thread's own vCPU still halts while it waits), two 5.6-5.7 us
+//!   (1.5x SIGBUS mode) with two spinning pinned handlers, and every spinning handler burns its
+//!   CPU for the spin after each fault.
+//!
+//! On a guest that polls before halting (`guest_halt_poll_ns=200000`) or on bare metal the
+//! other-CPU case shrinks: one handler 7 us, two pinned 4.8 us (2.0x SIGBUS mode). Measure on
+//! yours: `scripts/bench.sh --only raw-loop,server-copy,server-copy-pin,server-copy-spin,
+//! server-sigbus`.
 //!
 //! # Event ordering
 //!

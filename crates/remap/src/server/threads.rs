@@ -132,9 +132,12 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// threads than CPUs; leave it off when faults are rare (the spin is pure waste then) or
     /// the CPUs are all busy with the faulting threads (the spinner steals their time, and a
     /// [`SigbusServer`](super::SigbusServer) serves with no thread at all). A few tens of
-    /// microseconds cover the gap between one fault and the next of a busy mutator; this
-    /// machine's figures are in the README's fault-service table (`remap bench`). Stopping
-    /// the server interrupts a spin at once.
+    /// microseconds cover the gap between one fault and the next of a busy mutator. On a VM
+    /// that halts idle vCPUs at once it cuts the wait to about a third (the faulting thread's own vCPU
+    /// still halts while it waits), and one handler pinned per CPU
+    /// ([`pin_cpus`](Self::pin_cpus)) does better; see
+    /// [choosing a mode](super#choosing-a-mode-latency-against-cpu). Stopping the server
+    /// interrupts a spin at once.
     ///
     /// ```
     /// use remap::region::Region;
@@ -158,10 +161,13 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// off). With as many handler threads as CPUs ([`threads`](Self::threads)), each CPU has a
     /// handler of its own that the scheduler never moves, so the thread woken for a fault can
     /// be the one on the faulting CPU and its caches stay warm; with fewer, the pinned CPUs
-    /// take all the handling. A pinned thread cannot move away from a CPU that a faulting
-    /// thread also wants, so pinning pays when the faulting threads are spread over the CPUs
-    /// too (pinned themselves, like vCPU threads), and can cost when they are not. A failure
-    /// to pin is logged and the thread runs unpinned.
+    /// take all the handling. One handler per CPU pays whether or not the faulting threads are
+    /// pinned: on a 2-vCPU guest that halts idle vCPUs at once it served at 5.7-6.4 us p50
+    /// where an unpinned handler took 60-70 us whenever it ran on the other CPU (see
+    /// [choosing a mode](super#choosing-a-mode-latency-against-cpu)). With fewer handlers than
+    /// CPUs it can cost: a pinned thread cannot move away from a CPU that a faulting thread
+    /// also wants, nor follow the faulting thread to another. A failure to pin is logged and
+    /// the thread runs unpinned.
     ///
     /// ```
     /// use remap::region::Region;
