@@ -133,8 +133,8 @@ impl<S: PageSource> FaultServerBuilder<S> {
     /// the CPUs are all busy with the faulting threads (the spinner steals their time, and a
     /// [`SigbusServer`](super::SigbusServer) serves with no thread at all). A few tens of
     /// microseconds cover the gap between one fault and the next of a busy mutator. On a VM
-    /// that halts idle vCPUs at once it cuts the wait to about a third (the faulting thread's own vCPU
-    /// still halts while it waits), and one handler pinned per CPU
+    /// that halts idle vCPUs at once it cuts the wait to about a third (the faulting thread's
+    /// own vCPU still halts while it waits), and one handler pinned per CPU
     /// ([`pin_cpus`](Self::pin_cpus)) does better; see
     /// [choosing a mode](super#choosing-a-mode-latency-against-cpu). Stopping the server
     /// interrupts a spin at once.
