@@ -289,10 +289,10 @@ pub struct Summary {
 ///
 /// A run prints, in order: one `config` record ([`ConfigRecord`]: the machine and the settings),
 /// one `measurement` record per bulk figure ([`Measurement`]), one `mover-overhead` record per
-/// call-by-call comparison of the mover with the raw ioctl ([`OverheadMeasurement`]), one
-/// `fault` record per
-/// fault-service figure ([`FaultMeasurement`]), one `fault-around` record per fault-around
-/// figure ([`AroundMeasurement`]), and one `summary` record ([`Summary`]). Times are
+/// call-by-call comparison of the mover with the raw ioctl ([`crate::OverheadMeasurement`]),
+/// one `fault` record per fault-service figure ([`FaultMeasurement`]), one `fault-around`
+/// record per fault-around figure ([`AroundMeasurement`]), one `compaction` record per
+/// publication mode when that section runs, and one `summary` record ([`Summary`]). Times are
 /// nanoseconds, sizes bytes, rates per second, `elapsed_total` seconds (a float); a [`Spread`] is
 /// `{median, min, max, q1, q3}` over the measured repetitions (the fault latencies `p50_ns`,
 /// `p99_ns` and `p999_ns` are the spread of each repetition's percentile). A figure whose
