@@ -41,6 +41,7 @@ fn stamp(seed: u64, page: usize) -> u64 {
     pattern_word(seed ^ 0x5a5a_5a5a, page as u64, 0)
 }
 
+/// A fresh 2 MiB-aligned region of `len` bytes, THP-backed when `thp` (else never).
 pub(crate) fn region(len: usize, thp: bool) -> Result<Region, String> {
     Region::builder(len)
         .huge_aligned(true)
@@ -172,7 +173,7 @@ fn chunked(
 
 /// Re-issues a range ioctl after partial progress until `len` bytes are done, counting the
 /// ioctls in `*ioctls`.
-fn whole(
+pub(crate) fn whole(
     len: usize,
     ioctls: &mut u64,
     mut op: impl FnMut(usize) -> Result<usize, RangeError>,
@@ -329,6 +330,7 @@ pub(crate) fn run_rep(
     })
 }
 
+/// Registers all of `dst` with `uffd` for MISSING faults (a MOVE or COPY destination must be).
 pub(crate) fn register(uffd: &Uffd, dst: &Region) -> Result<(), String> {
     dst.all_pages()
         .register(uffd, RegisterMode::MISSING)

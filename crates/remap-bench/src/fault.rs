@@ -344,8 +344,9 @@ fn move_pool_pages(size: usize, seed: u64) -> Result<Region, String> {
 }
 
 /// The minimal handler: `poll` the uffd and a stop pipe, `read` the events, one `UFFDIO_COPY`
-/// per fault from the image page at the fault's offset, or with `pool` one `UFFDIO_MOVE` of the pool's page at the fault's offset (EEXIST:
-/// another handler won, or a MOVE moved without counting it; either way a `UFFDIO_WAKE`).
+/// per fault from the image page at the fault's offset, or with `pool` one `UFFDIO_MOVE` of the
+/// pool's page at the fault's offset (EEXIST: another handler won, or a MOVE moved without
+/// counting it; either way a `UFFDIO_WAKE`).
 fn raw_loop(
     target: &Target,
     pool: Option<&Region>,
@@ -372,6 +373,7 @@ fn raw_loop(
                 s.spawn(move || -> Result<(), String> {
                     let mut buf = EventBuffer::new(64);
                     let _ = started.send(());
+                    drop(started);
                     loop {
                         let mut fds = [
                             PollFd::new(uffd, PollFlags::IN),
@@ -440,9 +442,10 @@ fn raw_loop(
     })
 }
 
-/// Returns once `handlers` threads have each sent on `all`'s channel (or died): the mutators of every
-/// handler-thread row start against handlers that are already waiting, as `FaultServer::start`
-/// guarantees for the server rows. Where a fault finds its handler decides its cost on a VM, and
+/// Returns once `handlers` threads have each sent on `all`'s channel (or died: each drops its
+/// sender right after sending, so a thread that died first ends the wait): the mutators of
+/// every handler-thread row start against handlers that are already waiting, as
+/// `FaultServer::start` guarantees for the server rows. Where a fault finds its handler decides its cost on a VM, and
 /// that is set by how the threads started: measured on this 2-vCPU guest, the raw loop's 1/1
 /// cell served at 4 us p50 when its mutator raced the handler's start and at 66 us when the
 /// handler was parked first, the server's own figure (docs/performance.md, "Where the handler
@@ -492,6 +495,7 @@ fn peer_loop(
                 let (peer, stop_r, started) = (&peer, &stop_r, started.clone());
                 s.spawn(move || -> Result<(), String> {
                     let _ = started.send(());
+                    drop(started);
                     loop {
                         let mut fds = [
                             PollFd::new(peer, PollFlags::IN),

@@ -6,9 +6,12 @@
 //! from one page to the whole range, with transparent huge pages off and on, and once more with a
 //! second thread of the process spinning on the other CPU (remote TLB shootdowns). It then
 //! measures fault service ([`FaultMethod`]): mutator threads touching every page of a registered
-//! region while handler threads resolve the faults. Every figure is the median of several
-//! repetitions after a warm-up, with its spread; ratios are computed within the run; and every
-//! repetition is verified (a wrong byte fails the figure).
+//! region while handler threads resolve the faults, and the mover's cost per call over the bare
+//! ioctl, the two alternating call by call (per-call medians). Every figure is the median of
+//! several repetitions after a warm-up, with its spread; the repetitions of a section run in
+//! rounds, one of each figure per round, so the figures a ratio compares run side by side;
+//! ratios are computed within the run; and every repetition is verified (a wrong byte fails the
+//! figure).
 //!
 //! ```no_run
 //! let config = remap_bench::BenchConfig::quick();
@@ -619,6 +622,7 @@ struct BulkSeries<'a> {
 }
 
 impl<'a> BulkSeries<'a> {
+    /// The figure of `job`, no repetition run yet.
     fn new(ctx: &'a bulk::BulkCtx<'a>, config: &'a BenchConfig, job: Job) -> Self {
         BulkSeries {
             ctx,
@@ -631,6 +635,7 @@ impl<'a> BulkSeries<'a> {
         }
     }
 
+    /// The figure, from the recorded repetitions (ratios filled in later, by `add_ratios`).
     fn finish(self) -> Measurement {
         let (config, job) = (self.config, self.job);
         let pages = (config.size / 4096) as f64;
@@ -774,6 +779,7 @@ struct FaultSeries<'a> {
 }
 
 impl<'a> FaultSeries<'a> {
+    /// The figure of `method` with `handlers` and `mutators`, no repetition run yet.
     fn new(config: &'a BenchConfig, method: FaultMethod, handlers: u32, mutators: u32) -> Self {
         FaultSeries {
             config,
@@ -791,6 +797,7 @@ impl<'a> FaultSeries<'a> {
         }
     }
 
+    /// The figure, from the recorded repetitions (the SIGBUS ratio filled in later).
     fn finish(self) -> FaultMeasurement {
         FaultMeasurement {
             method: self.method,

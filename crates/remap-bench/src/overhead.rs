@@ -1,9 +1,8 @@
 //! The mover's cost per call over the bare ioctl, call by call (issue 14's P1).
 //!
 //! The bulk rows time a whole repetition of one method, and then one of the next: at 2 MiB with
-//! THP on a repetition of 128 MiB is 64 calls of about 1.5 us, so one interrupt or page-table
-//! walk that lands in one method's repetition moves its figure by more than the 2 % this is
-//! about. Here the two alternate call by call over one source: chunk `i` goes to `move-raw`'s
+//! THP on a repetition of 128 MiB is 64 calls of about 1 us, so one interrupt or page-table walk
+//! that lands in one method's repetition moves its figure by more than the 2 % this is about. Here the two alternate call by call over one source: chunk `i` goes to `move-raw`'s
 //! destination when `i + rep` is even and to `move-mover`'s when it is odd (so each method takes
 //! every other chunk, the first chunk alternating between repetitions), each call is timed on
 //! its own, and the figure is the ratio of the two medians over every call of every repetition.
@@ -23,17 +22,19 @@ pub struct OverheadMeasurement {
     pub chunk_bytes: u64,
     /// Whether source and destinations are THP-backed (whole-PMD moves).
     pub thp: bool,
-    /// Calls timed per method, over all measured repetitions.
+    /// Calls timed per method over all measured repetitions (the fewer of the two counts: they
+    /// differ when a repetition has an odd number of chunks).
     pub calls: u64,
     /// Measured repetitions.
     pub reps: u32,
-    /// Time of one `move-raw` call (one `UFFDIO_MOVE` ioctl), ns: median and spread over the
-    /// calls.
+    /// Time of one `move-raw` call (one `UFFDIO_MOVE` ioctl, re-issued for the rest after a
+    /// partial move), ns: median and spread over the calls (not over repetitions, as elsewhere).
     pub raw_ns_per_call: Spread,
     /// Time of one `move-mover` call (`Mover::move_range`), ns.
     pub mover_ns_per_call: Spread,
-    /// The mover's median over the raw ioctl's (1.0: no overhead).
-    pub vs_raw: f64,
+    /// The mover's median over the raw ioctl's (1.0: no overhead); `None` when either was not
+    /// measured.
+    pub vs_raw: Option<f64>,
     /// Whether every moved page arrived and every source page was emptied.
     pub verified: bool,
     /// The first verification failure or error, if any.
@@ -87,14 +88,14 @@ impl<'a> OverheadSeries<'a> {
             reps: self.reps,
             raw_ns_per_call: raw,
             mover_ns_per_call: mover,
-            vs_raw: mover.median / raw.median,
+            vs_raw: Some(mover.median / raw.median).filter(|r| r.is_finite()),
             verified: self.error.is_none(),
             error: self.error,
         }
     }
 
     /// One repetition: a fresh source and two fresh destinations, every chunk moved by one of
-    /// the two methods, then verified.
+    /// the two methods, then verified; its call times are kept only once it verified.
     fn run(&mut self, rep: u32) -> Result<(), String> {
         let ctx = self.ctx;
         let what = format!(
@@ -110,22 +111,25 @@ impl<'a> OverheadSeries<'a> {
         ctx.mover
             .register(&mover_dst)
             .map_err(|e| format!("registering the destination with the mover: {e}"))?;
-        let record = rep >= self.warmup;
+        let (mut raw_ns, mut mover_ns) = (Vec::new(), Vec::new());
         let chunks = self.size / self.chunk;
         for i in 0..chunks {
             let off = i * self.chunk;
             let by_raw = (i + rep as usize) % 2 == 0;
             let started = Instant::now();
             if by_raw {
-                crate::raw::move_range(
-                    ctx.uffd,
-                    &raw_dst,
-                    off,
-                    &src,
-                    off,
-                    self.chunk,
-                    crate::RAW_MOVE_FLAGS,
-                )
+                let mut ioctls = 0;
+                bulk::whole(self.chunk, &mut ioctls, |d| {
+                    crate::raw::move_range(
+                        ctx.uffd,
+                        &raw_dst,
+                        off + d,
+                        &src,
+                        off + d,
+                        self.chunk - d,
+                        crate::RAW_MOVE_FLAGS,
+                    )
+                })
                 .map_err(|e| format!("{what}: UFFDIO_MOVE at {off:#x}: {e}"))?;
             } else {
                 ctx.mover
@@ -133,12 +137,10 @@ impl<'a> OverheadSeries<'a> {
                     .map_err(|e| format!("{what}: Mover::move_range at {off:#x}: {e}"))?;
             }
             let ns = started.elapsed().as_nanos() as f64;
-            if record {
-                if by_raw {
-                    self.raw.push(ns);
-                } else {
-                    self.mover.push(ns);
-                }
+            if by_raw {
+                raw_ns.push(ns);
+            } else {
+                mover_ns.push(ns);
             }
         }
         for i in 0..chunks {
@@ -155,7 +157,12 @@ impl<'a> OverheadSeries<'a> {
                 &what,
             )?;
         }
-        bulk::verify_source_empty(&src, &what)
+        bulk::verify_source_empty(&src, &what)?;
+        if rep >= self.warmup {
+            self.raw.append(&mut raw_ns);
+            self.mover.append(&mut mover_ns);
+        }
+        Ok(())
     }
 }
 
@@ -201,7 +208,7 @@ pub(crate) fn write_table(
     for f in figures {
         writeln!(
             w,
-            "{:>7} {:>4} {:>6} {:>10.0} {:>17} {:>10.0} {:>17} {:>7.3} {:>4}",
+            "{:>7} {:>4} {:>6} {:>10.0} {:>17} {:>10.0} {:>17} {:>7} {:>4}",
             crate::report::human_bytes(f.chunk_bytes),
             if f.thp { "on" } else { "off" },
             f.calls,
@@ -212,7 +219,8 @@ pub(crate) fn write_table(
                 "{:.0}..{:.0}",
                 f.mover_ns_per_call.q1, f.mover_ns_per_call.q3
             ),
-            f.vs_raw,
+            f.vs_raw
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
             if f.verified { "ok" } else { "FAIL" }
         )?;
     }

@@ -7,6 +7,11 @@
 //! threads. With rounds, the methods compared by a ratio run next to each other in every round,
 //! and whichever runs first in one round runs last in the next, so a drift or a position in the
 //! sequence weighs on both sides of the ratio alike.
+//!
+//! The warm-up repetitions are the first rounds: a figure's warm-up no longer runs right before
+//! its own measured repetitions, with every other figure in between. That is intended: what a
+//! warm-up settles here is process-wide (the allocator, the page cache of the binary, THP
+//! availability), not per figure, and every repetition maps its own regions afresh.
 
 /// The repetitions of one figure, taken one per round ([`interleave`]).
 pub(crate) trait Series {

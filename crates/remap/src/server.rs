@@ -72,8 +72,8 @@
 //!   (1.5x SIGBUS mode) with two spinning pinned handlers, and every spinning handler burns its
 //!   CPU for the spin after each fault.
 //!
-//! On a guest that polls before halting (`guest_halt_poll_ns=200000`) or on bare metal the
-//! other-CPU case shrinks: one handler 7 us, two pinned 4.8 us (2.0x SIGBUS mode). Measure on
+//! On the same guest polling before it halts (`guest_halt_poll_ns=200000`) the other-CPU case
+//! shrinks: one handler 7 us, two pinned 4.8 us (2.0x SIGBUS mode). Measure on
 //! yours: `scripts/bench.sh --only raw-loop,server-copy,server-copy-pin,server-copy-spin,
 //! server-sigbus`.
 //!

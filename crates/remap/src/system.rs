@@ -86,7 +86,7 @@ impl fmt::Display for ThpMode {
 /// and `mem_total` as `mem_total_bytes`:
 /// `{"kernel_release":"6.18.44","arch":"x86_64","cpu_model":"...","cores":2,"page_size":4096,
 /// "thp_mode":"madvise","swap_active":true,"mem_total_bytes":25769803776,
-/// "cpu_idle":"haltpoll, guest_halt_poll_ns=0"}`.
+/// "cpu_idle":"haltpoll, governor haltpoll, guest_halt_poll_ns=0"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Machine {
@@ -108,8 +108,8 @@ pub struct Machine {
     /// Total memory in bytes (from `/proc/meminfo`, 0 if unreadable).
     #[cfg_attr(feature = "serde", serde(rename = "mem_total_bytes"))]
     pub mem_total: u64,
-    /// How an idle CPU waits ([`cpu_idle`]): the cpuidle driver, and on a KVM guest's
-    /// `haltpoll` driver how long it polls before it halts. It decides what waking a thread on
+    /// How an idle CPU waits ([`cpu_idle`]): the cpuidle driver and governor, and under a KVM
+    /// guest's `haltpoll` governor how long it polls before it halts. It decides what waking a thread on
     /// an idle CPU costs, which is most of a handler thread's fault latency on a VM.
     pub cpu_idle: String,
 }
@@ -132,27 +132,42 @@ impl Machine {
     }
 }
 
-/// The cpuidle driver (`/sys/devices/system/cpu/cpuidle/current_driver`, "none" when there is
-/// none), and for `haltpoll`, a KVM guest's, its `guest_halt_poll_ns`: `haltpoll,
-/// guest_halt_poll_ns=200000`. With polling off (0) an idle vCPU halts at once, and waking a
-/// thread there is a wake-up of the vCPU by its host: on the 2-vCPU guest of
-/// `docs/performance.md` about 60 us, against about 3 us for a vCPU still polling.
+/// How an idle CPU waits: the cpuidle driver (`/sys/devices/system/cpu/cpuidle/current_driver`,
+/// "none" when there is none), its governor, and under the `haltpoll` governor, a KVM guest's,
+/// that governor's `guest_halt_poll_ns`: `haltpoll, governor haltpoll, guest_halt_poll_ns=0`.
+/// With polling off (0) an idle vCPU halts at once, and waking a thread there is a wake-up of
+/// the vCPU by its host: on the 2-vCPU guest of `docs/performance.md` a handler-thread fault
+/// served from the other vCPU took 60-70 us p50 that way, and 7 us with 200 us of polling.
 ///
 /// ```
 /// let idle = remap::system::cpu_idle();
 /// assert!(!idle.is_empty());
 /// ```
 pub fn cpu_idle() -> String {
-    let driver = fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
-        .map(|d| d.trim().to_owned())
-        .unwrap_or_default();
+    let read = |path: &str| {
+        fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
     if driver.is_empty() {
         return "none".to_owned();
     }
-    match fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
-        Ok(ns) if driver == "haltpoll" => format!("haltpoll, guest_halt_poll_ns={}", ns.trim()),
-        _ => driver,
+    // `current_governor` is writable (and absent on older kernels), `_ro` its read-only twin.
+    let mut governor = read("/sys/devices/system/cpu/cpuidle/current_governor");
+    if governor.is_empty() {
+        governor = read("/sys/devices/system/cpu/cpuidle/current_governor_ro");
     }
+    let mut idle = driver;
+    if !governor.is_empty() {
+        idle.push_str(&format!(", governor {governor}"));
+    }
+    // The poll limit is the haltpoll governor's parameter; under another governor it does nothing.
+    let poll = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    if governor == "haltpoll" && !poll.is_empty() {
+        idle.push_str(&format!(", guest_halt_poll_ns={poll}"));
+    }
+    idle
 }
 
 fn cpu_model() -> Option<String> {
