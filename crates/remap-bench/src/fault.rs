@@ -74,7 +74,7 @@ impl Target {
     }
 
     fn mutate(&self, mutators: usize) -> Mutated {
-        mutate(&self.region, mutators, pattern_word(self.seed, 0, 0))
+        mutate(&self.region, mutators, false, pattern_word(self.seed, 0, 0))
     }
 
     /// Full check of every 16th page after the run.
@@ -91,7 +91,7 @@ impl Target {
 /// wrong on a machine with as many CPUs as mutators: when the mutators never block, as in SIGBUS
 /// mode, the coordinator may not run again until they are nearly done, and the window shrinks to
 /// almost nothing.)
-fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
+fn mutate(region: &Region, mutators: usize, pinned: bool, expected: u64) -> Mutated {
     let ps = region.page_size();
     let pages = region.pages();
     let barrier = Barrier::new(mutators);
@@ -101,8 +101,10 @@ fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
             .map(|t| {
                 let barrier = &barrier;
                 s.spawn(move || {
+                    // A failed pin fails the figure, but only after the barrier: the other
+                    // mutators wait there for this one.
+                    let mut bad = if pinned { pin_to_nth_cpu(t) } else { Ok(()) };
                     let mut h = histogram();
-                    let mut bad = Ok(());
                     barrier.wait();
                     let first = Instant::now();
                     let mut last = first;
@@ -148,6 +150,18 @@ fn mutate(region: &Region, mutators: usize, expected: u64) -> Mutated {
     })
 }
 
+/// Pins the calling thread to the `n`-th CPU (wrapping) of those the process may run on: the
+/// CPU `FaultServerBuilder::pin_cpus` gives handler thread `n`.
+fn pin_to_nth_cpu(n: usize) -> Result<(), String> {
+    let Some(cpu) = remap::system::allowed_cpu(n) else {
+        return Err("the affinity mask cannot be read: no CPU to pin a mutator to".to_owned());
+    };
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    rustix::thread::sched_setaffinity(None, &one)
+        .map_err(|e| format!("pinning mutator {n} to CPU {cpu}: {e}"))
+}
+
 /// Full check of every 16th page: pattern page 0 of `seed`, or zeros for `None`.
 fn verify_pages(region: &Region, seed: Option<u64>) -> Result<(), String> {
     let ps = region.page_size();
@@ -185,6 +199,7 @@ pub(crate) fn run_rep(
             | FaultMethod::ServerCopySpin
             | FaultMethod::ServerCopyPin
             | FaultMethod::ServerCopySpinPin
+            | FaultMethod::ServerCopyColocated
             | FaultMethod::ServerMove
             | FaultMethod::ServerFn
             | FaultMethod::ServerSigbus
@@ -218,12 +233,12 @@ pub(crate) fn run_rep(
 /// pages (against `pattern`, or zeros) before stopping it: what every `FaultServer` row does.
 fn serve<S: remap::server::PageSource>(
     builder: remap::server::FaultServerBuilder<S>,
-    mutators: usize,
+    (mutators, pinned): (usize, bool),
     expected: u64,
     pattern: Option<u64>,
 ) -> Result<(Mutated, Result<(), String>, u64), String> {
     let srv = builder.start().map_err(|e| format!("FaultServer: {e}"))?;
-    let out = mutate(srv.region(), mutators, expected);
+    let out = mutate(srv.region(), mutators, pinned, expected);
     let faults = srv.stats().faults;
     let v = verify_pages(srv.region(), pattern);
     srv.stop().map_err(|e| format!("FaultServer::stop: {e}"))?;
@@ -266,43 +281,47 @@ fn server(
     let (out, verify, faults) = match method {
         FaultMethod::ServerZero => {
             let srv = FaultServer::builder(region, ZeroSource).threads(handlers);
-            serve(srv, mutators, 0, None)?
+            serve(srv, (mutators, false), 0, None)?
         }
         FaultMethod::ServerCopy
         | FaultMethod::ServerCopySpin
         | FaultMethod::ServerCopyPin
-        | FaultMethod::ServerCopySpinPin => {
+        | FaultMethod::ServerCopySpinPin
+        | FaultMethod::ServerCopyColocated => {
             let spin = matches!(
                 method,
                 FaultMethod::ServerCopySpin | FaultMethod::ServerCopySpinPin
             );
             let pin = matches!(
                 method,
-                FaultMethod::ServerCopyPin | FaultMethod::ServerCopySpinPin
+                FaultMethod::ServerCopyPin
+                    | FaultMethod::ServerCopySpinPin
+                    | FaultMethod::ServerCopyColocated
             );
+            let colocated = method == FaultMethod::ServerCopyColocated;
             let srv = FaultServer::builder(region, CopySource::new(image()?))
                 .threads(handlers)
                 .spin(if spin { SPIN } else { Duration::ZERO })
                 .pin_cpus(pin);
-            serve(srv, mutators, expected, pattern)?
+            serve(srv, (mutators, colocated), expected, pattern)?
         }
         FaultMethod::ServerMove => {
             let pool_pages = move_pool_pages(size, seed)?;
             let pool = MovePool::from_region(pool_pages).map_err(|e| format!("MovePool: {e}"))?;
             let srv = FaultServer::builder(region, pool).threads(handlers);
-            serve(srv, mutators, expected, pattern)?
+            serve(srv, (mutators, false), expected, pattern)?
         }
         FaultMethod::ServerFn => {
             // The closure copies one prepared page (pattern page 0) into the handler's page.
             let one: std::sync::Arc<[u8]> = image_page()?.into();
             let fill = move |_offset: usize, page: &mut [u8]| page.copy_from_slice(&one);
             let srv = FaultServer::builder(region, FnSource::new(fill)).threads(handlers);
-            serve(srv, mutators, expected, pattern)?
+            serve(srv, (mutators, false), expected, pattern)?
         }
         FaultMethod::ServerSigbus => {
             let srv = SigbusServer::start(region, CopySource::new(image()?))
                 .map_err(|e| format!("SigbusServer: {e}"))?;
-            let out = mutate(srv.region(), mutators, expected);
+            let out = mutate(srv.region(), mutators, false, expected);
             let faults = srv.stats().faults;
             let v = verify_pages(srv.region(), pattern);
             drop(srv.stop());

@@ -187,6 +187,7 @@ impl BenchConfig {
                         FaultMethod::ServerCopySpin
                             | FaultMethod::ServerCopyPin
                             | FaultMethod::ServerCopySpinPin
+                            | FaultMethod::ServerCopyColocated
                     )
                 })
                 .collect(),
@@ -289,7 +290,8 @@ pub fn fault_method_available(method: FaultMethod) -> Result<(), String> {
         | FaultMethod::ServerSigbus
         | FaultMethod::ServerCopySpin
         | FaultMethod::ServerCopyPin
-        | FaultMethod::ServerCopySpinPin => Ok(()),
+        | FaultMethod::ServerCopySpinPin
+        | FaultMethod::ServerCopyColocated => Ok(()),
         FaultMethod::PeerLoop if cfg!(feature = "peer") => Ok(()),
         FaultMethod::PeerLoop => Err(no_peer()),
     }

@@ -94,13 +94,17 @@ pub enum FaultMethod {
     ServerCopyPin,
     /// `server-copy` with adaptive waiting and pinning both on.
     ServerCopySpinPin,
+    /// `server-copy` with handler thread `i` pinned to CPU `i` and the mutators pinned too
+    /// (mutator `t` on CPU `t`, as a VMM pins its vCPU threads): one handler serves a fault on
+    /// the CPU where it happened, with no other CPU woken.
+    ServerCopyColocated,
     /// The peer crate `userfaultfd` 0.9: `read_event` and `copy` in a loop.
     PeerLoop,
 }
 
 impl FaultMethod {
     /// Every fault-service method, in table order.
-    pub const ALL: [FaultMethod; 11] = [
+    pub const ALL: [FaultMethod; 12] = [
         FaultMethod::RawLoop,
         FaultMethod::RawMoveLoop,
         FaultMethod::ServerZero,
@@ -112,6 +116,7 @@ impl FaultMethod {
         FaultMethod::ServerCopySpin,
         FaultMethod::ServerCopyPin,
         FaultMethod::ServerCopySpinPin,
+        FaultMethod::ServerCopyColocated,
     ];
 
     /// The name used on the command line, in JSON and in the chart legend.
@@ -128,6 +133,7 @@ impl FaultMethod {
             FaultMethod::ServerCopySpin => "server-copy-spin",
             FaultMethod::ServerCopyPin => "server-copy-pin",
             FaultMethod::ServerCopySpinPin => "server-copy-spin-pin",
+            FaultMethod::ServerCopyColocated => "server-copy-colocated",
         }
     }
 }

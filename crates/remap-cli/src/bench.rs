@@ -83,6 +83,9 @@ enum MethodName {
     ServerCopyPin,
     /// Faults: server-copy with adaptive waiting and pinning.
     ServerCopySpinPin,
+    /// Faults: server-copy with handlers and mutators pinned one per CPU (a fault served where
+    /// it happened).
+    ServerCopyColocated,
     /// The compaction section: a small heap compacted by MOVE, MOVE page by page and COPY.
     Compaction,
     /// Fault-around: MovePool, window 1 and 16, sequential and random touches.
@@ -125,6 +128,7 @@ impl MethodName {
             MethodName::ServerCopySpin => Fault(FaultMethod::ServerCopySpin),
             MethodName::ServerCopyPin => Fault(FaultMethod::ServerCopyPin),
             MethodName::ServerCopySpinPin => Fault(FaultMethod::ServerCopySpinPin),
+            MethodName::ServerCopyColocated => Fault(FaultMethod::ServerCopyColocated),
             MethodName::Compaction => AnyMethod::Compaction,
             MethodName::AroundMove => AnyMethod::Around(AroundSource::AroundMove),
             MethodName::AroundCopy => AnyMethod::Around(AroundSource::AroundCopy),

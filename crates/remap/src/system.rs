@@ -170,6 +170,29 @@ pub fn cpu_idle() -> String {
     idle
 }
 
+/// The `n`-th CPU (wrapping) of those the calling thread may run on (its affinity mask), or
+/// `None` when the mask cannot be read: the CPU that
+/// [`FaultServerBuilder::pin_cpus`](crate::server::FaultServerBuilder::pin_cpus) gives handler
+/// thread `n`, so that a caller can pin its own threads beside them.
+///
+/// ```
+/// let first = remap::system::allowed_cpu(0).expect("the thread may run somewhere");
+/// // Every index wraps onto an allowed CPU.
+/// assert!(remap::system::allowed_cpu(usize::MAX).is_some());
+/// # let _ = first;
+/// ```
+pub fn allowed_cpu(n: usize) -> Option<usize> {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    let allowed = sched_getaffinity(None).ok()?;
+    let count = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).count();
+    if count == 0 {
+        return None;
+    }
+    (0..CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .nth(n % count)
+}
+
 fn cpu_model() -> Option<String> {
     let text = fs::read_to_string("/proc/cpuinfo").ok()?;
     text.lines()

@@ -7,7 +7,7 @@ use crate::report::{FaultMethod, Method};
 
 /// A colour that reads on white and is told apart from the others at a glance (the saturated
 /// members of the Tableau/D3 "category10" palette, in the order the methods are listed).
-pub(super) const STRONG: [RGBColor; 11] = [
+pub(super) const STRONG: [RGBColor; 12] = [
     RGBColor(31, 119, 180),  // blue
     RGBColor(255, 127, 14),  // orange
     RGBColor(44, 160, 44),   // green
@@ -19,6 +19,7 @@ pub(super) const STRONG: [RGBColor; 11] = [
     RGBColor(128, 128, 0),   // olive
     RGBColor(0, 128, 128),   // teal
     RGBColor(0, 0, 128),     // navy
+    RGBColor(170, 0, 85),    // raspberry
 ];
 
 /// The colour of a bulk method: its position in [`Method::ALL`].

@@ -430,7 +430,8 @@ fn every_series_is_named_once_in_a_legend_beside_the_plots() {
     labels.extend(report.faults.iter().map(fault_label));
     labels.sort();
     labels.dedup();
-    assert_eq!(labels.len(), 7 * 4 + 10 * 4 + 2);
+    // Bulk methods x THP x spin, handler methods x 4 cells, SIGBUS mode x 2 mutator counts.
+    assert_eq!(labels.len(), 7 * 4 + 11 * 4 + 2);
     for label in &labels {
         let xs = text_x(&svg, label);
         assert_eq!(xs.len(), 1, "{label}: {xs:?}");

@@ -304,14 +304,8 @@ struct Waiting {
 
 /// Pins the calling thread to the `n`-th CPU (wrapping) of the process's allowed set.
 fn pin_to_cpu(n: usize) {
-    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
-    let Ok(allowed) = sched_getaffinity(None) else {
-        return;
-    };
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&c| allowed.is_set(c))
-        .collect();
-    let Some(&cpu) = cpus.get(n % cpus.len().max(1)) else {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let Some(cpu) = crate::system::allowed_cpu(n) else {
         return;
     };
     let mut one = CpuSet::new();

@@ -149,19 +149,26 @@ fn grow_in_place_child() {
     let pages = 16;
     let len = pages * page();
     // Make room above the region: mappings are placed top-down, so a region made right after a
-    // reservation sits just below it; unmapping the reservation frees the space above.
-    let region = (0..8)
+    // reservation sits just below it. The reservation stays until the server has started:
+    // starting it maps small things (each handler thread's signal stack, 16 KiB where
+    // AT_MINSIGSTKSZ is large), which the kernel would put in a free gap right above the region.
+    let (region, above) = (0..8)
         .find_map(|_| {
             let above = mmap_reservation(len);
             let region = Region::new(len).unwrap();
-            munmap_raw(above, len);
-            (region.range().end == above).then_some(region)
+            if region.range().end == above {
+                Some((region, above))
+            } else {
+                munmap_raw(above, len);
+                None
+            }
         })
-        .expect("no free space above a fresh region");
+        .expect("no reservation right above a fresh region");
     let base = region.addr();
     let server = FaultServer::builder(region, ZeroSource).start().unwrap();
-    // SAFETY: grows the served mapping in place over the free range above it (no MAYMOVE: it
-    // fails rather than move); nothing references the region's memory.
+    munmap_raw(above, len);
+    // SAFETY: grows the served mapping in place over the range just freed above it (no
+    // MAYMOVE: it fails rather than move); nothing references the region's memory.
     let grown = unsafe { libc::mremap(base as *mut libc::c_void, len, 2 * len, 0) };
     assert_eq!(grown as usize, base, "in-place grow failed");
     let beyond = read_on_thread(base + len + 4 * page() + 8);
