@@ -95,8 +95,9 @@ pub enum FaultMethod {
     /// `server-copy` with adaptive waiting and pinning both on.
     ServerCopySpinPin,
     /// `server-copy` with handler thread `i` pinned to CPU `i` and the mutators pinned too
-    /// (mutator `t` on CPU `t`, as a VMM pins its vCPU threads): one handler serves a fault on
-    /// the CPU where it happened, with no other CPU woken.
+    /// (mutator `t` on CPU `t`, as a VMM pins its vCPU threads): a fault is served by the
+    /// handler on its own CPU (at 1/1 handler and mutator share CPU 0 and no other CPU is
+    /// woken; with two handlers the other one is woken too).
     ServerCopyColocated,
     /// The peer crate `userfaultfd` 0.9: `read_event` and `copy` in a loop.
     PeerLoop,
