@@ -112,7 +112,11 @@ impl Region {
     /// `len` are multiples of the page size. Never panics. (`pub(crate)`: [`PageRange`](super::PageRange)'s constructors are built on it.)
     #[inline]
     pub(crate) fn page_range_ptr(&self, off: usize, len: usize) -> Option<*mut u8> {
-        if off % self.page_size != 0 || len % self.page_size != 0 {
+        // A mask, not `%`: the page size is a power of two (checked when the region was made),
+        // and this runs twice per MOVE and per served fault, where four 64-bit divisions cost
+        // more than the rest of the mover's fast path.
+        let mask = self.page_size - 1;
+        if (off | len) & mask != 0 {
             return None;
         }
         self.range_ptr(off, len)
