@@ -74,7 +74,10 @@ impl RegionBuilder {
     pub fn build(self) -> Result<Region, RegionError> {
         let page_size = rustix::param::page_size();
         // Page-alignment checks use `page_size - 1` as a mask (`Region::page_range_ptr`).
-        assert!(page_size.is_power_of_two(), "page size {page_size} is not a power of two");
+        assert!(
+            page_size.is_power_of_two(),
+            "page size {page_size} is not a power of two"
+        );
         let len = self.len;
         if len == 0 {
             return Err(RegionError::ZeroLength);
