@@ -72,37 +72,11 @@ pub(crate) fn verify_dest(
     template_pages: usize,
     what: &str,
 ) -> Result<(), String> {
-    let ps = dst.page_size();
-    let last = dst.pages() - 1;
-    for page in 0..dst.pages() {
-        let off = page * ps;
-        let found = dst.read_u64(off);
-        let expected = stamp(seed, page);
-        if found != expected {
-            return Err(format!(
-                "{what}: page {page} of the destination starts with {found:#018x}, \
-                 expected {expected:#018x}"
-            ));
-        }
-        if page % 64 == 0 || page == last {
-            let tpage = (page % template_pages) as u64;
-            for word in 1..ps / 8 {
-                let found = dst.read_u64(off + word * 8);
-                let expected = pattern_word(seed, tpage, word as u64);
-                if found != expected {
-                    return Err(format!(
-                        "{what}: word {word} of destination page {page} is {found:#018x}, \
-                         expected {expected:#018x}"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    verify_chunk(dst, seed, template_pages, (0, dst.len()), what)
 }
 
-/// Checks the stamp of every page of `dst`'s chunk `off..off + len`, and every word of its first
-/// page: what a move of that chunk alone left there.
+/// [`verify_dest`] for the chunk `off..off + len` of `dst` alone (what a move of that chunk
+/// left there): every page's stamp, and every word of the chunk's every 64th page and last page.
 pub(crate) fn verify_chunk(
     dst: &Region,
     seed: u64,
@@ -111,7 +85,8 @@ pub(crate) fn verify_chunk(
     what: &str,
 ) -> Result<(), String> {
     let ps = dst.page_size();
-    for page in off / ps..(off + len) / ps {
+    let (first, end) = (off / ps, (off + len) / ps);
+    for page in first..end {
         let found = dst.read_u64(page * ps);
         let expected = stamp(seed, page);
         if found != expected {
@@ -120,17 +95,18 @@ pub(crate) fn verify_chunk(
                  expected {expected:#018x}"
             ));
         }
-    }
-    let page = off / ps;
-    let tpage = (page % template_pages) as u64;
-    for word in 1..ps / 8 {
-        let found = dst.read_u64(off + word * 8);
-        let expected = pattern_word(seed, tpage, word as u64);
-        if found != expected {
-            return Err(format!(
-                "{what}: word {word} of destination page {page} is {found:#018x}, \
-                 expected {expected:#018x}"
-            ));
+        if (page - first) % 64 == 0 || page + 1 == end {
+            let tpage = (page % template_pages) as u64;
+            for word in 1..ps / 8 {
+                let found = dst.read_u64(page * ps + word * 8);
+                let expected = pattern_word(seed, tpage, word as u64);
+                if found != expected {
+                    return Err(format!(
+                        "{what}: word {word} of destination page {page} is {found:#018x}, \
+                         expected {expected:#018x}"
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -564,3 +564,24 @@ fn peer_loop(
         Ok(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// A pinned mutator runs on the CPU the server gives the handler of the same index.
+    #[test]
+    fn pin_to_nth_cpu_pins_the_thread_beside_handler_n() {
+        for n in 0..3 {
+            let mask = std::thread::spawn(move || {
+                super::pin_to_nth_cpu(n).expect("pinning");
+                rustix::thread::sched_getaffinity(None).expect("affinity mask")
+            })
+            .join()
+            .unwrap();
+            let cpu = remap::system::allowed_cpu(n).expect("an allowed CPU");
+            let set: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&c| mask.is_set(c))
+                .collect();
+            assert_eq!(set, [cpu], "mutator {n}");
+        }
+    }
+}

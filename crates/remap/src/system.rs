@@ -335,6 +335,53 @@ mod tests {
     }
 
     #[test]
+    fn cpu_idle_names_the_driver_the_governor_and_the_haltpoll_limit() {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let idle = cpu_idle();
+        let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+        if driver.is_empty() {
+            assert_eq!(idle, "none");
+            return;
+        }
+        assert!(
+            idle.starts_with(&driver),
+            "{idle} does not start with {driver}"
+        );
+        let governor = read("/sys/devices/system/cpu/cpuidle/current_governor_ro");
+        if !governor.is_empty() {
+            assert!(idle.contains(&format!("governor {governor}")), "{idle}");
+        }
+        let poll = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+        assert_eq!(
+            idle.contains("guest_halt_poll_ns="),
+            governor == "haltpoll" && !poll.is_empty(),
+            "{idle}"
+        );
+        if governor == "haltpoll" && !poll.is_empty() {
+            assert!(
+                idle.ends_with(&format!("guest_halt_poll_ns={poll}")),
+                "{idle}"
+            );
+        }
+        assert_eq!(Machine::read().cpu_idle, idle);
+    }
+
+    #[test]
+    fn allowed_cpu_walks_the_affinity_mask_and_wraps() {
+        use rustix::thread::{sched_getaffinity, CpuSet};
+        let mask = sched_getaffinity(None).expect("affinity mask");
+        let allowed: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| mask.is_set(c)).collect();
+        for (i, &cpu) in allowed.iter().enumerate() {
+            assert_eq!(allowed_cpu(i), Some(cpu));
+            assert_eq!(allowed_cpu(i + allowed.len()), Some(cpu), "wraps");
+        }
+    }
+
+    #[test]
     fn end_to_end_checks_move_real_pages() {
         let Ok(caps) = uffd::Capabilities::probe() else {
             return test_support::skip("end_to_end_checks_move_real_pages", "userfaultfd");
