@@ -125,6 +125,14 @@ pub struct MovePool {
     settled: AtomicU32,
     /// Threads waiting on `settled`: a settling slot wakes them only when there are some.
     waiters: AtomicU32,
+    /// How many slots are free or in flight, counted high, never low: what lets a claimer
+    /// that found no free slot say "none free and none in flight" of one instant (see
+    /// [`claim_waiting`](Self::claim_waiting)). Raised before a slot is claimed out of empty,
+    /// lowered after a slot settles empty.
+    maybe_free: AtomicUsize,
+    /// The same for slots empty or in flight: raised before a slot is claimed out of free,
+    /// lowered after a slot settles free.
+    maybe_empty: AtomicUsize,
     /// `/proc/self/pagemap`, to see where a page is after a failed MOVE (`None` if it could not
     /// be opened: the kernel's answer is then trusted).
     pagemap: Option<Pagemap>,
@@ -191,6 +199,7 @@ impl MovePool {
     fn with_state(uffd: Uffd, region: Region, state: u8) -> Result<Self, PoolError> {
         region::register_range(&uffd, &region, 0, region.len(), true)?;
         let n = region.pages();
+        let free = if state == FREE { n } else { 0 };
         Ok(Self {
             slots: (0..n).map(|_| AtomicU8::new(state)).collect(),
             cursor: AtomicUsize::new(0),
@@ -199,6 +208,8 @@ impl MovePool {
             zero: vec![0u8; region.page_size()].into_boxed_slice(),
             settled: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            maybe_free: AtomicUsize::new(free),
+            maybe_empty: AtomicUsize::new(n - free),
             pagemap: Pagemap::open().ok(),
             uffd,
             region,
@@ -285,15 +296,37 @@ impl MovePool {
         self.slots.len()
     }
 
+    /// The never-low count of slots in state `state` or in flight (`maybe_free` or
+    /// `maybe_empty`).
+    fn maybe(&self, state: u8) -> &AtomicUsize {
+        if state == FREE {
+            &self.maybe_free
+        } else {
+            &self.maybe_empty
+        }
+    }
+
+    /// The count a slot claimed out of `from` joins while in flight: it may settle either way.
+    fn joins(&self, from: u8) -> &AtomicUsize {
+        self.maybe(if from == FREE { EMPTY } else { FREE })
+    }
+
     /// Claims a slot in state `from`, starting the scan at the cursor.
     fn claim(&self, from: u8) -> Option<usize> {
         let n = self.slots.len();
         let start = self.cursor.load(Ordering::Relaxed);
-        (0..n).map(|i| (start + i) % n).find(|&s| {
+        // Counted before the slot turns busy, so the count is never low.
+        let joins = self.joins(from);
+        joins.fetch_add(1, Ordering::SeqCst);
+        let claimed = (0..n).map(|i| (start + i) % n).find(|&s| {
             self.slots[s]
                 .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
-        })
+        });
+        if claimed.is_none() {
+            joins.fetch_sub(1, Ordering::SeqCst);
+        }
+        claimed
     }
 
     /// Puts fresh zeroed pages (`UFFDIO_COPY`) into up to `n` empty slots; returns how many.
@@ -397,6 +430,13 @@ impl MovePool {
     /// slots to settle, at most `wait` in all. Async-signal-safe: atomics, `futex(2)` and
     /// `clock_gettime(2)`.
     ///
+    /// "None in `from` and none in flight" must hold at one instant, which a scan of the slots
+    /// cannot show: a slot in flight when the claim passed it can settle into `from` before a
+    /// second look for slots in flight, which then finds none (a pool with a free page answered
+    /// "empty", and a fault got a zero page). So the answer comes from one atomic instead:
+    /// [`maybe`](Self::maybe) is never below the true count of slots in `from` or in flight, and
+    /// when it reads 0 there is none.
+    ///
     /// The wait is a futex on `settled`, which a settling slot bumps only when someone waits
     /// (so the fault path pays no read-modify-write for it): a waiter announces itself in
     /// `waiters`, then reads `settled`, then claims once more before it sleeps. A slot settled
@@ -408,7 +448,7 @@ impl MovePool {
             if let Some(slot) = self.claim(from) {
                 return Some(slot);
             }
-            if !self.slots.iter().any(|s| s.load(Ordering::SeqCst) == BUSY) {
+            if self.maybe(from).load(Ordering::SeqCst) == 0 {
                 return None;
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + wait);
@@ -454,7 +494,7 @@ impl MovePool {
             for slot in &self.slots[first..first + pages] {
                 slot.store(EMPTY, Ordering::SeqCst);
             }
-            self.settled_bump();
+            self.settled(pages, 0);
             return pages;
         }
         let mut entries = [0u64; MAX_WINDOW];
@@ -468,6 +508,7 @@ impl MovePool {
             _ => 0,
         };
         let mut prefix = counted;
+        let mut free = 0;
         for i in counted..pages {
             // Not read (no pagemap, a short read): the kernel's failure is believed.
             let there = match entries.get(i - counted) {
@@ -477,6 +518,7 @@ impl MovePool {
             if !there && prefix == i {
                 prefix += 1;
             }
+            free += usize::from(there);
             self.slots[first + i].store(if there { FREE } else { EMPTY }, Ordering::SeqCst);
         }
         for i in 0..counted {
@@ -487,7 +529,7 @@ impl MovePool {
             // stretch, so later runs stay long (random touches stop runs early).
             self.cursor.store(first + prefix, Ordering::Relaxed);
         }
-        self.settled_bump();
+        self.settled(pages - free, free);
         prefix
     }
 
@@ -495,12 +537,24 @@ impl MovePool {
     /// when [`claim_empty`](Self::claim_empty) has a waiter.
     fn release(&self, slot: usize, state: u8) {
         self.slots[slot].store(state, Ordering::SeqCst);
-        self.settled_bump();
+        if state == FREE {
+            self.settled(0, 1);
+        } else {
+            self.settled(1, 0);
+        }
     }
 
-    /// Tells waiters in [`claim_waiting`](Self::claim_waiting) that slots settled (after the
-    /// slots' `SeqCst` stores): bumps `settled` and wakes them, only when there are some.
-    fn settled_bump(&self) {
+    /// After the `SeqCst` stores that settled `emptied` slots empty and `freed` slots free:
+    /// lowers the never-low counts (after the stores, so they are never low), then tells
+    /// waiters in [`claim_waiting`](Self::claim_waiting): bumps `settled` and wakes them, only
+    /// when there are some.
+    fn settled(&self, emptied: usize, freed: usize) {
+        if emptied > 0 {
+            self.maybe_free.fetch_sub(emptied, Ordering::SeqCst);
+        }
+        if freed > 0 {
+            self.maybe_empty.fetch_sub(freed, Ordering::SeqCst);
+        }
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.settled.fetch_add(1, Ordering::SeqCst);
             let _ = futex::wake(&self.settled, futex::Flags::PRIVATE, u32::MAX);
@@ -517,6 +571,11 @@ impl MovePool {
             };
         };
         let mut run = 1;
+        // The run's further slots join the count of slots empty or in flight before they turn
+        // busy; those it did not get leave it again.
+        if pages > 1 {
+            self.maybe_empty.fetch_add(pages - 1, Ordering::SeqCst);
+        }
         while run < pages
             && self.slots.get(first + run).is_some_and(|s| {
                 s.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -524,6 +583,9 @@ impl MovePool {
             })
         {
             run += 1;
+        }
+        if pages > run {
+            self.maybe_empty.fetch_sub(pages - run, Ordering::SeqCst);
         }
         self.cursor.store(first + run, Ordering::Relaxed);
         Resolution::Lease(PoolLease {

@@ -111,6 +111,52 @@ fn give_back_waits_for_a_slot_in_flight_instead_of_reporting_full() {
     assert_eq!(pool.available(), 1);
 }
 
+/// A pool of one page shared by two threads that lease it and hand it back, over and over:
+/// neither is ever told the pool is empty. The race this pins: a claimer's scan passes the slot
+/// while the other holds it, and the other hands it back before the claimer checks for slots in
+/// flight; the pool then has a free page and none in flight, and used to answer "empty" (a zero
+/// page served from a pool with pages, seen as a zero page in the fault-around concurrency test).
+#[test]
+fn a_page_handed_back_while_another_thread_looks_is_found_not_reported_empty() {
+    use test_support::{require, Need};
+    require!(Need::Move);
+    const ROUNDS: usize = 20_000;
+    let page = rustix::param::page_size();
+    let pool = MovePool::new(1).unwrap();
+    let fault = Fault {
+        offset: 0,
+        address: 0,
+        len: page,
+        write: false,
+        thread_id: None,
+    };
+    let empties: usize = std::thread::scope(|s| {
+        let lessees: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut empties = 0;
+                    for _ in 0..ROUNDS {
+                        match pool.resolve(&fault, &mut []) {
+                            // Dropped unsettled: the page is still there, so it is free again.
+                            Resolution::Lease(lease) => drop(lease),
+                            _ => empties += 1,
+                        }
+                    }
+                    empties
+                })
+            })
+            .collect();
+        lessees.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(
+        empties,
+        0,
+        "answered empty {empties} times of {}",
+        2 * ROUNDS
+    );
+    assert_eq!(pool.available(), 1);
+}
+
 #[test]
 fn retry_clock_doubles_within_a_generation_and_resets_on_a_new_one() {
     use super::retry::{RetryClock, MAX_BACKOFF, MIN_BACKOFF};

@@ -428,6 +428,9 @@ fn concurrent_child() {
                     s.faults < pages as u64,
                     "{kind:?}: fault-around saved no fault: {s}"
                 );
+                // Every source has a page for every fault (the pool one per region page): a
+                // zero page means the pool called itself empty while it had pages.
+                assert_eq!(s.served_zero, 0, "{kind:?} round {round}: {s}");
                 check_content(kind, region, 0..pages, pages);
             });
         }
