@@ -513,6 +513,12 @@ impl<C: Compactor> Shared<C> {
                     bump(&self.counters.misreported_moves);
                     bump(&self.counters.published_move);
                     self.finish_page(at, buf, done, true);
+                    // The kernel wakes only the pages it counted: a thread faulting on this
+                    // one (ours, or one waiting for the run in progress) would sleep until the
+                    // cycle unregisters the heap.
+                    let _ = self
+                        .uffd
+                        .wake(self.heap.as_ptr().wrapping_add(at * page), page);
                     done += 1;
                 }
                 RangeError::Exists { .. } => {

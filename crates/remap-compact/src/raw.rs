@@ -359,6 +359,10 @@ pub(crate) enum Publish {
     Move,
     /// `UFFDIO_COPY`: the kernel copies them into fresh pages.
     Copy,
+    /// `UFFDIO_MOVE` that wakes no one (`DONTWAKE`): the tests' stand-in for a MOVE the kernel
+    /// did and did not count, so did not wake.
+    #[cfg(test)]
+    MoveUnwoken,
 }
 
 /// `UFFDIO_MOVE` or `UFFDIO_COPY` (`how`) of `len` bytes of `src` at `src_off` into the heap at
@@ -382,6 +386,9 @@ pub(crate) fn publish_in(
         // buffer pages whose fill (and span) is over (claim protocol), and nothing references
         // them afterwards.
         Publish::Move => unsafe { uffd.move_pages(d, s, len, uffd::MoveFlags::empty()) },
+        // SAFETY: as for `Move`.
+        #[cfg(test)]
+        Publish::MoveUnwoken => unsafe { uffd.move_pages(d, s, len, uffd::MoveFlags::DONTWAKE) },
         // SAFETY: `copy` requires no reference into the destination (a live `Region`'s missing
         // pages: none exists) and a readable source not written during the call: buffer pages
         // of our own mapping whose fill is over, written by no one until the engine releases

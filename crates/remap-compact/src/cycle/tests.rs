@@ -69,6 +69,64 @@ fn map_page_0_as_the_compactor<C: Compactor>(shared: &Shared<C>) -> Buf {
     buf
 }
 
+/// The same lie with a thread faulting on the page: the kernel wakes only the pages it counted,
+/// and a handler thread that finds the page `Mapping` leaves the wake to the publisher's ioctl.
+/// So the engine wakes a page it finds moved behind a failed MOVE; without that, the faulting
+/// thread slept until the cycle unregistered the heap.
+#[test]
+fn move_that_moved_the_page_but_failed_wakes_the_thread_faulting_on_it() {
+    require!(Need::Move);
+    if test_support::child::run_in_child(std::time::Duration::from_secs(60)) {
+        return;
+    }
+    let page = uffd::page_size();
+    let engine = move_engine(|heap| {
+        for j in 0..HEAP_PAGES * page / 8 {
+            heap.write_u64(j * 8, 0x1000 + j as u64);
+        }
+    });
+    let plan = Arc::new(Complement {
+        pages: HEAP_PAGES / 2,
+    });
+    let cycle = engine.flip(Arc::clone(&plan)).unwrap();
+    let shared = Arc::clone(cycle.shared());
+    let buf = map_page_0_as_the_compactor(&shared);
+    let heap = engine.heap();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || tx.send(heap.read_u64(0)).unwrap());
+        // The handler thread read the fault and found the page `Mapping` (a race, no wake).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shared.counters.races.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no handler saw the fault"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The kernel moves the page and wakes no one...
+        let (map, off) = shared.buf_place(buf);
+        let moved = raw::publish_in(
+            raw::Publish::MoveUnwoken,
+            &shared.uffd,
+            &shared.heap,
+            0,
+            map,
+            off,
+            page,
+        );
+        assert_eq!(moved.unwrap(), page);
+        // ... and the engine's MOVE of it fails: it must wake the faulting thread.
+        assert!(shared.publish(0, 1, buf, &mut Backoff::default()));
+        assert_eq!(shared.counters.misreported_moves.load(Ordering::Relaxed), 1);
+        let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(read, Ok(!0x1000), "the faulting thread was not woken");
+    });
+    drop(shared);
+    let stats = cycle.compact().unwrap();
+    assert_eq!(stats.published(), plan.pages as u64, "{stats:?}");
+}
+
 /// Linux 6.18 can move a page and still answer EEXIST (or stop one page short, and then answer
 /// EEXIST on the retry): docs/findings/move-undercounts-a-moved-page.md and move-thp-eexist.md.
 /// The lie is replayed deterministically: page 0 is claimed, filled and marked `Mapping` the way

@@ -440,8 +440,9 @@ impl MovePool {
     /// The wait is a futex on `settled`, which a settling slot bumps only when someone waits
     /// (so the fault path pays no read-modify-write for it): a waiter announces itself in
     /// `waiters`, then reads `settled`, then claims once more before it sleeps. A slot settled
-    /// before the announcement is seen by that claim; one settled after it sees the waiter and
-    /// bumps `settled` (all `SeqCst`), so the sleep returns at once or is woken.
+    /// before the announcement is seen by that claim (or, settled the other way, by the count
+    /// read after it); one settled after it sees the waiter and bumps `settled` (all
+    /// `SeqCst`), so the sleep returns at once or is woken.
     fn claim_waiting(&self, from: u8, wait: Duration) -> Option<usize> {
         let mut deadline = None;
         loop {
@@ -462,6 +463,12 @@ impl MovePool {
             if let Some(slot) = self.claim(from) {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 return Some(slot);
+            }
+            // The last slot in flight may have settled the other way (no longer in flight, not
+            // in `from`) before the announcement: its settler saw no waiter and will wake none.
+            if self.maybe(from).load(Ordering::SeqCst) == 0 {
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                return None;
             }
             // Sleeps only if no slot settled since `seen` (else returns EAGAIN at once).
             let _ = futex::wait(
