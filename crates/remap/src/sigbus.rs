@@ -129,7 +129,8 @@ struct Entry {
 /// handler loaded stays alive until that handler is done with it.
 ///
 /// `retired_start..retired_end` is the range last retired from this slot (empty when none),
-/// kept until the slot is reused, for SIGBUSes delivered after the retirement.
+/// kept until the slot retires another (through reuse too), for SIGBUSes delivered after the
+/// retirement.
 struct Slot {
     active: AtomicUsize,
     entry: AtomicPtr<Entry>,
@@ -210,9 +211,9 @@ pub unsafe fn register(
             .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            // The slot's retired range is forgotten once the slot serves again.
-            slot.retired_end.store(0, Ordering::SeqCst);
-            slot.retired_start.store(0, Ordering::SeqCst);
+            // The slot's retired range stays until the slot retires another: reused at once
+            // (the first free slot usually is), forgetting it would pass on a late SIGBUS from
+            // that range, and the process would die of it.
             return Ok(SigbusRegistration { slot: i });
         }
     }
@@ -406,7 +407,10 @@ mod tests {
         assert_eq!(Arc::strong_count(&handler), 1);
         assert!(retired(5 * 0x1000));
         // SAFETY: as above.
-        let again = unsafe { register(0..0x1000, handler) }.unwrap();
+        let again = unsafe { register(100 * 0x1000..101 * 0x1000, handler) }.unwrap();
         assert!(again.slot() < SLOTS);
+        // Reusing a slot keeps the range it retired: a late SIGBUS there is still retried.
+        let slot = again.slot();
+        assert!(retired(slot * 0x1000 + 8), "slot {slot} forgot its retired range");
     }
 }
