@@ -131,6 +131,10 @@ impl FreeStack {
 
     /// Pushes page `n` (not on the stack now).
     pub(crate) fn push(&self, n: u32) {
+        // Counted before it is on the stack, as a pop uncounts it after: `len` may read high for
+        // a moment, never below the pages there (a pop between a push and its count would
+        // wrap it to `usize::MAX`).
+        self.len.fetch_add(1, Ordering::Relaxed);
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             #[allow(clippy::cast_possible_truncation)] // the low half
@@ -144,7 +148,6 @@ impl FreeStack {
                 Err(h) => head = h,
             }
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Pops a page, if any.
