@@ -11,12 +11,10 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KSM: &str = "/sys/kernel/mm/ksm";
 const MEMCG_V1: &str = "/sys/fs/cgroup/memory";
-const ZRAM_LOCK: &str = "/run/remap-zram.lock";
 /// What a run changed, written as it changes it, removed when restored: a run killed outright
 /// (SIGKILL, the OOM killer) is undone by the next one.
 const STATE: &str = "/run/remap-torture.state";
@@ -28,7 +26,7 @@ pub(crate) struct Wanted {
     pub(crate) cgroup_limit: Option<u64>,
     /// Run KSM.
     pub(crate) ksm: bool,
-    /// Make sure swap is on (zram when none is).
+    /// Make sure swap is on (zram when none is), held for the run ([`remap_swap::SwapHold`]).
     pub(crate) swap: bool,
 }
 
@@ -41,7 +39,11 @@ pub(crate) struct MachineGuard {
     /// The memory cgroup the process came from.
     home: Option<PathBuf>,
     ksm_saved: Vec<(String, String)>,
-    zram: Option<String>,
+    /// Swap held for the run: a zram set-up (ours or another remap process's) is undone by the
+    /// last hold to end.
+    swap: Option<remap_swap::SwapHold>,
+    /// Recovering a killed run that held swap: its set-up may be left for us to undo.
+    earlier_swap: bool,
     restored: bool,
     pub(crate) notes: Vec<String>,
 }
@@ -61,25 +63,9 @@ pub enum MachineError {
         #[source]
         source: io::Error,
     },
-    /// A helper program (`modprobe`, `mkswap`, `swapon`, `swapoff`) could not be started.
-    #[error("running {command}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The error, with its errno.
-        #[source]
-        source: io::Error,
-    },
-    /// A helper program ran and failed.
-    #[error("{command} failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// How it ended.
-        status: std::process::ExitStatus,
-        /// What it printed on stderr.
-        stderr: String,
-    },
+    /// Swap could not be set up, or the set-up undone.
+    #[error(transparent)]
+    Swap(#[from] remap_swap::SwapError),
     /// Another run is going: two runs would fight over the cgroup, KSM and swap.
     #[error("another remap torture (pid {pid}) is running")]
     AnotherRun {
@@ -92,9 +78,6 @@ pub enum MachineError {
         /// What is missing.
         why: &'static str,
     },
-    /// The zram device node did not appear.
-    #[error("{0} does not exist")]
-    NoDevice(String),
 }
 
 fn file_error(action: impl Into<String>, path: &Path) -> impl FnOnce(io::Error) -> MachineError {
@@ -148,13 +131,15 @@ impl MachineGuard {
 
     fn apply_inner(&mut self, wanted: &Wanted) -> Result<(), MachineError> {
         self.recover_earlier_run()?;
-        if wanted.swap && !remap::system::swap_active() {
-            self.zram = Some(setup_zram()?);
+        if wanted.swap {
+            let hold = remap_swap::SwapHold::acquire()?;
+            if let Some(device) = hold.set_up() {
+                self.notes.push(format!(
+                    "set up zram swap on {device} (removed when its last user ends)"
+                ));
+            }
+            self.swap = Some(hold);
             self.save_state();
-            self.notes.push(format!(
-                "set up zram swap on {} (removed at the end)",
-                self.zram.as_deref().unwrap_or("?")
-            ));
         }
         if wanted.ksm {
             for (name, value) in [
@@ -238,8 +223,8 @@ impl MachineGuard {
         for (name, old) in &self.ksm_saved {
             text.push_str(&format!("ksm {name} {old}\n"));
         }
-        if let Some(z) = &self.zram {
-            text.push_str(&format!("zram {z}\n"));
+        if self.swap.is_some() {
+            text.push_str("swap held\n");
         }
         if let (Some(c), Some(h)) = (&self.cgroup, &self.home) {
             text.push_str(&format!("cgroup {} {}\n", c.display(), h.display()));
@@ -269,7 +254,8 @@ impl MachineGuard {
                 ["ksm", name, old] => earlier
                     .ksm_saved
                     .push(((*name).to_owned(), (*old).to_owned())),
-                ["zram", z] => earlier.zram = Some((*z).to_owned()),
+                // "zram <device>" from runs before swap was held.
+                ["swap", "held"] | ["zram", _] => earlier.earlier_swap = true,
                 ["cgroup", c, h] => {
                     earlier.cgroup = Some(PathBuf::from(c));
                     earlier.home = Some(PathBuf::from(h));
@@ -348,9 +334,15 @@ impl MachineGuard {
                 failed(e);
             }
         }
-        if let Some(device) = self.zram.take() {
-            if let Err(e) = teardown_zram(&device) {
-                failed(e);
+        if let Some(hold) = self.swap.take() {
+            if let Err(e) = hold.release() {
+                failed(e.into());
+            }
+        }
+        if std::mem::take(&mut self.earlier_swap) {
+            // The killed run's hold ended with it; undo its set-up unless someone holds swap.
+            if let Err(e) = remap_swap::undo_if_unused() {
+                failed(e.into());
             }
         }
         if own && errors.is_empty() {
@@ -485,70 +477,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn run(cmd: &mut Command) -> Result<(), MachineError> {
-    let command = format!("{cmd:?}");
-    let out = cmd.output().map_err(|source| MachineError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MachineError::Command {
-            command,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
-
-/// Sets up a 1 GiB zram swap device; returns its name. Serialised with test-support's set-up by
-/// the same lock file.
-fn setup_zram() -> Result<String, MachineError> {
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(ZRAM_LOCK)
-        .map_err(file_error("opening", Path::new(ZRAM_LOCK)))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| file_error("locking", Path::new(ZRAM_LOCK))(e.into()))?;
-    if !Path::new("/sys/class/zram-control").exists() && !Path::new("/sys/block/zram0").exists() {
-        run(Command::new("modprobe").arg("zram"))?;
-    }
-    let mut device = None;
-    let mut names: Vec<String> = fs::read_dir("/sys/block")
-        .map_err(file_error("listing", Path::new("/sys/block")))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("zram"))
-        .collect();
-    names.sort();
-    for name in names {
-        if read(format!("/sys/block/{name}/initstate"))?.trim() == "0" {
-            device = Some(name);
-            break;
-        }
-    }
-    let device = match device {
-        Some(d) => d,
-        None => format!("zram{}", read("/sys/class/zram-control/hot_add")?.trim()),
-    };
-    write(format!("/sys/block/{device}/disksize"), "1G")?;
-    let node = format!("/dev/{device}");
-    if !Path::new(&node).exists() {
-        return Err(MachineError::NoDevice(node));
-    }
-    run(Command::new("mkswap").arg(&node))?;
-    run(Command::new("swapon").args(["-p", "100", &node]))?;
-    Ok(device)
-}
-
-fn teardown_zram(device: &str) -> Result<(), MachineError> {
-    run(Command::new("swapoff").arg(format!("/dev/{device}")))?;
-    write(format!("/sys/block/{device}/reset"), "1")
 }
 
 /// Watches the cgroup for an OOM (tasks waiting because reclaim could not keep up) and lifts the

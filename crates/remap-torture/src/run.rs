@@ -159,7 +159,6 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
         return Err(TortureError::NoMove);
     }
     let signals = SignalGuard::install();
-    let fds_baseline = machine::fd_count();
     let page = sys::page_size();
     let has = |w: Walker| cfg.walkers.contains(&w);
     let working_set = (cfg.pairs * cfg.region_pages * page) as u64;
@@ -175,6 +174,9 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, 
             source: e,
         }
     })?;
+    // After the machine's changes: the guard holds files open for the run (the swap hold's
+    // lock), and the check is of what the run itself leaves open.
+    let fds_baseline = machine::fd_count();
     let cgroup = guard.cgroup().map(std::path::Path::to_path_buf);
     let baseline_usage = cgroup
         .as_deref()

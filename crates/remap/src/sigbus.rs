@@ -411,6 +411,9 @@ mod tests {
         assert!(again.slot() < SLOTS);
         // Reusing a slot keeps the range it retired: a late SIGBUS there is still retried.
         let slot = again.slot();
-        assert!(retired(slot * 0x1000 + 8), "slot {slot} forgot its retired range");
+        assert!(
+            retired(slot * 0x1000 + 8),
+            "slot {slot} forgot its retired range"
+        );
     }
 }

@@ -55,7 +55,8 @@ pub fn required() -> bool {
     std::env::var("UFFD_TESTS_REQUIRED").is_ok_and(|v| v == "1")
 }
 
-/// Checks `need`; returns `true` when the test may go on.
+/// Checks `need`; returns `true` when the test may go on. A need that [`hold`] holds (swap) is
+/// kept until the process exits, as [`met`] keeps it.
 ///
 /// When the need is not met it prints `skipping <test>: needs <what> (<why>)` and returns `false`,
 /// or panics under `UFFD_TESTS_REQUIRED=1`.
@@ -69,6 +70,38 @@ pub fn check(test: &str, need: Need) -> bool {
     }
 }
 
+/// What a met need holds on the machine while the test runs: for [`Need::Swap`], a
+/// [`SwapHold`](swap::SwapHold), so swap set up for the test is undone once the last test using
+/// it is done; nothing for the other needs.
+#[derive(Debug)]
+#[must_use = "dropping it ends the hold on what the test needs"]
+pub struct Held {
+    _swap: Option<swap::SwapHold>,
+}
+
+/// Checks `need` as [`check`] does, and holds what it needs until the returned [`Held`] is
+/// dropped; `None` when the test must stop (the need is not met: skipped, or a failure under
+/// `UFFD_TESTS_REQUIRED=1`). What [`require!`] uses.
+///
+/// ```
+/// if let Some(_held) = test_support::hold("my_test", test_support::Need::Uffd) {
+///     // ... the test body
+/// }
+/// ```
+pub fn hold(test: &str, need: Need) -> Option<Held> {
+    let held = match need {
+        Need::Swap => swap::ensure_swap().map(|hold| Held { _swap: Some(hold) }),
+        other => met(other).map(|()| Held { _swap: None }),
+    };
+    match held {
+        Ok(held) => Some(held),
+        Err(why) => {
+            skip(test, &format!("{need} ({why})"));
+            None
+        }
+    }
+}
+
 /// Skips `test` for want of `what`, or fails it under `UFFD_TESTS_REQUIRED=1`.
 pub fn skip(test: &str, what: &str) {
     assert!(
@@ -78,7 +111,9 @@ pub fn skip(test: &str, what: &str) {
     eprintln!("skipping {test}: needs {what}");
 }
 
-/// Whether `need` is met here, and if not, why not.
+/// Whether `need` is met here, and if not, why not. Swap set up for it is held until the process
+/// exits (a child process's check must not undo what its parent test holds); a test holds it
+/// for its own run with [`require!`] instead.
 pub fn met(need: Need) -> Result<(), String> {
     match need {
         Need::Uffd => uffd::Capabilities::probe()
@@ -102,7 +137,7 @@ pub fn met(need: Need) -> Result<(), String> {
                 Err("not running as root".into())
             }
         }
-        Need::Swap => swap::ensure_swap(),
+        Need::Swap => swap::ensure_swap_kept(),
     }
 }
 
@@ -124,7 +159,9 @@ pub fn test_name(fallback: &str) -> String {
     }
 }
 
-/// Returns from the calling test (after printing why) unless `need` is met.
+/// Returns from the calling test (after printing why) unless `need` is met, and holds what it
+/// needs until the end of the calling block ([`hold`]: swap set up for the test stays on until
+/// the last test using it is done, then is removed).
 ///
 /// ```
 /// fn needs_thp() {
@@ -136,9 +173,10 @@ pub fn test_name(fallback: &str) -> String {
 macro_rules! require {
     ($($need:expr),+ $(,)?) => {
         $(
-            if !$crate::check(&$crate::test_name(module_path!()), $need) {
+            // Bound, not dropped: lives to the end of the caller's block (shadowing keeps it).
+            let Some(_held) = $crate::hold(&$crate::test_name(module_path!()), $need) else {
                 return;
-            }
+            };
         )+
     };
 }

@@ -38,7 +38,9 @@ fn context(out: &Output) -> String {
 
 #[test]
 fn conform_cases_agree_and_name_the_matched_rows() {
-    require!(Need::Move);
+    // Swap held while `remap conform` runs: under UFFD_TESTS_REQUIRED=1 a skipped swap case
+    // fails it.
+    require!(Need::Move, Need::Swap);
     let out = remap(&["conform"]);
     assert_eq!(out.status.code(), Some(0), "{}", context(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -53,7 +55,9 @@ fn conform_cases_agree_and_name_the_matched_rows() {
 
 #[test]
 fn conform_json_is_the_envelope_with_one_case_per_line() {
-    require!(Need::Move);
+    // Swap held while `remap conform` runs: under UFFD_TESTS_REQUIRED=1 a skipped swap case
+    // fails it.
+    require!(Need::Move, Need::Swap);
     let out = remap(&["--json", "conform"]);
     assert_eq!(out.status.code(), Some(0), "{}", context(&out));
     let recs = lines(&out);
@@ -80,7 +84,8 @@ fn conform_json_is_the_envelope_with_one_case_per_line() {
 
 #[test]
 fn conform_differential_ci_run_finds_no_mismatch() {
-    require!(Need::Move);
+    // Swap held: the programs' swap-out steps run.
+    require!(Need::Move, Need::Swap);
     let out = remap(&[
         "--json",
         "conform",

@@ -206,7 +206,8 @@ const HANDWRITTEN: &[(&str, &str, &str)] = &[
 
 #[test]
 fn every_handwritten_expectation_is_the_oracles_and_the_kernels() {
-    require!(Need::Move);
+    // Swap held for the run: the swap cases (and swap-out steps) run, not skip.
+    require!(Need::Move, Need::Swap);
     if run_in_child() {
         return;
     }

@@ -9,7 +9,8 @@ use crate::{harness, run_in_child};
 
 #[test]
 fn every_case_agrees_with_the_oracle_on_this_kernel() {
-    require!(Need::Move);
+    // Swap held for the run: the swap cases (and swap-out steps) run, not skip.
+    require!(Need::Move, Need::Swap);
     if run_in_child() {
         return;
     }
@@ -31,7 +32,8 @@ fn every_case_agrees_with_the_oracle_on_this_kernel() {
 
 #[test]
 fn a_ci_sized_differential_run_finds_no_mismatch() {
-    require!(Need::Move);
+    // Swap held for the run: the swap cases (and swap-out steps) run, not skip.
+    require!(Need::Move, Need::Swap);
     if run_in_child() {
         return;
     }

@@ -49,20 +49,6 @@ fn only_the_rseq_tunable_set_to_zero_turns_rseq_off() {
     assert!(!rseq_off_in("glibc.pthread.rseq=00:glibc.malloc.check=0"));
 }
 
-#[test]
-fn a_failed_helper_program_says_how_it_ended() {
-    let e = run(&mut Command::new("false")).unwrap_err();
-    assert!(
-        matches!(e, MachineError::Command { ref status, .. } if !status.success()),
-        "{e:?}"
-    );
-    let e = run(&mut Command::new("/nonexistent/remap-torture-helper")).unwrap_err();
-    let MachineError::Spawn { source, .. } = &e else {
-        panic!("expected a spawn error, got {e:?}");
-    };
-    assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
-}
-
 const MIB: usize = 1 << 20;
 
 /// A run's cgroup, KSM and swap are the machine's: one guard at a time (a second `apply` would
