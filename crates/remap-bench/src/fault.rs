@@ -567,6 +567,54 @@ fn peer_loop(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// The raw and peer loops' equal start: the wait returns only after every handler said it
+    /// started (each counts itself first, and only once the waiter is about to wait, so a wait
+    /// that returned at once would see a short count).
+    #[test]
+    fn wait_until_started_returns_after_every_handler_started() {
+        const HANDLERS: usize = 4;
+        let started = AtomicUsize::new(0);
+        let waiting = std::sync::atomic::AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            for _ in 0..HANDLERS {
+                let (tx, started, waiting) = (tx.clone(), &started, &waiting);
+                s.spawn(move || {
+                    while !waiting.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    started.fetch_add(1, Ordering::SeqCst);
+                    tx.send(()).unwrap();
+                    // Handlers keep running (and their senders drop) after they said so.
+                });
+            }
+            waiting.store(true, Ordering::SeqCst);
+            super::wait_until_started(tx, &rx, HANDLERS);
+            assert_eq!(started.load(Ordering::SeqCst), HANDLERS);
+        });
+    }
+
+    /// A handler that dies before it says it started ends the wait instead of hanging it.
+    #[test]
+    fn wait_until_started_ends_when_a_handler_dies_first() {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let handler_tx = tx.clone();
+            let dead = std::thread::spawn(move || drop(handler_tx));
+            dead.join().unwrap();
+            super::wait_until_started(tx, &rx, 2);
+            done_tx.send(()).unwrap();
+        });
+        let ended = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert!(ended.is_ok(), "the wait hung on a handler that died");
+        waiter.join().unwrap();
+    }
+
     /// A pinned mutator runs on the CPU the server gives the handler of the same index.
     #[test]
     fn pin_to_nth_cpu_pins_the_thread_beside_handler_n() {
