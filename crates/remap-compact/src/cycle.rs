@@ -309,6 +309,25 @@ impl<C: Compactor> Shared<C> {
             if j < self.pages && state_of(self.states[j].load(Ordering::Acquire)) == UNPROCESSED {
                 // The buffer of to-space page `j`: published in place, same offsets.
                 self.from_state[j].store(FREE, Ordering::Release);
+                // Its claimant may have claimed it between our look and the store, and looked
+                // for this buffer before it was free (the fence and `take_buffer`'s make one of
+                // us see the other). Then it is recycled here, unless the claimant took it
+                // after all; else it would sit free, neither a buffer nor given back, until
+                // the cycle ends.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if state_of(self.states[j].load(Ordering::Relaxed)) == UNPROCESSED
+                    || self.from_state[j]
+                        .compare_exchange(FREE, STACKED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                {
+                    return;
+                }
+                // Ours again (`Stacked` for the moment): as any other freed page.
+                if self.stack.len() < self.reserve {
+                    self.stack.push(u32_index(j));
+                } else {
+                    self.to_surplus(j);
+                }
                 return;
             }
             if self.stack.len() < self.reserve {
@@ -339,14 +358,18 @@ impl<C: Compactor> Shared<C> {
     /// buffer, and whether it is a recycled page (else fresh). Counted by the caller.
     fn take_buffer(&self, page: usize, filler: Filler) -> (Buf, bool) {
         // From-space page `page` becomes a buffer only for to-space page `page`, whose one
-        // claimant we are, so a load and a store suffice (no compare-exchange): nothing else
-        // changes a `Free` page. The acquire load pairs with `freed`'s release store, after every
-        // reader's fill.
-        if self.publication != Publication::Copy
-            && self.from_state[page].load(Ordering::Acquire) == FREE
-        {
-            self.from_state[page].store(BUFFER, Ordering::Relaxed);
-            return (Buf::From(u32_index(page)), true);
+        // claimant we are; but `freed` takes a `Free` page back when it sees the claim, so a
+        // compare-exchange decides who has it. The fence orders our claim before the look, as
+        // `freed`'s orders its store before its look at the claim. The acquire pairs with
+        // `freed`'s release store, after every reader's fill.
+        if self.publication != Publication::Copy {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.from_state[page]
+                .compare_exchange(FREE, BUFFER, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return (Buf::From(u32_index(page)), true);
+            }
         }
         if filler == Filler::Compactor {
             // Staging slot by position in the aligned batch window: contiguous pages get
