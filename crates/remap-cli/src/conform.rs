@@ -71,6 +71,10 @@ pub(crate) fn run(args: &ConformArgs, out: Output) -> anyhow::Result<Outcome> {
         Err(e) if e.is_unavailable() => return Ok(Outcome::CannotRun(e.to_string())),
         Err(e) => return Err(e.into()),
     };
+    // Swap the machine has is held for the run (set up by another remap process, it would go
+    // when that one's last user ends): the swap cases and swap-out steps see it to the end.
+    // None is set up: without swap they are skipped.
+    let _swap = remap_swap::SwapHold::if_active();
     let machine = Machine::detect();
     let stdout = std::io::stdout();
     let mut w = stdout.lock();

@@ -31,8 +31,20 @@ pub enum SwapError {
     /// could be added).
     #[error("zram is not available: {why}")]
     NoZram {
-        /// What was tried, and how it failed.
+        /// What was tried.
         why: String,
+        /// How it failed (the command or file error, with its errno), when something failed.
+        #[source]
+        source: Option<Box<SwapError>>,
+    },
+    /// A set-up command could not be started (other than for not being installed).
+    #[error("running {command}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The error, with its errno.
+        #[source]
+        source: std::io::Error,
     },
     /// A set-up command is not installed.
     #[error(

@@ -61,8 +61,8 @@ pub fn swap_active() -> bool {
 #[derive(Debug)]
 #[must_use = "swap set up for a hold is undone when the hold is dropped"]
 pub struct SwapHold {
-    /// The shared lock on [`USERS_PATH`] (`None` without root: swap that is already active is
-    /// then someone else's, and nothing is set up or undone).
+    /// The shared lock on [`USERS_PATH`] (`None` when the file is not there or not usable: no
+    /// remap set-up can exist then, and nothing is set up or undone).
     users: Option<File>,
     /// The device this hold set up, if it did.
     set_up: Option<String>,
@@ -84,18 +84,22 @@ impl SwapHold {
     /// [`SwapError::File`], [`SwapError::NotListed`]).
     pub fn acquire() -> Result<SwapHold, SwapError> {
         if !rustix::process::geteuid().is_root() {
-            return if swap_active() {
-                Ok(SwapHold {
-                    users: None,
-                    set_up: None,
-                })
-            } else {
-                Err(SwapError::NotRoot)
-            };
+            return SwapHold::if_active().ok_or(SwapError::NotRoot);
         }
         // Shared before looking: a last holder undoing the set-up holds it exclusively, so this
         // waits for that to finish instead of finding a swap area about to go.
-        let users = lock(USERS_PATH, FlockOperation::LockShared)?;
+        let users = match lock(USERS_PATH, FlockOperation::LockShared) {
+            Ok(users) => users,
+            // No usable /run (some containers): active swap is then not remap's (a set-up
+            // needs the lock files) and is used as it is.
+            Err(_) if swap_active() => {
+                return Ok(SwapHold {
+                    users: None,
+                    set_up: None,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if swap_active() {
             return Ok(SwapHold {
                 users: Some(users),
@@ -115,6 +119,29 @@ impl SwapHold {
         Ok(SwapHold {
             users: Some(users),
             set_up: Some(device),
+        })
+    }
+
+    /// Holds swap that is active now, setting nothing up (root or not): `None` when none is. A
+    /// tool that uses swap only if the machine has it takes this, so that a remap set-up it
+    /// found is not undone under it by another process's last release.
+    ///
+    /// ```
+    /// if let Some(hold) = remap_swap::SwapHold::if_active() {
+    ///     assert_eq!(hold.set_up(), None);
+    /// }
+    /// ```
+    pub fn if_active() -> Option<SwapHold> {
+        // Shared first, as `acquire` does; read-only is enough for a shared lock. The file
+        // exists once root has set swap up: without it there is no set-up to keep.
+        let users = File::open(USERS_PATH).ok().and_then(|file| {
+            rustix::fs::flock(&file, FlockOperation::LockShared)
+                .ok()
+                .map(|()| file)
+        });
+        swap_active().then_some(SwapHold {
+            users,
+            set_up: None,
         })
     }
 
@@ -192,8 +219,9 @@ pub fn undo_if_unused() -> Result<Option<String>, SwapError> {
         return Ok(None);
     };
     if !zram::is_swap(&device) {
-        // Undone already, or a set-up that never got as far as swapon: the next set-up redoes
-        // that device from the start.
+        // Undone already, or a set-up that never got as far as swapon: forgotten, so that a
+        // device that is someone else's by now is never undone.
+        zram::record(&mut setup, None)?;
         return Ok(None);
     }
     zram::tear_down(&device)?;
@@ -208,7 +236,9 @@ fn open(path: &str) -> Result<File, SwapError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
+        // Readable by all: a process without root holds swap with a shared lock on a read-only
+        // descriptor (`if_active`).
+        .mode(0o644)
         .open(path)
         .map_err(SwapError::file("opening", path))
 }

@@ -30,21 +30,13 @@ pub(crate) fn record(lock: &mut File, device: Option<&str>) -> Result<(), SwapEr
         .map_err(SwapError::file("writing", LOCK_PATH))
 }
 
-/// Sets up a zram swap device and records it in `lock` first (so a set-up interrupted half-way
-/// is redone on the same device, or undone); returns its name.
+/// Sets up a zram swap device on a free one (no disksize: nobody's), recorded in `lock` before
+/// it is sized, so a holder killed half-way leaves it for the undoing side to find; returns its
+/// name. A device recorded by a set-up that never reached `swapon` is not reused: it may be
+/// someone else's by now, and resetting it would destroy their data.
 pub(crate) fn set_up(lock: &mut File) -> Result<String, SwapError> {
-    let device = match recorded(lock)? {
-        Some(name) if Path::new("/sys/block").join(&name).exists() => {
-            // Our own earlier set-up, interrupted or undone: start that device afresh.
-            write_attr(&name, "reset", "1")?;
-            name
-        }
-        _ => {
-            let name = free_device()?;
-            record(lock, Some(&name))?;
-            name
-        }
-    };
+    let device = free_device()?;
+    record(lock, Some(&device))?;
     write_attr(&device, "disksize", DISKSIZE)?;
     let node = dev_node(&device)?;
     run(Command::new("mkswap").arg(&node))?;
@@ -82,8 +74,10 @@ fn is_zram_name(name: &str) -> bool {
 fn free_device() -> Result<String, SwapError> {
     let control = Path::new("/sys/class/zram-control");
     if !control.exists() && !Path::new("/sys/block/zram0").exists() {
-        run(Command::new("modprobe").arg("zram"))
-            .map_err(|e| SwapError::NoZram { why: e.to_string() })?;
+        run(Command::new("modprobe").arg("zram")).map_err(|e| SwapError::NoZram {
+            why: "no zram driver, and loading the module failed".into(),
+            source: Some(Box::new(e)),
+        })?;
     }
     let mut names: Vec<String> = fs::read_dir("/sys/block")
         .map_err(SwapError::file("listing", "/sys/block"))?
@@ -99,10 +93,8 @@ fn free_device() -> Result<String, SwapError> {
     }
     let hot_add = control.join("hot_add");
     let id = fs::read_to_string(&hot_add).map_err(|e| SwapError::NoZram {
-        why: format!(
-            "no free zram device, and reading {}: {e}",
-            hot_add.display()
-        ),
+        why: "no free zram device, and none could be added".into(),
+        source: Some(Box::new(SwapError::file("reading", hot_add.clone())(e))),
     })?;
     Ok(format!("zram{}", id.trim()))
 }
@@ -135,6 +127,7 @@ fn dev_node(device: &str) -> Result<PathBuf, SwapError> {
     let Some((major, minor)) = parsed else {
         return Err(SwapError::NoZram {
             why: format!("unexpected /sys/block/{device}/dev {numbers:?}"),
+            source: None,
         });
     };
     rustix::fs::mknodat(
@@ -155,7 +148,10 @@ fn run(cmd: &mut Command) -> Result<(), SwapError> {
         std::io::ErrorKind::NotFound => SwapError::NoCommand {
             command: command.clone(),
         },
-        _ => SwapError::file("running", command.clone())(e),
+        _ => SwapError::Spawn {
+            command: command.clone(),
+            source: e,
+        },
     })?;
     if out.status.success() {
         Ok(())

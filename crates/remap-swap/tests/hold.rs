@@ -1,7 +1,9 @@
 //! Swap holds against the real machine: set-up when none is active, sharing between holds and
 //! between processes, the last release undoing it, and the clean-up after a holder that was
-//! killed. Needs root and the zram driver, and a machine whose own swap is off (the tests must
-//! see remap's set-up come and go). One test: its steps share the machine's swap.
+//! killed. Needs root and the zram driver, a machine whose own swap is off, and the machine's swap
+//! to itself: no other remap process may hold swap meanwhile (the test must see remap's set-up
+//! come and go), which `cargo test` gives it (one test binary at a time), a runner that runs
+//! binaries side by side does not. One test: its steps share the machine's swap.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

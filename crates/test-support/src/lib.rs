@@ -55,8 +55,8 @@ pub fn required() -> bool {
     std::env::var("UFFD_TESTS_REQUIRED").is_ok_and(|v| v == "1")
 }
 
-/// Checks `need`; returns `true` when the test may go on. A need that [`hold`] holds (swap) is
-/// kept until the process exits, as [`met`] keeps it.
+/// Checks `need`; returns `true` when the test may go on. Sets nothing up that would outlive
+/// the call (see [`met`]); a test that needs swap set up uses [`require!`] or [`hold`].
 ///
 /// When the need is not met it prints `skipping <test>: needs <what> (<why>)` and returns `false`,
 /// or panics under `UFFD_TESTS_REQUIRED=1`.
@@ -111,9 +111,9 @@ pub fn skip(test: &str, what: &str) {
     eprintln!("skipping {test}: needs {what}");
 }
 
-/// Whether `need` is met here, and if not, why not. Swap set up for it is held until the process
-/// exits (a child process's check must not undo what its parent test holds); a test holds it
-/// for its own run with [`require!`] instead.
+/// Whether `need` is met here, and if not, why not. For [`Need::Swap`] only whether swap is
+/// active now: setting it up takes a hold to undo it by ([`hold`], [`require!`]); a child
+/// process whose parent test holds swap checks with this.
 pub fn met(need: Need) -> Result<(), String> {
     match need {
         Need::Uffd => uffd::Capabilities::probe()
@@ -137,7 +137,13 @@ pub fn met(need: Need) -> Result<(), String> {
                 Err("not running as root".into())
             }
         }
-        Need::Swap => swap::ensure_swap_kept(),
+        Need::Swap => {
+            if swap::swap_active() {
+                Ok(())
+            } else {
+                Err("no active swap (require!(Need::Swap) sets it up as root)".into())
+            }
+        }
     }
 }
 

@@ -106,7 +106,8 @@ fn conform_differential_ci_run_finds_no_mismatch() {
 
 #[test]
 fn conform_catches_an_injected_oracle_bug_shrinks_and_replays_it() {
-    require!(Need::Move);
+    // Swap held for the run: the machine seen at its start keeps its swap to the end.
+    require!(Need::Move, Need::Swap);
     let out = remap(&[
         "--json",
         "conform",

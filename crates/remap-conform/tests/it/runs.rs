@@ -58,7 +58,8 @@ fn a_ci_sized_differential_run_finds_no_mismatch() {
 
 #[test]
 fn the_shrinker_reduces_an_injected_oracle_bug_to_a_few_steps() {
-    require!(Need::Move);
+    // Swap held for the run: the machine seen at its start keeps its swap to the end.
+    require!(Need::Move, Need::Swap);
     if run_in_child() {
         return;
     }
@@ -99,7 +100,8 @@ fn the_shrinker_reduces_an_injected_oracle_bug_to_a_few_steps() {
 #[test]
 fn copy_installs_over_a_guard_region() {
     // Kept as the reproducer of docs/findings/copy-overwrites-guard-regions.md.
-    require!(Need::Move);
+    // Swap held for the run: the machine seen at its start keeps its swap to the end.
+    require!(Need::Move, Need::Swap);
     if run_in_child() {
         return;
     }

@@ -318,9 +318,11 @@ impl MovePool {
         // Counted before the slot turns busy, so the count is never low.
         let joins = self.joins(from);
         joins.fetch_add(1, Ordering::SeqCst);
+        // `SeqCst` on success: a claimer that fails on this slot and then reads the counts
+        // (after its fence, in `claim_waiting`) sees the raise ordered before the busy slot.
         let claimed = (0..n).map(|i| (start + i) % n).find(|&s| {
             self.slots[s]
-                .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(from, BUSY, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
         });
         if claimed.is_none() {
@@ -449,6 +451,8 @@ impl MovePool {
             if let Some(slot) = self.claim(from) {
                 return Some(slot);
             }
+            // Orders the claim's (relaxed) looks at the slots before the count's load.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.maybe(from).load(Ordering::SeqCst) == 0 {
                 return None;
             }
@@ -585,7 +589,7 @@ impl MovePool {
         }
         while run < pages
             && self.slots.get(first + run).is_some_and(|s| {
-                s.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                s.compare_exchange(FREE, BUSY, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             })
         {

@@ -89,8 +89,14 @@ pub(crate) fn expect(dispatcher: &str, scenario: &str, outcome: Outcome) {
 #[track_caller]
 pub(crate) fn run_table(dispatcher: &str, table: &[Scenario]) {
     for s in table {
-        if let Some(why) = s.needs.iter().find_map(|&n| test_support::met(n).err()) {
-            test_support::skip(&format!("{dispatcher} {}", s.name), &why);
+        let name = format!("{dispatcher} {}", s.name);
+        // Held while the scenario's child runs (swap set up for it is undone after).
+        let held: Option<Vec<_>> = s
+            .needs
+            .iter()
+            .map(|&n| test_support::hold(&name, n))
+            .collect();
+        if held.is_none() {
             continue;
         }
         expect(dispatcher, s.name, s.outcome);

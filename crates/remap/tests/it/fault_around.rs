@@ -398,13 +398,22 @@ fn thp_child() {
 /// the right content.
 fn concurrent_child() {
     let pages = 1024;
+    // The pool's spare pages: a window per handler. A fault that finds every free page leased
+    // waits for them, but at most 100 ms, and then (a handler preempted that long on a loaded
+    // machine) answers a zero page, as documented; that is not what this counts.
+    let spare = 2 * 16;
     for kind in KINDS {
         for round in 0..4 {
             let region = Region::builder(pages * page())
                 .thp(Thp::NoHuge)
                 .build()
                 .unwrap();
-            with_server(kind, region, pages, 16, 2, |region, stats| {
+            let logical = if kind == Kind::Move {
+                pages + spare
+            } else {
+                pages
+            };
+            with_server(kind, region, logical, 16, 2, |region, stats| {
                 std::thread::scope(|s| {
                     s.spawn(|| {
                         for i in 0..pages {
@@ -428,10 +437,10 @@ fn concurrent_child() {
                     s.faults < pages as u64,
                     "{kind:?}: fault-around saved no fault: {s}"
                 );
-                // Every source has a page for every fault (the pool one per region page): a
-                // zero page means the pool called itself empty while it had pages.
+                // Every source has a page for every fault: a zero page means the pool called
+                // itself empty while it had pages.
                 assert_eq!(s.served_zero, 0, "{kind:?} round {round}: {s}");
-                check_content(kind, region, 0..pages, pages);
+                check_content(kind, region, 0..pages, logical);
             });
         }
     }

@@ -144,9 +144,12 @@ fn pool_page_of(region: &Region, i: usize, pool_pages: usize) -> usize {
 #[test]
 fn move_pool_serves_each_page_once_under_concurrency() {
     require!(Need::Move);
-    // Exactly one pool page per region page: a duplicate fault's lease is out until its MOVE
-    // loses the race, and the last fault must wait for it rather than call the pool empty.
-    let pool_pages = PAGES;
+    // A spare page per handler: a duplicate fault's lease is out until its MOVE loses the race,
+    // and a fault that finds no free page waits for it, but at most 100 ms, and a handler
+    // preempted that long under the full suite on two CPUs makes the pool answer a zero page
+    // (as documented). The race that made it answer one with a free page in hand is pinned by
+    // the unit test `a_page_handed_back_while_another_thread_looks_is_found_not_reported_empty`.
+    let pool_pages = PAGES + HANDLERS;
     let pool = pattern_pool(SEED, Region::new(pool_pages * page()).unwrap());
     let server = FaultServer::builder(Region::new(PAGES * page()).unwrap(), pool)
         .threads(HANDLERS)
@@ -160,7 +163,7 @@ fn move_pool_serves_each_page_once_under_concurrency() {
         (PAGES as u64, 0),
         "{stats}"
     );
-    assert_eq!(server.source().available(), 0);
+    assert_eq!(server.source().available(), HANDLERS);
     // Every page is a distinct pool page, moved in whole.
     let mut seen = HashSet::new();
     for i in 0..PAGES {
