@@ -49,6 +49,20 @@ fn move_engine(init: impl FnOnce(&Region)) -> Engine {
         .unwrap()
 }
 
+/// A MOVE engine over a heap whose word `j` is `0x1000 + j`, and a plan complementing its first
+/// half (to-space word `w` becomes `!(0x1000 + w)`).
+fn tagged_engine_and_half_plan() -> (Engine, Arc<Complement>) {
+    let engine = move_engine(|heap| {
+        for j in 0..heap.len() / 8 {
+            heap.write_u64(j * 8, 0x1000 + j as u64);
+        }
+    });
+    let plan = Arc::new(Complement {
+        pages: HEAP_PAGES / 2,
+    });
+    (engine, plan)
+}
+
 /// Takes page 0 the compaction thread's way: claim, fill, `Mapping`; returns its buffer.
 fn map_page_0_as_the_compactor<C: Compactor>(shared: &Shared<C>) -> Buf {
     let claimed = pack(PROCESSING, Filler::Compactor, None);
@@ -80,14 +94,7 @@ fn move_that_moved_the_page_but_failed_wakes_the_thread_faulting_on_it() {
         return;
     }
     let page = uffd::page_size();
-    let engine = move_engine(|heap| {
-        for j in 0..HEAP_PAGES * page / 8 {
-            heap.write_u64(j * 8, 0x1000 + j as u64);
-        }
-    });
-    let plan = Arc::new(Complement {
-        pages: HEAP_PAGES / 2,
-    });
+    let (engine, plan) = tagged_engine_and_half_plan();
     let cycle = engine.flip(Arc::clone(&plan)).unwrap();
     let shared = Arc::clone(cycle.shared());
     let buf = map_page_0_as_the_compactor(&shared);
@@ -144,14 +151,7 @@ fn move_that_moved_the_page_but_failed_counts_it_published_once() {
         return;
     }
     let page = uffd::page_size();
-    let engine = move_engine(|heap| {
-        for j in 0..HEAP_PAGES * page / 8 {
-            heap.write_u64(j * 8, 0x1000 + j as u64);
-        }
-    });
-    let plan = Arc::new(Complement {
-        pages: HEAP_PAGES / 2,
-    });
+    let (engine, plan) = tagged_engine_and_half_plan();
     let cycle = engine.flip(Arc::clone(&plan)).unwrap();
     let shared = Arc::clone(cycle.shared());
     let buf = map_page_0_as_the_compactor(&shared);
