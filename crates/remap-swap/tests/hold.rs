@@ -100,4 +100,23 @@ fn holds_share_one_set_up_and_the_last_release_undoes_it() {
     );
     assert!(!swap_active());
     assert_eq!(undo_if_unused().unwrap(), None, "nothing is left to undo");
+
+    // A hold of swap that is there sets nothing up, and keeps a set-up on as any hold does.
+    assert!(SwapHold::if_active().is_none(), "no swap, nothing to hold");
+    let setter = SwapHold::acquire().unwrap();
+    let device = setter.set_up().expect("sets up again").to_owned();
+    let user = SwapHold::if_active().expect("swap is active");
+    assert_eq!(user.set_up(), None);
+    assert_eq!(
+        setter.release().unwrap(),
+        None,
+        "the if_active hold still holds swap"
+    );
+    assert!(swap_active());
+    assert_eq!(
+        user.release().unwrap(),
+        Some(device),
+        "the last hold undoes the set-up"
+    );
+    assert!(!swap_active());
 }

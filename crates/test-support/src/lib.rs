@@ -55,21 +55,6 @@ pub fn required() -> bool {
     std::env::var("UFFD_TESTS_REQUIRED").is_ok_and(|v| v == "1")
 }
 
-/// Checks `need`; returns `true` when the test may go on. Sets nothing up that would outlive
-/// the call (see [`met`]); a test that needs swap set up uses [`require!`] or [`hold`].
-///
-/// When the need is not met it prints `skipping <test>: needs <what> (<why>)` and returns `false`,
-/// or panics under `UFFD_TESTS_REQUIRED=1`.
-pub fn check(test: &str, need: Need) -> bool {
-    match met(need) {
-        Ok(()) => true,
-        Err(why) => {
-            skip(test, &format!("{need} ({why})"));
-            false
-        }
-    }
-}
-
 /// What a met need holds on the machine while the test runs: for [`Need::Swap`], a
 /// [`SwapHold`](swap::SwapHold), so swap set up for the test is undone once the last test using
 /// it is done; nothing for the other needs.
@@ -79,9 +64,9 @@ pub struct Held {
     _swap: Option<swap::SwapHold>,
 }
 
-/// Checks `need` as [`check`] does, and holds what it needs until the returned [`Held`] is
-/// dropped; `None` when the test must stop (the need is not met: skipped, or a failure under
-/// `UFFD_TESTS_REQUIRED=1`). What [`require!`] uses.
+/// Checks `need` and holds what it needs until the returned [`Held`] is dropped; `None` when the
+/// test must stop: the need is not met, and it printed `skipping <test>: needs <what> (<why>)`
+/// (or panicked under `UFFD_TESTS_REQUIRED=1`). What [`require!`] uses.
 ///
 /// ```
 /// if let Some(_held) = test_support::hold("my_test", test_support::Need::Uffd) {
